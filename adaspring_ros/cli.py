@@ -1,0 +1,42 @@
+"""The ``adaspring`` command: train, profile, search, demo, bench.
+
+Each sub-command lives with the code it drives and exposes ``cli_main(argv) -> int``; this file
+only dispatches, so importing it stays cheap (torch and rclpy load only for the command that needs them).
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+COMMANDS = {
+    "train": ("adaspring_ros.core.training", "train the self-evolutionary backbone"),
+    "profile": ("adaspring_ros.core.profiler", "measure every variant -> profile table"),
+    "search": ("adaspring_ros.core.search", "pick the best variant for a context"),
+    "demo": ("adaspring_ros.demo", "run the whole ROS pipeline on replayed data"),
+    "bench": ("adaspring_ros.bench_runner", "run the benchmarks in bench/"),
+}
+
+
+def _usage() -> str:
+    lines = ["usage: adaspring <command> [options]", "", "commands:"]
+    lines += [f"  {name:<8} {help_}" for name, (_, help_) in COMMANDS.items()]
+    lines.append("\n`adaspring <command> --help` for the options of one command.")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(_usage())
+        return 0
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        print(f"adaspring: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
+        return 2
+    module = importlib.import_module(COMMANDS[name][0])
+    return int(module.cli_main(rest) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,174 @@
+"""ProfileTable: the measured cost and accuracy of each profiled variant.
+
+Written by ``profiler.py`` (``adaspring profile``), read by the runtime search. Deliberately free of
+torch so that the evolution side can load it cheaply. One JSON file, versioned by ``schema_version``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from .config import CompressionConfig, ConfigError, SearchSpace
+
+__all__ = ["SCHEMA_VERSION", "ProfileError", "ProfileEntry", "ProfileTable"]
+
+SCHEMA_VERSION = 1
+
+
+class ProfileError(ValueError):
+    """A profile table file that cannot be used."""
+
+
+# Every entry carries these measurements; units are in the names.
+_METRICS = (
+    "accuracy",          # top-1 on the held-out test split, fraction in [0, 1]
+    "latency_ms_p50",    # batch-1 latency, median, fixed thread count, after warm-up
+    "latency_ms_p95",
+    "macs",              # multiply-accumulates per inference at the variant's resolution
+    "params",            # parameter count of the compact module
+    "storage_bytes",     # bytes to store the variant's weights (int8 weights count 1 byte)
+    "peak_memory_mb",    # peak extra memory of one inference
+    "energy_mj",         # energy per inference, millijoules (method in ProfileTable.energy_method)
+)
+
+
+@dataclass(frozen=True)
+class ProfileEntry:
+    config: CompressionConfig
+    accuracy: float
+    latency_ms_p50: float
+    latency_ms_p95: float
+    macs: int
+    params: int
+    storage_bytes: int
+    peak_memory_mb: float
+    energy_mj: float
+
+    @property
+    def id(self) -> str:
+        return self.config.id
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"id": self.config.id, "config": self.config.to_dict()}
+        for name in _METRICS:
+            out[name] = getattr(self, name)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], space: SearchSpace, where: str) -> "ProfileEntry":
+        if not isinstance(data, Mapping):
+            raise ProfileError(f"{where}: expected a mapping")
+        try:
+            config = CompressionConfig.from_dict(data["config"], space)
+        except KeyError:
+            raise ProfileError(f"{where}: missing 'config'") from None
+        except ConfigError as exc:
+            raise ProfileError(f"{where}: {exc}") from exc
+        values: dict[str, Any] = {}
+        for name in _METRICS:
+            if name not in data:
+                raise ProfileError(f"{where}: missing '{name}'")
+            try:
+                value = float(data[name])
+            except (TypeError, ValueError):
+                raise ProfileError(f"{where}: '{name}' is not a number: {data[name]!r}") from None
+            if not math.isfinite(value) or value < 0:
+                raise ProfileError(f"{where}: '{name}' must be finite and >= 0, got {value}")
+            if name == "accuracy" and value > 1.0:
+                raise ProfileError(f"{where}: 'accuracy' is a fraction in [0, 1], got {value}")
+            values[name] = int(value) if name in ("macs", "params", "storage_bytes") else value
+        return cls(config=config, **values)
+
+
+@dataclass
+class ProfileTable:
+    """Measured variants of one trained backbone on one device."""
+
+    space: SearchSpace
+    entries: list[ProfileEntry]
+    backbone_sha256: str = ""
+    device: dict[str, Any] = field(default_factory=dict)
+    energy_method: str = ""
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self._by_id = {e.id: e for e in self.entries}
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def get(self, config_id: str) -> ProfileEntry | None:
+        return self._by_id.get(config_id)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "backbone_sha256": self.backbone_sha256,
+            "space": self.space.to_dict(),
+            "device": self.device,
+            "energy_method": self.energy_method,
+            "meta": self.meta,
+            "entries": [e.to_dict() for e in self.entries],
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "ProfileTable":
+        if not isinstance(data, Mapping):
+            raise ProfileError("profile table must be a JSON object")
+        version = data.get("schema_version")
+        if version != SCHEMA_VERSION:
+            raise ProfileError(
+                f"profile table schema_version {version!r} is not supported "
+                f"(expected {SCHEMA_VERSION})"
+            )
+        try:
+            space = SearchSpace.from_dict(data["space"])
+        except KeyError:
+            raise ProfileError("profile table has no 'space'") from None
+        except ConfigError as exc:
+            raise ProfileError(str(exc)) from exc
+        raw_entries = data.get("entries")
+        if not isinstance(raw_entries, list) or not raw_entries:
+            raise ProfileError("profile table has no entries")
+        entries = [
+            ProfileEntry.from_dict(raw, space, f"entry {i}") for i, raw in enumerate(raw_entries)
+        ]
+        ids = [e.id for e in entries]
+        if len(set(ids)) != len(ids):
+            raise ProfileError("profile table lists a config more than once")
+        return cls(
+            space=space,
+            entries=entries,
+            backbone_sha256=str(data.get("backbone_sha256", "")),
+            device=dict(data.get("device", {}) or {}),
+            energy_method=str(data.get("energy_method", "")),
+            meta=dict(data.get("meta", {}) or {}),
+        )
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=1, sort_keys=True) + "\n")
+
+    @classmethod
+    def load(cls, path: str | Path, expected_sha256: str | None = None) -> "ProfileTable":
+        """Load and validate a table; with ``expected_sha256`` the file's checksum must match."""
+        path = Path(path)
+        try:
+            raw = path.read_bytes()
+        except OSError as exc:
+            raise ProfileError(f"cannot read profile table {path}: {exc}") from exc
+        if expected_sha256 is not None:
+            digest = hashlib.sha256(raw).hexdigest()
+            if digest != expected_sha256.strip().lower():
+                raise ProfileError(
+                    f"profile table {path} checksum mismatch: {digest} != {expected_sha256}"
+                )
+        try:
+            data = json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ProfileError(f"profile table {path} is not valid JSON: {exc}") from exc
+        return cls.from_dict(data)

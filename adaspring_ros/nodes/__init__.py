@@ -1,0 +1,1 @@
+"""Thin rclpy adapters around adaspring_ros.core, one file per node."""

@@ -1,0 +1,32 @@
+# adaspring_ros — the two commands of a fresh machine are `make demo` and `make test`.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+
+.PHONY: setup test test-fast demo lint bench train profile clean
+
+setup:  ## venv + ROS 2 wheels + torch (CPU) + dataset + colcon build (idempotent)
+	@bash tools/setup.sh
+
+test: setup  ## the whole test suite (unit + real multi-process ROS integration)
+	$(PY) -m pytest test -q
+
+test-fast: setup  ## the ROS-free unit tests only
+	$(PY) -m pytest test -q -m "not ros"
+
+demo: setup  ## the whole pipeline on replayed Fashion-MNIST with a scenario, ~1 minute
+	$(PY) -m adaspring_ros.cli demo
+
+lint: setup
+	$(VENV)/bin/ruff check adaspring_ros bench test tools launch
+
+bench: setup  ## all benchmarks; each prints a table and updates docs/benchmarks.md
+	$(PY) -m adaspring_ros.cli bench
+
+train: setup  ## reproduce models/backbone.pt
+	$(PY) -m adaspring_ros.cli train
+
+profile: setup  ## reproduce models/profile_table.json
+	$(PY) -m adaspring_ros.cli profile
+
+clean:
+	rm -rf build log install

@@ -1,7 +1,8 @@
 """The ``adaspring`` command: train, profile, search, demo, bench.
 
 Each sub-command lives with the code it drives and exposes ``cli_main(argv) -> int``; this file
-only dispatches, so importing it stays cheap (torch and rclpy load only for the command that needs them).
+only dispatches, so importing it stays cheap (torch and rclpy load only for the command that
+needs them).
 """
 
 from __future__ import annotations

@@ -9,9 +9,9 @@ from __future__ import annotations
 import platform
 import re
 import statistics
+from collections.abc import Iterable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterable, Sequence
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
 HEADER = (
@@ -76,7 +76,8 @@ def write_section(name: str, title: str, command: str, body: str) -> None:
     print(section)
     DOC.parent.mkdir(parents=True, exist_ok=True)
     text = DOC.read_text() if DOC.exists() else HEADER
-    pattern = re.compile(rf"<!-- BEGIN {re.escape(name)} -->.*?<!-- END {re.escape(name)} -->\n?", re.S)
+    key = re.escape(name)
+    pattern = re.compile(rf"<!-- BEGIN {key} -->.*?<!-- END {key} -->\n?", re.S)
     if pattern.search(text):
         text = pattern.sub(lambda _m: section, text)
     else:

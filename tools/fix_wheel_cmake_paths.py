@@ -19,7 +19,9 @@ def main() -> int:
     prefix = Path(sys.prefix)
     py_include = sysconfig.get_paths()["include"]
     np_include = numpy.get_include()
-    numpy_pat = re.compile(r"/opt/python/cp3\d+-cp3\d+/lib/python3\.\d+/site-packages/numpy/[\w/]*include")
+    numpy_pat = re.compile(
+        r"/opt/python/cp3\d+-cp3\d+/lib/python3\.\d+/site-packages/numpy/[\w/]*include"
+    )
     python_pat = re.compile(r"/opt/python/cp3\d+-cp3\d+/include/python3\.\d+")
     fixed = 0
     for path in (prefix / "share").glob("*/cmake/*.cmake"):

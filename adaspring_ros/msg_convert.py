@@ -1,0 +1,172 @@
+"""The one place that knows the message layout: ROS messages <-> core dataclasses, Image <-> numpy.
+
+Nodes call these and never touch message fields one by one. Every decoder validates what it reads
+and raises a ValueError subclass with a message fit for a log line.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from .core.config import DEFAULT_SPACE, CompressionConfig, ConfigError, SearchSpace, StageConfig
+
+__all__ = [
+    "ImageError",
+    "ENCODINGS",
+    "MAX_IMAGE_BYTES",
+    "image_to_numpy",
+    "numpy_to_image",
+    "config_to_msg",
+    "config_from_msg",
+]
+
+# Channels per pixel of every encoding the perception node accepts (8 bits per channel).
+ENCODINGS = {"mono8": 1, "rgb8": 3, "bgr8": 3, "rgba8": 4, "bgra8": 4}
+# Larger frames are refused rather than allocated: 8K RGBA is ~132 MB.
+MAX_IMAGE_BYTES = 64 * 1024 * 1024
+
+
+class ImageError(ValueError):
+    """A sensor_msgs/Image that cannot be decoded; the message says which field is wrong."""
+
+
+def image_to_numpy(msg: Any) -> np.ndarray:
+    """Decode a sensor_msgs/Image into uint8 (H, W) for mono8 or (H, W, 3) RGB for colour.
+
+    Honours ``step`` (row padding), converts BGR(A) to RGB and drops alpha. The result is a view
+    of the message buffer where possible; callers must not keep it past the callback.
+    """
+    encoding = str(msg.encoding).strip().lower()
+    if encoding not in ENCODINGS:
+        raise ImageError(
+            f"unsupported encoding {msg.encoding!r}; supported: {', '.join(ENCODINGS)}"
+        )
+    channels = ENCODINGS[encoding]
+    height, width, step = int(msg.height), int(msg.width), int(msg.step)
+    if height <= 0 or width <= 0:
+        raise ImageError(f"empty image: {width}x{height}")
+    row_bytes = width * channels
+    if step < row_bytes:
+        raise ImageError(f"step {step} is smaller than width*channels = {row_bytes}")
+    needed = step * (height - 1) + row_bytes
+    if needed > MAX_IMAGE_BYTES:
+        raise ImageError(f"image of {needed} bytes exceeds the {MAX_IMAGE_BYTES}-byte limit")
+    data = msg.data
+    size = len(data)
+    if size < needed or size > step * height:
+        raise ImageError(
+            f"data has {size} bytes, {width}x{height} {encoding} with step {step} needs "
+            f"{step * height}"
+        )
+    buf = np.frombuffer(data, dtype=np.uint8) if not isinstance(data, np.ndarray) else data
+    if size < step * height:  # last row without its padding
+        buf = np.concatenate([buf, np.zeros(step * height - size, np.uint8)])
+    rows = buf.reshape(height, step)[:, :row_bytes]
+    if channels == 1:
+        return rows
+    pixels = rows.reshape(height, width, channels)
+    if encoding.startswith("bgr"):
+        return pixels[:, :, 2::-1]
+    return pixels[:, :, :3]
+
+
+def numpy_to_image(pixels: np.ndarray, encoding: str, msg_type: Any) -> Any:
+    """Encode uint8 (H, W) grey or (H, W, 3) RGB pixels as an Image of ``encoding``."""
+    encoding = encoding.lower()
+    if encoding not in ENCODINGS:
+        raise ImageError(f"unsupported encoding {encoding!r}")
+    pixels = np.asarray(pixels, dtype=np.uint8)
+    if pixels.ndim == 2:
+        grey = pixels
+        rgb = np.repeat(pixels[:, :, None], 3, axis=2)
+    elif pixels.ndim == 3 and pixels.shape[2] == 3:
+        rgb = pixels
+        grey = None
+    else:
+        raise ImageError(f"expected (H, W) or (H, W, 3) pixels, got shape {pixels.shape}")
+    if encoding == "mono8":
+        if grey is None:  # ITU-R 601 luma, as the preprocessing does
+            grey = (rgb @ np.array([0.299, 0.587, 0.114])).round().clip(0, 255).astype(np.uint8)
+        out = grey
+    else:
+        out = rgb[:, :, ::-1] if encoding.startswith("bgr") else rgb
+        if encoding.endswith("a8"):
+            alpha = np.full(out.shape[:2] + (1,), 255, np.uint8)
+            out = np.concatenate([out, alpha], axis=2)
+    out = np.ascontiguousarray(out)
+    msg = msg_type()
+    msg.height, msg.width = int(out.shape[0]), int(out.shape[1])
+    msg.encoding = encoding
+    msg.is_bigendian = 0
+    msg.step = int(out.shape[1] * ENCODINGS[encoding])
+    msg.data = out.tobytes()
+    return msg
+
+
+def _finite(value: float, default: float = float("nan")) -> float:
+    value = float(value) if value is not None else default
+    return value if math.isfinite(value) else default
+
+
+def config_to_msg(config: CompressionConfig, msg_type: Any, **extra: Any) -> Any:
+    """Fill an adaspring_ros/CompressionConfig message.
+
+    ``extra`` sets the prediction fields by name (predicted_accuracy_percent, predicted_latency_ms,
+    predicted_energy_mj, storage_bytes, reason, context, header).
+    """
+    msg = msg_type()
+    msg.config_id = config.id
+    msg.input_resolution_px = int(config.resolution)
+    msg.width_ratio = [float(s.width) for s in config.stages]
+    msg.depth_blocks = [int(s.depth) for s in config.stages]
+    msg.operator_variant = [str(s.operator) for s in config.stages]
+    msg.rank_ratio = [float(s.rank) for s in config.stages]
+    msg.int8_weights = [bool(s.int8) for s in config.stages]
+    for name, value in extra.items():
+        if value is None:
+            continue
+        if name in ("predicted_accuracy_percent", "predicted_latency_ms", "predicted_energy_mj"):
+            value = _finite(value)
+        elif name == "storage_bytes":
+            value = max(0, min(int(value), 2**32 - 1))
+        setattr(msg, name, value)
+    return msg
+
+
+def config_from_msg(msg: Any, space: SearchSpace = DEFAULT_SPACE) -> CompressionConfig:
+    """Decode and validate the operator choices of a CompressionConfig message.
+
+    The per-stage arrays decide; when they are all empty, a non-empty ``config_id`` is parsed
+    instead. Raises ConfigError naming the bad field.
+    """
+    arrays = {
+        "width_ratio": list(msg.width_ratio),
+        "depth_blocks": list(msg.depth_blocks),
+        "operator_variant": list(msg.operator_variant),
+        "rank_ratio": list(msg.rank_ratio),
+        "int8_weights": list(msg.int8_weights),
+    }
+    if not any(arrays.values()):
+        if msg.config_id:
+            return CompressionConfig.from_id(msg.config_id, space)
+        raise ConfigError("request names no variant: config_id and all per-stage arrays are empty")
+    lengths = {name: len(v) for name, v in arrays.items()}
+    if len(set(lengths.values())) != 1:
+        raise ConfigError(f"per-stage arrays differ in length: {lengths}")
+    stages = tuple(
+        StageConfig(width=float(w), depth=int(d), operator=str(o), rank=float(r), int8=bool(q))
+        for w, d, o, r, q in zip(*arrays.values(), strict=True)
+    )
+    for i, s in enumerate(stages):
+        if not (math.isfinite(s.width) and math.isfinite(s.rank)):
+            raise ConfigError(f"stage {i}: width_ratio and rank_ratio must be finite")
+    config = CompressionConfig(stages=stages, resolution=int(msg.input_resolution_px))
+    config = config.validated(space)
+    if msg.config_id and msg.config_id != config.id:
+        raise ConfigError(
+            f"config_id {msg.config_id!r} does not match the per-stage fields ({config.id})"
+        )
+    return config

@@ -1,0 +1,27 @@
+"""Session-wide test environment: a private ROS domain on loopback, logs under a temp dir."""
+
+from __future__ import annotations
+
+import os
+import random
+import tempfile
+
+import pytest
+
+# Set before any test imports rclpy, and inherited by every child node process.
+os.environ.setdefault("ROS_DOMAIN_ID", str(random.SystemRandom().randint(1, 101)))
+os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+os.environ.setdefault("ROS_LOG_DIR", tempfile.mkdtemp(prefix="adaspring-roslog-"))
+os.environ.setdefault("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp")
+
+
+@pytest.fixture
+def rclpy_node(request):
+    """A node of the test process in the default rclpy context; shut down after the test."""
+    rclpy = pytest.importorskip("rclpy")
+    rclpy.init()
+    name = "".join(c if c.isalnum() else "_" for c in request.node.name[:40])
+    node = rclpy.create_node(f"test_{name}")
+    yield node
+    node.destroy_node()
+    rclpy.try_shutdown()

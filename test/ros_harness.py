@@ -1,0 +1,93 @@
+"""Helpers for tests that run real rclpy nodes in separate processes over real DDS on loopback.
+
+Each pytest session gets a private random ROS_DOMAIN_ID and localhost-only discovery (set by
+conftest.py before any rclpy.init), so parallel runs on one machine do not see each other. Tests
+wait on matched counts, futures and messages with timeouts, never on bare sleeps.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def ros_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment for a child node process: this session's domain, the source tree first."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(
+        [str(REPO)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else [])
+    )
+    env["PYTHONUNBUFFERED"] = "1"
+    env.update(extra or {})
+    return env
+
+
+class NodeProcess:
+    """A node (or any Python module) started as a child process; its output goes to a log file."""
+
+    def __init__(self, args: list[str], log_dir: Path, name: str,
+                 env: dict[str, str] | None = None) -> None:
+        self.name = name
+        self.log_path = Path(log_dir) / f"{name}.log"
+        self._log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, *args], cwd=REPO, env=ros_env(env),
+            stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+
+    @classmethod
+    def module(cls, module: str, log_dir: Path, name: str | None = None,
+               ros_args: list[str] | None = None, env: dict[str, str] | None = None,
+               ) -> NodeProcess:
+        args = ["-m", module]
+        if ros_args:
+            args += ["--ros-args", *ros_args]
+        return cls(args, log_dir, name or module.rsplit(".", 1)[-1], env)
+
+    def output(self) -> str:
+        self._log.flush()
+        return self.log_path.read_text(errors="replace")
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def stop(self, timeout: float = 10.0) -> int:
+        """SIGINT (a clean rclpy shutdown), then SIGKILL if it does not exit in time."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(5)
+        self._log.close()
+        return self.proc.returncode
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(5)
+
+
+def spin_until(node, predicate: Callable[[], bool], timeout: float, what: str,
+               procs: list[NodeProcess] = ()) -> None:
+    """Spin ``node`` until ``predicate()`` holds; fail with ``what`` and child logs on timeout."""
+    import rclpy
+
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            logs = "\n".join(f"--- {p.name} ---\n{p.output()[-3000:]}" for p in procs)
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}\n{logs}")
+        for p in procs:
+            if not p.alive():
+                raise AssertionError(f"{p.name} exited early ({p.proc.returncode}) while "
+                                     f"waiting for {what}:\n{p.output()[-3000:]}")
+        rclpy.spin_once(node, timeout_sec=0.05)

@@ -1,7 +1,8 @@
 """Where the package's data files are: shipped models, config/ YAML, launch/.
 
 Looked up in this order: $ADASPRING_SHARE_DIR, the source checkout this module lives in, the
-ament index (a ROS install), then <prefix>/share/adaspring_ros (a venv built with colcon --merge-install).
+ament index (a ROS install), then <prefix>/share/adaspring_ros (a venv built with
+colcon --merge-install).
 """
 
 from __future__ import annotations

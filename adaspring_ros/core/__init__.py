@@ -1,1 +1,1 @@
-"""ROS-free core of adaspring_ros: importable and testable with torch alone (never imports rclpy)."""
+"""ROS-free core of adaspring_ros: importable and testable with torch alone, never rclpy."""

@@ -1,7 +1,7 @@
 """CompressionConfig: which compression operator choice every stage of the backbone uses.
 
 One config type with one serialisation (dict / JSON / short id) is shared by training, profiling,
-the runtime search and the ROS messages (``msg_convert`` maps it to ``adaspring_ros/CompressionConfig``).
+the runtime search and the ROS messages (``msg_convert`` maps it to the CompressionConfig message).
 """
 
 from __future__ import annotations
@@ -238,7 +238,8 @@ class CompressionConfig:
                 width=raw["width"], depth=raw["depth"], operator=raw["operator"],
                 rank=raw["rank"], int8=raw["int8"],
             ))
-        config = cls(stages=tuple(stages), resolution=data.get("resolution", space.resolutions[-1]))
+        resolution = data.get("resolution", space.resolutions[-1])
+        config = cls(stages=tuple(stages), resolution=resolution)
         return config.validated(space)
 
     def to_json(self) -> str:

@@ -1,7 +1,8 @@
 """ProfileTable: the measured cost and accuracy of each profiled variant.
 
-Written by ``profiler.py`` (``adaspring profile``), read by the runtime search. Deliberately free of
-torch so that the evolution side can load it cheaply. One JSON file, versioned by ``schema_version``.
+Written by ``profiler.py`` (``adaspring profile``), read by the runtime search. Deliberately free
+of torch so that the evolution side can load it cheaply. One JSON file, versioned by
+``schema_version``.
 """
 
 from __future__ import annotations

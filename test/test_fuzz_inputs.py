@@ -1,0 +1,169 @@
+"""Property-based fuzzing of the entry points that read outside data (no ROS processes needed).
+
+Each property: the decoder either returns a valid value or raises its documented ValueError
+subclass
+with a message; nothing else escapes. The number of inputs tried per entry point is printed
+(run with -s) and set by FUZZ_EXAMPLES.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from adaspring_ros import msg_convert
+from adaspring_ros.core.config import CompressionConfig, ConfigError
+from adaspring_ros.core.profile_table import ProfileError, ProfileTable
+
+pytestmark = pytest.mark.ros
+
+EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "300"))
+FUZZ = settings(max_examples=EXAMPLES, deadline=None, derandomize=True,
+                suppress_health_check=[HealthCheck.too_slow])
+TRIED: dict[str, int] = {}
+
+
+def _count(name: str) -> None:
+    TRIED[name] = TRIED.get(name, 0) + 1
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _report():
+    yield
+    print("\nfuzzed inputs per entry point:", json.dumps(TRIED, sort_keys=True))
+
+
+encodings = st.sampled_from(["mono8", "rgb8", "bgr8", "rgba8", "bgra8", "RGB8", "16UC1",
+                             "yuv422", "", "rgb8\0", "bayer_rggb8", "mono16"])
+dims = st.one_of(st.integers(0, 64), st.sampled_from([2**31 - 1, 2**32 - 1, 65536]))
+
+
+@FUZZ
+@given(encoding=encodings, height=dims, width=dims, step=dims,
+       extra=st.integers(-64, 64), bigendian=st.integers(0, 1))
+def test_image_decoder_never_escapes(encoding, height, width, step, extra, bigendian):
+    from sensor_msgs.msg import Image
+
+    _count("image_to_numpy")
+    m = Image(height=height, width=width, step=step, encoding=encoding, is_bigendian=bigendian)
+    size = max(0, min(step * height + extra, 1 << 16))
+    m.data = bytes(size)
+    try:
+        out = msg_convert.image_to_numpy(m)
+    except msg_convert.ImageError as exc:
+        assert str(exc)
+        return
+    assert out.dtype == np.uint8 and out.shape[:2] == (height, width)
+    assert out.ndim == 2 or out.shape[2] == 3
+
+
+floats = st.one_of(st.floats(allow_nan=True, allow_infinity=True, width=32),
+                   st.sampled_from([0.25, 0.5, 0.75, 1.0]))
+stage_lists = st.integers(0, 5)
+
+
+@FUZZ
+@given(n=stage_lists, res=st.integers(0, 65535), data=st.data())
+def test_reconfigure_request_decoder_never_escapes(n, res, data):
+    from adaspring_ros.msg import CompressionConfig as ConfigMsg
+
+    _count("config_from_msg")
+    m = ConfigMsg()
+    m.input_resolution_px = res
+    m.width_ratio = [data.draw(floats) for _ in range(n)]
+    m.depth_blocks = [data.draw(st.integers(0, 255)) for _ in range(n)]
+    m.operator_variant = [data.draw(st.sampled_from(["conv", "dwsep", "", "CONV", "x" * 300]))
+                          for _ in range(n)]
+    m.rank_ratio = [data.draw(floats) for _ in range(data.draw(st.sampled_from([n, n + 1])))]
+    m.int8_weights = [data.draw(st.booleans()) for _ in range(n)]
+    m.config_id = data.draw(st.one_of(st.just(""), st.text(max_size=60)))
+    try:
+        config = msg_convert.config_from_msg(m)
+    except ConfigError as exc:
+        assert str(exc)
+        return
+    assert CompressionConfig.from_id(config.id) == config
+
+
+json_values = st.recursive(
+    st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=10)),
+    lambda children: st.lists(children, max_size=4)
+    | st.dictionaries(st.text(max_size=10), children, max_size=4),
+    max_leaves=20,
+)
+
+
+@FUZZ
+@given(stage=st.dictionaries(
+    st.sampled_from(["width", "depth", "operator", "rank", "int8", "bogus"]),
+    json_values, max_size=6), n=st.integers(0, 4), res=json_values)
+def test_config_from_dict_never_escapes(stage, n, res):
+    _count("CompressionConfig.from_dict")
+    try:
+        config = CompressionConfig.from_dict({"stages": [stage] * n, "resolution": res})
+    except ConfigError as exc:
+        assert str(exc)
+        return
+    assert CompressionConfig.from_json(config.to_json()) == config
+
+
+@FUZZ
+@given(text=st.one_of(st.text(max_size=80), st.just(CompressionConfig.full().id)))
+def test_config_from_id_never_escapes(text):
+    _count("CompressionConfig.from_id")
+    try:
+        config = CompressionConfig.from_id(text)
+    except ConfigError:
+        return
+    assert config.id == text.strip()
+
+
+def _valid_table_dict() -> dict:
+    entry = {"config": CompressionConfig.full().to_dict(), "accuracy": 0.9,
+             "latency_ms_p50": 1.0, "latency_ms_p95": 1.2, "macs": 1000, "params": 10,
+             "storage_bytes": 40, "peak_memory_mb": 1.0, "energy_mj": 2.0}
+    from adaspring_ros.core.config import DEFAULT_SPACE
+
+    return {"schema_version": 1, "space": DEFAULT_SPACE.to_dict(), "entries": [entry]}
+
+
+@FUZZ
+@given(field=st.sampled_from(["accuracy", "latency_ms_p50", "macs", "energy_mj", "config",
+                              "schema_version", "space", "entries"]),
+       value=json_values)
+def test_profile_table_rejects_bad_fields(field, value):
+    _count("ProfileTable.from_dict")
+    data = _valid_table_dict()
+    if field in data:
+        data[field] = value
+    else:
+        data["entries"][0][field] = value
+    try:
+        table = ProfileTable.from_dict(data)
+    except ProfileError as exc:
+        assert str(exc)
+        return
+    e = table.entries[0]
+    assert 0 <= e.accuracy <= 1 and math.isfinite(e.latency_ms_p50)
+
+
+def test_profile_table_file_checksum_and_truncation(tmp_path):
+    path = tmp_path / "table.json"
+    ProfileTable.from_dict(_valid_table_dict()).save(path)
+    import hashlib
+
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    assert len(ProfileTable.load(path, expected_sha256=digest)) == 1
+    with pytest.raises(ProfileError, match="checksum mismatch"):
+        ProfileTable.load(path, expected_sha256="0" * 64)
+    path.write_bytes(path.read_bytes()[:50])
+    with pytest.raises(ProfileError, match="not valid JSON"):
+        ProfileTable.load(path)
+    with pytest.raises(ProfileError, match="cannot read"):
+        ProfileTable.load(tmp_path / "missing.json")

@@ -1,9 +1,8 @@
 """Property-based fuzzing of the entry points that read outside data (no ROS processes needed).
 
 Each property: the decoder either returns a valid value or raises its documented ValueError
-subclass
-with a message; nothing else escapes. The number of inputs tried per entry point is printed
-(run with -s) and set by FUZZ_EXAMPLES.
+subclass with a message; nothing else escapes. The number of inputs tried per entry point is
+printed (run with -s) and set by FUZZ_EXAMPLES.
 """
 
 from __future__ import annotations

@@ -26,7 +26,8 @@ def cli_main(argv: list[str]) -> int:
     parser.add_argument("--list", action="store_true", help="list the benchmarks and exit")
     args, passthrough = parser.parse_known_args(argv)
     if not (ROOT / "bench").is_dir():
-        print("adaspring bench: needs a source checkout (bench/ is not installed)", file=sys.stderr)
+        print("adaspring bench: needs a source checkout (bench/ is not installed)",
+              file=sys.stderr)
         return 2
     names = available()
     if args.list:
@@ -41,7 +42,8 @@ def cli_main(argv: list[str]) -> int:
         print(f"=== bench {name} ===", flush=True)
         start = time.monotonic()
         rc = subprocess.call([sys.executable, "-m", f"bench.bench_{name}", *passthrough], cwd=ROOT)
-        print(f"=== bench {name}: exit {rc} after {time.monotonic() - start:.0f} s ===", flush=True)
+        took = time.monotonic() - start
+        print(f"=== bench {name}: exit {rc} after {took:.0f} s ===", flush=True)
         if rc:
             failed.append(name)
     if failed:

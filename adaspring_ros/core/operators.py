@@ -1,0 +1,325 @@
+"""The catalogue Δ of compression operators, as code.
+
+Each operator changes one stage of the backbone (or, for the resolution, its input):
+
+=========== ============================================================================ ==========
+operator    what it does to the stage                                                    choices
+=========== ============================================================================ ==========
+width       keep the first ``width`` fraction of the stage's channels; channels are      0.25..1.0
+            ordered by importance (L1 norm of their filters, see ``importance_order``)
+            after a full-width warm-up, so a narrow variant keeps the best filters
+depth       run the first ``depth`` residual blocks of the stage, skip the rest          1, 2, 3
+operator    "conv": standard 3x3 convolutions; "dwsep": depthwise 3x3 + pointwise 1x1,  dwsep, conv
+            a second set of weights per block trained jointly with the first
+rank        truncated SVD of each (sliced) conv weight, kept rank = ratio x full rank;   0.25..1.0
+            the compact copy runs it as two smaller convs (k x k to r, then 1x1 to out)
+int8        per-output-channel symmetric weight quantisation (post-training; the        True/False
+            elastic forward uses it straight-through while training)
+resolution  input resized to R x R by ``data.preprocess``                               16..28
+=========== ============================================================================ ==========
+
+int8 on this CPU is a *storage / memory* operator: eager PyTorch has no fast int8 conv for these
+tiny layers, so the compact module dequantises once when it is materialised and runs float32
+convolutions. The saving is in the bytes that must be stored or shipped (weights counted as 1 byte
+plus a float32 scale per output channel), not in latency; the profile table reports both honestly.
+
+Every operator is reversible: the supernet's weights are only ever read (sliced, factorised,
+quantised into *new* tensors), so materialising any variant after any other gives bit-identical
+weights to materialising it first.
+
+Tier 1 of the elastic network lives here: :class:`ElasticConvBN` (one max-size conv or separable
+conv with switchable batch-norm statistics) and :class:`ElasticLinear`, both sliced on demand and
+able to ``export`` a plain, BN-folded ``nn.Sequential`` for one choice.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = [
+    "Operator",
+    "CATALOGUE",
+    "channels_for",
+    "rank_for",
+    "quantise_int8",
+    "fake_quant_int8",
+    "low_rank_factors",
+    "SwitchableBatchNorm2d",
+    "ElasticConvBN",
+    "ElasticLinear",
+]
+
+
+@dataclass(frozen=True)
+class Operator:
+    """One kind of compression operator: its name in CompressionConfig and what it costs."""
+
+    name: str
+    field: str          # attribute of SearchSpace holding the choices
+    scope: str          # "stage" or "input"
+    saves: str          # what it saves on this CPU
+
+
+CATALOGUE: tuple[Operator, ...] = (
+    Operator("width", "widths", "stage", "MACs, params, latency"),
+    Operator("depth", "depths", "stage", "MACs, params, latency (fewer layers: biggest win)"),
+    Operator("operator", "operators", "stage", "MACs, params"),
+    Operator("rank", "ranks", "stage", "MACs, params (adds a layer per conv)"),
+    Operator("int8", "int8", "stage", "storage only (dequantised at materialise)"),
+    Operator("resolution", "resolutions", "input", "MACs, latency"),
+)
+
+
+# -- pure weight transforms, shared by the elastic forward and the compact export -------------
+def channels_for(width: float, max_channels: int) -> int:
+    """Channels kept by a width ratio (at least one)."""
+    return max(1, int(round(width * max_channels)))
+
+
+def rank_for(ratio: float, out_channels: int, fan_in: int) -> int:
+    """Kept rank of an (out, fan_in) weight matrix at a rank ratio; >= 1."""
+    return max(1, int(round(ratio * min(out_channels, fan_in))))
+
+
+def quantise_int8(weight: Tensor) -> tuple[Tensor, Tensor]:
+    """Per-output-channel symmetric int8: returns (q int8 same shape, scale float (out,)).
+
+    ``q * scale`` (broadcast over dim 0) reconstructs the weight; the error of every element is
+    at most ``scale / 2`` = max|w_row| / 254.
+    """
+    flat = weight.detach().reshape(weight.shape[0], -1)
+    scale = flat.abs().amax(dim=1).clamp_min(1e-12) / 127.0
+    q = torch.round(flat / scale[:, None]).clamp_(-127, 127).to(torch.int8)
+    return q.reshape(weight.shape), scale
+
+
+def _dequantised(weight: Tensor) -> Tensor:
+    q, scale = quantise_int8(weight)
+    return (q.to(weight.dtype).reshape(weight.shape[0], -1) * scale[:, None]).reshape(weight.shape)
+
+
+def fake_quant_int8(weight: Tensor) -> Tensor:
+    """Quantise-dequantise; gradients pass straight through (so training sees the int8 error)."""
+    return _straight_through(weight, _dequantised(weight))
+
+
+def low_rank_factors(matrix: Tensor, ratio: float) -> tuple[Tensor, Tensor]:
+    """Truncated SVD of an (out, fan_in) matrix: returns (first (r, fan_in), second (out, r)).
+
+    ``second @ first`` is the best rank-r approximation (Eckart-Young); the singular values go
+    into ``second`` so that the BN scale folded into it later stays per output channel.
+    """
+    out_channels, fan_in = matrix.shape
+    r = rank_for(ratio, out_channels, fan_in)
+    u, s, vh = torch.linalg.svd(matrix.detach(), full_matrices=False)
+    return vh[:r].contiguous(), (u[:, :r] * s[:r]).contiguous()
+
+
+def _straight_through(weight: Tensor, approx: Tensor) -> Tensor:
+    return weight + (approx - weight).detach() if weight.requires_grad else approx
+
+
+def _new_conv(weight: Tensor, bias: Tensor | None, stride: int, padding: int,
+              groups: int = 1) -> nn.Conv2d:
+    """A plain nn.Conv2d holding copies of ``weight``/``bias`` (no init cost, no shared memory)."""
+    out_c, in_per_group, k, _ = weight.shape
+    conv = nn.utils.skip_init(nn.Conv2d, in_per_group * groups, out_c, k, stride=stride,
+                              padding=padding, groups=groups, bias=bias is not None)
+    conv.weight.data.copy_(weight)
+    if bias is not None:
+        conv.bias.data.copy_(bias)
+    return conv
+
+
+# -- tier 1: elastic ops ------------------------------------------------------------------------
+class SwitchableBatchNorm2d(nn.Module):
+    """Batch norm with one set of running statistics per *key* (a choice of the variant).
+
+    The affine parameters are shared; the running mean/var rows are private to each key, so each
+    variant keeps statistics of its own and needs no recalibration (and no data) when it is
+    materialised. ``momentum=None`` gives a cumulative average, as in ``nn.BatchNorm2d``.
+    """
+
+    def __init__(self, num_features: int, num_keys: int, eps: float = 1e-5,
+                 momentum: float | None = 0.1) -> None:
+        super().__init__()
+        self.num_features, self.num_keys, self.eps, self.momentum = (
+            num_features, num_keys, eps, momentum)
+        self.weight = nn.Parameter(torch.ones(num_features))
+        self.bias = nn.Parameter(torch.zeros(num_features))
+        self.register_buffer("running_mean", torch.zeros(num_keys, num_features))
+        self.register_buffer("running_var", torch.ones(num_keys, num_features))
+        self.register_buffer("num_batches_tracked", torch.zeros(num_keys, dtype=torch.long))
+
+    def reset_running_stats(self) -> None:
+        self.running_mean.zero_()
+        self.running_var.fill_(1.0)
+        self.num_batches_tracked.zero_()
+
+    def forward(self, x: Tensor, key: int) -> Tensor:
+        c = x.shape[1]
+        momentum = self.momentum
+        if self.training:
+            self.num_batches_tracked[key] += 1
+            if momentum is None:
+                momentum = 1.0 / float(self.num_batches_tracked[key])
+        # Row slices of the (keys, C) buffers are views: batch_norm updates them in place.
+        return F.batch_norm(x, self.running_mean[key, :c], self.running_var[key, :c],
+                            self.weight[:c], self.bias[:c], self.training, momentum or 0.0,
+                            self.eps)
+
+    def folded(self, c: int, key: int) -> tuple[Tensor, Tensor]:
+        """(scale, shift) of the eval-mode BN for the first ``c`` channels of ``key``."""
+        scale = self.weight[:c] / torch.sqrt(self.running_var[key, :c] + self.eps)
+        return scale.detach(), (self.bias[:c] - self.running_mean[key, :c] * scale).detach()
+
+    def permute(self, order: Tensor) -> None:
+        for t in (self.weight, self.bias):
+            t.data.copy_(t.data[order])
+        for t in (self.running_mean, self.running_var):
+            t.copy_(t[:, order])
+
+    def extra_repr(self) -> str:
+        return f"{self.num_features}, keys={self.num_keys}"
+
+
+class ElasticConvBN(nn.Module):
+    """A k x k conv (or depthwise-separable conv) + switchable BN, sliced on demand.
+
+    ``separable=False``: weight (out, in, k, k). ``separable=True``: a depthwise k x k weight
+    (in, 1, k, k) then a pointwise (out, in, 1, 1) weight with no non-linearity in between (the
+    Xception separable convolution). Low rank applies to the standard conv, or to the pointwise
+    conv of a separable one; int8 applies to every weight.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3,
+                 stride: int = 1, separable: bool = False, num_keys: int = 1) -> None:
+        super().__init__()
+        if separable and kernel_size == 1:
+            raise ValueError("a separable conv needs kernel_size > 1")
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.kernel_size, self.stride, self.separable = kernel_size, stride, separable
+        self.padding = kernel_size // 2
+        if separable:
+            self.depthwise = nn.Parameter(torch.empty(in_channels, 1, kernel_size, kernel_size))
+            self.weight = nn.Parameter(torch.empty(out_channels, in_channels, 1, 1))
+            nn.init.kaiming_normal_(self.depthwise, mode="fan_out", nonlinearity="relu")
+        else:
+            self.register_parameter("depthwise", None)
+            self.weight = nn.Parameter(
+                torch.empty(out_channels, in_channels, kernel_size, kernel_size))
+        nn.init.kaiming_normal_(self.weight, mode="fan_out", nonlinearity="relu")
+        self.bn = SwitchableBatchNorm2d(out_channels, num_keys)
+
+    # The weights for one choice, as the compact module will hold them (before BN folding).
+    def _depthwise(self, in_c: int, int8: bool) -> Tensor:
+        w = self.depthwise[:in_c]
+        return fake_quant_int8(w) if int8 else w
+
+    def _factors(self, in_c: int, out_c: int, rank: float, int8: bool) -> list[Tensor]:
+        """Weights of the convs this op becomes, first to last (one, or two if factorised)."""
+        w = self.weight[:out_c, :in_c]
+        if rank >= 1.0:
+            return [fake_quant_int8(w) if int8 else w]
+        first, second = low_rank_factors(w.reshape(out_c, -1), rank)
+        if int8:
+            first, second = _dequantised(first), _dequantised(second)
+        k = w.shape[-1]
+        return [first.reshape(-1, in_c, k, k), second[:, :, None, None]]
+
+    def _weight(self, in_c: int, out_c: int, rank: float, int8: bool) -> Tensor:
+        """The one (out, in, k, k) weight equal to ``_factors`` (for the elastic forward)."""
+        factors = self._factors(in_c, out_c, rank, int8)
+        if len(factors) == 1:
+            return factors[0]
+        first, second = factors
+        approx = (second.flatten(1) @ first.flatten(1)).reshape(out_c, in_c, *first.shape[2:])
+        return _straight_through(self.weight[:out_c, :in_c], approx)
+
+    def forward(self, x: Tensor, out_channels: int, rank: float = 1.0, int8: bool = False,
+                key: int = 0) -> Tensor:
+        in_c = x.shape[1]
+        if self.separable:
+            x = F.conv2d(x, self._depthwise(in_c, int8), None, self.stride, self.padding,
+                         groups=in_c)
+            x = F.conv2d(x, self._weight(in_c, out_channels, rank, int8))
+        else:
+            x = F.conv2d(x, self._weight(in_c, out_channels, rank, int8), None, self.stride,
+                         self.padding)
+        return self.bn(x, key)
+
+    @torch.no_grad()
+    def export(self, in_channels: int, out_channels: int, rank: float = 1.0,
+               int8: bool = False, key: int = 0) -> nn.Sequential:
+        """Plain convs for one choice, BN folded into the last one; copies, never views."""
+        scale, shift = self.bn.folded(out_channels, key)
+        layers: list[nn.Module] = []
+        if self.separable:
+            layers.append(_new_conv(self._depthwise(in_channels, int8), None, self.stride,
+                                    self.padding, groups=in_channels))
+        factors = self._factors(in_channels, out_channels, rank, int8)
+        for i, w in enumerate(factors):
+            last = i == len(factors) - 1
+            first_spatial = i == 0 and not self.separable
+            layers.append(_new_conv(
+                w * scale[:, None, None, None] if last else w,
+                shift if last else None,
+                self.stride if first_spatial else 1,
+                self.padding if first_spatial else 0,
+            ))
+        return nn.Sequential(*layers)
+
+    # -- importance ordering (in place, used once after the full-width warm-up) ---------------
+    def output_importance(self) -> Tensor:
+        """L1 norm of each output filter times |BN gamma|: how much each channel carries."""
+        return self.weight.detach().abs().flatten(1).sum(1) * self.bn.weight.detach().abs()
+
+    @torch.no_grad()
+    def permute_outputs(self, order: Tensor) -> None:
+        self.weight.copy_(self.weight[order])
+        self.bn.permute(order)
+
+    @torch.no_grad()
+    def permute_inputs(self, order: Tensor) -> None:
+        self.weight.copy_(self.weight[:, order])
+        if self.depthwise is not None:
+            self.depthwise.copy_(self.depthwise[order])
+
+    def extra_repr(self) -> str:
+        kind = "separable" if self.separable else "conv"
+        return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+                f"stride={self.stride}, {kind}")
+
+
+class ElasticLinear(nn.Module):
+    """The classifier: a max-size linear layer whose input features are sliced on demand."""
+
+    def __init__(self, in_features: int, out_features: int) -> None:
+        super().__init__()
+        self.in_features, self.out_features = in_features, out_features
+        self.weight = nn.Parameter(torch.empty(out_features, in_features))
+        self.bias = nn.Parameter(torch.zeros(out_features))
+        nn.init.normal_(self.weight, 0.0, 1.0 / math.sqrt(in_features))
+
+    def _weight(self, in_features: int, int8: bool) -> Tensor:
+        w = self.weight[:, :in_features]
+        return fake_quant_int8(w) if int8 else w
+
+    def forward(self, x: Tensor, int8: bool = False) -> Tensor:
+        return F.linear(x, self._weight(x.shape[1], int8), self.bias)
+
+    @torch.no_grad()
+    def export(self, in_features: int, int8: bool = False) -> nn.Linear:
+        linear = nn.utils.skip_init(nn.Linear, in_features, self.out_features)
+        linear.weight.copy_(self._weight(in_features, int8))
+        linear.bias.copy_(self.bias)
+        return linear
+
+    @torch.no_grad()
+    def permute_inputs(self, order: Tensor) -> None:
+        self.weight.copy_(self.weight[:, order])

@@ -1,0 +1,460 @@
+"""The self-evolutionary backbone: one set of weights, every variant of the search space.
+
+Three tiers, after once-for-all: elastic ops (``operators.ElasticConvBN``, sliced on demand) ->
+elastic residual blocks (:class:`ElasticBlock`) -> the network (:class:`ElasticBackbone`) with
+``set_active(config)`` (training / elastic forward) and ``materialise(config)`` (a fresh, plain,
+BN-folded :class:`CompactNet` that inference runs on; it holds copies, never views).
+
+Per-variant batch norm: every BN keeps one row of running statistics per (width, rank,
+resolution) choice of its stage (``SwitchableBatchNorm2d``), filled during training and by a final
+calibration pass over random variants. Materialising therefore needs no data: it slices weights,
+folds the variant's BN row into the conv and, for low rank, runs a small SVD.
+
+Checkpoints are plain dicts of tensors/str/int loaded with ``torch.load(weights_only=True)`` and
+verified against the sha256 in the sibling ``<file>.sha256``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .config import DEFAULT_SPACE, CompressionConfig, ConfigError, SearchSpace, StageConfig
+from .operators import ElasticConvBN, ElasticLinear, channels_for
+
+__all__ = [
+    "CheckpointError",
+    "CompactBlock",
+    "CompactNet",
+    "ElasticBlock",
+    "ElasticBackbone",
+    "VariantCache",
+    "build_backbone",
+    "load_backbone",
+    "save_backbone",
+    "sha256_of",
+    "storage_bytes",
+]
+
+CHECKPOINT_FORMAT = "adaspring-backbone"
+CHECKPOINT_VERSION = 1
+
+
+class CheckpointError(ValueError):
+    """A backbone checkpoint that is missing, corrupt, or does not match its checksum/shape."""
+
+
+# -- compact (materialised) network -------------------------------------------------------------
+class CompactBlock(nn.Module):
+    """A plain residual block: relu(body(x) + shortcut(x))."""
+
+    def __init__(self, body: nn.Sequential, shortcut: nn.Module | None = None) -> None:
+        super().__init__()
+        self.body = body
+        self.shortcut = shortcut if shortcut is not None else nn.Identity()
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.relu(self.body(x) + self.shortcut(x))
+
+
+class CompactNet(nn.Module):
+    """One materialised variant: a fresh static network with BN folded into its convs.
+
+    Input (N, 1, R, R) at ``config.resolution`` (see ``data.preprocess``), output logits (N, C).
+    """
+
+    def __init__(self, stem: nn.Sequential, blocks: Sequence[CompactBlock], classifier: nn.Linear,
+                 config: CompressionConfig, storage: int) -> None:
+        super().__init__()
+        self.stem = stem
+        self.blocks = nn.Sequential(*blocks)
+        self.classifier = classifier
+        self.config = config
+        self.resolution = config.resolution
+        self.storage_bytes = storage
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.blocks(self.stem(x))
+        return self.classifier(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+
+
+def storage_bytes(module: nn.Module, int8: bool) -> int:
+    """Bytes to store a compact module's weights.
+
+    float32: 4 bytes per parameter. int8: 1 byte per weight element plus a float32 scale per
+    output channel of each weight; biases stay float32.
+    """
+    total = 0
+    for name, p in module.named_parameters():
+        if int8 and name.endswith("weight"):
+            total += p.numel() + 4 * p.shape[0]
+        else:
+            total += 4 * p.numel()
+    return total
+
+
+# -- tier 2: elastic residual block -------------------------------------------------------------
+class ElasticBlock(nn.Module):
+    """A residual block with one unit pair per operator ("conv", "dwsep"): trained jointly.
+
+    body = unit2(relu(unit1(x))) where each unit is a 3x3 (separable) conv + switchable BN; the
+    shortcut is the identity, or a 1x1 conv + BN when the block changes stride or channels.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int,
+                 operators: Sequence[str], num_keys: int) -> None:
+        super().__init__()
+        self.units = nn.ModuleDict({
+            op: nn.ModuleList([
+                ElasticConvBN(in_channels, out_channels, 3, stride, op == "dwsep", num_keys),
+                ElasticConvBN(out_channels, out_channels, 3, 1, op == "dwsep", num_keys),
+            ])
+            for op in operators
+        })
+        self.shortcut = (
+            ElasticConvBN(in_channels, out_channels, 1, stride, False, num_keys)
+            if stride != 1 or in_channels != out_channels else None
+        )
+
+    def forward(self, x: Tensor, out_channels: int, stage: StageConfig, key: int) -> Tensor:
+        first, second = self.units[stage.operator]
+        h = F.relu(first(x, out_channels, stage.rank, stage.int8, key))
+        h = second(h, out_channels, stage.rank, stage.int8, key)
+        if self.shortcut is None:
+            return F.relu(h + x)
+        return F.relu(h + self.shortcut(x, out_channels, 1.0, stage.int8, key))
+
+    def export(self, in_channels: int, out_channels: int, stage: StageConfig,
+               key: int) -> CompactBlock:
+        first, second = self.units[stage.operator]
+        body = nn.Sequential(
+            *first.export(in_channels, out_channels, stage.rank, stage.int8, key),
+            nn.ReLU(inplace=True),
+            *second.export(out_channels, out_channels, stage.rank, stage.int8, key),
+        )
+        shortcut = None
+        if self.shortcut is not None:
+            shortcut = self.shortcut.export(in_channels, out_channels, 1.0, stage.int8, key)
+        return CompactBlock(body, shortcut)
+
+
+# -- tier 3: the network ------------------------------------------------------------------------
+class ElasticBackbone(nn.Module):
+    """ResNet-style elastic backbone: stem, ``space.num_stages`` stages of residual blocks, head.
+
+    Stage ``s`` has ``stage_channels[s]`` channels at full width and ``max(space.depths)`` blocks;
+    every stage after the first halves the resolution. Use :meth:`set_active` then call the module
+    (training, elastic evaluation) or :meth:`materialise` for a compact copy (inference).
+
+    Args:
+        space: the search space the backbone serves.
+        stage_channels: full-width channels of each stage.
+        num_classes: classifier outputs.
+        classes: class names (kept in the checkpoint for the perception node).
+    """
+
+    def __init__(self, space: SearchSpace = DEFAULT_SPACE,
+                 stage_channels: Sequence[int] = (16, 32, 64), num_classes: int = 10,
+                 classes: Sequence[str] | None = None) -> None:
+        super().__init__()
+        if len(stage_channels) != space.num_stages:
+            raise ValueError(f"stage_channels has {len(stage_channels)} entries, the space has "
+                             f"{space.num_stages} stages")
+        if classes is not None and len(classes) != num_classes:
+            raise ValueError(f"{len(classes)} class names for {num_classes} classes")
+        if set(space.operators) - {"conv", "dwsep"}:
+            unknown = sorted(set(space.operators) - {"conv", "dwsep"})
+            raise ValueError(f"unknown operators {unknown}")
+        self.space = space
+        self.stage_channels = tuple(int(c) for c in stage_channels)
+        self.num_classes = num_classes
+        self.classes = tuple(classes) if classes is not None else tuple(
+            str(i) for i in range(num_classes))
+        num_keys = len(space.widths) * len(space.ranks) * len(space.resolutions)
+        self.stem = ElasticConvBN(1, self.stage_channels[0], 3, 1, False, num_keys)
+        stages = []
+        in_c = self.stage_channels[0]
+        for s, out_c in enumerate(self.stage_channels):
+            blocks = [
+                ElasticBlock(in_c if b == 0 else out_c, out_c, 2 if (s > 0 and b == 0) else 1,
+                             space.operators, num_keys)
+                for b in range(max(space.depths))
+            ]
+            stages.append(nn.ModuleList(blocks))
+            in_c = out_c
+        self.stages = nn.ModuleList(stages)
+        self.classifier = ElasticLinear(self.stage_channels[-1], num_classes)
+        self.active = CompressionConfig.full(space)
+
+    # -- configuration ----------------------------------------------------------------------
+    def arch(self) -> dict[str, Any]:
+        """Constructor arguments, as stored in the checkpoint."""
+        return {"space": self.space.to_dict(), "stage_channels": list(self.stage_channels),
+                "num_classes": self.num_classes, "classes": list(self.classes)}
+
+    def set_active(self, config: CompressionConfig) -> CompressionConfig:
+        """Validate ``config`` against the space and make it the variant ``forward`` runs."""
+        self.active = config.validated(self.space)
+        return self.active
+
+    def channels(self, config: CompressionConfig) -> list[int]:
+        """Channels of each stage for a config."""
+        pairs = zip(config.stages, self.stage_channels, strict=True)
+        return [channels_for(st.width, c) for st, c in pairs]
+
+    def bn_key(self, stage: StageConfig, resolution: int) -> int:
+        """Row of the switchable BN statistics for a stage choice at an input resolution."""
+        sp = self.space
+        w, r = sp.widths.index(stage.width), sp.ranks.index(stage.rank)
+        return (w * len(sp.ranks) + r) * len(sp.resolutions) + sp.resolutions.index(resolution)
+
+    # -- elastic forward --------------------------------------------------------------------
+    def forward(self, x: Tensor) -> Tensor:
+        cfg = self.active
+        if x.shape[-1] != cfg.resolution or x.shape[-2] != cfg.resolution:
+            raise ValueError(f"input is {tuple(x.shape[-2:])}, the active variant expects "
+                             f"{cfg.resolution}x{cfg.resolution}")
+        widths = self.channels(cfg)
+        st0 = cfg.stages[0]
+        x = F.relu(self.stem(x, widths[0], 1.0, st0.int8, self.bn_key(st0, cfg.resolution)))
+        for blocks, stage, c in zip(self.stages, cfg.stages, widths, strict=True):
+            key = self.bn_key(stage, cfg.resolution)
+            for block in blocks[:stage.depth]:
+                x = block(x, c, stage, key)
+        x = torch.flatten(F.adaptive_avg_pool2d(x, 1), 1)
+        return self.classifier(x, cfg.stages[-1].int8)
+
+    # -- materialise ------------------------------------------------------------------------
+    @torch.no_grad()
+    def materialise(self, config: CompressionConfig) -> CompactNet:
+        """A fresh plain network for ``config`` (weights copied; the supernet is not touched)."""
+        cfg = config.validated(self.space)
+        widths = self.channels(cfg)
+        st0 = cfg.stages[0]
+        stem = nn.Sequential(
+            *self.stem.export(1, widths[0], 1.0, st0.int8, self.bn_key(st0, cfg.resolution)),
+            nn.ReLU(inplace=True),
+        )
+        blocks, in_c = [], widths[0]
+        for s_blocks, stage, c in zip(self.stages, cfg.stages, widths, strict=True):
+            key = self.bn_key(stage, cfg.resolution)
+            for block in s_blocks[:stage.depth]:
+                blocks.append(block.export(in_c, c, stage, key))
+                in_c = c
+        classifier = self.classifier.export(in_c, cfg.stages[-1].int8)
+        storage = storage_bytes(stem, st0.int8) + storage_bytes(classifier, cfg.stages[-1].int8)
+        b = 0
+        for stage in cfg.stages:
+            for block in blocks[b:b + stage.depth]:
+                storage += storage_bytes(block, stage.int8)
+            b += stage.depth
+        net = CompactNet(stem, blocks, classifier, cfg, storage)
+        return net.eval()
+
+    # -- importance ordering ----------------------------------------------------------------
+    @torch.no_grad()
+    def reorder_channels(self) -> None:
+        """Sort every channel dimension by importance, most important first, in place.
+
+        Run once after a full-width warm-up, before the narrow variants are trained, so that a
+        width ratio keeps the strongest filters. The function computed by the full network is
+        unchanged (it is a pure permutation).
+        """
+        n = len(self.stages)
+        for s in range(n):
+            # Hidden channels of each block (between its two units), one order per operator.
+            for block in self.stages[s]:
+                for first, second in block.units.values():
+                    order = torch.argsort(first.output_importance(), descending=True)
+                    first.permute_outputs(order)
+                    second.permute_inputs(order)
+            # The stage's residual stream: everything that writes or reads it shares one order.
+            writers: list[ElasticConvBN] = [self.stem] if s == 0 else []
+            readers: list[Any] = []
+            for block in self.stages[s]:
+                for first, second in block.units.values():
+                    writers.append(second)
+                    if block.shortcut is None:       # this block reads the stage's stream
+                        readers.append(first)
+                if block.shortcut is not None:
+                    writers.append(block.shortcut)
+            if s + 1 < n:
+                nxt = self.stages[s + 1][0]
+                readers += [units[0] for units in nxt.units.values()]
+                readers += [nxt.shortcut] if nxt.shortcut is not None else []
+            else:
+                readers.append(self.classifier)
+            importance = sum(w.output_importance() / w.output_importance().mean()
+                             for w in writers)
+            order = torch.argsort(importance, descending=True)
+            for w in writers:
+                w.permute_outputs(order)
+            for r in readers:
+                r.permute_inputs(order)
+
+
+def build_backbone(space: SearchSpace = DEFAULT_SPACE,
+                   stage_channels: Sequence[int] = (16, 32, 64),
+                   classes: Sequence[str] | None = None) -> ElasticBackbone:
+    """The default backbone for Fashion-MNIST-sized inputs (10 classes unless ``classes``)."""
+    num_classes = len(classes) if classes is not None else 10
+    return ElasticBackbone(space, stage_channels, num_classes, classes)
+
+
+# -- checkpoints --------------------------------------------------------------------------------
+def sha256_of(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _checksum_path(path: Path) -> Path:
+    return path.with_name(path.name + ".sha256")
+
+
+def write_checksum(path: str | Path) -> str:
+    """Write ``<path>.sha256`` in sha256sum format; returns the digest."""
+    path = Path(path)
+    digest = sha256_of(path)
+    _checksum_path(path).write_text(f"{digest}  {path.name}\n")
+    return digest
+
+
+def verify_checksum(path: str | Path) -> str:
+    """Check ``path`` against ``<path>.sha256``; returns the digest or raises CheckpointError."""
+    path = Path(path)
+    sums = _checksum_path(path)
+    if not path.is_file():
+        raise CheckpointError(f"backbone checkpoint {path} does not exist")
+    if not sums.is_file():
+        raise CheckpointError(f"checksum file {sums} is missing (cannot verify {path.name})")
+    fields = sums.read_text().split()
+    expected = fields[0].lower() if fields else ""
+    digest = sha256_of(path)
+    if digest != expected:
+        raise CheckpointError(
+            f"{path} does not match {sums.name}: sha256 {digest} != {expected or '(empty)'}; "
+            "the file is corrupt, truncated or from another training run")
+    return digest
+
+
+def _atomic_save(obj: Any, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def save_backbone(model: ElasticBackbone, path: str | Path,
+                  meta: dict[str, Any] | None = None) -> str:
+    """Save weights + architecture + space + class names, and the sibling .sha256; returns it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _atomic_save({
+        "format": CHECKPOINT_FORMAT,
+        "version": CHECKPOINT_VERSION,
+        "arch": model.arch(),
+        "state_dict": {k: v.detach().clone() for k, v in model.state_dict().items()},
+        "meta": dict(meta or {}),
+    }, path)
+    return write_checksum(path)
+
+
+def backbone_from_checkpoint(ckpt: Any, where: str = "checkpoint") -> ElasticBackbone:
+    """Rebuild a backbone from a loaded checkpoint dict (checks format and every shape)."""
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{where} is not an adaspring backbone checkpoint")
+    if ckpt.get("version") != CHECKPOINT_VERSION:
+        raise CheckpointError(f"{where}: checkpoint version {ckpt.get('version')!r} "
+                              f"is not supported (expected {CHECKPOINT_VERSION})")
+    try:
+        arch = ckpt["arch"]
+        space = SearchSpace.from_dict(arch["space"])
+        model = ElasticBackbone(space, arch["stage_channels"], int(arch["num_classes"]),
+                                arch.get("classes"))
+    except (KeyError, TypeError, ValueError, ConfigError) as exc:
+        raise CheckpointError(f"{where}: bad architecture description: {exc}") from exc
+    state = ckpt.get("state_dict")
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{where} has no state_dict")
+    expected = model.state_dict()
+    missing, unexpected = set(expected) - set(state), set(state) - set(expected)
+    if missing or unexpected:
+        raise CheckpointError(f"{where}: missing tensors {sorted(missing)[:5]}, "
+                              f"unexpected {sorted(unexpected)[:5]}")
+    for name, tensor in expected.items():
+        if tuple(state[name].shape) != tuple(tensor.shape):
+            raise CheckpointError(f"{where}: {name} has shape {tuple(state[name].shape)}, "
+                                  f"expected {tuple(tensor.shape)}")
+    model.load_state_dict(state)
+    return model.eval()
+
+
+def load_backbone(path: str | Path | None = None, verify: bool = True) -> ElasticBackbone:
+    """Load a trained backbone (default: the shipped ``models/backbone.pt``), in eval mode.
+
+    The file's sha256 must match ``<path>.sha256`` (unless ``verify=False``); it is loaded with
+    ``weights_only=True``. The digest is kept as ``model.sha256``.
+    """
+    if path is None:
+        from ..paths import default_backbone
+
+        path = default_backbone()
+    path = Path(path)
+    digest = verify_checksum(path) if verify else sha256_of(path)
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # pickle/zip errors of a damaged file come in many types
+        raise CheckpointError(f"cannot load {path}: {exc}") from exc
+    model = backbone_from_checkpoint(ckpt, str(path))
+    model.sha256 = digest
+    model.meta = dict(ckpt.get("meta", {}))
+    return model
+
+
+# -- the cache the perception node uses ----------------------------------------------------------
+class VariantCache:
+    """LRU of materialised variants, so switching between known variants is a dict lookup.
+
+    ``get(config)`` materialises on a miss (a few ms); call ``prefetch`` off the hot path so that
+    the swap itself only does the lookup. Thread-safe.
+    """
+
+    def __init__(self, backbone: ElasticBackbone, capacity: int = 8) -> None:
+        if capacity < 1:
+            raise ValueError(f"capacity must be >= 1, got {capacity}")
+        self.backbone = backbone
+        self.capacity = capacity
+        self._items: OrderedDict[str, CompactNet] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __contains__(self, config: CompressionConfig) -> bool:
+        return config.id in self._items
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def get(self, config: CompressionConfig) -> CompactNet:
+        with self._lock:
+            net = self._items.get(config.id)
+            if net is not None:
+                self._items.move_to_end(config.id)
+                return net
+        net = self.backbone.materialise(config)
+        with self._lock:
+            self._items[config.id] = net
+            self._items.move_to_end(config.id)
+            while len(self._items) > self.capacity:
+                self._items.popitem(last=False)
+        return net
+
+    prefetch = get

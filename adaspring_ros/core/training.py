@@ -1,0 +1,334 @@
+"""``adaspring train``: train every variant of the backbone at once.
+
+Recipe (once-for-all / BigNAS style, sized for a CPU):
+
+1. ``--warmup-epochs`` of the full network alone, then channels are sorted by importance
+   (``ElasticBackbone.reorder_channels``) so that narrow variants keep the strongest filters.
+2. Sandwich-rule epochs: every step trains the largest variant on the labels, then the smallest
+   and ``--random-subnets`` random variants (seeded ``torch.Generator``) on the largest one's
+   softened predictions (in-place distillation); gradients are summed, one optimizer step.
+3. BN calibration: the running statistics of every switchable-BN row are re-estimated with the
+   final weights over variants that cover every row, so ``materialise`` needs no data.
+
+Training uses the train split minus a fixed validation hold-out (``data.train_val_split``); the
+test split is never touched here. A resumable state is written every epoch (``--resume``) and the
+current backbone (+ ``.sha256``) is written to ``--out`` after every epoch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .config import DEFAULT_SPACE, CompressionConfig, SearchSpace, StageConfig
+from .data import Dataset, load_fashion_mnist, load_image_folder, preprocess, train_val_split
+from .operators import SwitchableBatchNorm2d
+from .supernet import ElasticBackbone, backbone_from_checkpoint, build_backbone, save_backbone
+
+__all__ = [
+    "sample_config",
+    "calibration_configs",
+    "evaluate",
+    "calibrate_bn",
+    "train",
+    "cli_main",
+]
+
+
+# -- variant sampling ---------------------------------------------------------------------------
+def _pick(choices: Sequence, gen: torch.Generator):
+    return choices[int(torch.randint(len(choices), (1,), generator=gen))]
+
+
+def sample_config(space: SearchSpace, gen: torch.Generator) -> CompressionConfig:
+    """A uniformly random variant of ``space``, drawn from ``gen`` only (never the global RNG)."""
+    stages = tuple(
+        StageConfig(width=_pick(space.widths, gen), depth=_pick(space.depths, gen),
+                    operator=_pick(space.operators, gen), rank=_pick(space.ranks, gen),
+                    int8=_pick(space.int8, gen))
+        for _ in range(space.num_stages)
+    )
+    return CompressionConfig(stages=stages, resolution=_pick(space.resolutions, gen))
+
+
+def calibration_configs(space: SearchSpace, gen: torch.Generator,
+                        num_random: int) -> list[CompressionConfig]:
+    """Variants that visit every switchable-BN row of every stage at least once, plus randoms.
+
+    For each (operator, width, rank, resolution) one variant puts every stage at that choice at
+    full depth (so every block's row is visited); ``num_random`` random variants add diversity
+    of the upstream stages.
+    """
+    out = []
+    for op in space.operators:
+        for width in space.widths:
+            for rank in space.ranks:
+                for res in space.resolutions:
+                    stages = tuple(
+                        StageConfig(width=width, depth=space.depths[-1], operator=op,
+                                    rank=rank, int8=_pick(space.int8, gen))
+                        for _ in range(space.num_stages))
+                    out.append(CompressionConfig(stages=stages, resolution=res))
+    out += [sample_config(space, gen) for _ in range(num_random)]
+    return out
+
+
+# -- data ---------------------------------------------------------------------------------------
+def _augment(images: np.ndarray, rng: np.random.Generator, shift: int = 2) -> np.ndarray:
+    """Random horizontal flip and a random translation of up to ``shift`` pixels (uint8)."""
+    n, h, w = images.shape[:3]
+    flip = rng.random(n) < 0.5
+    images = np.where(flip[:, None, None], images[:, :, ::-1], images)
+    padded = np.pad(images, ((0, 0), (shift, shift), (shift, shift)))
+    dy, dx = rng.integers(0, 2 * shift + 1, size=(2, n))
+    rows = dy[:, None] + np.arange(h)[None]
+    cols = dx[:, None] + np.arange(w)[None]
+    return padded[np.arange(n)[:, None, None], rows[:, :, None], cols[:, None, :]]
+
+
+def _batches(n: int, batch_size: int, rng: np.random.Generator | None) -> Iterator[np.ndarray]:
+    order = rng.permutation(n) if rng is not None else np.arange(n)
+    for i in range(0, n, batch_size):
+        yield order[i:i + batch_size]
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, data: Dataset, resolution: int, batch_size: int = 1000) -> float:
+    """Top-1 accuracy of ``model`` (compact or elastic in its active variant) on ``data``."""
+    was_training = model.training
+    model.eval()
+    correct = 0
+    try:
+        for idx in _batches(len(data), batch_size, None):
+            logits = model(preprocess(data.images[idx], resolution))
+            correct += int((logits.argmax(1) == torch.from_numpy(data.labels[idx])).sum())
+    finally:
+        model.train(was_training)
+    return correct / max(1, len(data))
+
+
+@torch.no_grad()
+def calibrate_bn(model: ElasticBackbone, data: Dataset, configs: Sequence[CompressionConfig],
+                 batch_size: int = 256, seed: int = 0, progress: bool = True) -> None:
+    """Re-estimate every switchable-BN row (cumulative average) with the current weights."""
+    from tqdm import tqdm
+
+    bns = [m for m in model.modules() if isinstance(m, SwitchableBatchNorm2d)]
+    saved = [bn.momentum for bn in bns]
+    was_training = model.training
+    rng = np.random.default_rng(seed)
+    try:
+        for bn in bns:
+            bn.reset_running_stats()
+            bn.momentum = None
+        model.train()
+        for config in tqdm(configs, desc="BN calibration", disable=not progress, leave=False):
+            idx = rng.choice(len(data), size=min(batch_size, len(data)), replace=False)
+            model.set_active(config)
+            model(preprocess(data.images[idx], config.resolution))
+    finally:
+        for bn, momentum in zip(bns, saved, strict=True):
+            bn.momentum = momentum
+        model.train(was_training)
+        model.set_active(CompressionConfig.full(model.space))
+
+
+# -- training -----------------------------------------------------------------------------------
+def _optimizer(model: nn.Module, lr: float, weight_decay: float) -> torch.optim.Optimizer:
+    decay, no_decay = [], []
+    for p in model.parameters():
+        # BN affine parameters and biases are not weight-decayed (standard ResNet practice).
+        (no_decay if p.ndim == 1 else decay).append(p)
+    return torch.optim.SGD([
+        {"params": decay, "weight_decay": weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ], lr=lr, momentum=0.9, nesterov=True)
+
+
+def _lr_at(step: int, total: int, warmup: int, base: float) -> float:
+    """Linear warm-up then cosine decay to zero, per step."""
+    if step < warmup:
+        return base * (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return 0.5 * base * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+def _train_step(model: ElasticBackbone, images: np.ndarray, labels: Tensor,
+                configs: Sequence[CompressionConfig], label_smoothing: float) -> float:
+    """Forward/backward of each config (the first is the teacher); returns the teacher loss."""
+    teacher: Tensor | None = None
+    teacher_loss = 0.0
+    for config in configs:
+        model.set_active(config)
+        logits = model(preprocess(images, config.resolution))
+        if teacher is None:
+            loss = F.cross_entropy(logits, labels, label_smoothing=label_smoothing)
+            teacher = logits.detach().softmax(1)
+            teacher_loss = float(loss.detach())
+        else:  # in-place distillation from the largest variant
+            loss = F.kl_div(logits.log_softmax(1), teacher, reduction="batchmean")
+        loss.backward()
+    return teacher_loss
+
+
+def train(args: argparse.Namespace) -> ElasticBackbone:
+    from tqdm import tqdm
+
+    torch.manual_seed(args.seed)
+    torch.set_num_threads(args.threads)
+    if args.image_folder:
+        full_train = load_image_folder(args.image_folder)
+    else:
+        full_train = load_fashion_mnist("train", args.data)
+    train_idx, val_idx = train_val_split(len(full_train), min(args.val_size, len(full_train) // 5),
+                                         seed=args.seed)
+    if args.subset:
+        train_idx = train_idx[:args.subset]
+        val_idx = val_idx[:max(100, args.subset // 10)]
+    train_set, val_set = full_train.subset(train_idx), full_train.subset(val_idx)
+    space = DEFAULT_SPACE
+    channels = tuple(int(c) for c in args.channels.split(","))
+    model = build_backbone(space, channels, full_train.classes)
+    model.train()
+    optimizer = _optimizer(model, args.lr, args.weight_decay)
+
+    workdir = Path(args.workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    state_path = workdir / "last.pt"
+    start_epoch, history, cpu_seconds = 0, [], 0.0
+    if args.resume and state_path.exists():
+        state = torch.load(state_path, map_location="cpu", weights_only=True)
+        model = backbone_from_checkpoint(state["backbone"], str(state_path)).train()
+        optimizer = _optimizer(model, args.lr, args.weight_decay)
+        optimizer.load_state_dict(state["optimizer"])
+        start_epoch, history = int(state["epoch"]), json.loads(state["history"])
+        cpu_seconds = float(state.get("cpu_seconds", 0.0))
+        print(f"resumed from {state_path} after epoch {start_epoch}", file=sys.stderr)
+
+    steps_per_epoch = math.ceil(len(train_set) / args.batch_size)
+    total_steps = steps_per_epoch * args.epochs
+    full, smallest = CompressionConfig.full(space), CompressionConfig.smallest(space)
+    for epoch in range(start_epoch, args.epochs):
+        cpu0, wall0 = time.process_time(), time.perf_counter()
+        sandwich = epoch >= args.warmup_epochs
+        if epoch == args.warmup_epochs and args.warmup_epochs > 0:
+            model.reorder_channels()
+        # Per-epoch seeds make a resumed run draw exactly what an uninterrupted one would.
+        rng = np.random.default_rng([args.seed, epoch])
+        gen = torch.Generator().manual_seed(args.seed * 100_003 + epoch)
+        bar = tqdm(_batches(len(train_set), args.batch_size, rng), total=steps_per_epoch,
+                   desc=f"epoch {epoch + 1}/{args.epochs}" + (" sandwich" if sandwich else ""),
+                   disable=not args.progress, mininterval=2.0)
+        running = 0.0
+        for i, idx in enumerate(bar):
+            step = epoch * steps_per_epoch + i
+            for group in optimizer.param_groups:
+                group["lr"] = _lr_at(step, total_steps, steps_per_epoch // 2, args.lr)
+            configs = [full]
+            if sandwich:
+                configs += [smallest] + [sample_config(space, gen)
+                                         for _ in range(args.random_subnets)]
+            images = _augment(train_set.images[idx], rng)
+            labels = torch.from_numpy(train_set.labels[idx])
+            optimizer.zero_grad(set_to_none=True)
+            loss = _train_step(model, images, labels, configs, args.label_smoothing)
+            optimizer.step()
+            running = loss if i == 0 else 0.98 * running + 0.02 * loss
+            bar.set_postfix(loss=f"{running:.3f}", refresh=False)
+        bar.close()
+        model.set_active(full)
+        val_full = evaluate(model, val_set, full.resolution)
+        model.set_active(smallest)
+        val_small = evaluate(model, val_set, smallest.resolution)
+        model.set_active(full)
+        cpu_seconds += time.process_time() - cpu0
+        record = {"epoch": epoch + 1, "loss": round(running, 4), "val_full": val_full,
+                  "val_smallest": val_small, "wall_s": round(time.perf_counter() - wall0, 1),
+                  "cpu_s_total": round(cpu_seconds, 1)}
+        history.append(record)
+        print(json.dumps(record), flush=True)
+        torch.save({"backbone": {"format": "adaspring-backbone", "version": 1,
+                                 "arch": model.arch(), "state_dict": model.state_dict(),
+                                 "meta": {}},
+                    "optimizer": optimizer.state_dict(), "epoch": epoch + 1,
+                    "history": json.dumps(history), "cpu_seconds": cpu_seconds},
+                   state_path.with_suffix(".tmp"))
+        os.replace(state_path.with_suffix(".tmp"), state_path)
+        save_backbone(model, args.out, _meta(args, history, cpu_seconds, calibrated=False))
+
+    cpu0 = time.process_time()
+    gen = torch.Generator().manual_seed(args.seed + 7)
+    configs = calibration_configs(space, gen, args.calib_random)
+    calibrate_bn(model, train_set, configs, args.calib_batch, args.seed, args.progress)
+    cpu_seconds += time.process_time() - cpu0
+    model.eval()
+    for name, config in (("full", full), ("smallest", smallest)):
+        model.set_active(config)
+        history.append({f"val_{name}_calibrated": evaluate(model, val_set, config.resolution)})
+    model.set_active(full)
+    print(json.dumps(history[-2:]), flush=True)
+    digest = save_backbone(model, args.out, _meta(args, history, cpu_seconds, calibrated=True))
+    print(f"wrote {args.out} (sha256 {digest}); CPU time {cpu_seconds / 60:.1f} min", flush=True)
+    return model
+
+
+def _meta(args: argparse.Namespace, history: list, cpu_seconds: float, calibrated: bool) -> dict:
+    return {"args": json.dumps({k: v for k, v in vars(args).items() if k != "progress"}),
+            "history": json.dumps(history), "cpu_seconds": round(cpu_seconds, 1),
+            "bn_calibrated": calibrated, "torch": torch.__version__}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="adaspring train", description=__doc__.split("\n")[0])
+    p.add_argument("--epochs", type=int, default=14, help="total epochs, warm-up included")
+    p.add_argument("--warmup-epochs", type=int, default=1, help="full-network-only epochs")
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--lr", type=float, default=0.1)
+    p.add_argument("--weight-decay", type=float, default=5e-4)
+    p.add_argument("--label-smoothing", type=float, default=0.1)
+    p.add_argument("--random-subnets", type=int, default=2,
+                   help="random variants per step besides the largest and smallest")
+    p.add_argument("--channels", default="16,32,64", help="full-width channels of each stage")
+    p.add_argument("--subset", type=int, default=0, help="train on the first N images (smoke)")
+    p.add_argument("--val-size", type=int, default=5000, help="held-out validation images")
+    p.add_argument("--calib-random", type=int, default=200,
+                   help="random variants in the BN calibration (besides the covering set)")
+    p.add_argument("--calib-batch", type=int, default=256)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--data", default="/usr/share/datasets/fashion-mnist",
+                   help="directory of the Fashion-MNIST IDX files")
+    p.add_argument("--image-folder", default="", help="train on an ImageFolder instead")
+    p.add_argument("--out", default="", help="backbone file (default: models/backbone.pt)")
+    p.add_argument("--workdir", default="runs/train", help="resumable state goes here")
+    p.add_argument("--resume", action="store_true", help="continue from <workdir>/last.pt")
+    p.add_argument("--no-progress", dest="progress", action="store_false")
+    return p
+
+
+def cli_main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if not args.out:
+        from ..paths import default_backbone
+
+        args.out = str(default_backbone())
+    if args.epochs < 1 or args.warmup_epochs < 0:
+        print("adaspring train: --epochs must be >= 1 and --warmup-epochs >= 0", file=sys.stderr)
+        return 2
+    train(args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli_main())

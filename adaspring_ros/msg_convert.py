@@ -170,3 +170,83 @@ def config_from_msg(msg: Any, space: SearchSpace = DEFAULT_SPACE) -> Compression
             f"config_id {msg.config_id!r} does not match the per-stage fields ({config.id})"
         )
     return config
+
+
+# -- camera labels, inference results, performance metrics ---------------------------------------
+# The replay camera carries the true class in header.frame_id as "<base>/label=<id>/seq=<n>"
+# ("<base>/seq=<n>" when unlabelled). The perception node copies the image header into its
+# InferenceResult, so live accuracy needs no stamp matching: parse result.header.frame_id.
+
+__all__ += [
+    "labelled_frame_id",
+    "parse_labelled_frame_id",
+    "result_to_msg",
+    "metrics_to_msg",
+]
+
+
+def labelled_frame_id(base: str, label: int | None, seq: int) -> str:
+    """``camera/label=3/seq=17`` (or ``camera/seq=17`` without a label)."""
+    base = str(base).rstrip("/")
+    if label is None:
+        return f"{base}/seq={int(seq)}"
+    return f"{base}/label={int(label)}/seq={int(seq)}"
+
+
+def parse_labelled_frame_id(frame_id: str) -> tuple[int | None, int | None]:
+    """(label, seq) from a frame_id written by :func:`labelled_frame_id`; None where absent.
+
+    Any other frame_id (a real camera's "camera_optical_frame") gives (None, None).
+    """
+    label = seq = None
+    for part in str(frame_id).split("/"):
+        key, sep, value = part.partition("=")
+        if not sep:
+            continue
+        try:
+            number = int(value)
+        except ValueError:
+            continue
+        if key == "label" and number >= 0:
+            label = number
+        elif key == "seq" and number >= 0:
+            seq = number
+    return label, seq
+
+
+def result_to_msg(header: Any, class_id: int, label: str, score: float, config_id: str,
+                  latency_ms: float, msg_type: Any) -> Any:
+    """Fill an adaspring_ros/InferenceResult; ``header`` is the input image's header."""
+    msg = msg_type()
+    msg.header = header
+    msg.class_id = int(class_id)
+    msg.label = str(label)
+    msg.score = _finite(score)
+    msg.config_id = str(config_id)
+    msg.latency_ms = _finite(latency_ms)
+    return msg
+
+
+_METRIC_COUNTS = ("frames_received", "frames_processed", "frames_dropped", "frames_rejected",
+                  "reconfigure_rejected")
+_METRIC_FLOATS = ("model_latency_ms_p50", "model_latency_ms_p95", "end_to_end_latency_ms_p50",
+                  "end_to_end_latency_ms_p95", "fps", "energy_per_frame_mj", "last_swap_ms")
+
+
+def metrics_to_msg(values: dict[str, Any], msg_type: Any) -> Any:
+    """Fill an adaspring_ros/PerformanceMetrics from a dict keyed by field name.
+
+    Counts are clamped to the field's range, floats that are missing or not finite become NaN
+    (the message's "unknown"), so a bad sample can never make publish() raise.
+    """
+    msg = msg_type()
+    if "header" in values:
+        msg.header = values["header"]
+    msg.config_id = str(values.get("config_id", ""))
+    msg.energy_method = str(values.get("energy_method", ""))
+    for name in _METRIC_COUNTS:
+        setattr(msg, name, max(0, min(int(values.get(name, 0)), 2**64 - 1)))
+    msg.swaps = max(0, min(int(values.get("swaps", 0)), 2**32 - 1))
+    for name in _METRIC_FLOATS:
+        setattr(msg, name, _finite(values.get(name)))
+    return msg

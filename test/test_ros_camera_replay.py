@@ -1,0 +1,166 @@
+"""The replay camera as a real process over real DDS: size, encoding, labels, sources, params."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from ros_harness import NodeProcess, spin_until
+
+from adaspring_ros import msg_convert
+from adaspring_ros.core import data
+
+pytestmark = pytest.mark.ros
+
+NODE = "adaspring_ros.nodes.camera_replay_node"
+
+
+def receive(node, topic: str, count: int, procs: list[NodeProcess], timeout: float = 20.0):
+    """The first ``count`` Images on ``topic`` (subscribed with the sensor-data profile)."""
+    from sensor_msgs.msg import Image
+
+    from adaspring_ros.nodes.qos import SENSOR_QOS
+
+    got = []
+    node.create_subscription(Image, topic, got.append, SENSOR_QOS)
+    spin_until(node, lambda: len(got) >= count, timeout, f"{count} images on {topic}", procs)
+    return got
+
+
+def set_parameters(node, remote: str, values: dict, procs: list[NodeProcess]):
+    """Set parameters of ``remote`` at run time; returns the SetParametersResult list."""
+    from rclpy.parameter import Parameter
+    from rclpy.parameter_client import AsyncParameterClient
+
+    client = AsyncParameterClient(node, remote)
+    spin_until(node, lambda: client.services_are_ready(), 15, f"{remote}'s parameter services",
+               procs)
+    future = client.set_parameters([Parameter(k, value=v) for k, v in values.items()])
+    spin_until(node, future.done, 10, "the set_parameters reply", procs)
+    return future.result().results
+
+
+def test_fashion_mnist_frames_size_encoding_labels(rclpy_node, tmp_path):
+    topic = "/test_replay/fm"
+    camera = NodeProcess.module(NODE, tmp_path, ros_args=[
+        "-p", f"image_topic:={topic}", "-p", "width:=640", "-p", "height:=480",
+        "-p", "encoding:=bgr8", "-p", "limit:=5", "-p", "rate_hz:=50.0"])
+    try:
+        frames = receive(rclpy_node, topic, 12, [camera])
+        # Run-time parameters: out of range or unknown values are refused, valid ones apply.
+        results = set_parameters(rclpy_node, "camera_replay_node",
+                                 {"rate_hz": 0.0}, [camera])
+        assert not results[0].successful
+        results = set_parameters(rclpy_node, "camera_replay_node",
+                                 {"encoding": "yuv422"}, [camera])
+        assert not results[0].successful and "yuv422" in results[0].reason
+        results = set_parameters(rclpy_node, "camera_replay_node",
+                                 {"source": "bag"}, [camera])
+        assert not results[0].successful  # read-only
+        results = set_parameters(rclpy_node, "camera_replay_node",
+                                 {"encoding": "mono8", "width": 320, "height": 0}, [camera])
+        assert all(r.successful for r in results)
+        spin_until(rclpy_node, lambda: frames[-1].encoding == "mono8", 10,
+                   "a mono8 frame after the change", [camera])
+    finally:
+        assert camera.stop() == 0, camera.output()
+    test = data.load_fashion_mnist("test")
+    first = frames[0]
+    assert (first.width, first.height, first.encoding, first.step) == (640, 480, "bgr8", 1920)
+    for msg in frames[:12]:
+        label, seq = msg_convert.parse_labelled_frame_id(msg.header.frame_id)
+        assert msg.header.frame_id.startswith("camera/label=")
+        assert label == test.labels[seq % 5]  # limit=5, loop: the first five test images
+        assert msg.header.stamp.sec > 0
+        # Letterboxed: the perception node's centre crop + resize gives back the source image
+        # (up to the blur of a 17.1x nearest upscale followed by an antialiased downscale).
+        pixels = msg_convert.image_to_numpy(msg)
+        assert pixels[:, :80].max() == 0 and pixels[:, -80:].max() == 0
+        restored = data.preprocess(pixels, 28).flatten().numpy()
+        original = data.preprocess(test.images[seq % 5], 28).flatten().numpy()
+        assert np.corrcoef(restored, original)[0, 1] > 0.95
+    last = frames[-1]
+    assert (last.width, last.height, last.step) == (320, 320, 320)  # square source
+
+
+def test_image_folder_source_size_and_labels(rclpy_node, tmp_path):
+    from PIL import Image as PILImage
+
+    root = tmp_path / "folder"
+    for c, name in enumerate(["ankle", "bag"]):
+        (root / name).mkdir(parents=True)
+        for i in range(2):
+            img = np.full((40, 30), 60 * (c + 1) + i, np.uint8)
+            PILImage.fromarray(img).save(root / name / f"{i}.png")
+    topic = "/test_replay/folder"
+    camera = NodeProcess.module(NODE, tmp_path, ros_args=[
+        "-p", f"image_topic:={topic}", "-p", "source:=image_folder", "-p", f"path:={root}",
+        "-p", "width:=0", "-p", "height:=0", "-p", "encoding:=rgba8", "-p", "loop:=false",
+        "-p", "rate_hz:=100.0", "-p", "frame_id:=cam0"])
+    try:
+        # wait_for_subscriber (default) holds the replay until we match: no frame is lost.
+        frames = receive(rclpy_node, topic, 4, [camera])
+        spin_until(rclpy_node, lambda: "replay finished after 4 frames" in camera.output(), 10,
+                   "the end of the replay (loop:=false)")
+    finally:
+        camera.stop()
+    assert [msg_convert.parse_labelled_frame_id(m.header.frame_id) for m in frames] == [
+        (0, 0), (0, 1), (1, 2), (1, 3)]
+    for msg in frames:
+        # load_image_folder resizes to 28x28 grey; width/height 0 keep that size.
+        assert (msg.width, msg.height, msg.encoding, msg.step) == (28, 28, "rgba8", 112)
+        assert msg.header.frame_id.startswith("cam0/")
+
+
+def write_bag(path, frames: list[tuple[np.ndarray, str]]) -> None:
+    from rosbags.rosbag2 import Writer
+    from rosbags.typesys import Stores, get_typestore
+
+    store = get_typestore(Stores.ROS2_KILTED)
+    Image, Header, Time = (store.types[n] for n in (
+        "sensor_msgs/msg/Image", "std_msgs/msg/Header", "builtin_interfaces/msg/Time"))
+    with Writer(path, version=9) as writer:
+        conn = writer.add_connection("/robot/camera", "sensor_msgs/msg/Image", typestore=store)
+        for i, (pixels, frame_id) in enumerate(frames):
+            msg = Image(header=Header(stamp=Time(sec=i, nanosec=0), frame_id=frame_id),
+                        height=pixels.shape[0], width=pixels.shape[1], encoding="mono8",
+                        is_bigendian=0, step=pixels.shape[1], data=pixels.reshape(-1))
+            writer.write(conn, i * 10**9, store.serialize_cdr(msg, "sensor_msgs/msg/Image"))
+
+
+def test_bag_source(rclpy_node, tmp_path):
+    frames = [(np.full((24, 32), 10 * i, np.uint8), f"cam/label={i}/seq=99") for i in range(3)]
+    frames.append((np.full((24, 32), 200, np.uint8), "optical_frame"))  # no label
+    write_bag(tmp_path / "replay_bag", frames)
+    topic = "/test_replay/bag"
+    camera = NodeProcess.module(NODE, tmp_path, ros_args=[
+        "-p", f"image_topic:={topic}", "-p", "source:=bag", "-p", f"path:={tmp_path}/replay_bag",
+        "-p", "width:=64", "-p", "height:=48", "-p", "encoding:=mono8",
+        "-p", "interpolation:=bilinear", "-p", "rate_hz:=100.0"])
+    try:
+        got = receive(rclpy_node, topic, 8, [camera])
+    finally:
+        camera.stop()
+    for msg in got:
+        label, seq = msg_convert.parse_labelled_frame_id(msg.header.frame_id)
+        assert (msg.width, msg.height, msg.encoding) == (64, 48, "mono8")
+        # The bag's label survives, its seq is replaced by the replay's own counter.
+        assert label == (seq % 4 if seq % 4 < 3 else None)
+        expected = 10 * (seq % 4) if seq % 4 < 3 else 200
+        assert np.all(msg_convert.image_to_numpy(msg) == expected)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["-p", "source:=webcam"], "source='webcam' is not one of"),
+    (["-p", "source:=image_folder"], "needs a path"),
+    (["-p", "source:=bag", "-p", "path:=/nonexistent.bag"], "cannot read bag"),
+    (["-p", "rate_hz:=0.0"], "rate_hz"),
+])
+def test_bad_start_parameters_exit_cleanly(tmp_path, args, message):
+    camera = NodeProcess.module(NODE, tmp_path, ros_args=args)
+    try:
+        code = camera.proc.wait(30)
+    finally:
+        camera.kill()
+    assert code != 0
+    assert message in camera.output()
+    assert "Traceback" not in camera.output()

@@ -1,0 +1,365 @@
+"""The evolution policy: context + measured latency -> keep the running variant or swap.
+
+Plain logic with injected time: every method takes ``now`` (seconds, any monotonic clock, the same
+for all calls) and nothing sleeps or starts threads, so the evolution node only wires messages to
+:class:`Evolver` and tests drive it with made-up clocks.
+
+Per decision (``Evolver.decide(now)``):
+
+1. A swap that was asked for and not yet confirmed -> wait (until ``pending_timeout_s``).
+2. No context for ``stale_after_s`` -> fall back to the safe variant (configured, default the
+   fastest of the table), at once: running blind is worse than a short swap.
+3. Budgets and λ from the latest context; the latency prediction is the profiled p95 times the
+   contention factor (measured / profiled p50 of the running variant, smoothed and bounded), and
+   the latency budget is tightened when the measured p95 still exceeds that prediction.
+4. The running variant violates a budget (predicted, or measured deadline misses) -> swap to the
+   best variant now, provided ``min_urgent_interval_s`` has passed since the last swap (so the
+   new variant's own metrics are seen before judging it).
+5. Otherwise swap only when the best variant's objective beats the running one's by
+   ``gain_threshold`` (relative) and ``min_swap_interval_s`` has passed. Candidates are searched
+   with ``upgrade_headroom`` less latency budget than the running variant is judged against: a
+   Schmitt trigger, so latency jitter around a budget does not flip between two variants. After
+   budget violations, a slower variant is only tried again after a back-off that doubles with
+   every violation remembered (``recovery_s``, ``violation_memory_s``).
+
+Every :class:`Decision` carries a human-readable reason.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+
+from .config import CompressionConfig
+from .context import (
+    BudgetParams,
+    Budgets,
+    Context,
+    LambdaParams,
+    Lambdas,
+    adapt_lambdas,
+    compute_budgets,
+    require_number,
+)
+from .profile_table import ProfileTable
+from .search import Prediction, RuntimeSearch, SearchResult
+
+__all__ = ["EvolutionParams", "ContentionEstimator", "Decision", "Evolver"]
+
+_MAX_BACKOFF = 6  # the back-off doubles at most 5 times (32 x recovery_s)
+
+
+@dataclass(frozen=True)
+class EvolutionParams:
+    """Tuning of the trigger policy; every field can be a ROS parameter.
+
+    gain_threshold:         relative objective gain a non-urgent swap needs (0.05 = 5 %).
+    min_swap_interval_s:    least time between a swap and a non-urgent swap.
+    min_urgent_interval_s:  least time between a swap and a budget-violation swap.
+    upgrade_headroom:       fraction of the latency budget kept free when choosing a variant.
+    stale_after_s:          context older than this (by receive time) is stale.
+    safe_config_id:         variant for stale context; None = the fastest of the table.
+    recovery_s:             flap damping: after the n-th violation within violation_memory_s,
+    violation_memory_s:     no gain swap to a slower variant for recovery_s x 2^(n-1) (n capped
+                            at 6), so a variant just left for being too slow is not retried at
+                            the first calm reading, and ever more rarely if it keeps failing.
+    settle_s:               metrics are ignored this long after a swap (mixed windows).
+    pending_timeout_s:      a swap not confirmed by then is considered failed.
+    contention_alpha:       smoothing of the contention factor (weight of the newest window).
+    contention_min/max:     bounds of the contention factor.
+    deadline_miss_trigger:  deadline misses in one metrics window that count as a violation.
+    """
+
+    gain_threshold: float = 0.05
+    min_swap_interval_s: float = 5.0
+    min_urgent_interval_s: float = 1.0
+    upgrade_headroom: float = 0.15
+    stale_after_s: float = 3.0
+    safe_config_id: str | None = None
+    recovery_s: float = 10.0
+    violation_memory_s: float = 600.0
+    settle_s: float = 1.0
+    pending_timeout_s: float = 10.0
+    contention_alpha: float = 0.5
+    contention_min: float = 0.5
+    contention_max: float = 10.0
+    deadline_miss_trigger: int = 1
+
+    def __post_init__(self) -> None:
+        for name in ("gain_threshold", "min_swap_interval_s", "min_urgent_interval_s",
+                     "recovery_s", "violation_memory_s", "settle_s"):
+            require_number(name, getattr(self, name), 0.0, math.inf)
+        for name in ("stale_after_s", "pending_timeout_s"):
+            require_number(name, getattr(self, name), 0.0, math.inf, low_open=True)
+        require_number("upgrade_headroom", self.upgrade_headroom, 0.0, 0.9)
+        require_number("contention_alpha", self.contention_alpha, 0.0, 1.0, low_open=True)
+        require_number("contention_min", self.contention_min, 0.0, 1.0, low_open=True)
+        require_number("contention_max", self.contention_max, 1.0, 1000.0)
+        require_number("deadline_miss_trigger", self.deadline_miss_trigger, 1, 10**9)
+        if self.min_urgent_interval_s > self.min_swap_interval_s:
+            raise ValueError("min_urgent_interval_s must not exceed min_swap_interval_s")
+
+
+class ContentionEstimator:
+    """Contention factor = measured / profiled latency of the running variant.
+
+    Exponentially smoothed (``alpha`` = weight of the newest measurement) and clipped to
+    [low, high], so one odd window cannot swing the choice and a broken measurement cannot
+    make every variant look infinitely slow. It describes the machine, not the variant, so it
+    carries over a swap.
+    """
+
+    def __init__(self, alpha: float = 0.5, low: float = 0.5, high: float = 10.0) -> None:
+        if not (0 < alpha <= 1 and 0 < low <= 1 <= high):
+            raise ValueError(f"need 0 < alpha <= 1 and 0 < low <= 1 <= high, got "
+                             f"alpha={alpha}, low={low}, high={high}")
+        self.alpha, self.low, self.high = alpha, low, high
+        self.factor = 1.0
+
+    def update(self, measured_ms: float, profiled_ms: float) -> float:
+        if not (math.isfinite(measured_ms) and measured_ms > 0 and profiled_ms > 0):
+            return self.factor  # no usable measurement: keep the estimate
+        ratio = min(max(measured_ms / profiled_ms, self.low), self.high)
+        self.factor = (1 - self.alpha) * self.factor + self.alpha * ratio
+        return self.factor
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The outcome of one :meth:`Evolver.decide`.
+
+    kind: "initial", "violation", "gain", "stale" (these swap) or "keep", "hold", "wait".
+    ``prediction`` is for ``config_id`` under the current context (None only when there is no
+    context to predict with).
+    """
+
+    swap: bool
+    kind: str
+    config_id: str
+    previous_id: str | None
+    reason: str
+    time: float
+    prediction: Prediction | None = None
+    result: SearchResult | None = None
+    context: Context | None = None
+
+    @property
+    def config(self) -> CompressionConfig:
+        return CompressionConfig.from_id(self.config_id)
+
+
+class Evolver:
+    """The decision loop of the evolution node, as plain logic.
+
+    The node calls :meth:`observe_context` for every ContextState, :meth:`observe_metrics` for
+    every PerformanceMetrics, :meth:`decide` on a timer, and, when a decision says ``swap``,
+    calls the Reconfigure service and reports the outcome with :meth:`swap_done`.
+    """
+
+    def __init__(
+        self,
+        table: ProfileTable | RuntimeSearch,
+        params: EvolutionParams | None = None,
+        *,
+        budget_params: BudgetParams | None = None,
+        lambda_params: LambdaParams | None = None,
+        lambdas: Lambdas | None = None,
+        active_id: str | None = None,
+        mission_start: float | None = None,
+    ) -> None:
+        """``lambdas`` fixes λ (no adaptation); ``active_id`` is the variant already running;
+        ``mission_start`` (same clock as ``now``) defaults to the first call's time."""
+        self.search = table if isinstance(table, RuntimeSearch) else RuntimeSearch(table)
+        self.params = params or EvolutionParams()
+        self.budget_params = budget_params or BudgetParams()
+        self.lambda_params = lambda_params or LambdaParams()
+        self.fixed_lambdas = lambdas
+        safe = self.params.safe_config_id
+        if safe is not None and safe not in self.search:
+            raise ValueError(f"safe_config_id {safe!r} is not in the profile table")
+        self.safe_id = safe or self.search.fastest.id
+        if active_id is not None and active_id not in self.search:
+            raise ValueError(f"active config {active_id!r} is not in the profile table")
+        self.active_id = active_id
+        self.contention = ContentionEstimator(
+            self.params.contention_alpha, self.params.contention_min, self.params.contention_max)
+        self.latency_drift = 1.0
+        self.deadline_violated = False
+        self.swaps = 0
+        self.mission_start = mission_start
+        self._context: Context | None = None
+        self._context_at = -math.inf
+        self._last_swap_at = -math.inf
+        self._violations: list[float] = []  # times of the violation swaps still remembered
+        self._pending: tuple[str, float] | None = None
+
+    # -- inputs -------------------------------------------------------------------------------
+    def _start(self, now: float) -> None:
+        if self.mission_start is None:
+            self.mission_start = now
+
+    def observe_context(self, context: Context, now: float) -> None:
+        """A new context snapshot, received at ``now``."""
+        self._start(now)
+        self._context, self._context_at = context, now
+
+    def observe_metrics(self, config_id: str, latency_ms_p50: float, latency_ms_p95: float,
+                        now: float, deadline_misses: int = 0) -> None:
+        """Measured forward-pass latency of ``config_id`` over the last window.
+
+        Metrics of the variant a pending swap asked for confirm that swap. Metrics of another
+        known variant while nothing is pending mean the perception node runs something else
+        (e.g. it restarted): that variant becomes the active one. Metrics within ``settle_s``
+        of a swap are ignored because the window may mix two variants.
+        """
+        self._start(now)
+        if self._pending is not None and config_id == self._pending[0]:
+            self.swap_done(config_id, now)
+        if config_id not in self.search:
+            return
+        if config_id != self.active_id:
+            if self._pending is not None:
+                return
+            self.active_id = config_id
+        if now - self._last_swap_at < self.params.settle_s:
+            return
+        row = self.search.row(config_id)
+        factor = self.contention.update(latency_ms_p50, float(self.search.latency_p50[row]))
+        predicted_p95 = float(self.search.latency_p95[row]) * factor
+        if math.isfinite(latency_ms_p95) and latency_ms_p95 > 0 and predicted_p95 > 0:
+            self.latency_drift = latency_ms_p95 / predicted_p95
+        # A missed deadline is a measured p95 over the application's budget itself; the
+        # latency_margin below it is the search's safety buffer, not a deadline.
+        deadline = self._context.latency_budget_ms if self._context is not None else math.inf
+        self.deadline_violated = (deadline_misses >= self.params.deadline_miss_trigger
+                                  or (math.isfinite(latency_ms_p95) and latency_ms_p95 > deadline))
+
+    def swap_done(self, config_id: str, now: float, ok: bool = True) -> None:
+        """The perception node reported the outcome of a swap to ``config_id``."""
+        if self._pending is None or self._pending[0] != config_id:
+            if ok and config_id in self.search:  # a swap we did not ask for: trust the node
+                self.active_id = config_id
+                self._reset_after_swap(now)
+            return
+        self._pending = None
+        if ok:
+            self.active_id = config_id
+            self.swaps += 1
+            self._reset_after_swap(now)
+
+    def _reset_after_swap(self, now: float) -> None:
+        self._last_swap_at = now
+        self.latency_drift = 1.0
+        self.deadline_violated = False
+
+    # -- the decision -------------------------------------------------------------------------
+    def _mission_remaining(self, now: float) -> float | None:
+        duration = self.budget_params.mission_duration_s
+        if duration is None or self.mission_start is None:
+            return None
+        return max(duration - (now - self.mission_start), 0.0)
+
+    def budgets(self, now: float) -> tuple[Budgets, Lambdas]:
+        """Budgets and λ for the latest context (which must exist)."""
+        if self._context is None:
+            raise ValueError("no context observed yet")
+        budgets = compute_budgets(self._context, self.budget_params,
+                                  latency_drift=self.latency_drift,
+                                  mission_remaining_s=self._mission_remaining(now))
+        lambdas = self.fixed_lambdas or adapt_lambdas(self._context, self.lambda_params)
+        return budgets, lambdas
+
+    def _decision(self, swap: bool, kind: str, config_id: str, reason: str, now: float,
+                  prediction: Prediction | None = None,
+                  result: SearchResult | None = None) -> Decision:
+        if swap:
+            self._pending = (config_id, now)
+        return Decision(swap=swap, kind=kind, config_id=config_id, previous_id=self.active_id,
+                        reason=reason, time=now, prediction=prediction, result=result,
+                        context=self._context)
+
+    def decide(self, now: float) -> Decision:
+        """Keep the running variant or swap; see the module docstring for the rules."""
+        self._start(now)
+        p = self.params
+        current = self.active_id or "none"
+        if self._pending is not None:
+            target, asked_at = self._pending
+            if now - asked_at < p.pending_timeout_s:
+                return self._decision(False, "wait", current,
+                                      f"waiting for the swap to {target} to take effect", now)
+            self._pending = None  # the swap failed silently; decide afresh
+
+        age = now - self._context_at
+        if self._context is None or age > p.stale_after_s:
+            what = "no context yet" if self._context is None else f"context is {age:.1f} s old"
+            if self.active_id == self.safe_id:
+                return self._decision(False, "hold", self.safe_id,
+                                      f"{what}: staying on the safe variant {self.safe_id}", now)
+            return self._decision(True, "stale", self.safe_id,
+                                  f"{what} (> {p.stale_after_s:g} s): fall back to the safe "
+                                  f"variant {self.safe_id}", now)
+
+        budgets, lambdas = self.budgets(now)
+        contention = self.contention.factor
+        # Candidates must fit with headroom (Schmitt trigger); if none does, the plain budget.
+        strict = replace(budgets, latency_ms=budgets.latency_ms * (1 - p.upgrade_headroom))
+        best = self.search.search(strict, lambdas, contention)
+        if not best.feasible and p.upgrade_headroom > 0:
+            best = self.search.search(budgets, lambdas, contention)
+
+        if self.active_id is None or self.active_id not in self.search:
+            return self._decision(True, "initial", best.config_id,
+                                  f"initial choice: {best.reason}", now, best.prediction, best)
+
+        active = self.search.predict(self.active_id, budgets, lambdas, contention)
+        problems = list(active.violations)
+        if self.deadline_violated:
+            problems.append("measured latency misses the deadline")
+        if best.config_id == self.active_id:
+            state = "violates " + "; ".join(problems) if problems else "is within budget"
+            return self._decision(False, "keep", self.active_id,
+                                  f"{self.active_id} {state} and is still the best choice "
+                                  f"(contention {contention:.2f}x)", now, active, best)
+
+        since = now - self._last_swap_at
+        if problems:
+            if since < p.min_urgent_interval_s:
+                return self._decision(False, "hold", self.active_id,
+                                      f"{self.active_id} violates {'; '.join(problems)}, but "
+                                      f"the last swap was {since:.1f} s ago (< "
+                                      f"{p.min_urgent_interval_s:g} s): waiting for its "
+                                      f"metrics", now, active, best)
+            self._violations.append(now)
+            return self._decision(True, "violation", best.config_id,
+                                  f"{self.active_id} violates {'; '.join(problems)} "
+                                  f"(contention {contention:.2f}x): swap to {best.config_id}, "
+                                  f"{best.reason}", now, best.prediction, best)
+
+        # Relative gain; the floor keeps it meaningful when the running objective is near 0.
+        gain = (best.prediction.objective - active.objective) / max(abs(active.objective), 0.05)
+        if gain < p.gain_threshold:
+            return self._decision(False, "keep", self.active_id,
+                                  f"{self.active_id} is within budget; the best alternative "
+                                  f"{best.config_id} gains {gain:+.1%} (< "
+                                  f"{p.gain_threshold:.0%} hysteresis)", now, active, best)
+        if since < p.min_swap_interval_s:
+            return self._decision(False, "hold", self.active_id,
+                                  f"{best.config_id} would gain {gain:+.1%}, but the last swap "
+                                  f"was {since:.1f} s ago (< {p.min_swap_interval_s:g} s)",
+                                  now, active, best)
+        self._violations = [t for t in self._violations if now - t < p.violation_memory_s]
+        if self._violations and best.prediction.latency_ms > active.latency_ms:
+            calm_for = now - self._violations[-1]
+            backoff = p.recovery_s * 2 ** (min(len(self._violations), _MAX_BACKOFF) - 1)
+            if calm_for < backoff:
+                return self._decision(False, "hold", self.active_id,
+                                      f"{best.config_id} would gain {gain:+.1%}, but it is "
+                                      f"slower and the last budget violation was "
+                                      f"{calm_for:.1f} s ago (< {backoff:g} s back-off after "
+                                      f"{len(self._violations)} violation(s))",
+                                      now, active, best)
+        return self._decision(True, "gain", best.config_id,
+                              f"objective gain {gain:+.1%} >= {p.gain_threshold:.0%} "
+                              f"({lambdas.rule}): swap {self.active_id} -> {best.config_id}, "
+                              f"{best.reason}", now, best.prediction, best)

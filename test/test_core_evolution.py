@@ -1,0 +1,299 @@
+"""The evolution policy, driven with an injected clock: triggers, hysteresis, fallbacks."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from adaspring_ros.core.context import BudgetParams, Context, Lambdas
+from adaspring_ros.core.evolution import ContentionEstimator, EvolutionParams, Evolver
+from adaspring_ros.core.synthetic import synthetic_table, table_from_rows
+
+# Three variants: accurate and slow, middle, fast and poor (p95 = p50 exactly).
+ROWS = [
+    {"accuracy": 0.95, "latency_ms_p50": 6.0, "latency_ms_p95": 6.0, "energy_mj": 40.0},
+    {"accuracy": 0.90, "latency_ms_p50": 3.0, "latency_ms_p95": 3.0, "energy_mj": 20.0},
+    {"accuracy": 0.70, "latency_ms_p50": 1.0, "latency_ms_p95": 1.0, "energy_mj": 5.0},
+]
+ACCURACY = Lambdas(1.0, 0.0, rule="test: accuracy only")
+
+
+@pytest.fixture
+def table():
+    return table_from_rows(ROWS)
+
+
+def ids(table):
+    return [e.id for e in table.entries]
+
+
+def start(evolver: Evolver, context: Context, now: float = 0.0) -> str:
+    """Feed the first context, take the initial decision and confirm it."""
+    evolver.observe_context(context, now)
+    decision = evolver.decide(now)
+    assert decision.swap and decision.kind == "initial", decision.reason
+    evolver.swap_done(decision.config_id, now)
+    return decision.config_id
+
+
+def test_initial_choice_then_keep(table):
+    evolver = Evolver(table, lambdas=ACCURACY)
+    chosen = start(evolver, Context(latency_budget_ms=10))
+    assert chosen == ids(table)[0]
+    evolver.observe_context(Context(latency_budget_ms=10), 1.0)
+    decision = evolver.decide(1.0)
+    assert not decision.swap and decision.kind == "keep"
+    assert "still the best" in decision.reason
+    assert decision.prediction.config_id == chosen and evolver.swaps == 1
+
+
+def test_measured_contention_moves_to_a_faster_variant_before_deadlines_are_missed(table):
+    evolver = Evolver(table, EvolutionParams(settle_s=0.0, contention_alpha=1.0),
+                      lambdas=ACCURACY)
+    slow, mid, _ = ids(table)
+    assert start(evolver, Context(latency_budget_ms=10)) == slow
+    # A competing process slows inference to 9.5 ms: still inside the 10 ms deadline, but over
+    # the 9 ms the model may take (latency_margin 0.9).
+    evolver.observe_context(Context(latency_budget_ms=10, cpu_load_other_percent=80), 2.0)
+    evolver.observe_metrics(slow, 9.5, 9.5, now=2.0)
+    assert evolver.contention.factor == pytest.approx(9.5 / 6.0)
+    decision = evolver.decide(2.0)
+    assert decision.swap and decision.kind == "violation" and decision.config_id == mid
+    assert "latency" in decision.reason and "contention 1.58x" in decision.reason
+    assert decision.prediction.latency_ms == pytest.approx(3.0 * 9.5 / 6.0)
+
+
+def test_deadline_misses_count_as_a_violation(table):
+    evolver = Evolver(table, EvolutionParams(settle_s=0.0), lambdas=ACCURACY)
+    slow = start(evolver, Context(latency_budget_ms=10))
+    evolver.observe_context(Context(latency_budget_ms=10), 5.0)
+    evolver.observe_metrics(slow, 6.0, 6.0, now=5.0, deadline_misses=3)
+    decision = evolver.decide(5.0)
+    assert "misses the deadline" in decision.reason
+    # the slow variant is still predicted to fit, so the search keeps it; with fewer misses
+    # than the trigger, nothing is flagged
+    assert decision.kind == "keep"
+    evolver.observe_metrics(slow, 6.0, 6.0, now=6.0, deadline_misses=0)
+    assert "misses" not in evolver.decide(6.0).reason
+
+
+def test_latency_drift_above_the_prediction_tightens_the_budget(table):
+    evolver = Evolver(table, EvolutionParams(settle_s=0.0, contention_alpha=1.0,
+                                             upgrade_headroom=0.0), lambdas=ACCURACY)
+    slow, mid, _ = ids(table)
+    start(evolver, Context(latency_budget_ms=10))
+    evolver.observe_context(Context(latency_budget_ms=10), 3.0)
+    # the median is as profiled, but the tail is twice the prediction
+    evolver.observe_metrics(slow, 6.0, 12.0, now=3.0)
+    assert evolver.latency_drift == pytest.approx(2.0)
+    budgets, _ = evolver.budgets(3.0)
+    assert budgets.latency_ms == pytest.approx(9.0 * 1.1 / 2.0)
+    decision = evolver.decide(3.0)
+    assert decision.swap and decision.config_id == mid
+
+
+def run_trace(evolver: Evolver, seconds: int, context_at, metrics_at) -> list[str]:
+    """Drive the evolver once a second; swaps take effect at once. Returns the active ids."""
+    active = []
+    for t in range(seconds):
+        now = float(t)
+        evolver.observe_context(context_at(now), now)
+        if evolver.active_id is not None:
+            p50, p95 = metrics_at(now, evolver.active_id)
+            evolver.observe_metrics(evolver.active_id, p50, p95, now)
+        decision = evolver.decide(now)
+        if decision.swap:
+            evolver.swap_done(decision.config_id, now)
+        active.append(evolver.active_id)
+    return active
+
+
+def jittery_run(params: EvolutionParams, seed: int = 0, latency_noise: float = 0.12,
+                budget_noise_ms: float = 0.3) -> list[str | None]:
+    """Active ids over 10 minutes of a noisy but stationary context near a latency boundary:
+    battery, CPU load and the latency budget jitter every second, and every metrics window's
+    latency is off by a lognormal factor (``latency_noise``) around a real contention of 1.3x."""
+    table = synthetic_table(400, seed=7)
+    evolver = Evolver(table, params)
+    rng = np.random.default_rng(seed)
+    search = evolver.search
+
+    def context_at(now: float) -> Context:
+        return Context(battery_percent=float(np.clip(50 + rng.normal(0, 4), 0, 100)),
+                       cpu_load_percent=float(rng.uniform(20, 40)),
+                       cpu_load_other_percent=float(rng.uniform(10, 30)),
+                       latency_budget_ms=float(8.0 + rng.normal(0, budget_noise_ms)),
+                       timestamp=now)
+
+    def metrics_at(now: float, config_id: str) -> tuple[float, float]:
+        row = search.row(config_id)
+        factor = 1.3 * float(rng.lognormal(0, latency_noise))
+        return (float(search.latency_p50[row]) * factor, float(search.latency_p95[row]) * factor)
+
+    return run_trace(evolver, 600, context_at, metrics_at)
+
+
+def count_swaps(active: list[str | None]) -> int:
+    return sum(1 for a, b in zip([None, *active], active, strict=False) if a != b)
+
+
+NAIVE = EvolutionParams(gain_threshold=0.0, min_swap_interval_s=0.0, min_urgent_interval_s=0.0,
+                        upgrade_headroom=0.0, recovery_s=0.0, settle_s=0.0, contention_alpha=1.0)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_a_noisy_context_does_not_cause_thrashing(seed):
+    # Realistic noise: a window's median is stable to ~5 %, the application's budget is fixed.
+    calm = dict(latency_noise=0.05, budget_noise_ms=0.0)
+    assert count_swaps(jittery_run(NAIVE, seed, **calm)) >= 50
+    active = jittery_run(EvolutionParams(), seed, **calm)
+    assert count_swaps(active) <= 3, "swaps in 10 minutes of a stationary context"
+    # Heavy noise: occasional real budget violations force swaps, but the back-off makes them
+    # ever rarer, where a policy without hysteresis flips every few seconds.
+    naive = count_swaps(jittery_run(NAIVE, seed))
+    active = jittery_run(EvolutionParams(), seed)
+    assert naive >= 100, "the trace should be noisy enough to make a naive policy thrash"
+    assert count_swaps(active) <= 15
+    assert count_swaps(active[300:]) - 1 <= 6
+
+
+def test_min_interval_holds_a_gain_swap(table):
+    evolver = Evolver(table, EvolutionParams(min_swap_interval_s=10.0), lambdas=ACCURACY)
+    slow, mid, _ = ids(table)
+    assert start(evolver, Context(latency_budget_ms=5)) == mid
+    evolver.observe_context(Context(latency_budget_ms=50), 3.0)  # the slow one fits again
+    held = evolver.decide(3.0)
+    assert not held.swap and held.kind == "hold" and "last swap was 3.0 s ago" in held.reason
+    evolver.observe_context(Context(latency_budget_ms=50), 10.0)
+    swapped = evolver.decide(10.0)
+    assert swapped.swap and swapped.kind == "gain" and swapped.config_id == slow
+    assert "objective gain" in swapped.reason
+
+
+def test_after_a_violation_slower_variants_wait_for_the_back_off(table):
+    params = EvolutionParams(settle_s=0.0, contention_alpha=1.0, min_swap_interval_s=2.0,
+                             min_urgent_interval_s=1.0, recovery_s=10.0)
+    evolver = Evolver(table, params, lambdas=ACCURACY)
+    slow, mid, _ = ids(table)
+    ctx = Context(latency_budget_ms=10)
+    assert start(evolver, ctx) == slow
+    for now, measured, expected_kind in ((2.0, 12.0, "violation"), (3.0, 3.0, None)):
+        evolver.observe_context(ctx, now)
+        evolver.observe_metrics(evolver.active_id, measured, measured, now)
+        decision = evolver.decide(now)
+        if decision.swap:
+            assert decision.kind == expected_kind and decision.config_id == mid
+            evolver.swap_done(decision.config_id, now)
+    # contention is back to 1x at t=3; the slow variant fits again, but it just failed
+    evolver.observe_context(ctx, 6.0)
+    held = evolver.decide(6.0)
+    assert held.kind == "hold" and "back-off" in held.reason
+    evolver.observe_context(ctx, 12.5)
+    assert evolver.decide(12.5).config_id == slow
+
+
+def test_small_gains_are_ignored(table):
+    rows = [dict(r) for r in ROWS]
+    rows[1]["accuracy"] = 0.949  # almost as good as the slow one
+    table = table_from_rows(rows)
+    evolver = Evolver(table, EvolutionParams(gain_threshold=0.05), lambdas=ACCURACY)
+    slow, mid, _ = ids(table)
+    assert start(evolver, Context(latency_budget_ms=5)) == mid
+    evolver.observe_context(Context(latency_budget_ms=50), 100.0)
+    decision = evolver.decide(100.0)
+    assert not decision.swap and "hysteresis" in decision.reason
+
+
+def test_stale_context_falls_back_to_the_safe_variant(table):
+    slow, mid, fast = ids(table)
+    evolver = Evolver(table, EvolutionParams(stale_after_s=3.0), lambdas=ACCURACY)
+    start(evolver, Context(latency_budget_ms=10))
+    assert not evolver.decide(2.0).swap
+    decision = evolver.decide(4.0)
+    assert decision.swap and decision.kind == "stale" and decision.config_id == fast
+    assert "context is 4.0 s old" in decision.reason
+    evolver.swap_done(fast, 4.0)
+    decision = evolver.decide(5.0)
+    assert not decision.swap and "staying on the safe variant" in decision.reason
+    # context comes back: normal decisions resume
+    evolver.observe_context(Context(latency_budget_ms=10), 20.0)
+    assert evolver.decide(20.0).config_id == slow
+
+
+def test_configured_safe_variant_and_no_context_at_all(table):
+    slow, mid, fast = ids(table)
+    evolver = Evolver(table, EvolutionParams(safe_config_id=mid))
+    decision = evolver.decide(0.0)
+    assert decision.swap and decision.config_id == mid and "no context yet" in decision.reason
+    with pytest.raises(ValueError, match="safe_config_id"):
+        Evolver(table, EvolutionParams(safe_config_id="r28-nope"))
+
+
+def test_pending_swap_waits_then_times_out(table):
+    evolver = Evolver(table, EvolutionParams(pending_timeout_s=5.0), lambdas=ACCURACY)
+    evolver.observe_context(Context(latency_budget_ms=10), 0.0)
+    first = evolver.decide(0.0)
+    assert first.swap
+    waiting = evolver.decide(1.0)
+    assert not waiting.swap and waiting.kind == "wait" and first.config_id in waiting.reason
+    evolver.observe_context(Context(latency_budget_ms=10), 6.0)
+    again = evolver.decide(6.0)  # the swap was never confirmed: ask again
+    assert again.swap and again.config_id == first.config_id
+
+
+def test_metrics_of_the_requested_variant_confirm_the_swap(table):
+    evolver = Evolver(table, lambdas=ACCURACY)
+    evolver.observe_context(Context(latency_budget_ms=10), 0.0)
+    decision = evolver.decide(0.0)
+    evolver.observe_metrics(decision.config_id, 6.0, 6.0, now=0.5)
+    assert evolver.active_id == decision.config_id and evolver.swaps == 1
+    evolver.swap_done("r28-unrelated", 0.6, ok=False)  # ignored
+    assert evolver.active_id == decision.config_id
+
+
+def test_a_failed_swap_leaves_the_active_variant(table):
+    slow, mid, _ = ids(table)
+    evolver = Evolver(table, lambdas=ACCURACY, active_id=mid)
+    evolver.observe_context(Context(latency_budget_ms=50), 100.0)
+    decision = evolver.decide(100.0)
+    assert decision.swap and decision.config_id == slow and decision.previous_id == mid
+    evolver.swap_done(slow, 100.5, ok=False)
+    assert evolver.active_id == mid and evolver.swaps == 0
+
+
+def test_energy_budget_follows_the_mission_clock(table):
+    params = BudgetParams(mission_duration_s=100.0, fps=10, battery_capacity_wh=1.0,
+                          perception_energy_share=0.01)
+    evolver = Evolver(table, budget_params=params, mission_start=0.0)
+    evolver.observe_context(Context(battery_percent=50), 0.0)
+    early, _ = evolver.budgets(0.0)
+    late, _ = evolver.budgets(90.0)
+    assert late.energy_mj == pytest.approx(early.energy_mj * 10)
+
+
+def test_contention_estimator_is_smoothed_and_bounded():
+    est = ContentionEstimator(alpha=0.5, low=0.5, high=4.0)
+    assert est.update(20.0, 10.0) == pytest.approx(1.5)
+    assert est.update(1000.0, 10.0) == pytest.approx(2.75)  # clipped at 4 before smoothing
+    assert est.update(float("nan"), 10.0) == pytest.approx(2.75)
+    with pytest.raises(ValueError):
+        ContentionEstimator(alpha=0.0)
+
+
+@pytest.mark.parametrize("kwargs, field", [
+    ({"gain_threshold": -0.1}, "gain_threshold"),
+    ({"stale_after_s": 0}, "stale_after_s"),
+    ({"upgrade_headroom": 0.95}, "upgrade_headroom"),
+    ({"contention_max": 0.5}, "contention_max"),
+    ({"min_urgent_interval_s": 9.0, "min_swap_interval_s": 5.0}, "min_urgent_interval_s"),
+])
+def test_evolution_params_are_validated(kwargs, field):
+    with pytest.raises(ValueError, match=field):
+        EvolutionParams(**kwargs)
+
+
+def test_decision_gives_the_compression_config(table):
+    evolver = Evolver(table, lambdas=ACCURACY)
+    chosen = start(evolver, Context(latency_budget_ms=10))
+    evolver.observe_context(Context(latency_budget_ms=10), 1.0)
+    assert evolver.decide(1.0).config.id == chosen

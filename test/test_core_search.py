@@ -1,0 +1,172 @@
+"""Runtime search: optimality against exhaustive search, constraints, fallback, contention, CLI."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from adaspring_ros.core import search as search_module
+from adaspring_ros.core.context import Budgets, Context, Lambdas
+from adaspring_ros.core.search import RuntimeSearch, cli_main, default_table, exhaustive_search
+from adaspring_ros.core.synthetic import synthetic_table, table_from_rows
+
+INF = math.inf
+
+
+def random_budgets(rng: np.random.Generator, search: RuntimeSearch) -> Budgets:
+    """Budgets drawn around the table's own ranges, so that some, all or no variants fit."""
+    def pick(values: np.ndarray) -> float:
+        return INF if rng.random() < 0.25 else float(rng.uniform(values.min() * 0.8,
+                                                                  values.max() * 1.1))
+
+    return Budgets(latency_ms=pick(search.latency_p95), memory_mb=pick(search.memory),
+                   storage_bytes=pick(search.storage), energy_mj=pick(search.energy))
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_search_equals_exhaustive_on_random_small_tables(seed):
+    rng = np.random.default_rng(seed)
+    table = synthetic_table(int(rng.integers(2, 60)), seed=seed)
+    search = RuntimeSearch(table)
+    for _ in range(40):
+        budgets = random_budgets(rng, search)
+        l2 = float(rng.uniform(0, 1))
+        lambdas = Lambdas(1 - l2, l2)
+        contention = float(rng.uniform(0.5, 4))
+        result = search.search(budgets, lambdas, contention)
+        best_id, best_value = exhaustive_search(table, budgets, lambdas, contention)
+        if best_id is None:
+            assert not result.feasible and result.n_feasible == 0
+        else:
+            assert result.config_id == best_id
+            assert result.prediction.objective == pytest.approx(best_value, abs=1e-12)
+            assert result.feasible
+
+
+def test_exact_ties_go_to_the_smallest_id():
+    table = table_from_rows([{"accuracy": 0.9, "energy_mj": 2.0}] * 4
+                            + [{"accuracy": 0.5, "energy_mj": 5.0}])
+    result = RuntimeSearch(table).search(Budgets(), Lambdas(0.5, 0.5))
+    tied = sorted(e.id for e in table.entries if e.accuracy == 0.9)
+    assert result.config_id == tied[0]
+
+
+def test_every_budget_is_respected():
+    rows = [
+        {"accuracy": 0.95, "latency_ms_p50": 10, "energy_mj": 10, "peak_memory_mb": 10,
+         "storage_bytes": 10_000},
+        {"accuracy": 0.90, "latency_ms_p50": 5, "energy_mj": 5, "peak_memory_mb": 50,
+         "storage_bytes": 1_000},
+        {"accuracy": 0.85, "latency_ms_p50": 5, "energy_mj": 20, "peak_memory_mb": 5,
+         "storage_bytes": 1_000},
+        {"accuracy": 0.70, "latency_ms_p50": 1, "energy_mj": 1, "peak_memory_mb": 1,
+         "storage_bytes": 100},
+    ]
+    table = table_from_rows(rows)
+    search = RuntimeSearch(table)
+    ids = [e.id for e in table.entries]
+    accuracy_only = Lambdas(1.0, 0.0)
+    assert search.search(Budgets(), accuracy_only).config_id == ids[0]
+    assert search.search(Budgets(latency_ms=8), accuracy_only).config_id == ids[1]
+    assert search.search(Budgets(latency_ms=8, memory_mb=20), accuracy_only).config_id == ids[2]
+    assert search.search(Budgets(storage_bytes=5_000, energy_mj=10),
+                         accuracy_only).config_id == ids[1]
+    assert search.search(Budgets(energy_mj=3), accuracy_only).config_id == ids[3]
+    energy_only = Lambdas(0.0, 1.0)
+    assert search.search(Budgets(), energy_only).config_id == ids[3]
+
+
+def test_nothing_fits_falls_back_to_the_fastest_with_that_reason():
+    table = synthetic_table(200, seed=3)
+    search = RuntimeSearch(table)
+    result = search.search(Budgets(latency_ms=1e-6), Lambdas(0.5, 0.5))
+    assert not result.feasible and result.n_feasible == 0
+    assert result.config_id == search.fastest.id
+    assert "no variant meets the budgets" in result.reason
+    assert "latency" in result.reason
+
+
+def test_fallback_is_the_variant_closest_to_fitting_the_binding_budget():
+    rows = [{"latency_ms_p50": 1, "peak_memory_mb": 40},
+            {"latency_ms_p50": 9, "peak_memory_mb": 12},
+            {"latency_ms_p50": 5, "peak_memory_mb": 30}]
+    table = table_from_rows(rows)
+    result = RuntimeSearch(table).search(Budgets(memory_mb=10), Lambdas(0.5, 0.5))
+    assert result.config_id == table.entries[1].id  # least memory, though not the fastest
+    assert "memory" in result.reason
+
+
+def test_contention_moves_the_choice_to_a_faster_variant():
+    table = synthetic_table(300, seed=1)
+    search = RuntimeSearch(table)
+    budgets = Budgets(latency_ms=8.0)
+    calm = search.search(budgets, Lambdas(0.9, 0.1), contention=1.0)
+    busy = search.search(budgets, Lambdas(0.9, 0.1), contention=2.5)
+    assert calm.feasible and busy.feasible
+    assert busy.entry.latency_ms_p95 < calm.entry.latency_ms_p95
+    assert busy.prediction.latency_ms == pytest.approx(busy.entry.latency_ms_p95 * 2.5)
+    assert busy.prediction.latency_ms <= 8.0
+    assert calm.entry.latency_ms_p95 * 2.5 > 8.0  # the calm choice would miss under contention
+
+
+def test_predict_reports_violations_of_one_variant():
+    table = table_from_rows([{"latency_ms_p50": 10.0, "latency_ms_p95": 10.0}, {}])
+    search = RuntimeSearch(table)
+    pred = search.predict(table.entries[0].id, Budgets(latency_ms=15), Lambdas(1, 0),
+                          contention=2.0)
+    assert pred.latency_ms == 20.0 and not pred.feasible
+    assert pred.violations == ("latency 20 ms > 15 ms",)
+    with pytest.raises(KeyError, match="not in the profile table"):
+        search.row("r28-nonsense")
+    with pytest.raises(ValueError, match="contention"):
+        search.search(Budgets(), Lambdas(1, 0), contention=0.0)
+
+
+def test_decide_adapts_lambdas_and_budgets_from_the_context():
+    search = RuntimeSearch(synthetic_table(300, seed=2))
+    full = search.decide(Context(battery_percent=None, latency_budget_ms=100))
+    low = search.decide(Context(battery_percent=5, latency_budget_ms=100))
+    assert low.lambdas.lambda2 > full.lambdas.lambda2
+    assert low.prediction.energy_mj <= full.prediction.energy_mj
+    tight = search.decide(Context(latency_budget_ms=2))
+    assert tight.prediction.latency_ms <= 2 * 0.9
+
+
+def test_default_table_falls_back_to_a_synthetic_table_and_says_so(monkeypatch, tmp_path):
+    import adaspring_ros.paths as paths
+
+    monkeypatch.setattr(paths, "default_profile_table", lambda: tmp_path / "missing.json")
+    table, note = default_table()
+    assert "SYNTHETIC" in note and len(table) == search_module.SYNTHETIC_FALLBACK_SIZE
+    shipped = tmp_path / "table.json"
+    synthetic_table(20).save(shipped)
+    monkeypatch.setattr(paths, "default_profile_table", lambda: shipped)
+    table, note = default_table()
+    assert len(table) == 20 and "shipped" in note
+
+
+def test_cli_prints_the_choice(capsys):
+    code = cli_main(["--battery", "30", "--cpu-load", "50", "--latency-budget-ms", "10",
+                     "--mission-s", "600"])
+    out = capsys.readouterr().out
+    assert code == 0
+    for word in ("chosen:", "predicted:", "λ1", "budgets:", "reason:", "latency <= 9.00 ms"):
+        assert word in out
+
+
+def test_cli_takes_a_scenario_and_lambda_overrides(capsys):
+    from adaspring_ros.core.context import shipped_scenarios
+
+    mixed = next(p for p in shipped_scenarios() if p.stem == "mixed")
+    assert cli_main(["--scenario", str(mixed), "--at", "45", "--lambda2", "0.25"]) == 0
+    out = capsys.readouterr().out
+    assert "scenario:mixed" in out and "λ2 = 0.250" in out and "override" in out
+
+
+def test_cli_reports_bad_input(capsys, tmp_path):
+    assert cli_main(["--table", str(tmp_path / "none.json")]) == 2
+    assert "cannot read profile table" in capsys.readouterr().err
+    assert cli_main(["--battery", "140"]) == 2
+    assert "battery_percent" in capsys.readouterr().err

@@ -1,0 +1,408 @@
+"""``adaspring profile``: measure variants of a trained backbone -> the profile table.
+
+The space holds ~12M configs, far too many to measure, so the profiler measures
+
+1. a stratified sample: every operator field (each stage's width, depth, operator, rank, int8 and
+   the resolution) cycles through all its choices in shuffled balanced order, so every choice of
+   every operator appears about ``sample / len(choices)`` times; plus the full, the smallest and
+   the "uniform" variants (every stage at the same width and depth);
+2. refinement around the accuracy/latency Pareto front of what was measured: one-step neighbours
+   (one operator moved by one choice) of each front member, ``--refine`` of them per round.
+
+For each variant (all on the compact, materialised module):
+
+* accuracy: top-1 on the Fashion-MNIST *test* split (never used for training or tuning);
+* latency: batch-1 wall time with ``torch.set_num_threads(1)``, after warm-up, median and p95;
+* MACs: counted by forward hooks on every Conv2d/Linear (exact for this architecture);
+* params and storage bytes (int8 weights count 1 byte + a float32 scale per output channel);
+* peak memory: resident float32 weights + the largest set of activations alive at once during one
+  inference, from the shapes forward hooks see (a residual block's input stays alive across its
+  body). Measured analytically because the CPU allocator exposes no peak counter and RSS deltas
+  of a few hundred KB are noise;
+* energy: ``energy.make_meter`` — RAPL where readable, else CPU time x device power model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from .config import CompressionConfig, SearchSpace, StageConfig
+from .data import Dataset, load_fashion_mnist, preprocess
+from .energy import DEFAULT_DEVICE, make_meter
+from .profile_table import ProfileEntry, ProfileTable
+from .supernet import CompactBlock, ElasticBackbone, load_backbone, write_checksum
+from .training import evaluate
+
+__all__ = [
+    "count_macs",
+    "peak_memory_bytes",
+    "measure_latency",
+    "stratified_sample",
+    "neighbours",
+    "pareto_front",
+    "fastest_within",
+    "profile_config",
+    "plot_pareto",
+    "cli_main",
+]
+
+_STAGE_FIELDS = ("widths", "depths", "operators", "ranks", "int8")
+
+
+# -- static costs -------------------------------------------------------------------------------
+def _leaf_hooks(net: nn.Module, hook: Callable) -> list:
+    return [m.register_forward_hook(hook) for m in net.modules()
+            if isinstance(m, (nn.Conv2d, nn.Linear))]
+
+
+@torch.no_grad()
+def count_macs(net: nn.Module, resolution: int) -> int:
+    """Multiply-accumulates of one batch-1 inference (convolutions and linear layers)."""
+    total = 0
+
+    def hook(module: nn.Module, inputs: tuple[Tensor, ...], output: Tensor) -> None:
+        nonlocal total
+        if isinstance(module, nn.Conv2d):
+            k = module.kernel_size[0] * module.kernel_size[1]
+            total += output.numel() * (module.in_channels // module.groups) * k
+        else:
+            total += module.in_features * module.out_features
+
+    handles = _leaf_hooks(net, hook)
+    try:
+        net(torch.zeros(1, 1, resolution, resolution))
+    finally:
+        for h in handles:
+            h.remove()
+    return total
+
+
+@torch.no_grad()
+def peak_memory_bytes(net: nn.Module, resolution: int) -> int:
+    """float32 weights + the largest set of activations alive at once in one inference."""
+    pinned = 0          # residual inputs held while a block's body runs
+    peak = 0
+
+    def block_pre(module: nn.Module, inputs: tuple[Tensor, ...]) -> None:
+        nonlocal pinned
+        pinned += inputs[0].numel() * 4
+
+    def block_post(module: nn.Module, inputs: tuple[Tensor, ...], output: Tensor) -> None:
+        nonlocal pinned
+        pinned -= inputs[0].numel() * 4
+
+    def leaf(module: nn.Module, inputs: tuple[Tensor, ...], output: Tensor) -> None:
+        nonlocal peak
+        peak = max(peak, pinned + 4 * (inputs[0].numel() + output.numel()))
+
+    handles = _leaf_hooks(net, leaf)
+    for m in net.modules():
+        if isinstance(m, CompactBlock):
+            handles += [m.register_forward_pre_hook(block_pre),
+                        m.register_forward_hook(block_post)]
+    try:
+        net(torch.zeros(1, 1, resolution, resolution))
+    finally:
+        for h in handles:
+            h.remove()
+    weights = sum(p.numel() * p.element_size() for p in net.parameters())
+    return weights + peak
+
+
+@torch.inference_mode()
+def measure_latency(net: nn.Module, x: Tensor, repeats: int, warmup: int,
+                    meter=None) -> tuple[list[float], float]:
+    """Per-call batch-1 latencies (ms) and energy per call (mJ, 0 without a meter)."""
+    for _ in range(warmup):
+        net(x)
+    times = []
+    if meter is not None:
+        meter.start()
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        net(x)
+        times.append((time.perf_counter() - t0) * 1e3)
+    energy_mj = meter.stop().joules * 1e3 / repeats if meter is not None else 0.0
+    return times, energy_mj
+
+
+def _percentile(values: Sequence[float], p: float) -> float:
+    ordered = sorted(values)
+    k = min(len(ordered) - 1, max(0, round(p / 100.0 * (len(ordered) - 1))))
+    return ordered[k]
+
+
+# -- which configs ------------------------------------------------------------------------------
+def _balanced(choices: Sequence, n: int, rng: np.random.Generator) -> list:
+    reps = -(-n // len(choices))
+    seq = list(choices) * reps
+    return [seq[i] for i in rng.permutation(len(seq))[:n]]
+
+
+def stratified_sample(space: SearchSpace, n: int, seed: int = 0) -> list[CompressionConfig]:
+    """``n`` variants in which every choice of every operator field appears about equally often,
+    plus the full, smallest and uniform (same width and depth in every stage) variants."""
+    rng = np.random.default_rng(seed)
+    columns = {
+        (s, f): _balanced(getattr(space, f), n, rng)
+        for s in range(space.num_stages) for f in _STAGE_FIELDS
+    }
+    resolutions = _balanced(space.resolutions, n, rng)
+    configs = [CompressionConfig.full(space), CompressionConfig.smallest(space)]
+    for width in space.widths:
+        for depth in space.depths:
+            for res in (space.resolutions[0], space.resolutions[-1]):
+                stage = StageConfig(width=width, depth=depth, operator=space.operators[-1],
+                                    rank=space.ranks[-1], int8=space.int8[-1])
+                configs.append(CompressionConfig((stage,) * space.num_stages, res))
+    for i in range(n):
+        stages = tuple(
+            StageConfig(width=columns[s, "widths"][i], depth=columns[s, "depths"][i],
+                        operator=columns[s, "operators"][i], rank=columns[s, "ranks"][i],
+                        int8=columns[s, "int8"][i])
+            for s in range(space.num_stages))
+        configs.append(CompressionConfig(stages, resolutions[i]))
+    return _unique(configs)
+
+
+def _unique(configs: Iterable[CompressionConfig]) -> list[CompressionConfig]:
+    seen: dict[str, CompressionConfig] = {}
+    for c in configs:
+        seen.setdefault(c.id, c)
+    return list(seen.values())
+
+
+def _step(choices: Sequence, value, delta: int):
+    i = list(choices).index(value) + delta
+    return choices[i] if 0 <= i < len(choices) else None
+
+
+def neighbours(config: CompressionConfig, space: SearchSpace) -> list[CompressionConfig]:
+    """Every variant one operator step away (one field of one stage, or the resolution)."""
+    out = []
+    for delta in (-1, 1):
+        res = _step(space.resolutions, config.resolution, delta)
+        if res is not None:
+            out.append(CompressionConfig(config.stages, res))
+        for s, stage in enumerate(config.stages):
+            for f, attr in zip(_STAGE_FIELDS, ("width", "depth", "operator", "rank", "int8"),
+                               strict=True):
+                value = _step(getattr(space, f), getattr(stage, attr), delta)
+                if value is None:
+                    continue
+                stages = list(config.stages)
+                stages[s] = StageConfig(**{**stage.to_dict(), attr: value})
+                out.append(CompressionConfig(tuple(stages), config.resolution))
+    return out
+
+
+def pareto_front(entries: Sequence[ProfileEntry]) -> list[ProfileEntry]:
+    """Entries no other entry beats on both accuracy (higher) and median latency (lower)."""
+    front, best = [], -1.0
+    for e in sorted(entries, key=lambda e: (e.latency_ms_p50, -e.accuracy)):
+        if e.accuracy > best:
+            front.append(e)
+            best = e.accuracy
+    return front
+
+
+def fastest_within(entries: Sequence[ProfileEntry], full_id: str,
+                   points: float = 1.5) -> ProfileEntry | None:
+    """The lowest-latency entry whose accuracy is within ``points`` (percent) of ``full_id``."""
+    by_id = {e.id: e for e in entries}
+    if full_id not in by_id:
+        return None
+    floor = by_id[full_id].accuracy - points / 100.0
+    ok = [e for e in entries if e.accuracy >= floor]
+    return min(ok, key=lambda e: e.latency_ms_p50) if ok else None
+
+
+# -- measuring one variant ----------------------------------------------------------------------
+def profile_config(backbone: ElasticBackbone, config: CompressionConfig, test: Dataset,
+                   repeats: int, warmup: int, meter, eval_threads: int) -> ProfileEntry:
+    net = backbone.materialise(config)
+    r = config.resolution
+    torch.set_num_threads(eval_threads)
+    accuracy = evaluate(net, test, r)
+    torch.set_num_threads(1)
+    x = preprocess(test.images[:1], r)
+    times, energy_mj = measure_latency(net, x, repeats, warmup, meter)
+    return ProfileEntry(
+        config=config,
+        accuracy=accuracy,
+        latency_ms_p50=statistics.median(times),
+        latency_ms_p95=_percentile(times, 95),
+        macs=count_macs(net, r),
+        params=sum(p.numel() for p in net.parameters()),
+        storage_bytes=net.storage_bytes,
+        peak_memory_mb=peak_memory_bytes(net, r) / 2**20,
+        energy_mj=energy_mj,
+    )
+
+
+def plot_pareto(table: ProfileTable, path: str | Path, highlight: dict[str, str] | None = None
+                ) -> None:
+    """Accuracy vs median latency of every entry, the Pareto front joined, highlights named."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+    lat = [e.latency_ms_p50 for e in table.entries]
+    acc = [100 * e.accuracy for e in table.entries]
+    ax.scatter(lat, acc, s=9, alpha=0.45, label=f"profiled variants ({len(table)})")
+    front = pareto_front(table.entries)
+    ax.plot([e.latency_ms_p50 for e in front], [100 * e.accuracy for e in front], "-o", ms=3,
+            color="C3", label="Pareto front")
+    for label, config_id in (highlight or {}).items():
+        e = table.get(config_id)
+        if e is not None:
+            ax.scatter([e.latency_ms_p50], [100 * e.accuracy], s=60, marker="*", zorder=5)
+            ax.annotate(label, (e.latency_ms_p50, 100 * e.accuracy), fontsize=8,
+                        xytext=(4, -10), textcoords="offset points")
+    ax.set_xscale("log")
+    ax.set_xlabel("batch-1 latency, median (ms, 1 thread, log scale)")
+    ax.set_ylabel("top-1 on Fashion-MNIST test (%)")
+    ax.set_ylim(max(0.0, min(acc) - 2), 100 * max(e.accuracy for e in table.entries) + 1)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+    ax.set_title("AdaSpring backbone: variants from one set of weights", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def _machine() -> str:
+    import os
+    import platform
+
+    cpu = platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu}, {os.cpu_count()} logical CPUs"
+
+
+# -- command ------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="adaspring profile", description=__doc__.split("\n")[0])
+    p.add_argument("--backbone", default="", help="default: models/backbone.pt")
+    p.add_argument("--out", default="", help="default: models/profile_table.json")
+    p.add_argument("--plot", default="", help="default: models/pareto.png")
+    p.add_argument("--sample", type=int, default=200, help="stratified random variants")
+    p.add_argument("--refine", type=int, default=40,
+                   help="Pareto-neighbour variants measured per refinement round")
+    p.add_argument("--rounds", type=int, default=2, help="refinement rounds")
+    p.add_argument("--repeats", type=int, default=60, help="timed batch-1 runs per variant")
+    p.add_argument("--warmup", type=int, default=10)
+    p.add_argument("--test-size", type=int, default=0, help="first N test images (0: all)")
+    p.add_argument("--eval-threads", type=int, default=2,
+                   help="threads for the batched accuracy pass (latency always uses 1)")
+    p.add_argument("--device-profile", default=DEFAULT_DEVICE,
+                   help="config/devices/<name>.yaml (or a path) used when RAPL is unreadable")
+    p.add_argument("--data", default="/usr/share/datasets/fashion-mnist")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-progress", dest="progress", action="store_false")
+    return p
+
+
+def run(args: argparse.Namespace) -> ProfileTable:
+    from tqdm import tqdm
+
+    from ..paths import default_backbone, default_profile_table
+
+    backbone_path = Path(args.backbone or default_backbone())
+    out = Path(args.out or default_profile_table())
+    plot = Path(args.plot or out.with_name("pareto.png"))
+    backbone = load_backbone(backbone_path)
+    space = backbone.space
+    test = load_fashion_mnist("test", args.data)
+    if args.test_size:
+        test = test.subset(np.arange(min(args.test_size, len(test))))
+    meter = make_meter(args.device_profile)
+    cpu0, wall0 = time.process_time(), time.perf_counter()
+
+    measured: dict[str, ProfileEntry] = {}
+
+    def measure(configs: list[CompressionConfig], desc: str) -> None:
+        todo = [c for c in configs if c.id not in measured]
+        for config in tqdm(todo, desc=desc, disable=not args.progress, mininterval=2.0):
+            measured[config.id] = profile_config(backbone, config, test, args.repeats,
+                                                 args.warmup, meter, args.eval_threads)
+
+    measure(stratified_sample(space, args.sample, args.seed), "stratified sample")
+    rng = np.random.default_rng(args.seed + 1)
+    for round_ in range(args.rounds):
+        candidates = _unique(n for e in pareto_front(list(measured.values()))
+                             for n in neighbours(e.config, space))
+        candidates = [c for c in candidates if c.id not in measured]
+        if not candidates:
+            break
+        pick = rng.permutation(len(candidates))[:args.refine]
+        measure([candidates[i] for i in pick], f"Pareto refinement {round_ + 1}")
+
+    entries = sorted(measured.values(), key=lambda e: e.latency_ms_p50)
+    full = CompressionConfig.full(space)
+    table = ProfileTable(
+        space=space,
+        entries=entries,
+        backbone_sha256=backbone.sha256,
+        device={"machine": _machine(), "threads": 1, "torch": torch.__version__,
+                "power_model": args.device_profile},
+        energy_method=meter.method,
+        meta={
+            "sample": args.sample, "refine": args.refine, "rounds": args.rounds,
+            "test_images": len(test), "latency_repeats": args.repeats, "warmup": args.warmup,
+            "memory_method": "float32 weights + peak live activations from forward hooks",
+            "macs_method": "forward hooks on Conv2d/Linear",
+            "pareto_front": [e.id for e in pareto_front(entries)],
+            "profiling_cpu_s": round(time.process_time() - cpu0, 1),
+            "profiling_wall_s": round(time.perf_counter() - wall0, 1),
+            "created": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        },
+    )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    table.save(out)
+    write_checksum(out)
+    best = fastest_within(entries, full.id)
+    highlight = {"full": full.id}
+    if best is not None:
+        highlight["fastest within 1.5 pt"] = best.id
+    plot_pareto(table, plot, highlight)
+    f = table.get(full.id)
+    print(f"wrote {out} ({len(table)} variants, {len(pareto_front(entries))} on the front) "
+          f"and {plot}")
+    if f is not None and best is not None:
+        print(f"full {f.accuracy:.4f} @ {f.latency_ms_p50:.3f} ms; fastest within 1.5 pt: "
+              f"{best.id} {best.accuracy:.4f} @ {best.latency_ms_p50:.3f} ms "
+              f"({f.latency_ms_p50 / best.latency_ms_p50:.2f}x)")
+    print(json.dumps({k: table.meta[k] for k in ("profiling_cpu_s", "profiling_wall_s")}))
+    return table
+
+
+def cli_main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.sample < 0 or args.repeats < 1:
+        print("adaspring profile: --sample must be >= 0 and --repeats >= 1", file=sys.stderr)
+        return 2
+    run(args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli_main())

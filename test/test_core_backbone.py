@@ -1,0 +1,255 @@
+"""The elastic backbone: compact == elastic per operator, reversibility, int8, checkpoints."""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+import time
+
+import pytest
+import torch
+
+from adaspring_ros.core.config import DEFAULT_SPACE, CompressionConfig, ConfigError, StageConfig
+from adaspring_ros.core.operators import (
+    CATALOGUE,
+    ElasticConvBN,
+    SwitchableBatchNorm2d,
+    fake_quant_int8,
+    low_rank_factors,
+    quantise_int8,
+    rank_for,
+)
+from adaspring_ros.core.supernet import (
+    CheckpointError,
+    CompactNet,
+    VariantCache,
+    build_backbone,
+    load_backbone,
+    save_backbone,
+    write_checksum,
+)
+
+
+@pytest.fixture(scope="module")
+def backbone():
+    """A tiny random backbone whose BN rows all hold different, non-trivial statistics."""
+    torch.manual_seed(0)
+    model = build_backbone(stage_channels=(8, 12, 16))
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, SwitchableBatchNorm2d):
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.normal_(0, 0.1)
+                m.running_mean.normal_(0, 0.2)
+                m.running_var.uniform_(0.5, 2.0)
+    return model.eval()
+
+
+def _with(resolution: int = 28, **changes) -> CompressionConfig:
+    """The full config with the same ``changes`` applied to every stage."""
+    changed = dataclasses.replace(StageConfig(), **changes)
+    return CompressionConfig((changed,) * DEFAULT_SPACE.num_stages, resolution)
+
+
+def _random_config(rng: random.Random) -> CompressionConfig:
+    sp = DEFAULT_SPACE
+    stages = tuple(StageConfig(rng.choice(sp.widths), rng.choice(sp.depths),
+                               rng.choice(sp.operators), rng.choice(sp.ranks),
+                               rng.choice(sp.int8)) for _ in range(sp.num_stages))
+    return CompressionConfig(stages, rng.choice(sp.resolutions))
+
+
+ONE_OPERATOR = (
+    [_with(width=w) for w in DEFAULT_SPACE.widths]
+    + [_with(depth=d) for d in DEFAULT_SPACE.depths[:-1]]
+    + [_with(operator="dwsep"), _with(operator="dwsep", rank=0.25)]
+    + [_with(rank=r) for r in DEFAULT_SPACE.ranks[:-1]]
+    + [_with(int8=True), _with(int8=True, rank=0.5), _with(int8=True, operator="dwsep")]
+    + [_with(resolution=r) for r in DEFAULT_SPACE.resolutions[:-1]]
+    + [CompressionConfig.smallest()]
+    + [_random_config(random.Random(i)) for i in range(6)]
+)
+
+
+@pytest.mark.parametrize("config", ONE_OPERATOR, ids=lambda c: c.id)
+def test_compact_equals_elastic_forward(backbone, config):
+    x = torch.randn(3, 1, config.resolution, config.resolution)
+    backbone.set_active(config)
+    with torch.no_grad():
+        elastic = backbone(x)
+        compact = backbone.materialise(config)(x)
+    assert compact.shape == (3, 10)
+    torch.testing.assert_close(compact, elastic, rtol=1e-4, atol=1e-4)
+
+
+def test_compact_is_plain_and_independent(backbone):
+    config = _with(width=0.5, depth=2, rank=0.5, operator="dwsep")
+    net = backbone.materialise(config)
+    assert isinstance(net, CompactNet) and net.config == config and net.resolution == 28
+    kinds = {type(m).__name__ for m in net.modules()}
+    assert "SwitchableBatchNorm2d" not in kinds and "BatchNorm2d" not in kinds
+    supernet_storages = {p.untyped_storage().data_ptr() for p in backbone.parameters()}
+    for p in net.parameters():
+        assert p.untyped_storage().data_ptr() not in supernet_storages
+    # Narrow, shallow, factorised: fewer parameters than the full compact copy.
+    full = backbone.materialise(CompressionConfig.full())
+    assert sum(p.numel() for p in net.parameters()) < sum(p.numel() for p in full.parameters())
+
+
+def test_materialise_is_reversible(backbone):
+    before = {k: v.clone() for k, v in backbone.state_dict().items()}
+    big = CompressionConfig.full()
+    first = backbone.materialise(big).state_dict()
+    for config in ONE_OPERATOR:
+        backbone.materialise(config)
+    again = backbone.materialise(big).state_dict()
+    assert first.keys() == again.keys()
+    for k in first:
+        assert torch.equal(first[k], again[k]), k
+    for k, v in backbone.state_dict().items():
+        assert torch.equal(v, before[k]), f"supernet tensor {k} changed"
+
+
+def test_depth_skips_blocks(backbone):
+    shallow = backbone.materialise(_with(depth=1))
+    deep = backbone.materialise(_with(depth=3))
+    assert len(shallow.blocks) == 3 and len(deep.blocks) == 9
+
+
+def test_reorder_channels_keeps_full_function():
+    torch.manual_seed(1)
+    model = build_backbone(stage_channels=(8, 12, 16)).eval()
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, ElasticConvBN):
+                m.bn.weight.uniform_(0.2, 2.0)
+        x = torch.randn(2, 1, 28, 28)
+        before = model(x)
+        model.reorder_channels()
+        torch.testing.assert_close(model(x), before, rtol=1e-4, atol=1e-5)
+        # Hidden channels have a single writer: after the sort they are in importance order.
+        imp = model.stages[1][1].units["conv"][0].output_importance()
+    assert torch.all(imp[:-1] >= imp[1:])
+
+
+def test_int8_error_is_bounded():
+    torch.manual_seed(2)
+    w = torch.randn(16, 8, 3, 3)
+    q, scale = quantise_int8(w)
+    assert q.dtype == torch.int8 and scale.shape == (16,)
+    err = (fake_quant_int8(w) - w).abs().flatten(1).amax(1)
+    assert torch.all(err <= scale / 2 + 1e-7)
+    assert torch.all(err <= w.abs().flatten(1).amax(1) / 254 + 1e-7)
+
+
+def test_low_rank_is_best_approximation_and_exact_at_full_rank():
+    torch.manual_seed(3)
+    m = torch.randn(12, 27)
+    first, second = low_rank_factors(m, 1.0)
+    torch.testing.assert_close(second @ first, m, rtol=1e-4, atol=1e-4)
+    first, second = low_rank_factors(m, 0.25)
+    assert first.shape == (rank_for(0.25, 12, 27), 27) == (3, 27)
+    s = torch.linalg.svdvals(m)
+    err = torch.linalg.matrix_norm(second @ first - m)   # Frobenius: Eckart-Young bound
+    torch.testing.assert_close(err, s[3:].norm(), rtol=1e-4, atol=1e-4)
+
+
+def test_catalogue_names_every_config_field():
+    assert {op.name for op in CATALOGUE} == {"width", "depth", "operator", "rank", "int8",
+                                              "resolution"}
+    for op in CATALOGUE:
+        assert hasattr(DEFAULT_SPACE, op.field)
+
+
+@pytest.mark.parametrize("bad", [
+    CompressionConfig((StageConfig(width=0.3),) * 3, 28),
+    CompressionConfig((StageConfig(depth=4),) * 3, 28),
+    CompressionConfig((StageConfig(operator="fft"),) * 3, 28),
+    CompressionConfig((StageConfig(rank=0.1),) * 3, 28),
+    CompressionConfig((StageConfig(),) * 2, 28),
+    CompressionConfig((StageConfig(),) * 3, 32),
+])
+def test_invalid_configs_are_rejected(backbone, bad):
+    with pytest.raises(ConfigError):
+        backbone.materialise(bad)
+    with pytest.raises(ConfigError):
+        backbone.set_active(bad)
+
+
+def test_wrong_input_resolution_is_rejected(backbone):
+    backbone.set_active(_with(resolution=16))
+    with pytest.raises(ValueError, match="expects 16x16"):
+        backbone(torch.randn(1, 1, 28, 28))
+
+
+def test_materialise_and_switch_are_fast(backbone):
+    config = _with(width=0.5, rank=0.5, int8=True)
+    backbone.materialise(config)                      # warm the allocator and kernels
+    t0 = time.perf_counter()
+    backbone.materialise(config)
+    assert time.perf_counter() - t0 < 0.5             # generous: the bench measures the real time
+    cache = VariantCache(backbone, capacity=2)
+    a, b = cache.get(config), cache.get(CompressionConfig.full())
+    t0 = time.perf_counter()
+    for _ in range(100):
+        assert cache.get(config) is a and cache.get(CompressionConfig.full()) is b
+    assert (time.perf_counter() - t0) / 200 < 2e-3
+    cache.get(_with(depth=1))                         # LRU evicts the least recently used
+    assert len(cache) == 2 and config not in cache
+
+
+def test_checkpoint_round_trip(tmp_path, backbone):
+    path = tmp_path / "bb.pt"
+    digest = save_backbone(backbone, path, {"note": "test"})
+    assert (tmp_path / "bb.pt.sha256").read_text().split()[0] == digest
+    loaded = load_backbone(path)
+    assert loaded.sha256 == digest and loaded.classes == backbone.classes
+    assert loaded.space == backbone.space and loaded.meta["note"] == "test"
+    config = _with(width=0.75, operator="dwsep")
+    x = torch.randn(2, 1, 28, 28)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.materialise(config)(x), backbone.materialise(config)(x))
+
+
+def test_checkpoint_checksum_mismatch_and_truncation(tmp_path, backbone):
+    path = tmp_path / "bb.pt"
+    save_backbone(backbone, path)
+    sums = tmp_path / "bb.pt.sha256"
+    good = sums.read_text()
+    sums.write_text("0" * 64 + "  bb.pt\n")
+    with pytest.raises(CheckpointError, match="does not match"):
+        load_backbone(path)
+    sums.write_text(good)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="does not match"):
+        load_backbone(path)
+    with pytest.raises(CheckpointError, match="cannot load"):
+        load_backbone(path, verify=False)
+    sums.unlink()
+    with pytest.raises(CheckpointError, match="missing"):
+        load_backbone(path)
+
+
+def test_checkpoint_wrong_shapes_rejected(tmp_path, backbone):
+    other = build_backbone(stage_channels=(8, 12, 20))
+    path = tmp_path / "bb.pt"
+    save_backbone(other, path)
+    ckpt = torch.load(path, weights_only=True)
+    ckpt["arch"]["stage_channels"] = [8, 12, 16]      # the arch disagrees with the weights
+    torch.save(ckpt, path)
+    write_checksum(path)
+    with pytest.raises(CheckpointError, match="shape"):
+        load_backbone(path)
+
+
+def test_shipped_backbone_checksum():
+    from adaspring_ros.paths import default_backbone
+
+    path = default_backbone()
+    if not path.exists():
+        pytest.skip("no shipped backbone in this checkout")
+    model = load_backbone(path)
+    assert len(model.sha256) == 64 and len(model.classes) == 10
+    net = model.materialise(CompressionConfig.smallest(model.space))
+    assert net(torch.zeros(1, 1, 16, 16)).shape == (1, 10)

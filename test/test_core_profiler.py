@@ -1,0 +1,148 @@
+"""Profiler helpers, the profile table schema, energy meters (no ROS)."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+import pytest
+import torch
+
+from adaspring_ros.core.config import DEFAULT_SPACE, CompressionConfig
+from adaspring_ros.core.energy import (
+    DevicePowerModel,
+    PowerModelMeter,
+    RaplMeter,
+    load_device,
+    make_meter,
+)
+from adaspring_ros.core.profile_table import ProfileEntry, ProfileError, ProfileTable
+from adaspring_ros.core.profiler import (
+    count_macs,
+    fastest_within,
+    neighbours,
+    pareto_front,
+    peak_memory_bytes,
+    stratified_sample,
+)
+from adaspring_ros.core.supernet import build_backbone
+
+
+def _entry(config_id: str, accuracy: float, latency: float) -> ProfileEntry:
+    return ProfileEntry(config=CompressionConfig.from_id(config_id), accuracy=accuracy,
+                        latency_ms_p50=latency, latency_ms_p95=latency * 1.2, macs=1000,
+                        params=100, storage_bytes=400, peak_memory_mb=0.1, energy_mj=0.5)
+
+
+FULL = CompressionConfig.full().id
+SMALL = CompressionConfig.smallest().id
+MID = "r20-w50d1ck100f-w50d1ck100f-w50d1ck100f"
+
+
+def test_stratified_sample_covers_every_choice():
+    configs = stratified_sample(DEFAULT_SPACE, 48, seed=1)
+    assert len({c.id for c in configs}) == len(configs)
+    assert configs[0].id == FULL and configs[1].id == SMALL
+    for s in range(DEFAULT_SPACE.num_stages):
+        for attr, field in (("width", "widths"), ("depth", "depths"), ("operator", "operators"),
+                            ("rank", "ranks"), ("int8", "int8")):
+            seen = Counter(getattr(c.stages[s], attr) for c in configs)
+            assert set(seen) == set(getattr(DEFAULT_SPACE, field)), (s, attr)
+    assert {c.resolution for c in configs} == set(DEFAULT_SPACE.resolutions)
+
+
+def test_neighbours_move_one_operator_by_one_step():
+    config = CompressionConfig.from_id(MID)
+    for n in neighbours(config, DEFAULT_SPACE):
+        diff = [a != b for a, b in zip(config.stages, n.stages, strict=True)]
+        assert sum(diff) + (n.resolution != config.resolution) == 1
+        n.validated()
+    assert len(neighbours(CompressionConfig.full(), DEFAULT_SPACE)) == 1 + 3 * 5
+
+
+def test_pareto_front_and_fastest_within():
+    entries = [_entry(FULL, 0.93, 2.0), _entry(MID, 0.92, 0.4), _entry(SMALL, 0.80, 0.2),
+               _entry("r28-w50d1ck100f-w50d1ck100f-w50d1ck100f", 0.91, 0.6)]
+    assert [e.id for e in pareto_front(entries)] == [SMALL, MID, FULL]
+    assert fastest_within(entries, FULL, 1.5).id == MID
+    assert fastest_within(entries, FULL, 0.5).id == FULL
+    assert fastest_within(entries, "r16-nope", 1.5) is None
+
+
+def test_costs_of_a_compact_net():
+    net = build_backbone(stage_channels=(8, 12, 16)).materialise(
+        CompressionConfig.from_id("r16-w100d1ck100f-w100d1ck100f-w100d1ck100f"))
+    stem = 8 * 9 * 16 * 16
+    assert count_macs(net, 16) > stem
+    # (weights) + at least the stem's input and output
+    weights = 4 * sum(p.numel() for p in net.parameters())
+    assert peak_memory_bytes(net, 16) >= weights + 4 * (16 * 16 + 8 * 16 * 16)
+
+
+def test_profile_table_round_trip_and_rejection(tmp_path):
+    table = ProfileTable(space=DEFAULT_SPACE, entries=[_entry(FULL, 0.93, 2.0),
+                                                       _entry(SMALL, 0.8, 0.2)],
+                         backbone_sha256="ab" * 32, energy_method="cpu_time_x_power_model:x")
+    path = tmp_path / "t.json"
+    table.save(path)
+    from adaspring_ros.core.supernet import sha256_of
+
+    loaded = ProfileTable.load(path, expected_sha256=sha256_of(path))
+    assert loaded.to_dict() == table.to_dict()
+    with pytest.raises(ProfileError, match="checksum"):
+        ProfileTable.load(path, expected_sha256="0" * 64)
+    data = json.loads(path.read_text())
+    data["entries"][0]["accuracy"] = 93.0            # percent instead of a fraction
+    path.write_text(json.dumps(data))
+    with pytest.raises(ProfileError, match="accuracy"):
+        ProfileTable.load(path)
+    data["entries"][0]["accuracy"] = 0.9
+    del data["entries"][1]["energy_mj"]
+    path.write_text(json.dumps(data))
+    with pytest.raises(ProfileError, match="energy_mj"):
+        ProfileTable.load(path)
+    path.write_text("{not json")
+    with pytest.raises(ProfileError, match="JSON"):
+        ProfileTable.load(path)
+
+
+def test_shipped_profile_table_matches_shipped_backbone():
+    from adaspring_ros.core.supernet import sha256_of
+    from adaspring_ros.paths import default_backbone, default_profile_table
+
+    path = default_profile_table()
+    sums = path.with_name(path.name + ".sha256")
+    if not path.exists() or not sums.exists():
+        pytest.skip("no shipped profile table in this checkout")
+    table = ProfileTable.load(path, expected_sha256=sums.read_text().split()[0])
+    assert table.backbone_sha256 == sha256_of(default_backbone())
+    assert table.get(FULL) is not None and len(table) >= 50
+
+
+def test_device_profiles_and_meters(tmp_path):
+    for name in ("cloud_x86_vcpu", "raspberry_pi4", "jetson_nano_cpu"):
+        assert load_device(name).active_watts_per_core > 0
+    assert DevicePowerModel("d", 2.0, 1.0).energy_j(cpu_s=0.5, wall_s=2.0) == 3.0
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\n")
+    with pytest.raises(ValueError, match="active_watts_per_core"):
+        load_device(bad)
+    meter = make_meter("cloud_x86_vcpu", prefer_rapl=False)
+    assert isinstance(meter, PowerModelMeter)
+    meter.start()
+    torch.randn(200, 200) @ torch.randn(200, 200)
+    reading = meter.stop()
+    assert reading.joules >= 0 and reading.method.startswith("cpu_time_x_power_model")
+
+
+def test_rapl_counter_wraps(tmp_path):
+    domain = tmp_path / "intel-rapl:0"
+    domain.mkdir()
+    (domain / "energy_uj").write_text("999000\n")
+    (domain / "max_energy_range_uj").write_text("1000000\n")
+    meter = RaplMeter(root=str(tmp_path))
+    assert meter.available()
+    meter.start()
+    (domain / "energy_uj").write_text("1000\n")
+    assert meter.stop().joules == pytest.approx(0.002)
+    assert not RaplMeter(root=str(tmp_path / "none")).available()

@@ -1,0 +1,399 @@
+"""perception_node: classifies camera frames with the active compact variant of the backbone.
+
+Subscribes sensor_msgs/Image (IMAGE_QOS: best effort, keep last 1, so stale frames never queue),
+publishes an InferenceResult per frame and PerformanceMetrics + /diagnostics every
+``metrics_period_s``, and serves Reconfigure, which swaps the variant atomically between frames.
+
+Threading: a MultiThreadedExecutor runs the image callback in one callback group and the
+Reconfigure service and the metrics timer in others, so building a variant (in the service
+callback) never stalls frames. A frame takes ONE reference to the (config, module) pair when it
+starts and uses only that; the service replaces the pair with a single assignment once the new
+module is built and warmed up, so every frame is computed entirely by one variant.
+
+What the counters mean:
+  frames_received   images that reached the callback;
+  frames_processed  images that produced an InferenceResult;
+  frames_rejected   images refused as bad input (encoding, size, step, empty, huge);
+  frames_dropped    frames a publisher sent that never reached the callback, counted exactly from
+                    the gaps in each publisher's DDS publication sequence number (MessageInfo):
+                    overwritten in the keep-last-1 queue while an earlier frame was processed, or
+                    lost on the wire.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections import defaultdict
+
+import numpy as np
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rcl_interfaces.msg import SetParametersResult
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.exceptions import ParameterException
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.node import Node
+from sensor_msgs.msg import Image
+
+from adaspring_ros import msg_convert, paths
+from adaspring_ros.core import data, energy
+from adaspring_ros.core.config import CompressionConfig, ConfigError
+from adaspring_ros.core.supernet import VariantCache, load_backbone
+from adaspring_ros.msg import CompressionConfig as ConfigMsg
+from adaspring_ros.msg import InferenceResult, PerformanceMetrics
+from adaspring_ros.nodes.camera_replay_node import describe
+from adaspring_ros.nodes.qos import (
+    DIAGNOSTICS_QOS,
+    DIAGNOSTICS_TOPIC,
+    IMAGE_QOS,
+    IMAGE_TOPIC,
+    METRICS_QOS,
+    METRICS_TOPIC,
+    RECONFIGURE_SERVICE,
+    RESULT_QOS,
+    RESULT_TOPIC,
+)
+from adaspring_ros.srv import Reconfigure
+
+# rmw's "this middleware does not number publications" value.
+_SEQ_UNSUPPORTED = 2**64 - 1
+
+
+# -- adapter: the two torch calls the node needs, kept here until core/ exposes them -------------
+def _set_num_threads(n: int) -> None:
+    import torch
+
+    torch.set_num_threads(int(n))
+
+
+def _classify(net, x) -> tuple[int, float]:
+    """(top-1 class, its softmax probability) of one preprocessed frame."""
+    import torch
+
+    with torch.inference_mode():
+        probs = torch.softmax(net(x)[0], dim=0)
+        score, index = torch.max(probs, dim=0)
+    return int(index), float(score)
+
+
+def _percentile(values: list[float], q: float) -> float:
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, math.ceil(q / 100 * len(ordered)) - 1))]
+
+
+class FrameStats:
+    """Counters since start and per-window latency samples; shared by the callback threads."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.counts = defaultdict(int)
+        self.last_seq: dict[bytes, int] = {}
+        self.window: dict[str, list[float]] = defaultdict(list)
+        self.window_start = time.monotonic()
+
+    def add(self, name: str, n: int = 1) -> None:
+        with self.lock:
+            self.counts[name] += n
+
+    def received(self, info: dict | None) -> None:
+        """Count a frame and the publications of its publisher that never arrived."""
+        gid = seq = None
+        if isinstance(info, dict):
+            seq = info.get("publication_sequence_number")
+            gid = bytes((info.get("publisher_gid") or {}).get("data", b""))
+        with self.lock:
+            self.counts["frames_received"] += 1
+            if not isinstance(seq, int) or seq in (0, _SEQ_UNSUPPORTED):
+                return
+            last = self.last_seq.get(gid)
+            if last is not None and seq > last + 1:
+                self.counts["frames_dropped"] += seq - last - 1
+            self.last_seq[gid] = max(seq, last or 0)
+
+    def sample(self, **values: float) -> None:
+        with self.lock:
+            for name, value in values.items():
+                self.window[name].append(value)
+
+    def take_window(self) -> tuple[dict[str, int], dict[str, list[float]], float]:
+        """Counters, the window's samples and its length in s; starts a new window."""
+        with self.lock:
+            now = time.monotonic()
+            window, self.window = self.window, defaultdict(list)
+            seconds, self.window_start = now - self.window_start, now
+            return dict(self.counts), window, seconds
+
+
+RO = {"read_only": True}
+# name, default, descriptor: read-only ones are fixed at start, the rest may change at run time.
+PARAMETERS = (
+    ("image_topic", IMAGE_TOPIC, describe("sensor_msgs/Image topic to classify", **RO)),
+    ("backbone_path", "", describe("trained backbone checkpoint ('' = the shipped "
+                                   "models/backbone.pt); its .sha256 must match", **RO)),
+    ("initial_config", "full", describe("variant served at start: full, smallest or a config "
+                                        "id", **RO)),
+    ("timing_log", "", describe("CSV file of per-frame timings ('' = off; for profiling)", **RO)),
+    ("num_threads", 1, describe("torch intra-op threads (1 is fastest at batch 1 here)",
+                                integer=(1, 64))),
+    ("metrics_period_s", 1.0, describe("period of PerformanceMetrics and /diagnostics, s",
+                                       floating=(0.1, 60.0))),
+    ("max_cached_variants", 8, describe("materialised variants kept for fast swaps",
+                                        integer=(1, 256))),
+    ("device_power_profile", energy.DEFAULT_DEVICE,
+     describe("device power model for energy per frame when RAPL is not readable: a name in "
+              "config/devices/ or a .yaml path")),
+)
+
+
+class PerceptionNode(Node):
+    """Camera frames in; InferenceResult, PerformanceMetrics and /diagnostics out; Reconfigure."""
+
+    def __init__(self) -> None:
+        super().__init__("perception_node")
+        self.timing_log = None  # destroy_node() runs even when start-up fails below
+        for name, default, descriptor in PARAMETERS:
+            self.declare_parameter(name, default, descriptor)
+        problem = self._invalid({n: self.get_parameter(n).value for n in
+                                 ("initial_config", "device_power_profile")})
+        if problem:
+            raise ValueError(problem)
+        self.add_on_set_parameters_callback(self.validate_parameters_callback)
+        self.add_post_set_parameters_callback(self.apply_parameters_callback)
+
+        path = self.get_parameter("backbone_path").value or paths.default_backbone()
+        self.backbone = load_backbone(path)  # verifies the sha256, weights_only=True
+        self.cache = VariantCache(self.backbone, self.get_parameter("max_cached_variants").value)
+        self.threads = 0
+        self._apply_threads()
+        config = self._parse_config(self.get_parameter("initial_config").value)
+        self.active = (config, self._build(config))  # replaced whole, never mutated
+        self.stats = FrameStats()
+        self.swap_lock = threading.Lock()
+        self.meter = energy.make_meter(self.get_parameter("device_power_profile").value)
+        self.meter.start()
+        timing_log = self.get_parameter("timing_log").value
+        self.timing_log = open(timing_log, "w", buffering=1 << 16) if timing_log else None
+        if self.timing_log:
+            self.timing_log.write("stamp_ns,callback_ms,forward_ms,overhead_ms,config_id\n")
+
+        self.image_group = MutuallyExclusiveCallbackGroup()
+        self.service_group = MutuallyExclusiveCallbackGroup()
+        self.timer_group = MutuallyExclusiveCallbackGroup()
+        self.result_publisher = self.create_publisher(InferenceResult, RESULT_TOPIC, RESULT_QOS)
+        self.metrics_publisher = self.create_publisher(PerformanceMetrics, METRICS_TOPIC,
+                                                       METRICS_QOS)
+        self.diagnostics_publisher = self.create_publisher(DiagnosticArray, DIAGNOSTICS_TOPIC,
+                                                           DIAGNOSTICS_QOS)
+        self.subscription = self.create_subscription(
+            Image, self.get_parameter("image_topic").value, self.image_callback, IMAGE_QOS,
+            callback_group=self.image_group)
+        self.service = self.create_service(Reconfigure, RECONFIGURE_SERVICE,
+                                           self.reconfigure_callback,
+                                           callback_group=self.service_group)
+        self.timer = self.create_timer(self.get_parameter("metrics_period_s").value,
+                                       self.metrics_callback, callback_group=self.timer_group)
+        self.get_logger().info(
+            f"serving {config.id} from {path} (sha256 {self.backbone.sha256[:12]}) on "
+            f"{self.subscription.topic_name}; energy: {self.meter.method}")
+
+    # -- parameters -----------------------------------------------------------------------------
+    @staticmethod
+    def _parse_config(text: str) -> CompressionConfig:
+        if text == "full":
+            return CompressionConfig.full()
+        if text == "smallest":
+            return CompressionConfig.smallest()
+        return CompressionConfig.from_id(text)
+
+    def _invalid(self, values: dict) -> str:
+        """Why parameter values are unusable, or '' (numeric ranges are checked by rclpy)."""
+        if "initial_config" in values:
+            try:
+                self._parse_config(values["initial_config"])
+            except ConfigError as exc:
+                return f"initial_config: {exc}"
+        if "device_power_profile" in values:
+            try:
+                energy.load_device(values["device_power_profile"])
+            except ValueError as exc:
+                return f"device_power_profile: {exc}"
+        return ""
+
+    def validate_parameters_callback(self, params) -> SetParametersResult:
+        problem = self._invalid({p.name: p.value for p in params})
+        return SetParametersResult(successful=not problem, reason=problem)
+
+    def apply_parameters_callback(self, params) -> None:
+        names = {p.name for p in params}
+        if "metrics_period_s" in names:
+            self.timer.timer_period_ns = int(self.get_parameter("metrics_period_s").value * 1e9)
+            self.timer.reset()
+        if "max_cached_variants" in names:
+            self.cache.capacity = self.get_parameter("max_cached_variants").value
+        if "device_power_profile" in names:
+            self.meter = energy.make_meter(self.get_parameter("device_power_profile").value)
+            self.meter.start()
+
+    def _apply_threads(self) -> None:
+        # Called from the image thread too: the setting takes effect for the thread that runs
+        # the forward passes.
+        wanted = self.get_parameter("num_threads").value
+        if wanted != self.threads:
+            _set_num_threads(wanted)
+            self.threads = wanted
+
+    # -- variants -------------------------------------------------------------------------------
+    def _build(self, config: CompressionConfig):
+        """Look up or materialise ``config`` and run one warm-up forward (off the frame path)."""
+        net = self.cache.get(config)
+        blank = np.zeros((config.resolution, config.resolution), np.uint8)
+        _classify(net, data.preprocess(blank, config.resolution))
+        return net
+
+    def reconfigure_callback(self, request, response):
+        start = time.perf_counter()
+        config, _ = self.active
+        response.swap_ms = math.nan
+        try:
+            wanted = msg_convert.config_from_msg(request.config, self.backbone.space)
+            with self.swap_lock:
+                cached = wanted in self.cache
+                if wanted != config:
+                    net = self._build(wanted)
+                    self.active = (wanted, net)  # the swap: one reference assignment
+                    swap_ms = (time.perf_counter() - start) * 1e3
+                    with self.stats.lock:
+                        self.stats.counts["swaps"] += 1
+                        self.stats.counts["last_swap_us"] = round(swap_ms * 1e3)
+                config = wanted
+            swap_ms = (time.perf_counter() - start) * 1e3
+            response.success = True
+            response.swap_ms = swap_ms
+            response.message = (f"serving {wanted.id} ({'cached' if cached else 'built'}, "
+                                f"{swap_ms:.1f} ms)")
+            self.get_logger().info(f"reconfigure: {response.message}")
+        except ConfigError as exc:
+            self.stats.add("reconfigure_rejected")
+            response.success = False
+            response.message = f"invalid request, still serving {config.id}: {exc}"
+            self.get_logger().warning(response.message)
+        except Exception as exc:  # a failed build must not take the node down
+            self.stats.add("reconfigure_rejected")
+            response.success = False
+            response.message = f"could not build the variant, still serving {config.id}: {exc}"
+            self.get_logger().error(response.message)
+        response.active = msg_convert.config_to_msg(config, ConfigMsg)
+        return response
+
+    # -- frames ---------------------------------------------------------------------------------
+    def image_callback(self, msg: Image, info: dict | None = None) -> None:
+        start = time.perf_counter()
+        self.stats.received(info)
+        try:
+            pixels = msg_convert.image_to_numpy(msg)
+            config, net = self.active  # one reference per frame: one variant computes it
+            x = data.preprocess(pixels, config.resolution)
+        except (msg_convert.ImageError, data.DataError) as exc:
+            self.stats.add("frames_rejected")
+            self.get_logger().warning(f"rejected image: {exc}", throttle_duration_sec=5.0)
+            return
+        try:
+            self._apply_threads()
+            forward_start = time.perf_counter()
+            class_id, score = _classify(net, x)
+            forward_ms = (time.perf_counter() - forward_start) * 1e3
+            result = msg_convert.result_to_msg(
+                msg.header, class_id, self.backbone.classes[class_id], score, config.id,
+                forward_ms, InferenceResult)
+            self.result_publisher.publish(result)
+        except Exception as exc:  # keep serving whatever one frame did
+            self.stats.add("frame_errors")
+            self.get_logger().error(f"frame failed: {exc!r}", throttle_duration_sec=5.0)
+            return
+        callback_ms = (time.perf_counter() - start) * 1e3
+        stamp_ns = msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec
+        e2e_ms = (self.get_clock().now().nanoseconds - stamp_ns) / 1e6 if stamp_ns else math.nan
+        self.stats.add("frames_processed")
+        self.stats.sample(model_ms=forward_ms, e2e_ms=e2e_ms, overhead_ms=callback_ms - forward_ms)
+        if self.timing_log:
+            self.timing_log.write(f"{stamp_ns},{callback_ms:.4f},{forward_ms:.4f},"
+                                  f"{callback_ms - forward_ms:.4f},{config.id}\n")
+
+    # -- reporting ------------------------------------------------------------------------------
+    def metrics_callback(self) -> None:
+        counts, window, seconds = self.stats.take_window()
+        processed = len(window["model_ms"])
+        e2e = [v for v in window["e2e_ms"] if math.isfinite(v)]
+        meter = self.meter  # the parameter callback may replace it meanwhile
+        reading = meter.stop()
+        meter.start()
+        config, _ = self.active
+        values = dict(counts)
+        values.update(
+            config_id=config.id,
+            model_latency_ms_p50=_percentile(window["model_ms"], 50),
+            model_latency_ms_p95=_percentile(window["model_ms"], 95),
+            end_to_end_latency_ms_p50=_percentile(e2e, 50),
+            end_to_end_latency_ms_p95=_percentile(e2e, 95),
+            fps=processed / seconds if seconds > 0 else math.nan,
+            energy_per_frame_mj=reading.joules * 1e3 / processed if processed else math.nan,
+            energy_method=reading.method,
+            last_swap_ms=counts["last_swap_us"] / 1e3 if "last_swap_us" in counts else math.nan,
+        )
+        metrics = msg_convert.metrics_to_msg(values, PerformanceMetrics)
+        metrics.header.stamp = self.get_clock().now().to_msg()
+        self.metrics_publisher.publish(metrics)
+        self._publish_diagnostics(counts, window, processed, metrics)
+
+    def _publish_diagnostics(self, counts, window, processed: int, metrics) -> None:
+        status = DiagnosticStatus(name="adaspring: perception_node", hardware_id="cpu")
+        if processed:
+            status.level, status.message = DiagnosticStatus.OK, f"serving {metrics.config_id}"
+        else:
+            status.level, status.message = DiagnosticStatus.WARN, "no frames classified"
+        values = {
+            "config_id": metrics.config_id, "fps": f"{metrics.fps:.2f}",
+            "cached_variants": str(len(self.cache)), "backbone_sha256": self.backbone.sha256,
+            "overhead_ms_p50": f"{_percentile(window['overhead_ms'], 50):.3f}",
+            "overhead_ms_p95": f"{_percentile(window['overhead_ms'], 95):.3f}",
+            "frame_errors": str(counts.get("frame_errors", 0)),
+        }
+        for name in ("frames_received", "frames_processed", "frames_dropped", "frames_rejected",
+                     "reconfigure_rejected", "swaps"):
+            values[name] = str(counts.get(name, 0))
+        status.values = [KeyValue(key=k, value=v) for k, v in values.items()]
+        array = DiagnosticArray(status=[status])
+        array.header.stamp = metrics.header.stamp
+        self.diagnostics_publisher.publish(array)
+
+    def destroy_node(self) -> None:
+        if self.timing_log:
+            self.timing_log.close()
+            self.timing_log = None
+        super().destroy_node()
+
+
+def main(args: list[str] | None = None) -> None:
+    try:
+        with rclpy.init(args=args):
+            try:
+                node = PerceptionNode()
+            except (ValueError, OSError, ParameterException) as exc:  # incl. bad weights
+                rclpy.logging.get_logger("perception_node").fatal(f"cannot start: {exc}")
+                raise SystemExit(2) from None
+            executor = MultiThreadedExecutor(num_threads=3)
+            executor.add_node(node)
+            try:
+                executor.spin()
+            finally:
+                node.destroy_node()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+
+
+if __name__ == "__main__":
+    main()

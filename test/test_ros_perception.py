@@ -1,0 +1,363 @@
+"""The perception node as a real process fed by the replay camera, over real DDS on loopback.
+
+Backbone: the shipped models/backbone.pt when it is present and matches its checksum (then live
+accuracy must be plausible); otherwise a tiny randomly initialised backbone written to a temp dir
+with save_backbone (then only the plumbing is checked, not accuracy). ``test_live_accuracy``
+prints which.
+
+The swap check can fail: for every result, the test recomputes the frame offline (same replay
+resize, same encoding, same preprocess) with ``materialise(result.config_id)`` and requires the
+same class and score. A result mislabelled with another config, or computed by a half-swapped
+model, gives a different score; the test also checks that the variants really disagree on most
+frames, so the comparison discriminates.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pytest
+from ros_harness import NodeProcess, spin_until
+
+from adaspring_ros import msg_convert, paths
+from adaspring_ros.core import data
+from adaspring_ros.core.config import CompressionConfig
+
+pytestmark = pytest.mark.ros
+
+CAMERA = "adaspring_ros.nodes.camera_replay_node"
+PERCEPTION = "adaspring_ros.nodes.perception_node"
+TOPIC = "/test_perception/image"
+LIMIT = 200  # the camera loops over the first LIMIT test images: seq n shows image n % LIMIT
+FULL = CompressionConfig.full()
+CONFIGS = [
+    CompressionConfig.smallest(),
+    CompressionConfig.from_id("r24-w50d2sk50f-w75d2ck100f-w50d1sk50q"),
+    FULL,
+]
+
+
+@dataclass
+class Pipeline:
+    camera: NodeProcess
+    perception: NodeProcess
+    backbone: Path
+    trained: bool
+    references: dict = field(default_factory=dict)
+
+    @property
+    def procs(self) -> list[NodeProcess]:
+        return [self.camera, self.perception]
+
+    def reference(self, config_id: str, seq: int) -> tuple[int, float]:
+        """(class, score) of replayed frame ``seq`` computed offline by materialise(config)."""
+        key = (config_id, seq % LIMIT)
+        if key not in self.references:
+            self.references[key] = _offline(self.backbone, config_id, seq % LIMIT)
+        return self.references[key]
+
+
+_OFFLINE: dict = {}
+
+
+def _offline(backbone: Path, config_id: str, index: int) -> tuple[int, float]:
+    import torch
+    from sensor_msgs.msg import Image
+
+    from adaspring_ros.core.supernet import load_backbone
+    from adaspring_ros.nodes.camera_replay_node import fit_frame
+
+    torch.set_num_threads(1)
+    if "model" not in _OFFLINE:
+        _OFFLINE["model"] = load_backbone(backbone)
+        _OFFLINE["images"] = data.load_fashion_mnist("test").images
+        _OFFLINE["nets"] = {}
+    nets = _OFFLINE["nets"]
+    if config_id not in nets:
+        nets[config_id] = _OFFLINE["model"].materialise(CompressionConfig.from_id(config_id))
+    config = nets[config_id].config
+    frame = fit_frame(_OFFLINE["images"][index], 640, 480, "nearest")
+    pixels = msg_convert.image_to_numpy(msg_convert.numpy_to_image(frame, "rgb8", Image))
+    with torch.inference_mode():
+        probs = torch.softmax(nets[config_id](data.preprocess(pixels, config.resolution))[0], 0)
+    return int(probs.argmax()), float(probs.max())
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory):
+    from adaspring_ros.core.supernet import CheckpointError, load_backbone
+
+    log_dir = tmp_path_factory.mktemp("pipeline")
+    backbone, trained = paths.default_backbone(), True
+    try:
+        load_backbone(backbone)
+    except CheckpointError:
+        import torch
+
+        from adaspring_ros.core.supernet import build_backbone, save_backbone
+
+        torch.manual_seed(0)
+        backbone, trained = log_dir / "tiny_backbone.pt", False
+        save_backbone(build_backbone(stage_channels=(8, 16, 32),
+                                     classes=data.FASHION_MNIST_CLASSES), backbone)
+    camera = NodeProcess.module(CAMERA, log_dir, ros_args=[
+        "-p", f"image_topic:={TOPIC}", "-p", f"limit:={LIMIT}", "-p", "rate_hz:=30.0",
+        "-p", "width:=640", "-p", "height:=480", "-p", "encoding:=rgb8"])
+    perception = NodeProcess.module(PERCEPTION, log_dir, ros_args=[
+        "-p", f"image_topic:={TOPIC}", "-p", f"backbone_path:={backbone}",
+        "-p", "metrics_period_s:=0.25"])
+    pipe = Pipeline(camera, perception, backbone, trained)
+    yield pipe
+    camera.stop()
+    assert perception.stop() == 0, perception.output()[-3000:]
+
+
+class Listener:
+    """Results and metrics of the perception node, as seen by the test process."""
+
+    def __init__(self, node, pipe: Pipeline) -> None:
+        from adaspring_ros.msg import InferenceResult, PerformanceMetrics
+        from adaspring_ros.srv import Reconfigure
+
+        from adaspring_ros.nodes.qos import METRICS_QOS, RESULT_QOS
+
+        self.node, self.pipe = node, pipe
+        self.results: list = []
+        self.metrics: list = []
+        node.create_subscription(InferenceResult, "/adaspring/result", self.results.append,
+                                 RESULT_QOS)
+        node.create_subscription(PerformanceMetrics, "/adaspring/metrics", self.metrics.append,
+                                 METRICS_QOS)
+        self.client = node.create_client(Reconfigure, "/adaspring/perception/reconfigure")
+
+    def wait(self, predicate, what: str, timeout: float = 20.0) -> None:
+        spin_until(self.node, predicate, timeout, what, self.pipe.procs)
+
+    def results_after(self, count: int, what: str = "results") -> list:
+        start = len(self.results)
+        self.wait(lambda: len(self.results) >= start + count, f"{count} {what}")
+        return self.results[start:]
+
+    def fresh_metrics(self):
+        """The first PerformanceMetrics published after now."""
+        start = len(self.metrics)
+        self.wait(lambda: len(self.metrics) > start, "a PerformanceMetrics message")
+        return self.metrics[-1]
+
+    def reconfigure(self, config_msg):
+        from adaspring_ros.srv import Reconfigure
+
+        self.wait(self.client.service_is_ready, "the Reconfigure service")
+        future = self.client.call_async(Reconfigure.Request(config=config_msg))
+        self.wait(future.done, "the Reconfigure reply", timeout=30.0)
+        return future.result()
+
+
+def config_msg(config: CompressionConfig):
+    from adaspring_ros.msg import CompressionConfig as ConfigMsg
+
+    return msg_convert.config_to_msg(config, ConfigMsg)
+
+
+def check_against_reference(pipe: Pipeline, result) -> None:
+    _, seq = msg_convert.parse_labelled_frame_id(result.header.frame_id)
+    cls, score = pipe.reference(result.config_id, seq)
+    assert (result.class_id, round(result.score, 4)) == (cls, round(score, 4)), (
+        f"frame {seq}: {result.config_id} gives class {cls} p={score:.5f}, the node said "
+        f"class {result.class_id} p={result.score:.5f}")
+
+
+def test_live_accuracy(rclpy_node, pipeline):
+    listen = Listener(rclpy_node, pipeline)
+    results = listen.results_after(120, "classified replayed frames")
+    classes = data.FASHION_MNIST_CLASSES
+    correct = 0
+    for r in results:
+        label, seq = msg_convert.parse_labelled_frame_id(r.header.frame_id)
+        assert label is not None and seq is not None, r.header.frame_id
+        assert r.config_id == FULL.id
+        assert 0 <= r.class_id < 10 and r.label == classes[r.class_id]
+        assert 0.0 < r.score <= 1.0 and r.latency_ms > 0
+        correct += r.class_id == label
+    for r in results[:20]:
+        check_against_reference(pipeline, r)
+    accuracy = correct / len(results)
+    kind = "shipped backbone" if pipeline.trained else "tiny random backbone (plumbing only)"
+    print(f"\nlive accuracy on {len(results)} frames with the {kind}: {accuracy:.1%}")
+    if pipeline.trained:
+        assert accuracy > 0.70
+    m = listen.fresh_metrics()
+    assert m.frames_processed >= 120 and m.frames_rejected == 0
+    assert m.frames_received >= m.frames_processed
+    assert math.isfinite(m.model_latency_ms_p50) and m.model_latency_ms_p95 >= \
+        m.model_latency_ms_p50
+    assert math.isfinite(m.end_to_end_latency_ms_p50) and m.fps > 5
+    assert m.energy_per_frame_mj > 0 and m.energy_method
+    assert m.config_id == FULL.id and m.swaps == 0 and math.isnan(m.last_swap_ms)
+
+
+def test_swap_burst_every_result_from_the_named_variant(rclpy_node, pipeline):
+    listen = Listener(rclpy_node, pipeline)
+    listen.results_after(2)
+    before = listen.fresh_metrics().swaps
+    first = len(listen.results)
+    serving = []  # (reply received, next request sent, config): only this config may serve
+    for i in range(20):
+        wanted = CONFIGS[i % 3]
+        if serving:
+            serving[-1][1] = rclpy_node.get_clock().now().nanoseconds
+        response = listen.reconfigure(config_msg(wanted))
+        replied = rclpy_node.get_clock().now().nanoseconds
+        assert response.success, response.message
+        assert msg_convert.config_from_msg(response.active) == wanted
+        assert math.isfinite(response.swap_ms) and response.swap_ms > 0
+        serving.append([replied, math.inf, wanted.id])
+        listen.results_after(2, f"results after swap {i}")  # frames stream between swaps
+    results = listen.results[first:]
+    assert {r.config_id for r in results} <= {c.id for c in CONFIGS}
+    distinguishing = 0
+    for r in results:
+        check_against_reference(pipeline, r)
+        _, seq = msg_convert.parse_labelled_frame_id(r.header.frame_id)
+        others = [pipeline.reference(c.id, seq)[1] for c in CONFIGS if c.id != r.config_id]
+        distinguishing += all(abs(o - r.score) > 1e-3 for o in others)
+        stamp = r.header.stamp.sec * 10**9 + r.header.stamp.nanosec
+        for replied, next_request, config_id in serving:
+            if replied < stamp < next_request:  # captured after the reply, before the next swap
+                assert r.config_id == config_id
+    assert distinguishing > 0.8 * len(results), "the variants agree: the check cannot fail"
+    m = listen.fresh_metrics()
+    assert m.swaps == before + 20 and m.last_swap_ms > 0
+    assert m.config_id == CONFIGS[19 % 3].id
+
+
+@pytest.mark.parametrize("case", ["operator", "stages", "nan", "config_id", "empty"])
+def test_invalid_reconfigure_is_rejected_and_old_variant_serves(rclpy_node, pipeline, case):
+    listen = Listener(rclpy_node, pipeline)
+    serving = listen.results_after(1)[-1].config_id
+    before = listen.fresh_metrics().reconfigure_rejected
+    msg = config_msg(FULL if serving != FULL.id else CONFIGS[0])
+    expected = {"operator": "operator='winograd' is not one of", "stages": "stages",
+                "nan": "must be finite", "config_id": "does not match", "empty": "names no"}
+    if case == "operator":
+        msg.operator_variant[1] = "winograd"
+    elif case == "stages":
+        for name in ("width_ratio", "depth_blocks", "operator_variant", "rank_ratio",
+                     "int8_weights"):
+            setattr(msg, name, list(getattr(msg, name))[:2])
+    elif case == "nan":
+        msg.width_ratio[2] = float("nan")
+    elif case == "config_id":
+        msg.config_id = CompressionConfig.smallest().id if msg.config_id == FULL.id else FULL.id
+    else:
+        msg = config_msg(FULL)
+        msg.config_id = ""
+        for name in ("width_ratio", "depth_blocks", "operator_variant", "rank_ratio",
+                     "int8_weights"):
+            setattr(msg, name, [])
+    response = listen.reconfigure(msg)
+    assert not response.success
+    assert expected[case] in response.message and serving in response.message
+    assert response.active.config_id == serving
+    listen.wait(lambda: listen.metrics[-1].reconfigure_rejected == before + 1 if listen.metrics
+                else False, "the rejection in the metrics")
+    assert {r.config_id for r in listen.results_after(3)} == {serving}
+
+
+def bad_image(kind: str):
+    from sensor_msgs.msg import Image
+
+    msg = msg_convert.numpy_to_image(np.zeros((48, 64, 3), np.uint8), "rgb8", Image)
+    if kind == "encoding":
+        msg.encoding = "yuv422"
+    elif kind == "step":
+        msg.step = 100  # < 64 * 3
+    elif kind == "size":
+        msg.data = bytes(100)
+    elif kind == "empty":
+        msg.width = msg.height = msg.step = 0
+        msg.data = b""
+    elif kind == "huge":  # claims 20000x20000 rgb8 (1.2 GB); only 16 bytes travel
+        msg.width = msg.height = 20000
+        msg.step = 60000
+        msg.data = bytes(16)
+    return msg
+
+
+@pytest.mark.parametrize("kind", ["encoding", "step", "size", "empty", "huge"])
+def test_bad_images_are_rejected_and_counted(rclpy_node, pipeline, kind):
+    from sensor_msgs.msg import Image
+
+    from adaspring_ros.nodes.qos import SENSOR_QOS
+
+    listen = Listener(rclpy_node, pipeline)
+    publisher = rclpy_node.create_publisher(Image, TOPIC, SENSOR_QOS)
+    listen.wait(lambda: publisher.get_subscription_count() > 0, "the perception subscription")
+    before = listen.fresh_metrics()
+    msg = bad_image(kind)
+    # Best effort, keep last 1: a camera frame may overwrite ours, so send until one is counted.
+    deadline = time.monotonic() + 15
+    while listen.metrics[-1].frames_rejected == before.frames_rejected:
+        assert time.monotonic() < deadline, f"bad image ({kind}) never counted as rejected"
+        publisher.publish(msg)
+        spin_for(rclpy_node, 0.1)
+    after = listen.fresh_metrics()
+    assert after.frames_processed > before.frames_processed  # still serving
+    assert pipeline.perception.alive()
+
+
+def spin_for(node, seconds: float) -> None:
+    import rclpy
+
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        rclpy.spin_once(node, timeout_sec=0.02)
+
+
+def test_parameters_at_run_time(rclpy_node, pipeline):
+    from rclpy.parameter import Parameter
+    from rclpy.parameter_client import AsyncParameterClient
+
+    listen = Listener(rclpy_node, pipeline)
+    client = AsyncParameterClient(rclpy_node, "perception_node")
+    listen.wait(client.services_are_ready, "the perception node's parameter services")
+
+    def set_one(name, value):
+        future = client.set_parameters([Parameter(name, value=value)])
+        listen.wait(future.done, f"setting {name}")
+        return future.result().results[0]
+
+    assert not set_one("num_threads", 0).successful
+    assert not set_one("metrics_period_s", 1000.0).successful
+    assert not set_one("max_cached_variants", 0).successful
+    reply = set_one("device_power_profile", "toaster")
+    assert not reply.successful and "toaster" in reply.reason
+    assert not set_one("backbone_path", "/tmp/other.pt").successful  # read-only
+    assert set_one("max_cached_variants", 4).successful
+    assert set_one("device_power_profile", "raspberry_pi4").successful
+    listen.wait(lambda: listen.metrics and "raspberry_pi4" in listen.metrics[-1].energy_method,
+                "metrics with the new power model")
+    listen.results_after(3, "results after the parameter changes")
+
+
+def test_corrupt_backbone_is_refused(tmp_path, pipeline):
+    bad = tmp_path / "backbone.pt"
+    shutil.copy(pipeline.backbone, bad)
+    shutil.copy(f"{pipeline.backbone}.sha256", f"{bad}.sha256")
+    with open(bad, "r+b") as fh:
+        fh.seek(200)
+        byte = fh.read(1)
+        fh.seek(200)
+        fh.write(bytes([byte[0] ^ 0xFF]))
+    proc = NodeProcess.module(PERCEPTION, tmp_path, ros_args=["-p", f"backbone_path:={bad}"])
+    try:
+        code = proc.proc.wait(60)
+    finally:
+        proc.kill()
+    assert code == 2
+    assert "does not match" in proc.output() and "Traceback" not in proc.output()

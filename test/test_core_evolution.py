@@ -79,7 +79,7 @@ def test_deadline_misses_count_as_a_violation(table):
 
 def test_latency_drift_above_the_prediction_tightens_the_budget(table):
     evolver = Evolver(table, EvolutionParams(settle_s=0.0, contention_alpha=1.0,
-                                             upgrade_headroom=0.0), lambdas=ACCURACY)
+                                             headroom=0.0), lambdas=ACCURACY)
     slow, mid, _ = ids(table)
     start(evolver, Context(latency_budget_ms=10))
     evolver.observe_context(Context(latency_budget_ms=10), 3.0)
@@ -138,7 +138,7 @@ def count_swaps(active: list[str | None]) -> int:
 
 
 NAIVE = EvolutionParams(gain_threshold=0.0, min_swap_interval_s=0.0, min_urgent_interval_s=0.0,
-                        upgrade_headroom=0.0, recovery_s=0.0, settle_s=0.0, contention_alpha=1.0)
+                        headroom=0.0, recovery_s=0.0, settle_s=0.0, contention_alpha=1.0)
 
 
 @pytest.mark.parametrize("seed", range(3))
@@ -283,7 +283,7 @@ def test_contention_estimator_is_smoothed_and_bounded():
 @pytest.mark.parametrize("kwargs, field", [
     ({"gain_threshold": -0.1}, "gain_threshold"),
     ({"stale_after_s": 0}, "stale_after_s"),
-    ({"upgrade_headroom": 0.95}, "upgrade_headroom"),
+    ({"headroom": 0.95}, "headroom"),
     ({"contention_max": 0.5}, "contention_max"),
     ({"min_urgent_interval_s": 9.0, "min_swap_interval_s": 5.0}, "min_urgent_interval_s"),
 ])

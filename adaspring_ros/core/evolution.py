@@ -17,8 +17,9 @@ Per decision (``Evolver.decide(now)``):
    new variant's own metrics are seen before judging it).
 5. Otherwise swap only when the best variant's objective beats the running one's by
    ``gain_threshold`` (relative) and ``min_swap_interval_s`` has passed. Candidates are searched
-   with ``upgrade_headroom`` less latency budget than the running variant is judged against: a
-   Schmitt trigger, so latency jitter around a budget does not flip between two variants. After
+   with ``headroom`` less latency and energy budget than the running variant is judged against:
+   a Schmitt trigger, so jitter around a budget does not flip between two variants, and a budget
+   that keeps shrinking (a draining battery) does not cause a swap at every step. After
    budget violations, a slower variant is only tried again after a back-off that doubles with
    every violation remembered (``recovery_s``, ``violation_memory_s``).
 
@@ -56,7 +57,8 @@ class EvolutionParams:
     gain_threshold:         relative objective gain a non-urgent swap needs (0.05 = 5 %).
     min_swap_interval_s:    least time between a swap and a non-urgent swap.
     min_urgent_interval_s:  least time between a swap and a budget-violation swap.
-    upgrade_headroom:       fraction of the latency budget kept free when choosing a variant.
+    headroom:               fraction of the latency and energy budgets kept free when choosing
+                            a variant (the running one is judged against the full budgets).
     stale_after_s:          context older than this (by receive time) is stale.
     safe_config_id:         variant for stale context; None = the fastest of the table.
     recovery_s:             flap damping: after the n-th violation within violation_memory_s,
@@ -73,7 +75,7 @@ class EvolutionParams:
     gain_threshold: float = 0.05
     min_swap_interval_s: float = 5.0
     min_urgent_interval_s: float = 1.0
-    upgrade_headroom: float = 0.15
+    headroom: float = 0.15
     stale_after_s: float = 3.0
     safe_config_id: str | None = None
     recovery_s: float = 10.0
@@ -91,7 +93,7 @@ class EvolutionParams:
             require_number(name, getattr(self, name), 0.0, math.inf)
         for name in ("stale_after_s", "pending_timeout_s"):
             require_number(name, getattr(self, name), 0.0, math.inf, low_open=True)
-        require_number("upgrade_headroom", self.upgrade_headroom, 0.0, 0.9)
+        require_number("headroom", self.headroom, 0.0, 0.9)
         require_number("contention_alpha", self.contention_alpha, 0.0, 1.0, low_open=True)
         require_number("contention_min", self.contention_min, 0.0, 1.0, low_open=True)
         require_number("contention_max", self.contention_max, 1.0, 1000.0)
@@ -303,9 +305,10 @@ class Evolver:
         budgets, lambdas = self.budgets(now)
         contention = self.contention.factor
         # Candidates must fit with headroom (Schmitt trigger); if none does, the plain budget.
-        strict = replace(budgets, latency_ms=budgets.latency_ms * (1 - p.upgrade_headroom))
+        strict = replace(budgets, latency_ms=budgets.latency_ms * (1 - p.headroom),
+                         energy_mj=budgets.energy_mj * (1 - p.headroom))
         best = self.search.search(strict, lambdas, contention)
-        if not best.feasible and p.upgrade_headroom > 0:
+        if not best.feasible and p.headroom > 0:
             best = self.search.search(budgets, lambdas, contention)
 
         if self.active_id is None or self.active_id not in self.search:

@@ -35,6 +35,7 @@ from typing import Sequence
 
 import numpy as np
 
+from .config import DEFAULT_SPACE
 from .context import (
     BudgetParams,
     Budgets,
@@ -277,9 +278,11 @@ def default_table(path: str | Path | None = None,
         shipped = None
     if shipped is not None and shipped.exists():
         return ProfileTable.load(shipped), f"shipped profile table {shipped}"
-    from .synthetic import synthetic_table
+    from .synthetic import synthetic_table, width_only_configs
 
-    return (synthetic_table(synthetic_size, seed=0),
+    # The width-only family is in, as a profiler would measure the Slimmable-style baseline.
+    table = synthetic_table(synthetic_size, seed=0, include=width_only_configs(DEFAULT_SPACE))
+    return (table,
             f"NOTE: no shipped profile table ({shipped or 'models/ not found'}); using a "
             f"SYNTHETIC table of {synthetic_size} variants (made-up numbers)")
 

@@ -11,13 +11,15 @@ so in its ``meta`` and ``energy_method``.
 from __future__ import annotations
 
 import math
+from dataclasses import replace
+from typing import Sequence
 
 import numpy as np
 
 from .config import DEFAULT_SPACE, CompressionConfig, SearchSpace, StageConfig
 from .profile_table import ProfileEntry, ProfileTable
 
-__all__ = ["synthetic_table", "table_from_rows"]
+__all__ = ["synthetic_table", "table_from_rows", "width_only_configs"]
 
 _BASE_CHANNELS = (32, 64, 128)   # stage widths of the uncompressed backbone
 _MACS_PER_MS = 4e6               # a small CPU core on batch-1 convolutions
@@ -71,18 +73,36 @@ def _entry(config: CompressionConfig, rng: np.random.Generator) -> ProfileEntry:
     )
 
 
+def width_only_configs(space: SearchSpace = DEFAULT_SPACE) -> list[CompressionConfig]:
+    """Every variant that differs from the full model only in its per-stage widths."""
+    full = CompressionConfig.full(space)
+    configs = [full]
+    for stage in range(space.num_stages):  # widen the family one stage at a time
+        configs = [
+            CompressionConfig(
+                stages=tuple(replace(s, width=w) if i == stage else s
+                             for i, s in enumerate(c.stages)),
+                resolution=c.resolution)
+            for c in configs for w in space.widths
+        ]
+    return configs
+
+
 def synthetic_table(
-    n: int, seed: int = 0, space: SearchSpace = DEFAULT_SPACE
+    n: int, seed: int = 0, space: SearchSpace = DEFAULT_SPACE,
+    include: Sequence[CompressionConfig] = (),
 ) -> ProfileTable:
-    """A table of ``n`` distinct variants drawn from ``space`` (always including the full and the
-    smallest variant), with synthetic measurements. Deterministic for a given ``seed``."""
+    """A table of ``n`` distinct variants of ``space`` with synthetic measurements: the full and
+    the smallest variant, then ``include`` (as many as fit), then random draws. Deterministic
+    for a given ``seed``."""
     if not 2 <= n <= space.size:
         raise ValueError(f"n must be in [2, {space.size}], got {n}")
     rng = np.random.default_rng(seed)
     choices = _stage_choices(space)
     per_stage = len(choices)
-    configs = {CompressionConfig.full(space).id: CompressionConfig.full(space),
-               CompressionConfig.smallest(space).id: CompressionConfig.smallest(space)}
+    configs = {c.id: c for c in (CompressionConfig.full(space),
+                                 CompressionConfig.smallest(space), *include)}
+    configs = dict(list(configs.items())[:n])
     while len(configs) < n:
         for index in rng.integers(0, space.size, size=n - len(configs)):
             index = int(index)

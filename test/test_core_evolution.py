@@ -296,4 +296,11 @@ def test_decision_gives_the_compression_config(table):
     evolver = Evolver(table, lambdas=ACCURACY)
     chosen = start(evolver, Context(latency_budget_ms=10))
     evolver.observe_context(Context(latency_budget_ms=10), 1.0)
-    assert evolver.decide(1.0).config.id == chosen
+    decision = evolver.decide(1.0)
+    assert decision.config.id == chosen and decision.entry.id == chosen
+    assert decision.prediction.accuracy == decision.entry.accuracy
+    stale = evolver.decide(10.0)
+    assert stale.kind == "stale" and stale.prediction is not None
+    assert stale.prediction.latency_ms == pytest.approx(stale.entry.latency_ms_p95)
+    status = evolver.status()
+    assert status["active"] == chosen and status["pending"] == stale.config_id

@@ -42,7 +42,7 @@ from .context import (
     compute_budgets,
     require_number,
 )
-from .profile_table import ProfileTable
+from .profile_table import ProfileEntry, ProfileTable
 from .search import Prediction, RuntimeSearch, SearchResult
 
 __all__ = ["EvolutionParams", "ContentionEstimator", "Decision", "Evolver"]
@@ -131,8 +131,10 @@ class Decision:
     """The outcome of one :meth:`Evolver.decide`.
 
     kind: "initial", "violation", "gain", "stale" (these swap) or "keep", "hold", "wait".
-    ``prediction`` is for ``config_id`` under the current context (None only when there is no
-    context to predict with).
+    ``config_id`` is the variant to run after this decision ("none" while nothing runs and
+    nothing may be chosen); ``entry`` its profile-table row and ``prediction`` what the table
+    predicts for it now (budgets of the stale or missing context are unconstrained). ``result``
+    is the search behind the decision, when one ran.
     """
 
     swap: bool
@@ -141,13 +143,14 @@ class Decision:
     previous_id: str | None
     reason: str
     time: float
+    entry: ProfileEntry | None = None
     prediction: Prediction | None = None
     result: SearchResult | None = None
     context: Context | None = None
 
     @property
-    def config(self) -> CompressionConfig:
-        return CompressionConfig.from_id(self.config_id)
+    def config(self) -> CompressionConfig | None:
+        return self.entry.config if self.entry is not None else None
 
 
 class Evolver:
@@ -276,9 +279,29 @@ class Evolver:
                   result: SearchResult | None = None) -> Decision:
         if swap:
             self._pending = (config_id, now)
+        entry = None
+        if config_id in self.search:
+            entry = self.search.entries[self.search.row(config_id)]
+            if prediction is None:
+                context = self._context or Context()
+                lambdas = self.fixed_lambdas or adapt_lambdas(context, self.lambda_params)
+                prediction = self.search.predict(config_id, Budgets(), lambdas,
+                                                 self.contention.factor)
         return Decision(swap=swap, kind=kind, config_id=config_id, previous_id=self.active_id,
-                        reason=reason, time=now, prediction=prediction, result=result,
-                        context=self._context)
+                        reason=reason, time=now, entry=entry, prediction=prediction,
+                        result=result, context=self._context)
+
+    def status(self) -> dict[str, float | int | str]:
+        """Internal state for diagnostics (e.g. a DiagnosticArray of the evolution node)."""
+        return {
+            "active": self.active_id or "none",
+            "pending": self._pending[0] if self._pending else "",
+            "contention_factor": round(self.contention.factor, 3),
+            "latency_drift": round(self.latency_drift, 3),
+            "swaps": self.swaps,
+            "violations_remembered": len(self._violations),
+            "safe": self.safe_id,
+        }
 
     def decide(self, now: float) -> Decision:
         """Keep the running variant or swap; see the module docstring for the rules."""

@@ -6,6 +6,8 @@ import math
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from adaspring_ros.core import search as search_module
 from adaspring_ros.core.context import Budgets, Context, Lambdas
@@ -43,6 +45,27 @@ def test_search_equals_exhaustive_on_random_small_tables(seed):
             assert result.config_id == best_id
             assert result.prediction.objective == pytest.approx(best_value, abs=1e-12)
             assert result.feasible
+
+
+metric = st.integers(1, 4)
+
+
+@settings(max_examples=60, deadline=None)
+@given(rows=st.lists(st.fixed_dictionaries({
+    "accuracy": st.sampled_from([0.5, 0.7, 0.9]), "latency_ms_p50": metric,
+    "peak_memory_mb": metric, "storage_bytes": metric, "energy_mj": metric}),
+    min_size=1, max_size=12),
+    budget=st.tuples(metric, metric, metric, metric), lambda2=st.sampled_from([0, 0.5, 1]),
+    contention=st.sampled_from([0.5, 1.0, 2.0]))
+def test_search_equals_exhaustive_with_many_ties(rows, budget, lambda2, contention):
+    table = table_from_rows(rows)
+    budgets = Budgets(*budget)
+    lambdas = Lambdas(1 - lambda2, lambda2)
+    result = RuntimeSearch(table).search(budgets, lambdas, contention)
+    best_id, best_value = exhaustive_search(table, budgets, lambdas, contention)
+    assert result.config_id == best_id if best_id is not None else not result.feasible
+    if best_id is not None:
+        assert result.prediction.objective == pytest.approx(best_value, abs=1e-12)
 
 
 def test_exact_ties_go_to_the_smallest_id():

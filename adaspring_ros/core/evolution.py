@@ -158,7 +158,17 @@ class Evolver:
 
     The node calls :meth:`observe_context` for every ContextState, :meth:`observe_metrics` for
     every PerformanceMetrics, :meth:`decide` on a timer, and, when a decision says ``swap``,
-    calls the Reconfigure service and reports the outcome with :meth:`swap_done`.
+    calls the Reconfigure service and reports the outcome with :meth:`swap_done`::
+
+        evolver = Evolver(ProfileTable.load(path), EvolutionParams(...),
+                          budget_params=BudgetParams(...), lambda_params=LambdaParams(...))
+        evolver.observe_context(context, now)                       # context callback
+        evolver.observe_metrics(m.config_id, m.model_latency_ms_p50,
+                                m.model_latency_ms_p95, now)        # metrics callback
+        decision = evolver.decide(now)                              # timer callback
+        if decision.swap:
+            ...  # Reconfigure(decision.config); log decision.reason
+            evolver.swap_done(decision.config_id, now, ok=response_ok)
     """
 
     def __init__(

@@ -130,8 +130,7 @@ class RuntimeSearch:
         self.storage = column("storage_bytes")
         self.energy = column("energy_mj")
         self.acc_norm = _minmax(self.accuracy)
-        log_energy = np.log(np.maximum(self.energy, 1e-9))
-        self.eff_norm = 1.0 - _minmax(log_energy)
+        self.eff_norm = _minmax(-np.log(np.maximum(self.energy, 1e-9)))
         self._fastest = int(np.lexsort((np.arange(len(self.ids)), self.latency_p95))[0])
 
     def __len__(self) -> int:

@@ -304,3 +304,50 @@ def test_decision_gives_the_compression_config(table):
     assert stale.prediction.latency_ms == pytest.approx(stale.entry.latency_ms_p95)
     status = evolver.status()
     assert status["active"] == chosen and status["pending"] == stale.config_id
+
+
+@pytest.fixture(scope="module")
+def default():
+    """The shipped profile table, or the synthetic stand-in while it is missing."""
+    from adaspring_ros.core.search import default_table
+
+    return default_table()[0]
+
+
+@pytest.mark.parametrize("name", ["battery_drain", "cpu_contention", "latency_tightening",
+                                  "memory_pressure", "mixed"])
+def test_shipped_scenarios_keep_deadlines_with_few_swaps(default, name):
+    from adaspring_ros.core.context import ScenarioTrace, shipped_scenarios
+
+    trace = ScenarioTrace.load(next(p for p in shipped_scenarios() if p.stem == name))
+    evolver = Evolver(default, budget_params=trace.budget_params(), mission_start=0.0)
+    search = evolver.search
+    late = []
+    for t in range(int(trace.duration_s) + 1):
+        now = float(t)
+        context = trace.context_at(now)
+        contention = 1.0 + 2.0 * context.cpu_load_other_percent / 100.0  # as bench_search
+        evolver.observe_context(context, now)
+        if evolver.active_id is not None:
+            row = search.row(evolver.active_id)
+            evolver.observe_metrics(evolver.active_id,
+                                    float(search.latency_p50[row]) * contention,
+                                    float(search.latency_p95[row]) * contention, now)
+        decision = evolver.decide(now)
+        assert decision.reason
+        if decision.swap:
+            evolver.swap_done(decision.config_id, now)
+        # three seconds after the budget or the load changed, the running variant must meet
+        # the deadline, whenever some variant can
+        def load(at: float) -> tuple[float, float]:
+            step = trace.step_at(max(at, 0.0))
+            return step.latency_budget_ms, step.cpu_load_other_percent
+
+        settled = all(load(now - k) == load(now) for k in (1, 2, 3))
+        latency = float(search.latency_p95[search.row(evolver.active_id)]) * contention
+        fastest = float(search.latency_p95.min()) * contention
+        if settled and fastest <= context.latency_budget_ms and \
+                latency > context.latency_budget_ms:
+            late.append(t)
+    assert not late, f"{name}: deadline missed at t = {late}"
+    assert evolver.swaps <= 10

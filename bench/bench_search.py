@@ -54,7 +54,7 @@ def random_query(rng: np.random.Generator, search: RuntimeSearch) -> tuple[Budge
     def pick(values: np.ndarray) -> float:
         if rng.random() < 0.25:
             return math.inf
-        return float(rng.uniform(np.quantile(values, 0.02), np.quantile(values, 1.0) * 1.05))
+        return float(rng.uniform(values.min() * 0.7, values.max() * 1.05))
 
     budgets = Budgets(latency_ms=pick(search.latency_p95), memory_mb=pick(search.memory),
                       storage_bytes=pick(search.storage), energy_mj=pick(search.energy))

@@ -250,3 +250,92 @@ def metrics_to_msg(values: dict[str, Any], msg_type: Any) -> Any:
     for name in _METRIC_FLOATS:
         setattr(msg, name, _finite(values.get(name)))
     return msg
+
+
+# -- context: adaspring_ros/ContextState <-> core Context, sensor_msgs/BatteryState ---------------
+# ContextState carries an unknown reading as NaN; core Context carries it as None. Loads and the
+# latency budget are always known, so NaN there is an error, not "unknown".
+
+__all__ += [
+    "ContextError",
+    "context_to_msg",
+    "context_from_msg",
+    "battery_from_msg",
+]
+
+
+class ContextError(ValueError):
+    """A ContextState or BatteryState that cannot be used; the message names the field."""
+
+
+def _nan_if_none(value: float | None) -> float:
+    return float("nan") if value is None else float(value)
+
+
+def context_to_msg(context: Any, msg_type: Any, stamp: Any = None) -> Any:
+    """Fill an adaspring_ros/ContextState from a core ``Context`` (None -> NaN).
+
+    ``stamp`` (a builtin_interfaces/Time) goes into the header; without it the header is left
+    empty for the caller to stamp.
+    """
+    msg = msg_type()
+    if stamp is not None:
+        msg.header.stamp = stamp
+    for name in ("battery_percent", "battery_seconds_left", "memory_available_mb",
+                 "cpu_frequency_mhz", "cpu_temperature_c"):
+        setattr(msg, name, _nan_if_none(getattr(context, name)))
+    msg.charging = bool(context.charging)
+    msg.cpu_load_percent = float(context.cpu_load_percent)
+    msg.cpu_load_other_percent = float(context.cpu_load_other_percent)
+    msg.latency_budget_ms = float(context.latency_budget_ms)
+    msg.source = str(context.source)
+    return msg
+
+
+def context_from_msg(msg: Any) -> Any:
+    """A core ``Context`` from an adaspring_ros/ContextState; raises ContextError naming the
+    field that is out of range (NaN optional readings become None = unknown)."""
+    from .core.context import Context
+
+    stamp = msg.header.stamp
+    try:
+        return Context(
+            battery_percent=msg.battery_percent, charging=msg.charging,
+            battery_seconds_left=msg.battery_seconds_left,
+            cpu_load_percent=msg.cpu_load_percent,
+            cpu_load_other_percent=msg.cpu_load_other_percent,
+            memory_available_mb=msg.memory_available_mb,
+            cpu_frequency_mhz=msg.cpu_frequency_mhz, cpu_temperature_c=msg.cpu_temperature_c,
+            latency_budget_ms=msg.latency_budget_ms, source=msg.source or "unknown",
+            timestamp=stamp.sec + stamp.nanosec * 1e-9,
+        )
+    except ValueError as exc:
+        raise ContextError(f"ContextState from {msg.source or 'unknown source'!r}: {exc}") from exc
+
+
+def battery_from_msg(msg: Any) -> Any:
+    """A core ``BatteryReading`` from a sensor_msgs/BatteryState.
+
+    Stricter than the message convention on purpose: the context node needs a state of charge,
+    so a reading without one (percentage NaN and no charge/capacity to derive it from), any
+    infinite value, or a value out of range raises ContextError rather than being guessed.
+    A battery reported as not ``present`` is a valid reading of "no battery".
+    """
+    from .core.context import battery_from_state
+
+    if not msg.present:
+        return battery_from_state(math.nan, 0, present=False)
+    values = {"percentage": msg.percentage, "charge": msg.charge, "capacity": msg.capacity,
+              "current": msg.current, "voltage": msg.voltage}
+    infinite = [name for name, v in values.items() if math.isinf(v)]
+    if infinite:
+        raise ContextError(f"BatteryState {', '.join(infinite)} is infinite")
+    derivable = math.isfinite(msg.charge) and math.isfinite(msg.capacity) and msg.capacity > 0
+    if math.isnan(msg.percentage) and not derivable:
+        raise ContextError("BatteryState has no state of charge: percentage is NaN and "
+                           "charge/capacity are unknown")
+    try:
+        return battery_from_state(msg.percentage, msg.power_supply_status, charge=msg.charge,
+                                  capacity=msg.capacity, current=msg.current)
+    except ValueError as exc:  # out of range, or an unknown power_supply_status
+        raise ContextError(f"BatteryState: {exc}") from exc

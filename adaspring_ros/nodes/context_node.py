@@ -1,0 +1,195 @@
+"""context_node: publishes the device and application context as adaspring_ros/ContextState.
+
+One source, chosen by the ``source`` parameter:
+  psutil         this machine: CPU load, memory, and battery / CPU frequency / temperature only
+                 where the OS exposes them;
+  battery_state  psutil, with the battery taken from sensor_msgs/BatteryState on
+                 ``battery_topic`` (SENSOR_QOS); readings with NaN/inf or out-of-range values are
+                 rejected (throttled log line, counter in /diagnostics);
+  scenario       a timed trace (config/scenarios/*.yaml); its time runs from node start,
+                 ``time_scale`` times faster, optionally looping.
+Readings nobody can make are published as NaN, never invented. The sampling and the trace live in
+adaspring_ros.core.context; this node only times, converts and publishes.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rclpy.exceptions import ParameterException
+from rclpy.executors import ExternalShutdownException
+from rclpy.node import Node
+from sensor_msgs.msg import BatteryState
+
+from adaspring_ros import msg_convert, paths
+from adaspring_ros.core.context import BatteryReading, Context, PsutilSource, ScenarioTrace
+from adaspring_ros.msg import ContextState
+from adaspring_ros.nodes.camera_replay_node import describe
+from adaspring_ros.nodes.qos import (
+    BATTERY_TOPIC,
+    CONTEXT_QOS,
+    CONTEXT_TOPIC,
+    DIAGNOSTICS_QOS,
+    DIAGNOSTICS_TOPIC,
+    SENSOR_QOS,
+)
+
+SOURCES = ("psutil", "battery_state", "scenario")
+RO = {"read_only": True}
+# name, default, descriptor: read-only ones pick the source, the rest may change at run time.
+PARAMETERS = (
+    ("source", "psutil", describe(f"where the context comes from: one of {SOURCES}", **RO)),
+    ("rate_hz", 2.0, describe("ContextState messages per second", floating=(0.1, 100.0))),
+    ("latency_budget_ms", 100.0,
+     describe("the application's per-frame latency budget, ms (sources psutil and "
+              "battery_state; a scenario sets its own)", floating=(0.1, 60000.0))),
+    ("scenario", "scenarios/mixed.yaml",
+     describe("scenario trace for source scenario: relative to config/, or absolute", **RO)),
+    ("time_scale", 1.0, describe("scenario seconds per second (2 = twice as fast)",
+                                 floating=(0.01, 100.0), **RO)),
+    ("loop", False, describe("restart the scenario at its end (else hold its last step)")),
+    ("battery_topic", BATTERY_TOPIC,
+     describe("sensor_msgs/BatteryState topic for source battery_state", **RO)),
+    ("battery_timeout_s", 10.0, describe("a battery reading older than this counts as unknown, s",
+                                         floating=(0.1, 3600.0))),
+)
+
+
+def resolve_scenario(text: str) -> Path:
+    """A scenario path as given if it exists, else relative to the package's config/ dir."""
+    path = Path(text).expanduser()
+    if path.is_absolute() or path.exists():
+        return path
+    return paths.config_dir() / path
+
+
+class ContextNode(Node):
+    """Samples one context source at ``rate_hz`` and publishes it on /adaspring/context."""
+
+    def __init__(self) -> None:
+        super().__init__("context_node")
+        for name, default, descriptor in PARAMETERS:
+            self.declare_parameter(name, default, descriptor)
+        self.source = self.get_parameter("source").value
+        if self.source not in SOURCES:
+            raise ValueError(f"source={self.source!r} is not one of {SOURCES}")
+        self.add_post_set_parameters_callback(self.apply_parameters_callback)
+
+        self.started = time.monotonic()
+        self.trace: ScenarioTrace | None = None
+        self.psutil: PsutilSource | None = None
+        self.battery: tuple[BatteryReading, float] | None = None  # reading, monotonic time
+        self.counts = {"published": 0, "battery_rejected": 0, "sample_errors": 0}
+        self.ended_logged = False
+        if self.source == "scenario":
+            path = resolve_scenario(self.get_parameter("scenario").value)
+            self.trace = ScenarioTrace.load(path)  # ScenarioError names file, step and field
+            what = f"scenario {self.trace.name!r} ({path}, {self.trace.duration_s:g} s)"
+        else:
+            self.psutil = PsutilSource()
+            what = "psutil"
+        self.battery_subscription = None
+        if self.source == "battery_state":
+            self.battery_subscription = self.create_subscription(
+                BatteryState, self.get_parameter("battery_topic").value, self.battery_callback,
+                SENSOR_QOS)
+            what += f" + battery from {self.battery_subscription.topic_name}"
+        self.publisher = self.create_publisher(ContextState, CONTEXT_TOPIC, CONTEXT_QOS)
+        self.diagnostics_publisher = self.create_publisher(DiagnosticArray, DIAGNOSTICS_TOPIC,
+                                                           DIAGNOSTICS_QOS)
+        self.timer = self.create_timer(1.0 / self.get_parameter("rate_hz").value,
+                                       self.sample_callback)
+        self.diagnostics_timer = self.create_timer(1.0, self.diagnostics_callback)
+        self.get_logger().info(f"publishing the context from {what} at "
+                               f"{self.get_parameter('rate_hz').value:g} Hz")
+        self.sample_callback()  # t = 0 of a scenario goes out at once
+
+    def apply_parameters_callback(self, params) -> None:
+        if any(p.name == "rate_hz" for p in params):
+            self.timer.timer_period_ns = int(1e9 / self.get_parameter("rate_hz").value)
+            self.timer.reset()
+
+    def scenario_time(self) -> float:
+        """Seconds into the scenario: from node start, scaled, wrapped when looping."""
+        t = (time.monotonic() - self.started) * self.get_parameter("time_scale").value
+        if self.get_parameter("loop").value and self.trace.duration_s > 0:
+            return t % self.trace.duration_s
+        if t > self.trace.duration_s and not self.ended_logged:
+            self.ended_logged = True
+            self.get_logger().info(f"scenario {self.trace.name!r} ended; holding its last step")
+        return t
+
+    def _sample(self) -> Context:
+        if self.trace is not None:
+            return self.trace.context_at(self.scenario_time(), timestamp=time.time())
+        battery = None
+        if self.source == "battery_state":
+            # No recent valid reading: the battery is unknown (not the OS battery, not a guess).
+            battery = BatteryReading(percent=None, charging=False)
+            if self.battery is not None:
+                reading, at = self.battery
+                if time.monotonic() - at <= self.get_parameter("battery_timeout_s").value:
+                    battery = reading
+        return self.psutil.sample(self.get_parameter("latency_budget_ms").value, battery=battery)
+
+    def sample_callback(self) -> None:
+        try:
+            context = self._sample()
+        except Exception as exc:  # a sensor read failing must not stop the stream
+            self.counts["sample_errors"] += 1
+            self.get_logger().error(f"cannot sample the context: {exc}",
+                                    throttle_duration_sec=5.0)
+            return
+        msg = msg_convert.context_to_msg(context, ContextState,
+                                         stamp=self.get_clock().now().to_msg())
+        self.publisher.publish(msg)
+        self.counts["published"] += 1
+
+    def battery_callback(self, msg: BatteryState) -> None:
+        try:
+            reading = msg_convert.battery_from_msg(msg)
+        except msg_convert.ContextError as exc:
+            self.counts["battery_rejected"] += 1
+            self.get_logger().warning(
+                f"rejected BatteryState ({self.counts['battery_rejected']} so far): {exc}",
+                throttle_duration_sec=5.0)
+            return
+        self.battery = (reading, time.monotonic())
+
+    def diagnostics_callback(self) -> None:
+        status = DiagnosticStatus(name="adaspring: context_node", hardware_id="context",
+                                  level=DiagnosticStatus.OK, message=f"source {self.source}")
+        values = {k: str(v) for k, v in self.counts.items()}
+        if self.trace is not None:
+            values["scenario_time_s"] = f"{self.scenario_time():.1f}"
+        if self.source == "battery_state":
+            age = math.inf if self.battery is None else time.monotonic() - self.battery[1]
+            values["battery_age_s"] = f"{age:.1f}"
+            if age > self.get_parameter("battery_timeout_s").value:
+                status.level = DiagnosticStatus.WARN
+                status.message = "no valid BatteryState recently: battery published as unknown"
+        status.values = [KeyValue(key=k, value=v) for k, v in values.items()]
+        array = DiagnosticArray(status=[status])
+        array.header.stamp = self.get_clock().now().to_msg()
+        self.diagnostics_publisher.publish(array)
+
+
+def main(args: list[str] | None = None) -> None:
+    try:
+        with rclpy.init(args=args):
+            try:
+                node = ContextNode()
+            except (ValueError, OSError, ParameterException) as exc:  # bad source or scenario
+                rclpy.logging.get_logger("context_node").fatal(f"cannot start: {exc}")
+                raise SystemExit(2) from None
+            rclpy.spin(node)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+
+
+if __name__ == "__main__":
+    main()

@@ -124,12 +124,30 @@ def _straight_through(weight: Tensor, approx: Tensor) -> Tensor:
     return weight + (approx - weight).detach() if weight.requires_grad else approx
 
 
+class _CopiedConv2d(nn.Conv2d):
+    """An nn.Conv2d whose weights are copied in right after construction.
+
+    Skipping the random init keeps ``materialise`` within its time budget (``nn.utils.skip_init``
+    costs more here than the init it saves: it builds on the meta device first).
+    """
+
+    def reset_parameters(self) -> None:
+        pass
+
+
+class _CopiedLinear(nn.Linear):
+    """An nn.Linear whose weights are copied in right after construction (see above)."""
+
+    def reset_parameters(self) -> None:
+        pass
+
+
 def _new_conv(weight: Tensor, bias: Tensor | None, stride: int, padding: int,
               groups: int = 1) -> nn.Conv2d:
-    """A plain nn.Conv2d holding copies of ``weight``/``bias`` (no init cost, no shared memory)."""
+    """A plain nn.Conv2d holding copies of ``weight``/``bias`` (no shared memory)."""
     out_c, in_per_group, k, _ = weight.shape
-    conv = nn.utils.skip_init(nn.Conv2d, in_per_group * groups, out_c, k, stride=stride,
-                              padding=padding, groups=groups, bias=bias is not None)
+    conv = _CopiedConv2d(in_per_group * groups, out_c, k, stride=stride, padding=padding,
+                         groups=groups, bias=bias is not None)
     conv.weight.data.copy_(weight)
     if bias is not None:
         conv.bias.data.copy_(bias)
@@ -315,7 +333,7 @@ class ElasticLinear(nn.Module):
 
     @torch.no_grad()
     def export(self, in_features: int, int8: bool = False) -> nn.Linear:
-        linear = nn.utils.skip_init(nn.Linear, in_features, self.out_features)
+        linear = _CopiedLinear(in_features, self.out_features)
         linear.weight.copy_(self._weight(in_features, int8))
         linear.bias.copy_(self.bias)
         return linear

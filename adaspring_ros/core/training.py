@@ -10,9 +10,11 @@ Recipe (once-for-all / BigNAS style, sized for a CPU):
 3. BN calibration: the running statistics of every switchable-BN row are re-estimated with the
    final weights over variants that cover every row, so ``materialise`` needs no data.
 
-Training uses the train split minus a fixed validation hold-out (``data.train_val_split``); the
-test split is never touched here. A resumable state is written every epoch (``--resume``) and the
-current backbone (+ ``.sha256``) is written to ``--out`` after every epoch.
+``--fixed-config ID`` instead trains one variant alone from scratch (the baselines of the
+benchmark). Training uses the train split minus a fixed validation hold-out
+(``data.train_val_split``); the test split is never touched here. A resumable state is written
+every epoch (``--resume``) and the current backbone (+ ``.sha256``) is written to ``--out`` after
+every epoch.
 """
 
 from __future__ import annotations
@@ -219,6 +221,11 @@ def train(args: argparse.Namespace) -> ElasticBackbone:
     steps_per_epoch = math.ceil(len(train_set) / args.batch_size)
     total_steps = steps_per_epoch * args.epochs
     full, smallest = CompressionConfig.full(space), CompressionConfig.smallest(space)
+    if args.fixed_config:
+        # A baseline trained alone: one variant on the labels, no sandwich, no distillation,
+        # no channel sorting (so "full" and "smallest" below both mean that variant).
+        full = smallest = CompressionConfig.from_id(args.fixed_config, space)
+        args.warmup_epochs = args.epochs
     for epoch in range(start_epoch, args.epochs):
         cpu0, wall0 = time.process_time(), time.perf_counter()
         sandwich = epoch >= args.warmup_epochs
@@ -269,7 +276,10 @@ def train(args: argparse.Namespace) -> ElasticBackbone:
 
     cpu0 = time.process_time()
     gen = torch.Generator().manual_seed(args.seed + 7)
-    configs = calibration_configs(space, gen, args.calib_random)
+    if args.fixed_config:
+        configs = [full] * 32
+    else:
+        configs = calibration_configs(space, gen, args.calib_random)
     calibrate_bn(model, train_set, configs, args.calib_batch, args.seed, args.progress)
     cpu_seconds += time.process_time() - cpu0
     model.eval()
@@ -286,7 +296,7 @@ def train(args: argparse.Namespace) -> ElasticBackbone:
 def _meta(args: argparse.Namespace, history: list, cpu_seconds: float, calibrated: bool) -> dict:
     return {"args": json.dumps({k: v for k, v in vars(args).items() if k != "progress"}),
             "history": json.dumps(history), "cpu_seconds": round(cpu_seconds, 1),
-            "bn_calibrated": calibrated, "torch": torch.__version__}
+            "bn_calibrated": calibrated, "torch": str(torch.__version__)}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -305,6 +315,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--calib-random", type=int, default=200,
                    help="random variants in the BN calibration (besides the covering set)")
     p.add_argument("--calib-batch", type=int, default=256)
+    p.add_argument("--fixed-config", default="",
+                   help="train only this variant (config id) from scratch: a baseline")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--data", default="/usr/share/datasets/fashion-mnist",

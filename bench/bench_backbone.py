@@ -1,0 +1,197 @@
+"""Benchmark of the self-evolutionary backbone: one set of weights vs nets trained alone.
+
+Side by side in one run, all as compact materialised modules, batch 1, one thread:
+
+* the full backbone;
+* the fastest variant within 1.5 points of the full backbone's test top-1 (from the shipped
+  profile table), with its latency and energy ratios vs full;
+* a hand-crafted compressed net trained alone (fixed half width, full depth);
+* subnets trained alone from scratch vs the same subnets taken from the shared weights;
+* materialise time and switch time (``VariantCache`` lookup between two cached variants).
+
+Baselines trained alone are trained by this script (``adaspring train --fixed-config``) into
+runs/bench/ unless already there; ``--baseline-epochs`` says how long. Nothing here asserts a
+time: it prints a table and writes the ``backbone`` section of docs/benchmarks.md.
+
+    .venv/bin/python bench/bench_backbone.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from adaspring_ros.core import training  # noqa: E402
+from adaspring_ros.core.config import CompressionConfig  # noqa: E402
+from adaspring_ros.core.data import load_fashion_mnist  # noqa: E402
+from adaspring_ros.core.energy import DEFAULT_DEVICE, make_meter  # noqa: E402
+from adaspring_ros.core.profile_table import ProfileTable  # noqa: E402
+from adaspring_ros.core.profiler import count_macs, fastest_within  # noqa: E402
+from adaspring_ros.core.supernet import VariantCache, load_backbone  # noqa: E402
+from adaspring_ros.paths import default_backbone, default_profile_table  # noqa: E402
+from bench.report import markdown_table, spread, write_section  # noqa: E402
+
+HALF_WIDTH = "r28-w50d3ck100f-w50d3ck100f-w50d3ck100f"      # hand-crafted: half width
+SUBNETS = ("r20-w50d1ck100f-w50d1ck100f-w50d1ck100f",       # small and shallow
+           "r24-w75d2sk100f-w75d2sk100f-w75d2sk100f")       # separable, mid size
+RUNS = Path(__file__).resolve().parent.parent / "runs" / "bench"
+
+
+def train_alone(config_id: str, epochs: int, retrain: bool, subset: int = 0) -> Path:
+    """A backbone trained on ``config_id`` only (cached in runs/bench/)."""
+    tag = f"{config_id}-e{epochs}" + (f"-s{subset}" if subset else "")
+    out = RUNS / f"alone-{tag}.pt"
+    if retrain or not out.exists():
+        args = ["--fixed-config", config_id, "--epochs", str(epochs), "--out", str(out),
+                "--workdir", str(RUNS / f"work-{tag}"), "--no-progress", "--threads", "1",
+                "--resume",
+                "--subset", str(subset)]
+        if training.cli_main(args) != 0:
+            raise RuntimeError(f"training {config_id} alone failed")
+    return out
+
+
+def interleaved_latency(nets: dict[str, torch.nn.Module], rounds: int, calls: int,
+                        meter) -> tuple[dict[str, list[float]], dict[str, float]]:
+    """Round-robin timing so that machine noise hits every net alike; ms per call, mJ per call."""
+    times: dict[str, list[float]] = {k: [] for k in nets}
+    joules: dict[str, float] = {k: 0.0 for k in nets}
+    inputs = {k: torch.randn(1, 1, n.resolution, n.resolution) for k, n in nets.items()}
+    with torch.inference_mode():
+        for name, net in nets.items():
+            for _ in range(20):
+                net(inputs[name])
+        for _ in range(rounds):
+            for name, net in nets.items():
+                meter.start()
+                for _ in range(calls):
+                    t0 = time.perf_counter()
+                    net(inputs[name])
+                    times[name].append((time.perf_counter() - t0) * 1e3)
+                joules[name] += meter.stop().joules
+    n = rounds * calls
+    return times, {k: 1e3 * j / n for k, j in joules.items()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--baseline-epochs", type=int, default=4,
+                   help="epochs of each net trained alone (the shared backbone had 12)")
+    p.add_argument("--retrain", action="store_true", help="retrain the baselines")
+    p.add_argument("--train-only", action="store_true", help="train the baselines and stop")
+    p.add_argument("--baseline-subset", type=int, default=0, help=argparse.SUPPRESS)
+    p.add_argument("--rounds", type=int, default=30)
+    p.add_argument("--calls", type=int, default=20)
+    p.add_argument("--points", type=float, default=1.5)
+    args = p.parse_args(argv)
+    if args.train_only:
+        for config_id in (HALF_WIDTH, *SUBNETS):
+            train_alone(config_id, args.baseline_epochs, args.retrain, args.baseline_subset)
+        return 0
+
+    backbone = load_backbone(default_backbone())
+    table_path = default_profile_table()
+    table = ProfileTable.load(table_path, (table_path.with_name(table_path.name + ".sha256")
+                                           .read_text().split()[0]))
+    if table.backbone_sha256 != backbone.sha256:
+        print("warning: the profile table was measured on another backbone", file=sys.stderr)
+    full_cfg = CompressionConfig.full(backbone.space)
+    best = fastest_within(table.entries, full_cfg.id, args.points)
+    if best is None:
+        raise SystemExit("the profile table has no full-backbone entry")
+    test = load_fashion_mnist("test")
+
+    # name -> (net, how it was obtained)
+    nets: dict[str, tuple[torch.nn.Module, str]] = {
+        "full backbone": (backbone.materialise(full_cfg), "shared weights"),
+        f"fastest within {args.points} pt": (backbone.materialise(best.config), "shared weights"),
+    }
+    train_cpu = {}
+    labels = ["hand-crafted half width"] + [f"subnet {'AB'[i]}" for i in range(len(SUBNETS))]
+    for label, config_id in zip(labels, (HALF_WIDTH, *SUBNETS), strict=True):
+        path = train_alone(config_id, args.baseline_epochs, args.retrain, args.baseline_subset)
+        alone = load_backbone(path)
+        train_cpu[config_id] = float(alone.meta.get("cpu_seconds", 0.0))
+        nets[f"{label} (alone)"] = (
+            alone.materialise(CompressionConfig.from_id(config_id)),
+            f"trained alone, {args.baseline_epochs} epochs")
+        nets[f"{label} (shared)"] = (
+            backbone.materialise(CompressionConfig.from_id(config_id)), "shared weights")
+
+    torch.set_num_threads(2)
+    accuracy = {k: training.evaluate(n, test, n.resolution) for k, (n, _) in nets.items()}
+    torch.set_num_threads(1)
+    meter = make_meter(DEFAULT_DEVICE)
+    times, energy = interleaved_latency({k: n for k, (n, _) in nets.items()}, args.rounds,
+                                        args.calls, meter)
+
+    full_key = "full backbone"
+    full_lat = spread(times[full_key])["p50"]
+    rows = []
+    for name, (net, origin) in nets.items():
+        s = spread(times[name])
+        rows.append([
+            name, net.config.id, origin, f"{100 * accuracy[name]:.2f}",
+            f"{s['p50']:.3f}", f"{s['p95']:.3f}", f"{s['min']:.3f}-{s['max']:.3f}",
+            f"{full_lat / s['p50']:.2f}x", f"{energy[name]:.3f}",
+            f"{energy[full_key] / energy[name]:.2f}x",
+            f"{count_macs(net, net.resolution) / 1e6:.2f}", f"{net.storage_bytes / 1024:.1f}",
+        ])
+
+    # Materialise and switch times (1 thread, as on the robot's hot path).
+    configs = [e.config for e in table.entries[:: max(1, len(table) // 40)]]
+    backbone.materialise(configs[0])
+    mat = []
+    for config in configs:
+        t0 = time.perf_counter()
+        backbone.materialise(config)
+        mat.append((time.perf_counter() - t0) * 1e3)
+    cache = VariantCache(backbone, capacity=4)
+    cache.get(full_cfg)                       # materialised here, off the timed loop
+    cache.get(best.config)
+    switch = []
+    for i in range(2000):
+        t0 = time.perf_counter()
+        cache.get(best.config if i % 2 else full_cfg)
+        switch.append((time.perf_counter() - t0) * 1e3)
+    ms, ss = spread(mat), spread(switch)
+
+    headers = ["variant", "config", "weights", "top-1 %", "p50 ms", "p95 ms", "min-max ms",
+               "speed-up vs full", "energy mJ", "energy gain vs full", "MMACs", "storage KB"]
+    body = [
+        markdown_table(headers, rows),
+        "",
+        markdown_table(
+            ["operation", "p50 ms", "p95 ms", "max ms", "n"],
+            [["materialise(config) (profiled configs)", f"{ms['p50']:.2f}", f"{ms['p95']:.2f}",
+              f"{ms['max']:.2f}", len(mat)],
+             ["switch between two cached variants (VariantCache.get)", f"{ss['p50']:.4f}",
+              f"{ss['p95']:.4f}", f"{ss['max']:.4f}", len(switch)]]),
+        "",
+        f"- Top-1 on the 10k Fashion-MNIST test split; latency is batch 1, 1 thread, "
+        f"{args.rounds} rounds x {args.calls} calls per net, round-robin so machine noise hits "
+        f"all nets alike. Energy: `{meter.method}` (no RAPL in this container).",
+        f"- Shared weights: `{backbone.sha256[:12]}` (models/backbone.pt), trained "
+        f"{json.loads(backbone.meta.get('args', '{}')).get('epochs', '?')} epochs with the "
+        "sandwich rule; every row marked shared is a slice of that one file, no retraining.",
+        f"- Trained alone: `adaspring train --fixed-config <id> --epochs {args.baseline_epochs}` "
+        "(same data, optimiser and schedule, labels only), CPU time per baseline: "
+        + ", ".join(f"{k} {v / 60:.1f} min" for k, v in train_cpu.items()) + ".",
+        f"- Fastest within {args.points} pt of full is picked from the shipped profile table "
+        f"({len(table)} profiled variants) and re-measured here.",
+    ]
+    write_section("backbone", "Self-evolutionary backbone vs nets trained alone",
+                  ".venv/bin/python bench/bench_backbone.py "
+                  f"--baseline-epochs {args.baseline_epochs}", "\n".join(body))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from adaspring_ros.core.context import BudgetParams, Context, Lambdas
+from adaspring_ros.core.context import BudgetParams, Context, LambdaParams, Lambdas
 from adaspring_ros.core.evolution import ContentionEstimator, EvolutionParams, Evolver
 from adaspring_ros.core.synthetic import synthetic_table, table_from_rows
 
@@ -227,6 +227,21 @@ def test_configured_safe_variant_and_no_context_at_all(table):
     assert decision.swap and decision.config_id == mid and "no context yet" in decision.reason
     with pytest.raises(ValueError, match="safe_config_id"):
         Evolver(table, EvolutionParams(safe_config_id="r28-nope"))
+
+
+def test_params_can_change_at_run_time(table):
+    slow, mid, fast = ids(table)
+    evolver = Evolver(table, lambdas=ACCURACY)
+    start(evolver, Context(latency_budget_ms=10))
+    evolver.contention.factor = 8.0
+    evolver.set_params(EvolutionParams(safe_config_id=mid, contention_max=4.0), BudgetParams(),
+                       LambdaParams(), lambdas=None)
+    assert evolver.safe_id == mid and evolver.contention.factor == 4.0
+    assert evolver.fixed_lambdas is None and evolver.active_id == slow
+    with pytest.raises(ValueError, match="safe_config_id"):
+        evolver.set_params(EvolutionParams(safe_config_id="r28-nope"), BudgetParams(),
+                           LambdaParams())
+    assert evolver.safe_id == mid
 
 
 def test_pending_swap_waits_then_times_out(table):

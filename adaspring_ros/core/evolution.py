@@ -185,19 +185,12 @@ class Evolver:
         """``lambdas`` fixes λ (no adaptation); ``active_id`` is the variant already running;
         ``mission_start`` (same clock as ``now``) defaults to the first call's time."""
         self.search = table if isinstance(table, RuntimeSearch) else RuntimeSearch(table)
-        self.params = params or EvolutionParams()
-        self.budget_params = budget_params or BudgetParams()
-        self.lambda_params = lambda_params or LambdaParams()
-        self.fixed_lambdas = lambdas
-        safe = self.params.safe_config_id
-        if safe is not None and safe not in self.search:
-            raise ValueError(f"safe_config_id {safe!r} is not in the profile table")
-        self.safe_id = safe or self.search.fastest.id
         if active_id is not None and active_id not in self.search:
             raise ValueError(f"active config {active_id!r} is not in the profile table")
         self.active_id = active_id
-        self.contention = ContentionEstimator(
-            self.params.contention_alpha, self.params.contention_min, self.params.contention_max)
+        self.contention = ContentionEstimator()
+        self.set_params(params or EvolutionParams(), budget_params or BudgetParams(),
+                        lambda_params or LambdaParams(), lambdas)
         self.latency_drift = 1.0
         self.deadline_violated = False
         self.swaps = 0
@@ -207,6 +200,23 @@ class Evolver:
         self._last_swap_at = -math.inf
         self._violations: list[float] = []  # times of the violation swaps still remembered
         self._pending: tuple[str, float] | None = None
+
+    def set_params(self, params: EvolutionParams, budget_params: BudgetParams,
+                   lambda_params: LambdaParams, lambdas: Lambdas | None = None) -> None:
+        """Replace the tuning at run time (e.g. ROS parameters changed). The running variant,
+        the contention estimate (clipped to the new bounds) and the swap history are kept.
+        ``lambdas`` fixes λ; None lets them adapt. Raises ValueError for an unknown safe id,
+        leaving the old tuning in place."""
+        safe = params.safe_config_id
+        if safe is not None and safe not in self.search:
+            raise ValueError(f"safe_config_id {safe!r} is not in the profile table")
+        self.params, self.budget_params, self.lambda_params = params, budget_params, lambda_params
+        self.fixed_lambdas = lambdas
+        self.safe_id = safe or self.search.fastest.id
+        est = self.contention
+        est.alpha, est.low, est.high = (params.contention_alpha, params.contention_min,
+                                        params.contention_max)
+        est.factor = min(max(est.factor, est.low), est.high)
 
     # -- inputs -------------------------------------------------------------------------------
     def _start(self, now: float) -> None:

@@ -6,8 +6,8 @@ One source, chosen by the ``source`` parameter:
   battery_state  psutil, with the battery taken from sensor_msgs/BatteryState on
                  ``battery_topic`` (SENSOR_QOS); readings with NaN/inf or out-of-range values are
                  rejected (throttled log line, counter in /diagnostics);
-  scenario       a timed trace (config/scenarios/*.yaml); its time runs from node start,
-                 ``time_scale`` times faster, optionally looping.
+  scenario       a timed trace (config/scenarios/*.yaml); its time runs from node start (or
+                 from ``start_time_unix``), ``time_scale`` times faster, optionally looping.
 Readings nobody can make are published as NaN, never invented. The sampling and the trace live in
 adaspring_ros.core.context; this node only times, converts and publishes.
 """
@@ -52,6 +52,9 @@ PARAMETERS = (
     ("time_scale", 1.0, describe("scenario seconds per second (2 = twice as fast)",
                                  floating=(0.01, 100.0), **RO)),
     ("loop", False, describe("restart the scenario at its end (else hold its last step)")),
+    ("start_time_unix", 0.0, describe("wall-clock time (s since 1970) of scenario t = 0, to line "
+                                      "several processes up on one timeline (0 = node start; "
+                                      "before it, t = 0 is held)", floating=(0.0, 1e11), **RO)),
     ("battery_topic", BATTERY_TOPIC,
      describe("sensor_msgs/BatteryState topic for source battery_state", **RO)),
     ("battery_timeout_s", 10.0, describe("a battery reading older than this counts as unknown, s",
@@ -115,7 +118,9 @@ class ContextNode(Node):
 
     def scenario_time(self) -> float:
         """Seconds into the scenario: from node start, scaled, wrapped when looping."""
-        t = (time.monotonic() - self.started) * self.get_parameter("time_scale").value
+        origin = self.get_parameter("start_time_unix").value
+        elapsed = time.time() - origin if origin > 0 else time.monotonic() - self.started
+        t = max(elapsed, 0.0) * self.get_parameter("time_scale").value
         if self.get_parameter("loop").value and self.trace.duration_s > 0:
             return t % self.trace.duration_s
         if t > self.trace.duration_s and not self.ended_logged:

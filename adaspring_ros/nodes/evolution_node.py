@@ -208,6 +208,7 @@ class EvolutionNode(Node):
         self.applied: tuple[Decision, float] | None = None  # last confirmed swap, ROS time (ns)
         self.context_msg: ContextState | None = None
         self.context_at = -math.inf
+        self.started = time.monotonic()
         self.service_ready = False
         self.retry_after = -math.inf
         self.counts = {"swaps": 0, "reapplied": 0, "refused": 0, "timeouts": 0,
@@ -307,6 +308,8 @@ class EvolutionNode(Node):
                 self._service_changed(ready)
             if self.call is not None or not ready or now < self.retry_after:
                 return
+            if self.context_msg is None and now - self.started < self.evolver.params.stale_after_s:
+                return  # at start, give the context node one stale period to be heard
             decision = self.evolver.decide(now)
             # Until a variant is confirmed, also "keep" one: the perception node then serves a
             # known variant and /adaspring/config announces it (a no-op swap if it ran already).

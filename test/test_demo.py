@@ -1,0 +1,89 @@
+"""`adaspring demo` end to end (short form): four real node processes, a scenario with a real
+competing CPU load, the summary table, the timeline PNG, the raw events, and no orphan process
+after a normal exit or a Ctrl-C."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+pytestmark = pytest.mark.ros
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def demo(out: Path, *args: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "adaspring_ros.cli", "demo", "--out", str(out), *args],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        start_new_session=True)
+
+
+def leftovers(out: Path) -> list[str]:
+    """Processes still running with this demo's ROS log dir in their environment."""
+    found = []
+    for proc in psutil.process_iter(["pid", "cmdline"]):
+        try:
+            if str(out) in proc.environ().get("ROS_LOG_DIR", ""):
+                found.append(" ".join(proc.info["cmdline"] or []))
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    return found
+
+
+def wait_gone(out: Path, timeout: float = 10.0) -> list[str]:
+    deadline = time.monotonic() + timeout
+    while (left := leftovers(out)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return left
+
+
+def test_short_demo_prints_summary_and_writes_timeline(tmp_path):
+    out = tmp_path / "run"
+    proc = demo(out, "--duration", "15", "--no-baseline")
+    try:
+        stdout, _ = proc.communicate(timeout=150)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, stdout
+    assert "=== summary" in stdout and "deadline hit %" in stdout, stdout
+    assert "why:" in stdout, stdout  # at least one evolution event printed live
+    for phase in ("0-20 s: budget 20 ms", "CPU hog", "40-60 s: budget 8 ms", "whole scenario"):
+        assert phase in stdout, stdout
+    assert (out / "timeline.png").stat().st_size > 10_000
+    data = json.loads((out / "events.json").read_text())
+    run = data["runs"][0]
+    assert run["name"] == "adaptive" and len(run["events"]) >= 1
+    assert run["events"][0]["reason"]
+    assert len(run["frames"]) > 50 and any(h[1] > 0 for h in run["hog"])
+    whole = [r for r in data["summary"] if r["phase"] == "whole scenario"][0]
+    assert whole["accuracy_percent"] > 30 and whole["frames"] > 50
+    assert not wait_gone(out), "orphan processes after the demo"
+
+
+def test_ctrl_c_stops_every_child(tmp_path):
+    out = tmp_path / "run"
+    proc = demo(out, "--duration", "60", "--no-baseline")
+    lines = []
+    try:
+        for line in proc.stdout:
+            lines.append(line)
+            if "running (" in line:  # the scenario (and its nodes) are up
+                break
+        assert leftovers(out), "".join(lines)
+        proc.send_signal(signal.SIGINT)
+        rest, _ = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, "".join(lines) + rest
+    assert "interrupted" in rest
+    assert not wait_gone(out), "orphan processes after Ctrl-C"

@@ -246,14 +246,7 @@ class EvolutionNode(Node):
         return SetParametersResult(successful=True)
 
     def apply_parameters_callback(self, params) -> None:
-        evolution, budget, lambdas, fixed = core_params(self._values())
-        # Adapter until Evolver has a setter: the policy reads these attributes on every decide.
-        ev = self.evolver
-        ev.params, ev.budget_params, ev.lambda_params, ev.fixed_lambdas = (
-            evolution, budget, lambdas, fixed)
-        ev.safe_id = evolution.safe_config_id or ev.search.fastest.id
-        ev.contention.alpha = evolution.contention_alpha
-        ev.contention.low, ev.contention.high = evolution.contention_min, evolution.contention_max
+        self.evolver.set_params(*core_params(self._values()))  # validated in the on-set callback
         names = {p.name for p in params}
         for name, timer in (("decision_period_s", self.decision_timer),
                             ("diagnostics_period_s", self.diagnostics_timer)):

@@ -66,6 +66,10 @@ def ros_environment(log_dir: Path, domain_id: int | None = None) -> dict[str, st
     return env
 
 
+class DemoError(RuntimeError):
+    """The pipeline could not be brought up or a node died; the message names it."""
+
+
 class ChildProcesses:
     """Node processes of one run: started in their own session, stopped with SIGINT then SIGKILL.
 
@@ -104,6 +108,12 @@ class ChildProcesses:
     def dead(self) -> list[str]:
         """Names of children that exited on their own."""
         return [n for n, p in self.procs.items() if p.poll() is not None]
+
+    def check(self, doing: str = "running") -> None:
+        """Raise DemoError with the log tail of the first child that exited on its own."""
+        dead = self.dead()
+        if dead:
+            raise DemoError(f"{dead[0]} exited while {doing}:\n{self.log_tail(dead[0])}")
 
     def log_tail(self, name: str, chars: int = 2000) -> str:
         try:
@@ -275,7 +285,7 @@ class RunRecord:
         return (wall - self.t0) * self.time_scale
 
 
-_SWAP_MS = re.compile(r"\(swap ([0-9.]+) ms\)\s*$")
+SWAP_MS = re.compile(r"\(swap ([0-9.]+) ms\)\s*$")
 
 
 def _stamp(header: Any) -> float:
@@ -330,7 +340,7 @@ class Recorder:
 
     def config_callback(self, msg: Any) -> None:
         now = time.time()
-        swap = _SWAP_MS.search(msg.reason)
+        swap = SWAP_MS.search(msg.reason)
         ctx = msg.context
         event = {
             "time": now, "config_id": msg.config_id, "reason": msg.reason,
@@ -359,7 +369,7 @@ def format_event(event: dict[str, Any], t: float) -> str:
     if ctx["source"]:
         situation = (f"battery {battery_text}, cpu others {ctx['cpu_load_other_percent']:.0f}%, "
                      f"budget {ctx['latency_budget_ms']:g} ms")
-    reason = _SWAP_MS.sub("", event["reason"]).strip()
+    reason = SWAP_MS.sub("", event["reason"]).strip()
     swap = event["swap_ms"]
     return (f"[{t:6.1f} s] {situation} -> {event['config_id']} "
             f"(predicted {event['predicted_accuracy_percent']:.1f}% acc, "
@@ -384,19 +394,13 @@ def evolution_overrides(trace: ScenarioTrace) -> dict[str, object]:
 
 
 # -- running one pass ------------------------------------------------------------------------
-class DemoError(RuntimeError):
-    """The pipeline could not be brought up or a node died; the message names it."""
-
-
-def _spin_until(node: Any, predicate, deadline: float, children: ChildProcesses,
-                what: str) -> None:
+def spin_until(node: Any, predicate, deadline: float, children: ChildProcesses,
+               what: str) -> None:
+    """Spin ``node`` until ``predicate()``; DemoError when a child dies or at ``deadline``."""
     import rclpy
 
     while not predicate():
-        dead = children.dead()
-        if dead:
-            raise DemoError(f"{dead[0]} exited while waiting for {what}:\n"
-                            f"{children.log_tail(dead[0])}")
+        children.check(what)
         if time.time() > deadline:
             raise DemoError(f"timed out waiting for {what}; node logs are in {children.log_dir}")
         rclpy.spin_once(node, timeout_sec=0.05)
@@ -435,13 +439,13 @@ def run_pass(name: str, evolution: bool, duration: float, trace: ScenarioTrace,
         def ready() -> bool:
             return len(record.frames) >= 5 and bool(record.events or not evolution)
 
-        _spin_until(recorder.node, ready, t0 + 60.0, children,
+        spin_until(recorder.node, ready, t0 + 60.0, children,
                     "the pipeline to classify frames" + (" and choose a variant"
                                                          if evolution else ""))
         if time.time() > t0:
             print(f"  (start-up took {time.time() - t0 + start_margin:.1f} s: the scenario "
                   f"started before the pipeline was ready)")
-        _spin_until(recorder.node, lambda: time.time() >= t0, t0 + 1, children, "t = 0")
+        spin_until(recorder.node, lambda: time.time() >= t0, t0 + 1, children, "t = 0")
         print(f"  scenario {trace.name!r} running ({duration:g} s, x{time_scale:.2f})",
               flush=True)
         phases = scenario_phases(trace)
@@ -462,9 +466,7 @@ def run_pass(name: str, evolution: bool, duration: float, trace: ScenarioTrace,
                 print(f"  --- {phase.label}"
                       + (f" ({wanted} busy-loop process(es) running)" if wanted else ""),
                       flush=True)
-            dead = children.dead()
-            if dead:
-                raise DemoError(f"{dead[0]} died:\n{children.log_tail(dead[0])}")
+            children.check("the scenario played")
             rclpy.spin_once(recorder.node, timeout_sec=0.05)
     except KeyboardInterrupt:
         record.interrupted = True

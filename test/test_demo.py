@@ -47,7 +47,7 @@ def wait_gone(out: Path, timeout: float = 10.0) -> list[str]:
 
 def test_short_demo_prints_summary_and_writes_timeline(tmp_path):
     out = tmp_path / "run"
-    proc = demo(out, "--duration", "15", "--no-baseline")
+    proc = demo(out, "--duration", "12", "--no-baseline")
     try:
         stdout, _ = proc.communicate(timeout=150)
     finally:
@@ -63,9 +63,9 @@ def test_short_demo_prints_summary_and_writes_timeline(tmp_path):
     run = data["runs"][0]
     assert run["name"] == "adaptive" and len(run["events"]) >= 1
     assert run["events"][0]["reason"]
-    assert len(run["frames"]) > 50 and any(h[1] > 0 for h in run["hog"])
+    assert len(run["frames"]) > 40 and any(h[1] > 0 for h in run["hog"])
     whole = [r for r in data["summary"] if r["phase"] == "whole scenario"][0]
-    assert whole["accuracy_percent"] > 30 and whole["frames"] > 50
+    assert whole["accuracy_percent"] > 30 and whole["frames"] > 40
     assert not wait_gone(out), "orphan processes after the demo"
 
 

@@ -89,10 +89,13 @@ def listen(node):
 
 
 def test_scenario_plays_from_node_start(rclpy_node, tmp_path):
+    import time
+
     received = listen(rclpy_node)
-    # mixed.yaml tightens the budget from 20 to 8 ms at t = 40 s: at 25x that is 1.6 s.
+    # mixed.yaml tightens the budget from 20 to 8 ms at t = 40 s: at 10x that is 4 s after
+    # t = 0, which is put 3 s after now so discovery cannot miss the start.
     proc = start_context(tmp_path, "source:=scenario", "scenario:=scenarios/mixed.yaml",
-                         "time_scale:=25.0")
+                         "time_scale:=10.0", f"start_time_unix:={time.time() + 3.0}")
     try:
         spin_until(rclpy_node, lambda: received and received[-1].latency_budget_ms == 8.0, 20,
                    "the scenario's budget change", [proc])

@@ -280,8 +280,13 @@ class EvolutionNode(Node):
             self._reapply(f"perception serves {msg.config_id or 'nothing'}, not "
                           f"{self.applied[0].config_id} (restarted?)", msg.config_id)
             return  # these metrics describe a variant about to be replaced
+        # The perception node does not know the budget, so it cannot count deadline misses;
+        # an end-to-end p95 over the budget means at least 5 % of the window's frames missed.
+        budget = self.context_msg.latency_budget_ms if self.context_msg is not None else math.inf
+        misses = int(math.isfinite(msg.end_to_end_latency_ms_p95)
+                     and msg.end_to_end_latency_ms_p95 > budget)
         self.evolver.observe_metrics(msg.config_id, msg.model_latency_ms_p50,
-                                     msg.model_latency_ms_p95, now)
+                                     msg.model_latency_ms_p95, now, deadline_misses=misses)
 
     def _disagrees(self, msg: PerformanceMetrics) -> bool:
         stamp_ns = msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec

@@ -269,7 +269,12 @@ class EvolutionNode(Node):
         self.evolve()  # decide now rather than at the next tick: swaps follow the context fast
 
     def metrics_callback(self, msg: PerformanceMetrics) -> None:
-        now = time.monotonic()
+        try:
+            self._observe_metrics(msg, time.monotonic())
+        except Exception as exc:  # a malformed message must not stop the node
+            self.get_logger().error(f"cannot use metrics: {exc!r}", throttle_duration_sec=5.0)
+
+    def _observe_metrics(self, msg: PerformanceMetrics, now: float) -> None:
         call = self.call
         if call is not None and call.timed_out and msg.config_id == call.decision.config_id:
             self.client.remove_pending_request(call.future)

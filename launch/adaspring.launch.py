@@ -3,7 +3,10 @@
     ros2 launch adaspring_ros adaspring.launch.py image_topic:=/my_camera/image_raw
 
 Every node reads its parameters from config/adaspring.yaml (or ``params_file:=``); the camera
-topic is remapped, so any driver publishing sensor_msgs/Image works unchanged.
+topic is remapped, so any driver publishing sensor_msgs/Image works unchanged. The context
+node's ``source`` and ``scenario`` come from the ``context_source`` / ``scenario`` launch
+arguments (they override the YAML), e.g. ``context_source:=battery_state`` on a robot with a
+battery driver.
 """
 
 from launch.actions import DeclareLaunchArgument

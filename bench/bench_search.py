@@ -50,14 +50,18 @@ CONTENTION_PER_LOAD = 2.0  # simulated slowdown per unit of other processes' CPU
 # --------------------------------------------------------------------------------------------
 def random_query(rng: np.random.Generator, search: RuntimeSearch) -> tuple[Budgets, Lambdas,
                                                                             float]:
-    """Budgets around the table's own ranges (some, all or no variants fit), λ, contention."""
+    """Budgets around the table's own ranges (some, all or no variants fit), sometimes an
+    accuracy floor, λ, contention."""
     def pick(values: np.ndarray) -> float:
         if rng.random() < 0.25:
             return math.inf
         return float(rng.uniform(values.min() * 0.7, values.max() * 1.05))
 
+    floor = 0.0 if rng.random() < 0.5 else float(rng.uniform(search.accuracy.min(),
+                                                             search.accuracy.max()))
     budgets = Budgets(latency_ms=pick(search.latency_p95), memory_mb=pick(search.memory),
-                      storage_bytes=pick(search.storage), energy_mj=pick(search.energy))
+                      storage_bytes=pick(search.storage), energy_mj=pick(search.energy),
+                      min_accuracy=floor)
     lambda2 = float(rng.uniform(0, 1))
     return budgets, Lambdas(1 - lambda2, lambda2), float(rng.uniform(0.8, 3.0))
 

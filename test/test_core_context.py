@@ -230,7 +230,7 @@ def test_energy_budget_spreads_the_battery_share_over_the_mission():
 @pytest.mark.parametrize("kwargs", [
     {"fps": 0}, {"battery_capacity_wh": -1}, {"perception_energy_share": 1.5},
     {"latency_margin": 0}, {"mission_duration_s": 0}, {"memory_reserve_mb": NAN},
-    {"fps": True},
+    {"fps": True}, {"min_accuracy": 1.5},
 ])
 def test_budget_params_are_validated(kwargs):
     with pytest.raises(ValueError, match=next(iter(kwargs))):

@@ -23,8 +23,11 @@ def random_budgets(rng: np.random.Generator, search: RuntimeSearch) -> Budgets:
         return INF if rng.random() < 0.25 else float(rng.uniform(values.min() * 0.8,
                                                                   values.max() * 1.1))
 
+    floor = 0.0 if rng.random() < 0.5 else float(rng.uniform(search.accuracy.min(),
+                                                             search.accuracy.max()))
     return Budgets(latency_ms=pick(search.latency_p95), memory_mb=pick(search.memory),
-                   storage_bytes=pick(search.storage), energy_mj=pick(search.energy))
+                   storage_bytes=pick(search.storage), energy_mj=pick(search.energy),
+                   min_accuracy=floor)
 
 
 @pytest.mark.parametrize("seed", range(12))
@@ -111,6 +114,20 @@ def test_nothing_fits_falls_back_to_the_fastest_with_that_reason():
     assert "latency" in result.reason
 
 
+def test_an_accuracy_floor_keeps_poor_variants_out():
+    rows = [{"accuracy": 0.92, "energy_mj": 10.0}, {"accuracy": 0.85, "energy_mj": 4.0},
+            {"accuracy": 0.30, "energy_mj": 1.0}]
+    table = table_from_rows(rows)
+    search = RuntimeSearch(table)
+    energy_only = Lambdas(0.0, 1.0)
+    assert search.search(Budgets(), energy_only).config_id == table.entries[2].id
+    floored = search.search(Budgets(min_accuracy=0.8), energy_only)
+    assert floored.config_id == table.entries[1].id
+    nothing = search.search(Budgets(min_accuracy=0.95), energy_only)
+    assert not nothing.feasible and nothing.config_id == table.entries[0].id
+    assert "accuracy 92.0% < 95.0%" in nothing.reason
+
+
 def test_fallback_is_the_variant_closest_to_fitting_the_binding_budget():
     rows = [{"latency_ms_p50": 1, "peak_memory_mb": 40},
             {"latency_ms_p50": 9, "peak_memory_mb": 12},
@@ -172,10 +189,11 @@ def test_default_table_falls_back_to_a_synthetic_table_and_says_so(monkeypatch, 
 
 def test_cli_prints_the_choice(capsys):
     code = cli_main(["--battery", "30", "--cpu-load", "50", "--latency-budget-ms", "10",
-                     "--mission-s", "600"])
+                     "--mission-s", "600", "--min-accuracy", "0.5"])
     out = capsys.readouterr().out
     assert code == 0
-    for word in ("chosen:", "predicted:", "λ1", "budgets:", "reason:", "latency <= 9.00 ms"):
+    for word in ("chosen:", "predicted:", "λ1", "budgets:", "reason:", "latency <= 9.00 ms",
+                 "accuracy >= 50.0%"):
         assert word in out
 
 

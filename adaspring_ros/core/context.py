@@ -572,6 +572,8 @@ class BudgetParams:
     memory_reserve_mb:        memory left for the rest of the system.
     memory_limit_mb:          hard cap on the variant's peak memory; None = none.
     storage_limit_bytes:      storage the variant may occupy; None = unlimited.
+    min_accuracy:             least acceptable accuracy (fraction); 0 = none. Keeps a high λ2
+                              from choosing a variant too poor for the application.
     """
 
     fps: float = 10.0
@@ -584,6 +586,7 @@ class BudgetParams:
     memory_reserve_mb: float = 256.0
     memory_limit_mb: float | None = None
     storage_limit_bytes: int | None = None
+    min_accuracy: float = 0.0
 
     def __post_init__(self) -> None:
         require_number("fps", self.fps, 0.0, math.inf, low_open=True)
@@ -591,6 +594,7 @@ class BudgetParams:
                         low_open=True)
         for name in ("perception_energy_share", "latency_margin", "min_latency_factor"):
             require_number(name, getattr(self, name), 0.0, 1.0, low_open=True)
+        require_number("min_accuracy", self.min_accuracy, 0.0, 1.0)
         for name in ("drift_tolerance", "memory_reserve_mb"):
             require_number(name, getattr(self, name), 0.0, math.inf)
         for name in ("mission_duration_s", "memory_limit_mb", "storage_limit_bytes"):
@@ -600,12 +604,14 @@ class BudgetParams:
 
 @dataclass(frozen=True)
 class Budgets:
-    """Upper bounds a variant must meet; ``math.inf`` = unconstrained. ``notes`` say why."""
+    """Bounds a variant must meet: upper bounds (``math.inf`` = unconstrained) and a least
+    accuracy (0 = none). ``notes`` say why."""
 
     latency_ms: float = math.inf
     memory_mb: float = math.inf
     storage_bytes: float = math.inf
     energy_mj: float = math.inf
+    min_accuracy: float = 0.0
     notes: tuple[str, ...] = ()
 
     def describe(self) -> str:
@@ -614,7 +620,8 @@ class Budgets:
 
         return (f"latency <= {v(self.latency_ms, '.2f')} ms, memory <= "
                 f"{v(self.memory_mb, '.0f')} MB, storage <= {v(self.storage_bytes, '.0f')} B, "
-                f"energy <= {v(self.energy_mj, '.3g')} mJ/frame")
+                f"energy <= {v(self.energy_mj, '.3g')} mJ/frame"
+                + (f", accuracy >= {self.min_accuracy:.1%}" if self.min_accuracy > 0 else ""))
 
 
 def compute_budgets(
@@ -633,6 +640,7 @@ def compute_budgets(
     memory_mb  = min(memory_available_mb - memory_reserve_mb, memory_limit_mb), floored at 0;
         unknown available memory leaves only the configured limit.
     storage_bytes = storage_limit_bytes (the context carries no storage reading).
+    min_accuracy  = min_accuracy (an application requirement, not a context reading).
     energy_mj  = E / (remaining_s x fps) x 1000 with
         E = battery_percent / 100 x battery_capacity_wh x 3600 x perception_energy_share  [J]:
         the energy per frame that keeps perception alive until the mission ends.
@@ -670,7 +678,7 @@ def compute_budgets(
         energy = joules / (remaining * params.fps) * 1000.0
         notes.append(f"{joules:.0f} J for {remaining:.0f} s of mission at {params.fps:g} fps")
     return Budgets(latency_ms=latency, memory_mb=memory, storage_bytes=storage,
-                   energy_mj=energy, notes=tuple(notes))
+                   energy_mj=energy, min_accuracy=params.min_accuracy, notes=tuple(notes))
 
 
 # --------------------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ Constraints, with the latency prediction corrected for the measured contention::
 
     latency_ms_p95 x contention <= budgets.latency_ms
     peak_memory_mb <= budgets.memory_mb,  storage_bytes <= budgets.storage_bytes,
-    energy_mj <= budgets.energy_mj
+    energy_mj <= budgets.energy_mj,  accuracy >= budgets.min_accuracy
 
 Energy is not scaled by the contention: time-slicing stretches wall-clock latency, not the CPU time
 the energy model charges. Ties go to the smallest config id. When no variant fits, the one closest
@@ -170,6 +170,8 @@ class RuntimeSearch:
         )
         violations = tuple(f"{name} {value:.3g} {unit} > {limit:.3g} {unit}"
                            for name, value, limit, unit in checks if value > limit)
+        if self.accuracy[i] < budgets.min_accuracy:
+            violations += (f"accuracy {self.accuracy[i]:.1%} < {budgets.min_accuracy:.1%}",)
         return Prediction(
             config_id=self.ids[i], accuracy=float(self.accuracy[i]), latency_ms=latency,
             energy_mj=float(self.energy[i]), peak_memory_mb=float(self.memory[i]),
@@ -184,7 +186,8 @@ class RuntimeSearch:
         return ((self.latency_p95 * contention <= budgets.latency_ms)
                 & (self.memory <= budgets.memory_mb)
                 & (self.storage <= budgets.storage_bytes)
-                & (self.energy <= budgets.energy_mj))
+                & (self.energy <= budgets.energy_mj)
+                & (self.accuracy >= budgets.min_accuracy))
 
     def search(self, budgets: Budgets, lambdas: Lambdas, contention: float = 1.0) -> SearchResult:
         """The best variant under ``budgets``; ``contention`` = measured / profiled latency."""
@@ -218,6 +221,8 @@ class RuntimeSearch:
                               (self.energy, budgets.energy_mj)):
             if limit < math.inf:
                 ratios = np.maximum(ratios, values / max(limit, 1e-12))
+        if budgets.min_accuracy > 0:
+            ratios = np.maximum(ratios, budgets.min_accuracy / np.maximum(self.accuracy, 1e-12))
         return int(np.lexsort((np.arange(len(self)), self.latency_p95, ratios))[0])
 
     def decide(self, context: Context, *, budget_params: BudgetParams | None = None,
@@ -251,7 +256,8 @@ def exhaustive_search(table: ProfileTable, budgets: Budgets, lambdas: Lambdas,
         fits = (entry.latency_ms_p95 * contention <= budgets.latency_ms
                 and entry.peak_memory_mb <= budgets.memory_mb
                 and entry.storage_bytes <= budgets.storage_bytes
-                and entry.energy_mj <= budgets.energy_mj)
+                and entry.energy_mj <= budgets.energy_mj
+                and entry.accuracy >= budgets.min_accuracy)
         if not fits:
             continue
         acc_n = (a - acc_lo) / acc_span if acc_span > 0 else 0.0
@@ -310,6 +316,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--fps", type=float, help="frame rate for the energy budget")
     p.add_argument("--battery-capacity-wh", type=float, help="battery capacity, Wh")
     p.add_argument("--mission-s", type=float, help="mission time left, s (energy budget)")
+    p.add_argument("--min-accuracy", type=float, help="least acceptable accuracy, 0..1")
     return p
 
 
@@ -327,7 +334,8 @@ def _cli_context(args: argparse.Namespace) -> tuple[Context, BudgetParams]:
         )
     overrides = {name: value for name, value in (
         ("fps", args.fps), ("battery_capacity_wh", args.battery_capacity_wh),
-        ("mission_duration_s", args.mission_s)) if value is not None}
+        ("mission_duration_s", args.mission_s), ("min_accuracy", args.min_accuracy))
+        if value is not None}
     return context, BudgetParams(**{**params.__dict__, **overrides})
 
 

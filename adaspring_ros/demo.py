@@ -408,18 +408,20 @@ def spin_until(node: Any, predicate, deadline: float, children: ChildProcesses,
 
 def run_pass(name: str, evolution: bool, duration: float, trace: ScenarioTrace,
              scenario_path: Path, out: Path, env: dict[str, str], hog_per_unit: int = 1,
-             quiet: bool = False, start_margin: float = 10.0) -> RunRecord:
+             quiet: bool = False, start_margin: float = 4.0) -> RunRecord:
     """Run the pipeline once through the scenario squeezed into ``duration`` seconds.
 
     The scenario's ``cpu_hog`` x ``hog_per_unit`` busy-loop processes run while a step asks for
     them. Without ``evolution`` the perception node stays on the full model (the static baseline).
+    The perception node (the slow one to start) comes up first; the context node then starts
+    with scenario t = 0 ``start_margin`` seconds ahead, time for it and the evolution node to
+    start and agree on a first variant.
     """
     import rclpy
 
     time_scale = trace.duration_s / duration
     params_file = default_params_file()
-    t0 = time.time() + start_margin  # scenario t = 0 for the context node and the CPU hog
-    record = RunRecord(name, evolution, t0, time_scale)
+    record = RunRecord(name, evolution, math.inf, time_scale)
     children = ChildProcesses(env, out / "logs" / name.replace(" ", "_"))
     recorder = Recorder(record, quiet)
     hog = CpuHog()
@@ -431,23 +433,23 @@ def run_pass(name: str, evolution: bool, duration: float, trace: ScenarioTrace,
                   "encoding": "mono8"}
         children.start_node("perception_node", params_file, {"initial_config": "full"})
         children.start_node("camera_replay_node", params_file, camera)
+        spin_until(recorder.node, lambda: len(record.frames) >= 5, time.time() + 90, children,
+                   "the perception node to classify frames")
+        record.t0 = time.time() + start_margin  # scenario t = 0, for the context node and hog
         children.start_node("context_node", params_file, {
             "source": "scenario", "scenario": str(scenario_path), "time_scale": time_scale,
-            "start_time_unix": t0, "rate_hz": 5.0})
+            "start_time_unix": record.t0, "rate_hz": 5.0})
         if evolution:
             children.start_node("evolution_node", params_file, evolution_overrides(trace))
-        def ready() -> bool:
-            return len(record.frames) >= 5 and bool(record.events or not evolution)
-
-        spin_until(recorder.node, ready, t0 + 60.0, children,
-                    "the pipeline to classify frames" + (" and choose a variant"
-                                                         if evolution else ""))
-        if time.time() > t0:
-            print(f"  (start-up took {time.time() - t0 + start_margin:.1f} s: the scenario "
-                  f"started before the pipeline was ready)")
-        spin_until(recorder.node, lambda: time.time() >= t0, t0 + 1, children, "t = 0")
+            spin_until(recorder.node, lambda: bool(record.events), time.time() + 60, children,
+                       "the evolution node to choose a first variant")
+        if time.time() > record.t0:
+            print(f"  (the first variant came {time.time() - record.t0:.1f} s after the "
+                  f"scenario started)")
+        spin_until(recorder.node, lambda: time.time() >= record.t0, math.inf, children, "t = 0")
         print(f"  scenario {trace.name!r} running ({duration:g} s, x{time_scale:.2f})",
               flush=True)
+        t0 = record.t0
         phases = scenario_phases(trace)
         current = None
         end = t0 + duration

@@ -116,6 +116,8 @@ PARAMETERS = (
                                       floating=(0.0, 1e6)), ("budget", "memory_limit_mb")),
     ("storage_limit_bytes", 0, describe("storage the variant may occupy, bytes (0 = no limit)",
                                         integer=(0, 2**40)), ("budget", "storage_limit_bytes")),
+    ("min_accuracy", 0.0, describe("least accuracy a variant must have, fraction (0 = none)",
+                                   floating=(0.0, 1.0)), ("budget", "min_accuracy")),
     # -- λ1 (accuracy) and λ2 (energy efficiency)
     ("adaptive_lambdas", True, describe("move λ with the battery (rules below); false = use "
                                         "lambda_accuracy / lambda_energy as given"),

@@ -35,11 +35,12 @@ from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.exceptions import ParameterException
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
+from rclpy.subscription import MessageInfo
 from sensor_msgs.msg import Image
 
 from adaspring_ros import msg_convert, paths
 from adaspring_ros.core import data, energy
-from adaspring_ros.core.config import CompressionConfig, ConfigError
+from adaspring_ros.core.config import DEFAULT_SPACE, CompressionConfig, ConfigError, SearchSpace
 from adaspring_ros.core.supernet import VariantCache, load_backbone
 from adaspring_ros.msg import CompressionConfig as ConfigMsg
 from adaspring_ros.msg import InferenceResult, PerformanceMetrics
@@ -99,7 +100,7 @@ class FrameStats:
         with self.lock:
             self.counts[name] += n
 
-    def received(self, info: dict | None) -> None:
+    def received(self, info: MessageInfo | None) -> None:
         """Count a frame and the publications of its publisher that never arrived."""
         gid = seq = None
         if isinstance(info, dict):
@@ -169,7 +170,8 @@ class PerceptionNode(Node):
         self.cache = VariantCache(self.backbone, self.get_parameter("max_cached_variants").value)
         self.threads = 0
         self._apply_threads()
-        config = self._parse_config(self.get_parameter("initial_config").value)
+        config = self._parse_config(self.get_parameter("initial_config").value,
+                                    self.backbone.space)
         self.active = (config, self._build(config))  # replaced whole, never mutated
         self.stats = FrameStats()
         self.swap_lock = threading.Lock()
@@ -202,12 +204,12 @@ class PerceptionNode(Node):
 
     # -- parameters -----------------------------------------------------------------------------
     @staticmethod
-    def _parse_config(text: str) -> CompressionConfig:
+    def _parse_config(text: str, space: SearchSpace = DEFAULT_SPACE) -> CompressionConfig:
         if text == "full":
-            return CompressionConfig.full()
+            return CompressionConfig.full(space)
         if text == "smallest":
-            return CompressionConfig.smallest()
-        return CompressionConfig.from_id(text)
+            return CompressionConfig.smallest(space)
+        return CompressionConfig.from_id(text, space)
 
     def _invalid(self, values: dict) -> str:
         """Why parameter values are unusable, or '' (numeric ranges are checked by rclpy)."""
@@ -248,7 +250,10 @@ class PerceptionNode(Node):
 
     # -- variants -------------------------------------------------------------------------------
     def _build(self, config: CompressionConfig):
-        """Look up or materialise ``config`` and run one warm-up forward (off the frame path)."""
+        """Look up ``config``, or materialise it and run one warm-up forward (first-call
+        allocations happen here, off the frame path, not on the first frame it serves)."""
+        if config in self.cache:
+            return self.cache.get(config)
         net = self.cache.get(config)
         blank = np.zeros((config.resolution, config.resolution), np.uint8)
         _classify(net, data.preprocess(blank, config.resolution))
@@ -290,7 +295,8 @@ class PerceptionNode(Node):
         return response
 
     # -- frames ---------------------------------------------------------------------------------
-    def image_callback(self, msg: Image, info: dict | None = None) -> None:
+    def image_callback(self, msg: Image, info: MessageInfo) -> None:
+        # Two required arguments: rclpy passes MessageInfo only to callbacks that need it.
         start = time.perf_counter()
         self.stats.received(info)
         try:
@@ -311,6 +317,8 @@ class PerceptionNode(Node):
                 forward_ms, InferenceResult)
             self.result_publisher.publish(result)
         except Exception as exc:  # keep serving whatever one frame did
+            if not self.context.ok():  # shutting down: the publisher is already gone
+                return
             self.stats.add("frame_errors")
             self.get_logger().error(f"frame failed: {exc!r}", throttle_duration_sec=5.0)
             return

@@ -497,12 +497,13 @@ def phase_stats(record: RunRecord, start: float, end: float, budget_ms: float) -
     """
     frames = sorted((f for f in record.frames if record.scenario_time(f.stamp) >= 0),
                     key=lambda f: f.seq)
-    inside, dropped = [], 0
-    for prev, frame in zip([None, *frames], frames, strict=False):
-        if start <= record.scenario_time(frame.stamp) < end:
-            inside.append(frame)
-            if prev is not None:
-                dropped += max(frame.seq - prev.seq - 1, 0)
+    inside = [f for f in frames if start <= record.scenario_time(f.stamp) < end]
+    dropped = 0
+    for prev, frame in zip(frames, frames[1:], strict=False):
+        gap = frame.seq - prev.seq
+        for k in range(1, gap):  # a missing frame's stamp, interpolated between its neighbours
+            stamp = prev.stamp + k / gap * (frame.stamp - prev.stamp)
+            dropped += start <= record.scenario_time(stamp) < end
     latencies = [f.e2e_ms for f in inside]
     labelled = [f for f in inside if f.label is not None]
     energy = weighted = 0.0

@@ -87,3 +87,28 @@ def test_ctrl_c_stops_every_child(tmp_path):
     assert proc.returncode == 130, "".join(lines) + rest
     assert "interrupted" in rest
     assert not wait_gone(out), "orphan processes after Ctrl-C"
+
+
+def test_phase_stats_counts_dropped_frames_as_missed_deadlines():
+    from adaspring_ros.core.context import ScenarioTrace
+    from adaspring_ros.demo import Frame, RunRecord, phase_stats, scenario_phases
+
+    trace = ScenarioTrace.from_yaml(
+        "duration_s: 10\nsteps:\n  - {t: 0, latency_budget_ms: 20}\n"
+        "  - {t: 4, latency_budget_ms: 5, cpu_hog: 1}\n")
+    phases = scenario_phases(trace)
+    assert [(p.start, p.end, p.budget_ms, p.hog) for p in phases] == [(0, 4, 20, 0),
+                                                                     (4, 10, 5, 1)]
+    record = RunRecord("x", True, t0=1000.0, time_scale=2.0)  # scenario runs twice as fast
+    # Frames every 0.5 wall s (1 scenario s); seq 3 and 6 never came back; 3 ms then 8 ms.
+    for seq in (0, 1, 2, 4, 5, 7, 8, 9):
+        stamp = 1000.0 + seq * 0.5
+        latency = 0.003 if seq < 4 else 0.008
+        record.frames.append(Frame(seq, seq % 2, 0, "c", stamp, stamp + latency, 1.0))
+    early = phase_stats(record, 0, 4, 20)  # seq 0..3: 3 received in time, seq 3 dropped
+    assert (early["frames"], early["dropped"]) == (3, 1)
+    assert early["deadline_hit_percent"] == 75.0 and early["accuracy_percent"] == 100 * 2 / 3
+    late = phase_stats(record, 4, 10, 5)  # seq 4..9: 5 received (8 ms > 5 ms), seq 6 dropped
+    assert (late["frames"], late["dropped"]) == (5, 1)
+    assert late["deadline_hit_percent"] == 0.0
+    assert late["latency_ms_p50"] == pytest.approx(8.0)

@@ -39,12 +39,17 @@ SOURCE_ROOT = Path(__file__).resolve().parent.parent
 NODES = ("camera_replay_node", "perception_node", "context_node", "evolution_node")
 
 
+try:  # loaded here, not in the forked child, where DDS threads may hold the loader's locks
+    _PRCTL = ctypes.CDLL(None, use_errno=True).prctl
+except (OSError, AttributeError):  # not Linux: the explicit shutdown path still applies
+    _PRCTL = None
+_PR_SET_PDEATHSIG, _SIGTERM = 1, int(signal.SIGTERM)
+
+
 def _die_with_parent() -> None:
     """In the child before exec: get SIGTERM when the demo dies, even by SIGKILL (no orphans)."""
-    try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):  # not Linux: the explicit shutdown path still applies
-        pass
+    if _PRCTL is not None:
+        _PRCTL(_PR_SET_PDEATHSIG, _SIGTERM)
 
 
 def ros_environment(log_dir: Path, domain_id: int | None = None) -> dict[str, str]:

@@ -246,6 +246,9 @@ def scenario_phases(trace: ScenarioTrace) -> list[Phase]:
         if end <= step.t:
             continue
         label = f"{step.t:g}-{end:g} s: budget {step.latency_budget_ms:g} ms"
+        first, last = trace.step_at(step.t).battery_percent, trace.step_at(end).battery_percent
+        if first is not None and last is not None:
+            label += f", battery {first:.0f}->{last:.0f}%"
         if step.cpu_hog:
             label += f", CPU hog x{step.cpu_hog}"
         phases.append(Phase(step.t, end, step.latency_budget_ms, step.cpu_hog, label))

@@ -56,7 +56,8 @@ def test_short_demo_prints_summary_and_writes_timeline(tmp_path):
     assert proc.returncode == 0, stdout
     assert "=== summary" in stdout and "deadline hit %" in stdout, stdout
     assert "why:" in stdout, stdout  # at least one evolution event printed live
-    for phase in ("0-20 s: budget 20 ms", "CPU hog", "40-60 s: budget 8 ms", "whole scenario"):
+    for phase in ("0-20 s: budget 20 ms", "CPU hog", "40-60 s: budget 8 ms", "battery 45->35%",
+                  "whole scenario"):
         assert phase in stdout, stdout
     assert (out / "timeline.png").stat().st_size > 10_000
     data = json.loads((out / "events.json").read_text())

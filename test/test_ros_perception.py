@@ -325,6 +325,22 @@ def spin_for(node, seconds: float) -> None:
         rclpy.spin_once(node, timeout_sec=0.02)
 
 
+def test_diagnostics_report_node_health(rclpy_node, pipeline):
+    from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+
+    arrays = []
+    rclpy_node.create_subscription(DiagnosticArray, "/diagnostics", arrays.append, 10)
+    spin_until(rclpy_node, lambda: any(s.name == "adaspring: perception_node"
+                                       for a in arrays for s in a.status),
+               30, "the perception node's diagnostics", pipeline.procs)
+    status = [s for a in arrays for s in a.status if s.name == "adaspring: perception_node"][-1]
+    values = {kv.key: kv.value for kv in status.values}
+    assert status.level == DiagnosticStatus.OK and "serving" in status.message
+    assert values["config_id"] in {c.id for c in CONFIGS}
+    assert int(values["frames_processed"]) > 0 and float(values["overhead_ms_p50"]) > 0
+    assert len(values["backbone_sha256"]) == 64
+
+
 def test_parameters_at_run_time(rclpy_node, pipeline):
     from rclpy.parameter import Parameter
     from rclpy.parameter_client import AsyncParameterClient
@@ -345,6 +361,7 @@ def test_parameters_at_run_time(rclpy_node, pipeline):
     assert not reply.successful and "toaster" in reply.reason
     assert not set_one("backbone_path", "/tmp/other.pt").successful  # read-only
     assert set_one("max_cached_variants", 4).successful
+    assert set_one("num_threads", 2).successful and set_one("num_threads", 1).successful
     assert set_one("device_power_profile", "raspberry_pi4").successful
     listen.wait(lambda: listen.metrics and "raspberry_pi4" in listen.metrics[-1].energy_method,
                 "metrics with the new power model")

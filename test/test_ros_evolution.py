@@ -87,6 +87,10 @@ class Graph:
         return None
 
 
+def values(status) -> dict[str, str]:
+    return {kv.key: kv.value for kv in status.values}
+
+
 def start_evolution(tmp_path, table, extra=(), name="evolution_node"):
     return NodeProcess.module("adaspring_ros.nodes.evolution_node", tmp_path, name, ros_args=[
         "-p", f"profile_table:={table}", *FAST_POLICY, *extra])
@@ -190,6 +194,12 @@ def test_stale_context_falls_back_to_safe_variant_and_says_so(rclpy_node, tmp_pa
         spin_until(rclpy_node, lambda: graph.status("evolution_node context").level
                    == DiagnosticStatus.STALE, 10, "a STALE diagnostic", procs)
         assert "safe variant" in graph.status("evolution_node context").message
+        graph.context = context_msg(float("nan"))  # bad input is refused and counted ...
+        spin_until(rclpy_node, lambda: int(values(graph.status("evolution_node context"))
+                                           ["context_rejected"]) > 0, 10,
+                   "a context_rejected count", procs)
+        assert graph.status("evolution_node context").level == DiagnosticStatus.STALE
+        assert graph.active() == mid  # ... and does not refresh the stale context
         graph.context = context_msg(100.0)  # back: the policy chooses again
         graph.wait_config(full, procs)
     finally:

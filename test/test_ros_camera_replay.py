@@ -122,8 +122,9 @@ def write_bag(path, frames: list[tuple[np.ndarray, str]]) -> None:
     with Writer(path, version=9) as writer:
         conn = writer.add_connection("/robot/camera", "sensor_msgs/msg/Image", typestore=store)
         for i, (pixels, frame_id) in enumerate(frames):
+            encoding = "16UC1" if frame_id == "bad" else "mono8"
             msg = Image(header=Header(stamp=Time(sec=i, nanosec=0), frame_id=frame_id),
-                        height=pixels.shape[0], width=pixels.shape[1], encoding="mono8",
+                        height=pixels.shape[0], width=pixels.shape[1], encoding=encoding,
                         is_bigendian=0, step=pixels.shape[1], data=pixels.reshape(-1))
             writer.write(conn, i * 10**9, store.serialize_cdr(msg, "sensor_msgs/msg/Image"))
 
@@ -131,6 +132,7 @@ def write_bag(path, frames: list[tuple[np.ndarray, str]]) -> None:
 def test_bag_source(rclpy_node, tmp_path):
     frames = [(np.full((24, 32), 10 * i, np.uint8), f"cam/label={i}/seq=99") for i in range(3)]
     frames.append((np.full((24, 32), 200, np.uint8), "optical_frame"))  # no label
+    frames.append((np.full((24, 32), 7, np.uint8), "bad"))  # 16UC1: skipped with a warning
     write_bag(tmp_path / "replay_bag", frames)
     topic = "/test_replay/bag"
     camera = NodeProcess.module(NODE, tmp_path, ros_args=[
@@ -139,12 +141,14 @@ def test_bag_source(rclpy_node, tmp_path):
         "-p", "interpolation:=bilinear", "-p", "rate_hz:=100.0"])
     try:
         got = receive(rclpy_node, topic, 8, [camera])
+        assert "skipped: bag frame 5: unsupported encoding '16UC1'" in camera.output()
     finally:
         camera.stop()
     for msg in got:
         label, seq = msg_convert.parse_labelled_frame_id(msg.header.frame_id)
         assert (msg.width, msg.height, msg.encoding) == (64, 48, "mono8")
-        # The bag's label survives, its seq is replaced by the replay's own counter.
+        # The bag's label survives, its seq is replaced by the replay's own counter (which
+        # does not count the skipped frame).
         assert label == (seq % 4 if seq % 4 < 3 else None)
         expected = 10 * (seq % 4) if seq % 4 < 3 else 200
         assert np.all(msg_convert.image_to_numpy(msg) == expected)

@@ -102,7 +102,10 @@ def dataset_frames(dataset: data.Dataset, loop: bool, seed: int, limit: int) -> 
 
 
 def bag_frames(path: Path, topic: str, loop: bool, limit: int) -> Iterator[Frame]:
-    """sensor_msgs/Image frames of a ROS 2 bag, read lazily; a label in frame_id is kept."""
+    """sensor_msgs/Image frames of a ROS 2 bag, read lazily; a label in frame_id is kept.
+
+    A frame that cannot be decoded comes out as (None, reason) so the caller can skip it.
+    """
     from rosbags.highlevel import AnyReader
     from rosbags.typesys import Stores, get_typestore
 
@@ -118,8 +121,12 @@ def bag_frames(path: Path, topic: str, loop: bool, limit: int) -> Iterator[Frame
             for connection, _stamp, raw in reader.messages(connections=connections[:1]):
                 msg = reader.deserialize(raw, connection.msgtype)
                 label, _seq = msg_convert.parse_labelled_frame_id(msg.header.frame_id)
-                yield np.array(msg_convert.image_to_numpy(msg)), label
                 count += 1
+                try:
+                    frame = np.array(msg_convert.image_to_numpy(msg)), label
+                except msg_convert.ImageError as exc:  # one bad frame: skip it, keep replaying
+                    frame = None, f"bag frame {count}: {exc}"
+                yield frame
                 if 0 < limit <= count:
                     break
         if not loop or count == 0:
@@ -230,9 +237,12 @@ class CameraReplayNode(Node):
             self.get_logger().info(f"replay finished after {self.seq} frames")
             self.timer.cancel()
             return
-        except (data.DataError, msg_convert.ImageError, OSError, KeyError) as exc:
+        except Exception as exc:  # unreadable source (rosbags raises its own types)
             self.get_logger().error(f"cannot read the next frame, stopping the replay: {exc}")
             self.timer.cancel()
+            return
+        if pixels is None:
+            self.get_logger().warning(f"skipped: {label}", throttle_duration_sec=5.0)
             return
         frame = fit_frame(pixels, self.get_parameter("width").value,
                           self.get_parameter("height").value,

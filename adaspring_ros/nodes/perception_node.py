@@ -328,11 +328,21 @@ class PerceptionNode(Node):
         self.stats.add("frames_processed")
         self.stats.sample(model_ms=forward_ms, e2e_ms=e2e_ms, overhead_ms=callback_ms - forward_ms)
         if self.timing_log:
-            self.timing_log.write(f"{stamp_ns},{callback_ms:.4f},{forward_ms:.4f},"
-                                  f"{callback_ms - forward_ms:.4f},{config.id}\n")
+            try:
+                self.timing_log.write(f"{stamp_ns},{callback_ms:.4f},{forward_ms:.4f},"
+                                      f"{callback_ms - forward_ms:.4f},{config.id}\n")
+            except (ValueError, OSError):  # closed at shutdown, or the disk is full
+                pass
 
     # -- reporting ------------------------------------------------------------------------------
     def metrics_callback(self) -> None:
+        try:
+            self._publish_metrics()
+        except Exception as exc:  # a failed report must not stop the reporting timer
+            if self.context.ok():
+                self.get_logger().error(f"metrics failed: {exc!r}", throttle_duration_sec=5.0)
+
+    def _publish_metrics(self) -> None:
         counts, window, seconds = self.stats.take_window()
         processed = len(window["model_ms"])
         e2e = [v for v in window["e2e_ms"] if math.isfinite(v)]

@@ -46,8 +46,8 @@ PERCEPTION = "adaspring_ros.nodes.perception_node"
 
 
 # Fast DDS's default shared-memory segment (512 KB) is smaller than one 640x480 rgb8 frame
-# (900 KB), so such frames travel as UDP fragments and many are lost under load; a participant
-# profile with a 32 MB segment keeps them in shared memory. Measured side by side below.
+# (900 KB); with the defaults many such best-effort frames never arrive on a busy machine, with
+# a participant profile giving a 32 MB segment almost all do. Measured side by side below.
 PROFILE_VARIABLES = ("FASTDDS_DEFAULT_PROFILES_FILE", "FASTRTPS_DEFAULT_PROFILES_FILE")
 SHM_PROFILE = """<?xml version="1.0" encoding="UTF-8"?>
 <dds xmlns="http://www.eprosima.com">
@@ -301,10 +301,10 @@ def main(argv: list[str] | None = None) -> int:
         "-> InferenceResult published, minus the forward pass (decode, preprocess, result "
         "message, publish). Goal: p50 <= 2 ms at 640x480 rgb8. Dropped = frames the camera "
         "published that never reached the node (exact, from DDS publication sequence "
-        "numbers). With Fast DDS defaults a 640x480 rgb8 frame (900 KB) does not fit the 512 KB "
-        "shared-memory segment and goes as UDP fragments, many of which are lost on a busy "
-        "machine; the rows marked '32 MB SHM profile' run both nodes with the Fast DDS XML "
-        "profile in this script (FASTDDS_DEFAULT_PROFILES_FILE).\n\n" + markdown_table(
+        "numbers). A 640x480 rgb8 frame (900 KB) is larger than Fast DDS's default 512 KB "
+        "shared-memory segment; with the defaults many such best-effort frames never arrive on "
+        "this busy machine. The rows marked '32 MB SHM profile' run both nodes with the Fast DDS "
+        "XML profile in this script (FASTDDS_DEFAULT_PROFILES_FILE).\n\n" + markdown_table(
             ["image", "what", "n", "p50", "p95", "max"], overhead),
         "### Reconfigure swap time (ms)\n\nClient round trip includes DDS service transport; "
         "the node's swap_ms is request received -> new variant serving (lookup or build + one "

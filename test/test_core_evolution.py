@@ -78,18 +78,27 @@ def test_deadline_misses_count_as_a_violation(table):
 
 
 def test_latency_drift_above_the_prediction_tightens_the_budget(table):
-    evolver = Evolver(table, EvolutionParams(settle_s=0.0, contention_alpha=1.0,
+    evolver = Evolver(table, EvolutionParams(settle_s=0.0, contention_alpha=0.5,
                                              headroom=0.0), lambdas=ACCURACY)
     slow, mid, _ = ids(table)
     start(evolver, Context(latency_budget_ms=10))
     evolver.observe_context(Context(latency_budget_ms=10), 3.0)
-    # the median is as profiled, but the tail is twice the prediction
+    # the median is as profiled, but the tail is suddenly twice as long
     evolver.observe_metrics(slow, 6.0, 12.0, now=3.0)
-    assert evolver.latency_drift == pytest.approx(2.0)
+    assert evolver.contention.factor == pytest.approx(1.0)
+    assert evolver.tail.factor == pytest.approx(1.5)  # halfway to the measured 2.0
+    assert evolver.latency_drift == pytest.approx(12.0 / 9.0)  # what smoothing leaves out
     budgets, _ = evolver.budgets(3.0)
-    assert budgets.latency_ms == pytest.approx(9.0 * 1.1 / 2.0)
+    assert budgets.latency_ms == pytest.approx(9.0 * 1.1 / (12.0 / 9.0))
     decision = evolver.decide(3.0)
-    assert decision.swap and decision.config_id == mid
+    assert decision.swap and decision.config_id == mid and "tail 1.50" in decision.reason
+
+
+def test_the_table_tail_can_be_kept(table):
+    evolver = Evolver(table, EvolutionParams(settle_s=0.0, learn_tail=False), lambdas=ACCURACY)
+    slow = start(evolver, Context(latency_budget_ms=10))
+    evolver.observe_metrics(slow, 6.0, 12.0, now=3.0)
+    assert evolver.tail.factor == 1.0 and evolver.status()["tail_ratio"] == 1.0
 
 
 def run_trace(evolver: Evolver, seconds: int, context_at, metrics_at) -> list[str]:
@@ -300,6 +309,7 @@ def test_contention_estimator_is_smoothed_and_bounded():
     ({"stale_after_s": 0}, "stale_after_s"),
     ({"headroom": 0.95}, "headroom"),
     ({"contention_max": 0.5}, "contention_max"),
+    ({"tail_max": 0.5}, "tail_max"),
     ({"min_urgent_interval_s": 9.0, "min_swap_interval_s": 5.0}, "min_urgent_interval_s"),
 ])
 def test_evolution_params_are_validated(kwargs, field):

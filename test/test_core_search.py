@@ -146,13 +146,15 @@ def test_contention_moves_the_choice_to_a_faster_variant():
     busy = search.search(budgets, Lambdas(0.9, 0.1), contention=2.5)
     assert calm.feasible and busy.feasible
     assert busy.entry.latency_ms_p95 < calm.entry.latency_ms_p95
-    assert busy.prediction.latency_ms == pytest.approx(busy.entry.latency_ms_p95 * 2.5)
+    assert busy.prediction.latency_ms == pytest.approx(
+        busy.entry.latency_ms_p50 * search.tail_ratio * 2.5)
     assert busy.prediction.latency_ms <= 8.0
     assert calm.entry.latency_ms_p95 * 2.5 > 8.0  # the calm choice would miss under contention
 
 
 def test_predict_reports_violations_of_one_variant():
-    table = table_from_rows([{"latency_ms_p50": 10.0, "latency_ms_p95": 10.0}, {}])
+    table = table_from_rows([{"latency_ms_p50": 10.0, "latency_ms_p95": 10.0},
+                             {"latency_ms_p50": 1.0, "latency_ms_p95": 1.0}])
     search = RuntimeSearch(table)
     pred = search.predict(table.entries[0].id, Budgets(latency_ms=15), Lambdas(1, 0),
                           contention=2.0)
@@ -162,6 +164,25 @@ def test_predict_reports_violations_of_one_variant():
         search.row("r28-nonsense")
     with pytest.raises(ValueError, match="contention"):
         search.search(Budgets(), Lambdas(1, 0), contention=0.0)
+
+
+def test_latency_is_the_median_times_one_tail_ratio():
+    # per-variant p95s polluted by interference: the table's median ratio is used for all
+    rows = [{"latency_ms_p50": 1.0, "latency_ms_p95": 1.2},
+            {"latency_ms_p50": 2.0, "latency_ms_p95": 2.4},
+            {"latency_ms_p50": 3.0, "latency_ms_p95": 30.0}]
+    table = table_from_rows(rows)
+    search = RuntimeSearch(table)
+    assert search.tail_ratio == pytest.approx(1.2)
+    noisy = table.entries[2].id
+    assert search.predict(noisy, Budgets(), Lambdas(1, 0)).latency_ms == pytest.approx(3.6)
+    assert search.predict(noisy, Budgets(), Lambdas(1, 0), contention=2.0,
+                          tail=1.5).latency_ms == pytest.approx(9.0)
+    assert search.search(Budgets(latency_ms=4.0), Lambdas(1, 0)).feasible
+    with pytest.raises(ValueError, match="tail_ratio"):
+        RuntimeSearch(table, tail_ratio=0.5)
+    with pytest.raises(ValueError, match="tail"):
+        search.search(Budgets(), Lambdas(1, 0), tail=float("nan"))
 
 
 def test_decide_adapts_lambdas_and_budgets_from_the_context():

@@ -9,9 +9,11 @@ Per decision (``Evolver.decide(now)``):
 1. A swap that was asked for and not yet confirmed -> wait (until ``pending_timeout_s``).
 2. No context for ``stale_after_s`` -> fall back to the safe variant (configured, default the
    fastest of the table), at once: running blind is worse than a short swap.
-3. Budgets and λ from the latest context; the latency prediction is the profiled p95 times the
-   contention factor (measured / profiled p50 of the running variant, smoothed and bounded), and
-   the latency budget is tightened when the measured p95 still exceeds that prediction.
+3. Budgets and λ from the latest context. The latency prediction of a variant is its profiled
+   p50 x tail x contention: the contention factor is measured / profiled p50 of the running
+   variant and the tail the measured p95 / p50 (starting from the table's median ratio), both
+   smoothed and bounded; the latency budget is tightened while the measured p95 still exceeds
+   the smoothed prediction (a sudden slowdown the smoothing has not caught up with).
 4. The running variant violates a budget (predicted, or measured deadline misses) -> swap to the
    best variant now, provided ``min_urgent_interval_s`` has passed since the last swap (so the
    new variant's own metrics are seen before judging it).
@@ -69,6 +71,9 @@ class EvolutionParams:
     pending_timeout_s:      a swap not confirmed by then is considered failed.
     contention_alpha:       smoothing of the contention factor (weight of the newest window).
     contention_min/max:     bounds of the contention factor.
+    learn_tail:             learn the p95/p50 tail ratio from the metrics (with the same
+                            smoothing; bounds 1 .. tail_max); False keeps the table's.
+    tail_max:               upper bound of the learnt tail ratio.
     deadline_miss_trigger:  deadline misses in one metrics window that count as a violation.
     """
 
@@ -85,6 +90,8 @@ class EvolutionParams:
     contention_alpha: float = 0.5
     contention_min: float = 0.5
     contention_max: float = 10.0
+    learn_tail: bool = True
+    tail_max: float = 10.0
     deadline_miss_trigger: int = 1
 
     def __post_init__(self) -> None:
@@ -97,13 +104,15 @@ class EvolutionParams:
         require_number("contention_alpha", self.contention_alpha, 0.0, 1.0, low_open=True)
         require_number("contention_min", self.contention_min, 0.0, 1.0, low_open=True)
         require_number("contention_max", self.contention_max, 1.0, 1000.0)
+        require_number("tail_max", self.tail_max, 1.0, 1000.0)
         require_number("deadline_miss_trigger", self.deadline_miss_trigger, 1, 10**9)
         if self.min_urgent_interval_s > self.min_swap_interval_s:
             raise ValueError("min_urgent_interval_s must not exceed min_swap_interval_s")
 
 
 class ContentionEstimator:
-    """Contention factor = measured / profiled latency of the running variant.
+    """A smoothed ratio of two latencies: the contention factor (measured / profiled p50 of the
+    running variant) or the tail ratio (measured p95 / measured p50).
 
     Exponentially smoothed (``alpha`` = weight of the newest measurement) and clipped to
     [low, high], so one odd window cannot swing the choice and a broken measurement cannot
@@ -111,12 +120,13 @@ class ContentionEstimator:
     carries over a swap.
     """
 
-    def __init__(self, alpha: float = 0.5, low: float = 0.5, high: float = 10.0) -> None:
-        if not (0 < alpha <= 1 and 0 < low <= 1 <= high):
-            raise ValueError(f"need 0 < alpha <= 1 and 0 < low <= 1 <= high, got "
-                             f"alpha={alpha}, low={low}, high={high}")
+    def __init__(self, alpha: float = 0.5, low: float = 0.5, high: float = 10.0,
+                 initial: float = 1.0) -> None:
+        if not (0 < alpha <= 1 and 0 < low <= initial <= high):
+            raise ValueError(f"need 0 < alpha <= 1 and 0 < low <= initial <= high, got "
+                             f"alpha={alpha}, low={low}, initial={initial}, high={high}")
         self.alpha, self.low, self.high = alpha, low, high
-        self.factor = 1.0
+        self.factor = float(initial)
 
     def update(self, measured_ms: float, profiled_ms: float) -> float:
         if not (math.isfinite(measured_ms) and measured_ms > 0 and profiled_ms > 0):
@@ -189,6 +199,9 @@ class Evolver:
             raise ValueError(f"active config {active_id!r} is not in the profile table")
         self.active_id = active_id
         self.contention = ContentionEstimator()
+        initial_tail = min(self.search.tail_ratio, 1000.0)
+        self.tail = ContentionEstimator(low=1.0, high=max(initial_tail, 10.0),
+                                        initial=initial_tail)
         self.set_params(params or EvolutionParams(), budget_params or BudgetParams(),
                         lambda_params or LambdaParams(), lambdas)
         self.latency_drift = 1.0
@@ -217,6 +230,11 @@ class Evolver:
         est.alpha, est.low, est.high = (params.contention_alpha, params.contention_min,
                                         params.contention_max)
         est.factor = min(max(est.factor, est.low), est.high)
+        tail = self.tail
+        tail.alpha, tail.high = params.contention_alpha, max(params.tail_max, 1.0)
+        if not params.learn_tail:
+            tail.factor = self.search.tail_ratio
+        tail.factor = min(max(tail.factor, tail.low), tail.high)
 
     # -- inputs -------------------------------------------------------------------------------
     def _start(self, now: float) -> None:
@@ -250,7 +268,10 @@ class Evolver:
             return
         row = self.search.row(config_id)
         factor = self.contention.update(latency_ms_p50, float(self.search.latency_p50[row]))
-        predicted_p95 = float(self.search.latency_p95[row]) * factor
+        if self.params.learn_tail:
+            self.tail.update(latency_ms_p95, latency_ms_p50)
+        # What the smoothed model still leaves unexplained: > 1 right after a sudden slowdown.
+        predicted_p95 = float(self.search.latency_p50[row]) * factor * self.tail.factor
         if math.isfinite(latency_ms_p95) and latency_ms_p95 > 0 and predicted_p95 > 0:
             self.latency_drift = latency_ms_p95 / predicted_p95
         # A missed deadline is a measured p95 over the application's budget itself; the
@@ -306,7 +327,7 @@ class Evolver:
                 context = self._context or Context()
                 lambdas = self.fixed_lambdas or adapt_lambdas(context, self.lambda_params)
                 prediction = self.search.predict(config_id, Budgets(), lambdas,
-                                                 self.contention.factor)
+                                                 self.contention.factor, self.tail.factor)
         return Decision(swap=swap, kind=kind, config_id=config_id, previous_id=self.active_id,
                         reason=reason, time=now, entry=entry, prediction=prediction,
                         result=result, context=self._context)
@@ -317,6 +338,7 @@ class Evolver:
             "active": self.active_id or "none",
             "pending": self._pending[0] if self._pending else "",
             "contention_factor": round(self.contention.factor, 3),
+            "tail_ratio": round(self.tail.factor, 3),
             "latency_drift": round(self.latency_drift, 3),
             "swaps": self.swaps,
             "violations_remembered": len(self._violations),
@@ -346,19 +368,19 @@ class Evolver:
                                   f"variant {self.safe_id}", now)
 
         budgets, lambdas = self.budgets(now)
-        contention = self.contention.factor
+        contention, tail = self.contention.factor, self.tail.factor
         # Candidates must fit with headroom (Schmitt trigger); if none does, the plain budget.
         strict = replace(budgets, latency_ms=budgets.latency_ms * (1 - p.headroom),
                          energy_mj=budgets.energy_mj * (1 - p.headroom))
-        best = self.search.search(strict, lambdas, contention)
+        best = self.search.search(strict, lambdas, contention, tail)
         if not best.feasible and p.headroom > 0:
-            best = self.search.search(budgets, lambdas, contention)
+            best = self.search.search(budgets, lambdas, contention, tail)
 
         if self.active_id is None or self.active_id not in self.search:
             return self._decision(True, "initial", best.config_id,
                                   f"initial choice: {best.reason}", now, best.prediction, best)
 
-        active = self.search.predict(self.active_id, budgets, lambdas, contention)
+        active = self.search.predict(self.active_id, budgets, lambdas, contention, tail)
         problems = list(active.violations)
         if self.deadline_violated:
             problems.append("measured latency misses the deadline")
@@ -366,7 +388,8 @@ class Evolver:
             state = "violates " + "; ".join(problems) if problems else "is within budget"
             return self._decision(False, "keep", self.active_id,
                                   f"{self.active_id} {state} and is still the best choice "
-                                  f"(contention {contention:.2f}x)", now, active, best)
+                                  f"(contention {contention:.2f}x, tail {tail:.2f})", now,
+                                  active, best)
 
         since = now - self._last_swap_at
         if problems:
@@ -379,7 +402,8 @@ class Evolver:
             self._violations.append(now)
             return self._decision(True, "violation", best.config_id,
                                   f"{self.active_id} violates {'; '.join(problems)} "
-                                  f"(contention {contention:.2f}x): swap to {best.config_id}, "
+                                  f"(contention {contention:.2f}x, tail {tail:.2f}): swap to "
+                                  f"{best.config_id}, "
                                   f"{best.reason}", now, best.prediction, best)
 
         # Relative gain; the floor keeps it meaningful when the running objective is near 0.

@@ -14,9 +14,17 @@ tiniest variants count). A range of zero gives the term 0 for every variant.
 
 Constraints, with the latency prediction corrected for the measured contention::
 
-    latency_ms_p95 x contention <= budgets.latency_ms
+    latency_ms_p50 x tail x contention <= budgets.latency_ms
     peak_memory_mb <= budgets.memory_mb,  storage_bytes <= budgets.storage_bytes,
     energy_mj <= budgets.energy_mj,  accuracy >= budgets.min_accuracy
+
+The predicted latency is a p95: the variant's profiled median times one tail ratio (p95 / p50)
+for the device, times the contention (measured / profiled median of the running variant). The
+tail ratio is the table's median p95/p50 to begin with (``table_tail_ratio``) and the evolution
+policy replaces it by the live one. Why not each variant's own p95: on a shared CPU a profiled
+p95 records mostly the interference during that variant's measurement (ratios from 1.2 to 35 in
+one table), while the medians are stable; the tail of batch-1 inference is a property of the
+device and its load, so it is measured once, live.
 
 Energy is not scaled by the contention: time-slicing stretches wall-clock latency, not the CPU time
 the energy model charges. Ties go to the smallest config id. When no variant fits, the one closest
@@ -54,6 +62,7 @@ __all__ = [
     "SearchResult",
     "RuntimeSearch",
     "exhaustive_search",
+    "table_tail_ratio",
     "default_table",
     "cli_main",
 ]
@@ -98,6 +107,7 @@ class SearchResult:
     budgets: Budgets
     lambdas: Lambdas
     contention: float
+    tail: float = 1.0
 
     @property
     def config_id(self) -> str:
@@ -111,7 +121,8 @@ class SearchResult:
 class RuntimeSearch:
     """Vectorised search over one ProfileTable (see the module docstring for the objective)."""
 
-    def __init__(self, table: ProfileTable) -> None:
+    def __init__(self, table: ProfileTable, tail_ratio: float | None = None) -> None:
+        """``tail_ratio`` (p95 / p50) defaults to the table's median, see table_tail_ratio."""
         if not len(table):
             raise ValueError("the profile table has no entries")
         self.table = table
@@ -131,7 +142,10 @@ class RuntimeSearch:
         self.energy = column("energy_mj")
         self.acc_norm = _minmax(self.accuracy)
         self.eff_norm = _minmax(-np.log(np.maximum(self.energy, 1e-9)))
-        self._fastest = int(np.lexsort((np.arange(len(self.ids)), self.latency_p95))[0])
+        self.tail_ratio = table_tail_ratio(table) if tail_ratio is None else float(tail_ratio)
+        if not 1.0 <= self.tail_ratio < math.inf:
+            raise ValueError(f"tail_ratio must be >= 1 and finite, got {self.tail_ratio}")
+        self._fastest = int(np.lexsort((np.arange(len(self.ids)), self.latency_p50))[0])
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -148,20 +162,29 @@ class RuntimeSearch:
 
     @property
     def fastest(self) -> ProfileEntry:
-        """The variant with the lowest profiled p95 latency (ties: smallest id)."""
+        """The variant with the lowest profiled median latency (ties: smallest id)."""
         return self.entries[self._fastest]
 
     def objectives(self, lambdas: Lambdas) -> np.ndarray:
         return lambdas.lambda1 * self.acc_norm + lambdas.lambda2 * self.eff_norm
 
+    def latency_scale(self, contention: float = 1.0, tail: float | None = None) -> float:
+        """Factor from a profiled median to the predicted p95: tail x contention."""
+        tail = self.tail_ratio if tail is None else tail
+        for name, value in (("contention", contention), ("tail", tail)):
+            if not (math.isfinite(value) and value > 0):
+                raise ValueError(f"{name} must be a positive number, got {value}")
+        return tail * contention
+
     def predict(self, config_id: str, budgets: Budgets, lambdas: Lambdas,
-                contention: float = 1.0) -> Prediction:
+                contention: float = 1.0, tail: float | None = None) -> Prediction:
         """The prediction for one variant (e.g. the running one), with its budget violations."""
-        return self._prediction(self.row(config_id), budgets, lambdas, contention)
+        return self._prediction(self.row(config_id), budgets, lambdas,
+                                self.latency_scale(contention, tail))
 
     def _prediction(self, i: int, budgets: Budgets, lambdas: Lambdas,
-                    contention: float) -> Prediction:
-        latency = float(self.latency_p95[i] * contention)
+                    scale: float) -> Prediction:
+        latency = float(self.latency_p50[i] * scale)
         checks = (
             ("latency", latency, budgets.latency_ms, "ms"),
             ("memory", float(self.memory[i]), budgets.memory_mb, "MB"),
@@ -182,40 +205,43 @@ class RuntimeSearch:
         )
 
     # -- the search ---------------------------------------------------------------------------
-    def feasible_mask(self, budgets: Budgets, contention: float = 1.0) -> np.ndarray:
-        return ((self.latency_p95 * contention <= budgets.latency_ms)
+    def feasible_mask(self, budgets: Budgets, scale: float) -> np.ndarray:
+        """Variants meeting every budget; ``scale`` from :meth:`latency_scale`."""
+        return ((self.latency_p50 * scale <= budgets.latency_ms)
                 & (self.memory <= budgets.memory_mb)
                 & (self.storage <= budgets.storage_bytes)
                 & (self.energy <= budgets.energy_mj)
                 & (self.accuracy >= budgets.min_accuracy))
 
-    def search(self, budgets: Budgets, lambdas: Lambdas, contention: float = 1.0) -> SearchResult:
-        """The best variant under ``budgets``; ``contention`` = measured / profiled latency."""
-        if not (math.isfinite(contention) and contention > 0):
-            raise ValueError(f"contention must be a positive number, got {contention}")
-        feasible = self.feasible_mask(budgets, contention)
+    def search(self, budgets: Budgets, lambdas: Lambdas, contention: float = 1.0,
+               tail: float | None = None) -> SearchResult:
+        """The best variant under ``budgets``; ``contention`` = measured / profiled median
+        latency, ``tail`` = p95 / p50 (None: the table's)."""
+        tail = self.tail_ratio if tail is None else tail
+        scale = self.latency_scale(contention, tail)
+        feasible = self.feasible_mask(budgets, scale)
         n_feasible = int(np.count_nonzero(feasible))
         if n_feasible:
             i = int(np.argmax(np.where(feasible, self.objectives(lambdas), -np.inf)))
-            prediction = self._prediction(i, budgets, lambdas, contention)
+            prediction = self._prediction(i, budgets, lambdas, scale)
             reason = (f"best of {n_feasible}/{len(self)} variants within budget "
                       f"(λ1 {lambdas.lambda1:.2f}, λ2 {lambdas.lambda2:.2f}): "
                       f"{prediction.describe()}")
         else:
-            i = self._closest_to_fitting(budgets, contention)
-            prediction = self._prediction(i, budgets, lambdas, contention)
+            i = self._closest_to_fitting(budgets, scale)
+            prediction = self._prediction(i, budgets, lambdas, scale)
             reason = (f"no variant meets the budgets ({budgets.describe()}); fallback to the one "
                       f"closest to fitting: {prediction.describe()}; still violates "
                       f"{'; '.join(prediction.violations)}")
         return SearchResult(
             entry=self.entries[i], prediction=prediction, n_feasible=n_feasible,
             n_total=len(self), reason=reason, budgets=budgets, lambdas=lambdas,
-            contention=contention,
+            contention=contention, tail=tail,
         )
 
-    def _closest_to_fitting(self, budgets: Budgets, contention: float) -> int:
+    def _closest_to_fitting(self, budgets: Budgets, scale: float) -> int:
         ratios = np.zeros(len(self))
-        for values, limit in ((self.latency_p95 * contention, budgets.latency_ms),
+        for values, limit in ((self.latency_p50 * scale, budgets.latency_ms),
                               (self.memory, budgets.memory_mb),
                               (self.storage, budgets.storage_bytes),
                               (self.energy, budgets.energy_mj)):
@@ -223,17 +249,24 @@ class RuntimeSearch:
                 ratios = np.maximum(ratios, values / max(limit, 1e-12))
         if budgets.min_accuracy > 0:
             ratios = np.maximum(ratios, budgets.min_accuracy / np.maximum(self.accuracy, 1e-12))
-        return int(np.lexsort((np.arange(len(self)), self.latency_p95, ratios))[0])
+        return int(np.lexsort((np.arange(len(self)), self.latency_p50, ratios))[0])
 
     def decide(self, context: Context, *, budget_params: BudgetParams | None = None,
                lambda_params: LambdaParams | None = None, lambdas: Lambdas | None = None,
-               contention: float = 1.0, latency_drift: float = 1.0,
+               contention: float = 1.0, tail: float | None = None,
+               latency_drift: float = 1.0,
                mission_remaining_s: float | None = None) -> SearchResult:
         """Budgets and λ from ``context`` (or the ``lambdas`` given), then :meth:`search`."""
         budgets = compute_budgets(context, budget_params, latency_drift=latency_drift,
                                   mission_remaining_s=mission_remaining_s)
         lambdas = lambdas or adapt_lambdas(context, lambda_params)
-        return self.search(budgets, lambdas, contention)
+        return self.search(budgets, lambdas, contention, tail)
+
+
+def table_tail_ratio(table: ProfileTable) -> float:
+    """The median p95 / p50 latency ratio over the table's variants (at least 1)."""
+    ratios = [e.latency_ms_p95 / e.latency_ms_p50 for e in table.entries if e.latency_ms_p50 > 0]
+    return max(float(np.median(ratios)), 1.0) if ratios else 1.0
 
 
 def _minmax(values: np.ndarray) -> np.ndarray:
@@ -244,16 +277,18 @@ def _minmax(values: np.ndarray) -> np.ndarray:
 
 
 def exhaustive_search(table: ProfileTable, budgets: Budgets, lambdas: Lambdas,
-                      contention: float = 1.0) -> tuple[str | None, float]:
+                      contention: float = 1.0,
+                      tail: float | None = None) -> tuple[str | None, float]:
     """Reference implementation, one entry at a time in plain Python: (best id, objective), or
     (None, -inf) when nothing fits. Tests and the benchmark check RuntimeSearch against it."""
+    tail = table_tail_ratio(table) if tail is None else tail
     acc = [e.accuracy for e in table.entries]
     log_e = [math.log(max(e.energy_mj, 1e-9)) for e in table.entries]
     acc_lo, acc_span = min(acc), max(acc) - min(acc)
     log_lo, log_span = min(log_e), max(log_e) - min(log_e)
     best: tuple[float, str] | None = None
     for entry, a, le in zip(table.entries, acc, log_e, strict=True):
-        fits = (entry.latency_ms_p95 * contention <= budgets.latency_ms
+        fits = (entry.latency_ms_p50 * tail * contention <= budgets.latency_ms
                 and entry.peak_memory_mb <= budgets.memory_mb
                 and entry.storage_bytes <= budgets.storage_bytes
                 and entry.energy_mj <= budgets.energy_mj
@@ -310,7 +345,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--latency-budget-ms", type=float, default=100.0,
                    help="application per-frame latency budget, ms (100)")
     p.add_argument("--contention", type=float, default=1.0,
-                   help="measured / profiled latency of the running variant (1.0)")
+                   help="measured / profiled median latency of the running variant (1.0)")
+    p.add_argument("--tail", type=float,
+                   help="latency p95 / p50 of the device (default: the table's median)")
     p.add_argument("--lambda1", type=float, help="override λ1 (accuracy weight)")
     p.add_argument("--lambda2", type=float, help="override λ2 (energy-efficiency weight)")
     p.add_argument("--fps", type=float, help="frame rate for the energy budget")
@@ -356,7 +393,7 @@ def cli_main(argv: Sequence[str] | None = None) -> int:
         lambdas = _cli_lambdas(args, context)
         search = RuntimeSearch(table)
         result = search.decide(context, budget_params=budget_params, lambdas=lambdas,
-                               contention=args.contention)
+                               contention=args.contention, tail=args.tail)
     except (ProfileError, ScenarioError, ValueError) as exc:
         print(f"adaspring search: {exc}", file=sys.stderr)
         return 2
@@ -367,7 +404,8 @@ def cli_main(argv: Sequence[str] | None = None) -> int:
     print(f"budgets:    {result.budgets.describe()}")
     for line in result.budgets.notes:
         print(f"            {line}")
-    print(f"contention: {result.contention:.2f}x")
+    print(f"latency:    profiled p50 x tail {result.tail:.2f} x contention "
+          f"{result.contention:.2f}")
     print(f"chosen:     {result.config_id}")
     print(f"predicted:  accuracy {pred.accuracy:.2%}, latency {pred.latency_ms:.3f} ms (p95), "
           f"energy {pred.energy_mj:.4g} mJ, peak memory {pred.peak_memory_mb:.2f} MB, "

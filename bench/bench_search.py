@@ -10,9 +10,10 @@
 3. Every shipped scenario simulated against the profile table, frame by frame, for four
    policies: this search + evolution policy; width-only switching (the same policy restricted to
    variants that differ from the full model only in width, as Slimmable networks do); a static
-   hand-picked variant; the static full model. Simulated latency of a frame = profiled latency x
-   the scenario's contention x a lognormal draw whose 95th percentile is the profiled p95; the
-   contention is 1 + 2 x (CPU load of other processes) / 100 (3x with the CPU fully taken).
+   hand-picked variant; the static full model. Simulated latency of a frame = profiled median x
+   the scenario's contention x a lognormal draw whose 95th percentile is the table's median
+   p95/p50 ratio; the contention is 1 + 2 x (CPU load of other processes) / 100 (3x with the CPU
+   fully taken).
    Context, metrics and decisions run at 1 Hz as the nodes do; swaps take effect at once.
 
 It prints tables and rewrites its section of docs/benchmarks.md; it asserts nothing about time.
@@ -38,7 +39,12 @@ from adaspring_ros.core.context import (
 )
 from adaspring_ros.core.evolution import Evolver
 from adaspring_ros.core.profile_table import ProfileEntry, ProfileTable
-from adaspring_ros.core.search import RuntimeSearch, default_table, exhaustive_search
+from adaspring_ros.core.search import (
+    RuntimeSearch,
+    default_table,
+    exhaustive_search,
+    table_tail_ratio,
+)
 from adaspring_ros.core.synthetic import synthetic_table, width_only_configs
 from bench.report import markdown_table, spread, write_section
 
@@ -158,10 +164,10 @@ class Outcome:
     swaps: int
 
 
-def frame_latency(entry: ProfileEntry, contention: float, rng: np.random.Generator) -> float:
-    """Lognormal around the profiled median whose 95th percentile is the profiled p95."""
-    ratio = max(entry.latency_ms_p95 / max(entry.latency_ms_p50, 1e-9), 1.0)
-    sigma = math.log(ratio) / 1.645
+def frame_latency(entry: ProfileEntry, contention: float, tail: float,
+                  rng: np.random.Generator) -> float:
+    """Lognormal around the profiled median whose 95th percentile is ``tail`` x the median."""
+    sigma = math.log(max(tail, 1.0)) / 1.645
     return entry.latency_ms_p50 * contention * float(rng.lognormal(0.0, sigma))
 
 
@@ -181,13 +187,16 @@ def mission_verdict(trace: ScenarioTrace, energies: list[float], fps: float) -> 
 
 
 def simulate(trace: ScenarioTrace, table: ProfileTable, policy: str | ProfileEntry,
-             seed: int) -> Outcome:
-    """Run ``trace`` frame by frame; ``policy`` is "adaptive" or a fixed entry."""
+             seed: int, tail: float) -> Outcome:
+    """Run ``trace`` frame by frame; ``policy`` is "adaptive" (an Evolver over ``table``) or a
+    fixed entry. ``tail`` is the device's p95/p50 latency ratio (the whole table's)."""
     params = trace.budget_params()
     fps = params.fps
     rng = np.random.default_rng(seed)
-    evolver = Evolver(table, budget_params=params, mission_start=0.0) \
-        if policy == "adaptive" else None
+    evolver = None
+    if policy == "adaptive":
+        search = RuntimeSearch(table, tail_ratio=tail)
+        evolver = Evolver(search, budget_params=params, mission_start=0.0)
     active = policy if isinstance(policy, ProfileEntry) else None
     accuracies, energies, window = [], [], []
     misses = 0
@@ -209,7 +218,7 @@ def simulate(trace: ScenarioTrace, table: ProfileTable, policy: str | ProfileEnt
                 evolver.swap_done(decision.config_id, t)
             active = table.get(evolver.active_id)
         contention = 1.0 + CONTENTION_PER_LOAD * context.cpu_load_other_percent / 100.0
-        latency = frame_latency(active, contention, rng)
+        latency = frame_latency(active, contention, tail, rng)
         window.append(latency)
         misses += latency > context.latency_budget_ms
         accuracies.append(active.accuracy)
@@ -285,7 +294,7 @@ def main(argv: list[str] | None = None) -> int:
         for label, tab, policy in policies:
             if not len(tab):
                 continue
-            o = simulate(trace, tab, policy, args.seed)
+            o = simulate(trace, tab, policy, args.seed, table_tail_ratio(table))
             rows.append([trace.name, label, f"{100 * o.accuracy:.2f}", f"{o.miss_percent:.1f}",
                          f"{o.energy_mj:.3g}", f"{o.energy_j:.3g}", o.mission, o.swaps])
     sections += [
@@ -294,7 +303,8 @@ def main(argv: list[str] | None = None) -> int:
                         "energy / frame (mJ)", "energy (J)", "mission survives (projected)",
                         "swaps"], rows), "",
         "Simulated, not run: frame latency = profiled p50 x contention x lognormal noise "
-        "(95th percentile = profiled p95), contention = 1 + 2 x other processes' CPU share; "
+        "(95th percentile = the table's median p95/p50 ratio), contention = 1 + 2 x other "
+        "processes' CPU share; "
         "accuracy and energy per frame are the profile table's. A deadline miss is a frame "
         "slower than the scenario's latency budget at that moment. 'Mission survives' projects "
         "the energy per frame of the variant running at the end over the rest of the mission "

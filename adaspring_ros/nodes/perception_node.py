@@ -174,6 +174,7 @@ class PerceptionNode(Node):
                                     self.backbone.space)
         self.active = (config, self._build(config))  # replaced whole, never mutated
         self.stats = FrameStats()
+        self.reported: dict[str, int] = {}  # counters at the last report, for per-window rates
         self.swap_lock = threading.Lock()
         self.meter = energy.make_meter(self.get_parameter("device_power_profile").value)
         self.meter.start()
@@ -369,10 +370,16 @@ class PerceptionNode(Node):
 
     def _publish_diagnostics(self, counts, window, processed: int, metrics) -> None:
         status = DiagnosticStatus(name="adaspring: perception_node", hardware_id="cpu")
-        if processed:
-            status.level, status.message = DiagnosticStatus.OK, f"serving {metrics.config_id}"
-        else:
+        previous, self.reported = self.reported, counts
+        dropped = counts.get("frames_dropped", 0) - previous.get("frames_dropped", 0)
+        if not processed:
             status.level, status.message = DiagnosticStatus.WARN, "no frames classified"
+        elif dropped > processed:  # most frames never reach the callback: load or transport
+            status.level = DiagnosticStatus.WARN
+            status.message = (f"serving {metrics.config_id}, but {dropped} of "
+                              f"{dropped + processed} frames were dropped")
+        else:
+            status.level, status.message = DiagnosticStatus.OK, f"serving {metrics.config_id}"
         values = {
             "config_id": metrics.config_id, "fps": f"{metrics.fps:.2f}",
             "cached_variants": str(len(self.cache)), "backbone_sha256": self.backbone.sha256,

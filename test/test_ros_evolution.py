@@ -101,6 +101,22 @@ def start_fake(tmp_path, initial: str, delay_s: float = 0.0, name: str = "fake_p
                         "-p", f"delay_s:={delay_s}"], tmp_path, name)
 
 
+def test_every_policy_setting_is_a_parameter():
+    from dataclasses import fields
+
+    from adaspring_ros.core.context import BudgetParams, LambdaParams
+    from adaspring_ros.core.evolution import EvolutionParams
+    from adaspring_ros.nodes.evolution_node import TARGETS
+
+    mapped = set(TARGETS.values())
+    # The node reports at most one deadline miss per window (it estimates them from the p95).
+    unmapped = {("evolution", "deadline_miss_trigger")}
+    for group, cls in (("evolution", EvolutionParams), ("budget", BudgetParams),
+                       ("lambda", LambdaParams)):
+        for f in fields(cls):
+            assert (group, f.name) in mapped | unmapped, f"{cls.__name__}.{f.name}: no parameter"
+
+
 def test_context_change_swaps_and_late_subscriber_sees_it(rclpy_node, tmp_path):
     import rclpy
     from adaspring_ros.msg import CompressionConfig

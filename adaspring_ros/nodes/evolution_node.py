@@ -77,7 +77,7 @@ PARAMETERS = (
      ("evolution", "safe_config_id")),
     ("recovery_s", 10.0, describe("back-off before re-trying a variant left for a violation, s",
                                   floating=SECONDS), ("evolution", "recovery_s")),
-    ("violation_memory_s", 300.0, describe("how long budget violations count for the back-off, s",
+    ("violation_memory_s", 600.0, describe("how long budget violations count for the back-off, s",
                                            floating=SECONDS), ("evolution", "violation_memory_s")),
     ("settle_s", 1.0, describe("metrics ignored this long after a swap, s",
                                floating=(0.0, 600.0)), ("evolution", "settle_s")),
@@ -91,6 +91,11 @@ PARAMETERS = (
                                      floating=(0.01, 1.0)), ("evolution", "contention_min")),
     ("contention_max", 10.0, describe("upper bound of the contention factor",
                                       floating=(1.0, 1000.0)), ("evolution", "contention_max")),
+    ("learn_tail", True, describe("learn the p95/p50 latency tail ratio from the metrics "
+                                  "(false = keep the profile table's)"),
+     ("evolution", "learn_tail")),
+    ("tail_max", 10.0, describe("upper bound of the learnt tail ratio", floating=(1.0, 1000.0)),
+     ("evolution", "tail_max")),
     # -- budgets (BudgetParams)
     ("fps", 10.0, describe("frame rate perception must sustain (energy budget)",
                            floating=(0.01, 1000.0)), ("budget", "fps")),

@@ -32,7 +32,7 @@ from typing import Any
 from . import msg_convert, paths
 from .core.context import ScenarioTrace
 
-__all__ = ["cli_main", "ChildProcesses", "CpuHog", "ros_environment", "Phase",
+__all__ = ["cli_main", "ChildProcesses", "CpuHog", "ros_environment", "use_environment", "Phase",
            "scenario_phases"]
 
 SOURCE_ROOT = Path(__file__).resolve().parent.parent
@@ -66,9 +66,19 @@ def ros_environment(log_dir: Path, domain_id: int | None = None) -> dict[str, st
     env["PYTHONPATH"] = os.pathsep.join(
         [str(SOURCE_ROOT)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
     env["PYTHONUNBUFFERED"] = "1"
+    # Camera-sized frames need a larger shared-memory segment than Fast DDS's default, or most
+    # best-effort 640x480 frames are lost (see config/fastdds_large_images.xml).
+    profile = paths.config_dir() / "fastdds_large_images.xml"
+    if profile.is_file():
+        env.setdefault("FASTDDS_DEFAULT_PROFILES_FILE", str(profile))
     # One inference thread per node: on a small CPU, more threads only fight each other.
     env.setdefault("OMP_NUM_THREADS", "1")
     return env
+
+
+def use_environment(env: dict[str, str]) -> None:
+    """Put this process on the children's ROS domain and middleware settings (before rclpy)."""
+    os.environ.update({k: v for k, v in env.items() if k.startswith(("ROS_", "RMW_", "FASTDDS_"))})
 
 
 class DemoError(RuntimeError):
@@ -434,11 +444,8 @@ def run_pass(name: str, evolution: bool, duration: float, trace: ScenarioTrace,
     recorder = Recorder(record, quiet)
     hog = CpuHog()
     try:
-        # The dataset's own 28x28 frames at the scenario's frame rate: upscaled 640x480 rgb8
-        # frames lose most messages to best-effort fragmentation on loopback here, which would
-        # measure the transport, not the model.
-        camera = {"rate_hz": float(trace.budgets.get("fps", 10.0)), "width": 0, "height": 0,
-                  "encoding": "mono8"}
+        # The camera as config/adaspring.yaml has it (640x480 rgb8), at the scenario's rate.
+        camera = {"rate_hz": float(trace.budgets.get("fps", 10.0))}
         children.start_node("perception_node", params_file, {"initial_config": "full"})
         children.start_node("camera_replay_node", params_file, camera)
         spin_until(recorder.node, lambda: len(record.frames) >= 5, time.time() + 90, children,
@@ -710,8 +717,7 @@ def cli_main(argv: list[str] | None = None) -> int:
     out = (args.out or default_out_dir()).resolve()
     out.mkdir(parents=True, exist_ok=True)
     env = ros_environment(out / "logs")
-    os.environ.update({k: env[k] for k in ("ROS_DOMAIN_ID", "ROS_AUTOMATIC_DISCOVERY_RANGE",
-                                           "ROS_LOG_DIR", "RMW_IMPLEMENTATION")})
+    use_environment(env)
     previous_term = signal.signal(signal.SIGTERM, _raise_interrupt)
     runs = [("adaptive", True, args.duration)]
     if not args.no_baseline:

@@ -465,7 +465,9 @@ def report(run: SoakRun) -> str:
         f" Fashion-MNIST test images, looping) into a real perception_node (defaults: 1 torch "
         f"thread, cache of 8); a Reconfigure every 2 s cycling through {len(CONFIGS)} variants "
         f"({', '.join(c.id for c in CONFIGS)}); one busy-loop process during the middle third. "
-        "Separate processes on a 2-core machine shared with other work, Fast DDS on loopback.",
+        "Separate processes on a 2-core machine shared with other work, Fast DDS defaults on "
+        "loopback (not config/fastdds_large_images.xml: the 512 KB shared-memory segment is "
+        "smaller than a frame, which the wire-loss row shows).",
         markdown_table(["what", "value", "note"], rows),
         f"Perception RSS (MB) over the run: {growth}.",
         "Dropped frames are counted exactly from DDS publication sequence numbers: frames the "

@@ -233,7 +233,7 @@ class EvolutionNode(Node):
                                                 self.decision_callback)
         self.diagnostics_timer = self.create_timer(
             self.get_parameter("diagnostics_period_s").value, self.diagnostics_callback)
-        self.get_logger().info(f"waiting for {self.client.srv_name}; safe variant "
+        self.get_logger().info(f"waiting for {self.client.service_name}; safe variant "
                                f"{self.evolver.safe_id}")
 
     # -- parameters -----------------------------------------------------------------------------
@@ -333,9 +333,9 @@ class EvolutionNode(Node):
     def _service_changed(self, ready: bool) -> None:
         self.service_ready = ready
         if not ready:
-            self.get_logger().warning(f"{self.client.srv_name} went away; waiting for it")
+            self.get_logger().warning(f"{self.client.service_name} went away; waiting for it")
             return
-        self.get_logger().info(f"{self.client.srv_name} is available")
+        self.get_logger().info(f"{self.client.service_name} is available")
         if self.applied is not None and self.call is None:
             self._reapply("the perception service is back (restarted?)", None)
 
@@ -441,7 +441,7 @@ class EvolutionNode(Node):
         applied = self.applied[0].config_id if self.applied else "none"
         if not self.service_ready:
             perception.level = DiagnosticStatus.WARN
-            perception.message = f"waiting for {self.client.srv_name}"
+            perception.message = f"waiting for {self.client.service_name}"
         elif self.call is not None:
             perception.message = f"swap to {self.call.decision.config_id} in flight"
             if self.call.timed_out:

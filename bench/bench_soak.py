@@ -20,7 +20,7 @@ Goals: RSS growth <= 5 %, 0 lost swaps, 0 inconsistent results. Measures and pri
 asserts times); writes the ``soak`` section of docs/benchmarks.md. test/test_soak.py runs a short
 version and asserts the invariants.
 
-    .venv/bin/python -m bench.bench_soak [--minutes 10] [--swap-period 2]
+    .venv/bin/python -m bench.bench_soak [--minutes 10] [--swap-period 2] [--large-images-profile]
 """
 
 from __future__ import annotations
@@ -62,6 +62,7 @@ CONFIGS = (
 TOPICS = {"image": "/soak/image", "result": "/soak/result", "metrics": "/soak/metrics",
           "reconfigure": "/soak/reconfigure"}
 SCORE_TOLERANCE = 1e-4  # float32 softmax in the message vs float32 offline
+PROFILE = paths.config_dir() / "fastdds_large_images.xml"
 
 
 def prepare_backbone(workdir: Path) -> tuple[Path, str]:
@@ -465,9 +466,11 @@ def report(run: SoakRun) -> str:
         f" Fashion-MNIST test images, looping) into a real perception_node (defaults: 1 torch "
         f"thread, cache of 8); a Reconfigure every 2 s cycling through {len(CONFIGS)} variants "
         f"({', '.join(c.id for c in CONFIGS)}); one busy-loop process during the middle third. "
-        "Separate processes on a 2-core machine shared with other work, Fast DDS defaults on "
-        "loopback (not config/fastdds_large_images.xml: the 512 KB shared-memory segment is "
-        "smaller than a frame, which the wire-loss row shows).",
+        "Separate processes on a 2-core machine shared with other work, Fast DDS on loopback "
+        + (f"with {PROFILE.name} for every process (32 MB shared-memory segment)."
+           if os.environ.get("FASTDDS_DEFAULT_PROFILES_FILE") == str(PROFILE) else
+           "with its defaults (not config/fastdds_large_images.xml: the 512 KB shared-memory "
+           "segment is smaller than a frame, which the wire-loss row shows)."),
         markdown_table(["what", "value", "note"], rows),
         f"Perception RSS (MB) over the run: {growth}.",
         "Dropped frames are counted exactly from DDS publication sequence numbers: frames the "
@@ -483,7 +486,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--minutes", type=float, default=10.0, help="soak length (default 10)")
     parser.add_argument("--swap-period", type=float, default=2.0, help="seconds between swaps")
+    parser.add_argument("--large-images-profile", action="store_true",
+                        help=f"run every process with config/{PROFILE.name} (its own section)")
     args = parser.parse_args(argv)
+    if args.large_images_profile:  # before rclpy starts; the node processes inherit it
+        os.environ["FASTDDS_DEFAULT_PROFILES_FILE"] = str(PROFILE)
     import rclpy
 
     workdir = Path(tempfile.mkdtemp(prefix="adaspring-soak-"))
@@ -499,8 +506,11 @@ def main(argv: list[str] | None = None) -> int:
 
     command = "python -m bench.bench_soak" + (f" --minutes {args.minutes:g}"
                                               if args.minutes != 10.0 else "")
-    write_section("soak", f"Soak: {args.minutes:g} minutes of frames, swaps and CPU contention",
-                  command, report(run))
+    name, title = "soak", f"Soak: {args.minutes:g} minutes of frames, swaps and CPU contention"
+    if args.large_images_profile:
+        command += " --large-images-profile"
+        name, title = "soak_large_images", title + f", with {PROFILE.name}"
+    write_section(name, title, command, report(run))
     print("summary:", run.summary(), flush=True)
     return 0
 

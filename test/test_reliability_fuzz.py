@@ -491,6 +491,14 @@ class EvolutionUnderTest:
     def counts(self) -> dict[str, str]:
         return self.diagnostics.values("evolution_node perception")
 
+    def call_idle(self) -> bool:
+        """No Reconfigure in flight, by the evolution node's /diagnostics."""
+        for array in reversed(self.diagnostics.arrays):
+            for status in array.status:
+                if status.name.endswith("evolution_node perception"):
+                    return status.message.startswith("serving")
+        return False
+
 
 @pytest.fixture(scope="module")
 def evolution(started):
@@ -587,6 +595,52 @@ def test_garbage_context_is_counted_and_never_swaps(evolution):
     e.good = context_msg(1.0)
     e.wait(lambda: len(e.configs) > n_configs, "a swap for a 1 ms budget", 30)
     assert e.configs[-1].config_id != before["applied"] and "violates" in e.configs[-1].reason
+
+
+def test_garbage_metrics_never_stop_the_evolution_node(evolution):
+    """PerformanceMetrics from an impostor (NaN/inf/negative latencies, absurd counts, unknown
+    or known variant names) may move the policy, as real metrics would, but never stop it."""
+    from adaspring_ros.msg import PerformanceMetrics
+    from test_ros_evolution import context_msg
+
+    from adaspring_ros.nodes.qos import METRICS_QOS
+
+    e = evolution
+    impostor = e.node.create_publisher(PerformanceMetrics, "/fuzz_evo/metrics", METRICS_QOS)
+    e.wait(lambda: impostor.get_subscription_count() > 0, "the metrics subscription")
+    latencies = st.one_of(st.floats(width=32), st.sampled_from([NAN, math.inf, -1.0, 0.0, 1e9]))
+
+    @fuzz(30)
+    @given(config_id=st.one_of(st.sampled_from([e.settled, CompressionConfig.full().id]),
+                               st.text(max_size=30)),
+           p50=latencies, p95=latencies, count=st.integers(0, 2**64 - 1),
+           swaps=st.integers(0, 2**32 - 1), stamp=st.integers(-2**31, 2**31 - 1))
+    def fuzz_metrics(config_id, p50, p95, count, swaps, stamp):
+        tried("PerformanceMetrics -> evolution_node")
+        msg = PerformanceMetrics(config_id=config_id, model_latency_ms_p50=p50,
+                                 model_latency_ms_p95=p95, frames_received=count,
+                                 frames_dropped=count, swaps=swaps, last_swap_ms=p50)
+        msg.header.stamp.sec = stamp
+        n = len(e.diagnostics.arrays)
+        impostor.publish(msg)
+        e.wait(lambda: len(e.diagnostics.arrays) > n, "diagnostics after the metrics")
+
+    fuzz_metrics()
+    e.node.destroy_publisher(impostor)
+    e.good = context_msg(100.0)
+    # Still running and consistent: what it last applied is what the stand-in serves and what
+    # /adaspring/config says. (Which variant that is depends on the impostor's numbers: metrics
+    # claiming a budget violation make the policy back off from that variant, as it should.)
+
+    def consistent() -> bool:
+        serving = [line for line in e.fake.output().splitlines() if line.startswith("serving")]
+        applied = e.counts().get("applied")
+        return bool(serving) and serving[-1] == f"serving {applied}" \
+            and e.configs[-1].config_id == applied and e.call_idle()
+
+    e.wait(consistent, "the evolution node, the stand-in and /adaspring/config to agree", 30)
+    n = len(e.diagnostics.arrays)
+    e.wait(lambda: len(e.diagnostics.arrays) > n + 5, "diagnostics still flowing")
 
 
 class ContextUnderTest:

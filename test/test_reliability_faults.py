@@ -26,7 +26,7 @@ import time
 
 import pytest
 from ros_harness import NodeProcess, spin_until
-from test_reliability_fuzz import Diagnostics, Perception
+from test_reliability_fuzz import Diagnostics, Perception, spin_for
 
 pytestmark = pytest.mark.ros
 
@@ -113,9 +113,17 @@ class Graph:
         from rclpy.parameter import Parameter
 
         self.wait(self.context_params.services_are_ready, "the context node's parameters")
-        future = self.context_params.set_parameters([Parameter("latency_budget_ms",
-                                                               value=budget_ms)])
-        self.wait(future.done, "SetParameters reply")
+        # After a restart the graph may still list the dead process's service for a while (its
+        # DDS lease has not run out) and a request sent before the new one is matched is lost:
+        # ask again until one is answered.
+        deadline = time.monotonic() + 30
+        while True:
+            future = self.context_params.set_parameters([Parameter("latency_budget_ms",
+                                                                   value=budget_ms)])
+            spin_for(self.node, 3.0, future.done)
+            if future.done():
+                break
+            assert time.monotonic() < deadline, "no SetParameters reply from the context node"
         assert future.result().results[0].successful
 
 
@@ -216,11 +224,3 @@ def test_context_node_dies_stale_context_falls_back_to_safe_variant(graph):
            "the context fresh again", 30)
     g.set_budget(5.0)
     g.agree_on(g.mid)
-
-
-def spin_for(node, seconds: float) -> None:
-    import rclpy
-
-    end = time.monotonic() + seconds
-    while time.monotonic() < end:
-        rclpy.spin_once(node, timeout_sec=0.02)

@@ -211,6 +211,27 @@ def test_checkpoint_round_trip(tmp_path, backbone):
         torch.testing.assert_close(loaded.materialise(config)(x), backbone.materialise(config)(x))
 
 
+def test_checkpoint_keeps_variant_bn_and_rejects_bad_ones(tmp_path, backbone):
+    config = _with(width=0.5, depth=1)
+    c = 4                                                      # half of 8 stem channels
+    model = build_backbone(stage_channels=(8, 12, 16))
+    model.load_state_dict(backbone.state_dict())
+    model.variant_bn[config.id] = {"stem": torch.stack([torch.zeros(c), torch.full((c,), 4.0)])}
+    path = tmp_path / "bb.pt"
+    save_backbone(model, path)
+    loaded = load_backbone(path)
+    assert torch.equal(loaded.variant_bn[config.id]["stem"], model.variant_bn[config.id]["stem"])
+    x = torch.randn(2, 1, 28, 28)
+    with torch.no_grad():
+        with_bank = loaded.materialise(config)(x)
+        loaded.variant_bn.clear()
+        assert not torch.allclose(loaded.materialise(config)(x), with_bank)
+    model.variant_bn[config.id] = {"stages.0.0.units.conv.0": torch.zeros(3, c)}
+    save_backbone(model, path)
+    with pytest.raises(CheckpointError, match="variant_bn"):
+        load_backbone(path)
+
+
 def test_checkpoint_checksum_mismatch_and_truncation(tmp_path, backbone):
     path = tmp_path / "bb.pt"
     save_backbone(backbone, path)

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
-from adaspring_ros.core.config import DEFAULT_SPACE
-from adaspring_ros.core.data import FASHION_MNIST_DIR
-from adaspring_ros.core.supernet import load_backbone
-from adaspring_ros.core.training import calibration_configs, cli_main, sample_config
+from adaspring_ros.core.config import DEFAULT_SPACE, CompressionConfig
+from adaspring_ros.core.data import FASHION_MNIST_DIR, preprocess
+from adaspring_ros.core.supernet import build_backbone, load_backbone
+from adaspring_ros.core.training import cli_main, sample_config, variant_bn_stats
 
 needs_data = pytest.mark.skipif(not FASHION_MNIST_DIR.is_dir(),
                                 reason="dataset-fashion-mnist not installed")
@@ -23,19 +24,38 @@ def test_sampling_uses_only_its_generator():
     assert [c.id for c in a] == [c.id for c in b]
 
 
-def test_calibration_configs_visit_every_bn_row():
-    configs = calibration_configs(DEFAULT_SPACE, torch.Generator().manual_seed(0), 0)
-    keys = {(c.stages[0].operator, c.stages[0].width, c.stages[0].rank, c.resolution)
-            for c in configs}
-    sp = DEFAULT_SPACE
-    assert len(keys) == len(sp.operators) * len(sp.widths) * len(sp.ranks) * len(sp.resolutions)
+def test_variant_bn_stats_are_exact_and_leave_the_supernet_alone():
+    torch.manual_seed(0)
+    model = build_backbone(stage_channels=(8, 12, 16)).eval()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    config = CompressionConfig.from_id("r20-w50d2sk50f-w75d1ck100q-w100d2ck25f")
+    images = np.random.default_rng(0).integers(0, 256, (300, 28, 28), dtype=np.uint8)
+    stats = variant_bn_stats(model, config, images, batch_size=128)
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k]), k
+    assert not model.training and model.active == CompressionConfig.full()
+    # stem + 2 units per block (+ the shortcut of stage 1 and 2) of the blocks that run
+    assert len(stats) == 1 + 2 * (2 + 1 + 2) + 2
+    assert stats["stem"].shape == (2, 4)
+    # Exact: the stem's statistics are those of its conv output over all images.
+    x = preprocess(images, 20)
+    conv = torch.nn.functional.conv2d(x, model.stem.weight[:4], padding=1)
+    torch.testing.assert_close(stats["stem"][0], conv.mean((0, 2, 3)), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(stats["stem"][1], conv.transpose(0, 1).flatten(1).var(1),
+                               rtol=1e-4, atol=1e-5)
+    # Stored per config id, they are what both the elastic eval forward and materialise use.
+    model.variant_bn[config.id] = stats
+    model.set_active(config)
+    x = preprocess(images[:4], 20)
+    with torch.no_grad():
+        torch.testing.assert_close(model.materialise(config)(x), model(x), rtol=1e-4, atol=1e-4)
 
 
 @needs_data
 def test_training_smoke_and_resume(tmp_path):
     out, work = tmp_path / "bb.pt", tmp_path / "run"
     common = ["--subset", "256", "--batch-size", "64", "--channels", "4,8,8",
-              "--calib-random", "2", "--out", str(out), "--workdir", str(work),
+              "--out", str(out), "--workdir", str(work),
               "--no-progress", "--threads", "1", "--val-size", "500"]
     assert cli_main(["--epochs", "1", "--warmup-epochs", "1"] + common) == 0
     assert cli_main(["--epochs", "2", "--warmup-epochs", "1", "--resume"] + common) == 0
@@ -43,4 +63,4 @@ def test_training_smoke_and_resume(tmp_path):
     assert model.stage_channels == (4, 8, 8)
     history = json.loads(model.meta["history"])
     assert [h["epoch"] for h in history if "epoch" in h] == [1, 2]
-    assert model.meta["bn_calibrated"] is True
+    assert model.meta["cpu_seconds"] > 0

@@ -160,7 +160,12 @@ class SwitchableBatchNorm2d(nn.Module):
 
     The affine parameters are shared; the running mean/var rows are private to each key, so each
     variant keeps statistics of its own and needs no recalibration (and no data) when it is
-    materialised. ``momentum=None`` gives a cumulative average, as in ``nn.BatchNorm2d``.
+    materialised. ``momentum=None`` gives a cumulative average, as in ``nn.BatchNorm2d``;
+    ``momentum=0`` normalises with batch statistics without touching any row (used to measure the
+    statistics of one whole variant, see ``training.variant_bn_stats``).
+
+    ``stats`` (a (2, C) tensor of mean and variance), when given, replaces the key's row in eval
+    mode: the exact statistics of one variant, stored per config id by the profiler.
     """
 
     def __init__(self, num_features: int, num_keys: int, eps: float = 1e-5,
@@ -179,9 +184,15 @@ class SwitchableBatchNorm2d(nn.Module):
         self.running_var.fill_(1.0)
         self.num_batches_tracked.zero_()
 
-    def forward(self, x: Tensor, key: int) -> Tensor:
+    def forward(self, x: Tensor, key: int, stats: Tensor | None = None) -> Tensor:
         c = x.shape[1]
         momentum = self.momentum
+        if self.training and momentum == 0:
+            return F.batch_norm(x, None, None, self.weight[:c], self.bias[:c], True, 0.0,
+                                self.eps)
+        if not self.training and stats is not None:
+            return F.batch_norm(x, stats[0], stats[1], self.weight[:c], self.bias[:c], False,
+                                0.0, self.eps)
         if self.training:
             self.num_batches_tracked[key] += 1
             if momentum is None:
@@ -191,10 +202,14 @@ class SwitchableBatchNorm2d(nn.Module):
                             self.weight[:c], self.bias[:c], self.training, momentum or 0.0,
                             self.eps)
 
-    def folded(self, c: int, key: int) -> tuple[Tensor, Tensor]:
+    def folded(self, c: int, key: int, stats: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """(scale, shift) of the eval-mode BN for the first ``c`` channels of ``key``."""
-        scale = self.weight[:c] / torch.sqrt(self.running_var[key, :c] + self.eps)
-        return scale.detach(), (self.bias[:c] - self.running_mean[key, :c] * scale).detach()
+        if stats is None:
+            mean, var = self.running_mean[key, :c], self.running_var[key, :c]
+        else:
+            mean, var = stats[0], stats[1]
+        scale = self.weight[:c] / torch.sqrt(var + self.eps)
+        return scale.detach(), (self.bias[:c] - mean * scale).detach()
 
     def permute(self, order: Tensor) -> None:
         for t in (self.weight, self.bias):
@@ -260,7 +275,7 @@ class ElasticConvBN(nn.Module):
         return _straight_through(self.weight[:out_c, :in_c], approx)
 
     def forward(self, x: Tensor, out_channels: int, rank: float = 1.0, int8: bool = False,
-                key: int = 0) -> Tensor:
+                key: int = 0, stats: Tensor | None = None) -> Tensor:
         in_c = x.shape[1]
         if self.separable:
             x = F.conv2d(x, self._depthwise(in_c, int8), None, self.stride, self.padding,
@@ -269,13 +284,13 @@ class ElasticConvBN(nn.Module):
         else:
             x = F.conv2d(x, self._weight(in_c, out_channels, rank, int8), None, self.stride,
                          self.padding)
-        return self.bn(x, key)
+        return self.bn(x, key, stats)
 
     @torch.no_grad()
     def export(self, in_channels: int, out_channels: int, rank: float = 1.0,
-               int8: bool = False, key: int = 0) -> nn.Sequential:
+               int8: bool = False, key: int = 0, stats: Tensor | None = None) -> nn.Sequential:
         """Plain convs for one choice, BN folded into the last one; copies, never views."""
-        scale, shift = self.bn.folded(out_channels, key)
+        scale, shift = self.bn.folded(out_channels, key, stats)
         layers: list[nn.Module] = []
         if self.separable:
             layers.append(_new_conv(self._depthwise(in_channels, int8), None, self.stride,

@@ -9,6 +9,11 @@ The space holds ~12M configs, far too many to measure, so the profiler measures
 2. refinement around the accuracy/latency Pareto front of what was measured: one-step neighbours
    (one operator moved by one choice) of each front member, ``--refine`` of them per round.
 
+Before a variant is measured, the exact BN statistics of that whole variant are computed on
+``--bn-images`` training images (``training.variant_bn_stats``, never test images) and stored in
+the backbone (``variant_bn``); the backbone file is re-saved with them at the end, so the table's
+``backbone_sha256`` is the file that holds every profiled variant's statistics.
+
 For each variant (all on the compact, materialised module):
 
 * accuracy: top-1 on the Fashion-MNIST *test* split (never used for training or tuning);
@@ -37,11 +42,11 @@ import torch
 from torch import Tensor, nn
 
 from .config import CompressionConfig, SearchSpace, StageConfig
-from .data import Dataset, load_fashion_mnist, preprocess
+from .data import Dataset, load_fashion_mnist, preprocess, train_val_split
 from .energy import DEFAULT_DEVICE, make_meter
 from .profile_table import ProfileEntry, ProfileTable
-from .supernet import CompactBlock, ElasticBackbone, load_backbone, write_checksum
-from .training import evaluate
+from .supernet import CompactBlock, ElasticBackbone, load_backbone, save_backbone, write_checksum
+from .training import evaluate, variant_bn_stats
 
 __all__ = [
     "count_macs",
@@ -51,6 +56,7 @@ __all__ = [
     "neighbours",
     "pareto_front",
     "fastest_within",
+    "bn_calibration_images",
     "profile_config",
     "plot_pareto",
     "cli_main",
@@ -227,12 +233,25 @@ def fastest_within(entries: Sequence[ProfileEntry], full_id: str,
     return min(ok, key=lambda e: e.latency_ms_p50) if ok else None
 
 
+def bn_calibration_images(n: int, seed: int = 0,
+                          root: str | Path = "/usr/share/datasets/fashion-mnist") -> np.ndarray:
+    """``n`` fixed images of the training part of the train split (never validation or test)."""
+    train = load_fashion_mnist("train", root)
+    train_idx, _ = train_val_split(len(train), 5000, seed=0)   # the split training used
+    pick = np.random.default_rng(seed).choice(train_idx, n, replace=False)
+    return train.images[np.sort(pick)]
+
+
 # -- measuring one variant ----------------------------------------------------------------------
 def profile_config(backbone: ElasticBackbone, config: CompressionConfig, test: Dataset,
-                   repeats: int, warmup: int, meter, eval_threads: int) -> ProfileEntry:
+                   repeats: int, warmup: int, meter, eval_threads: int,
+                   bn_images: np.ndarray | None = None) -> ProfileEntry:
+    """Measure one variant; with ``bn_images`` its exact BN statistics are stored first."""
+    torch.set_num_threads(eval_threads)
+    if bn_images is not None:
+        backbone.variant_bn[config.id] = variant_bn_stats(backbone, config, bn_images)
     net = backbone.materialise(config)
     r = config.resolution
-    torch.set_num_threads(eval_threads)
     accuracy = evaluate(net, test, r)
     torch.set_num_threads(1)
     x = preprocess(test.images[:1], r)
@@ -311,6 +330,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repeats", type=int, default=60, help="timed batch-1 runs per variant")
     p.add_argument("--warmup", type=int, default=10)
     p.add_argument("--test-size", type=int, default=0, help="first N test images (0: all)")
+    p.add_argument("--bn-images", type=int, default=512,
+                   help="training images for each variant's BN statistics (0: keep the rows)")
     p.add_argument("--eval-threads", type=int, default=2,
                    help="threads for the batched accuracy pass (latency always uses 1)")
     p.add_argument("--device-profile", default=DEFAULT_DEVICE,
@@ -334,6 +355,8 @@ def run(args: argparse.Namespace) -> ProfileTable:
     test = load_fashion_mnist("test", args.data)
     if args.test_size:
         test = test.subset(np.arange(min(args.test_size, len(test))))
+    bn_images = bn_calibration_images(args.bn_images, args.seed, args.data) \
+        if args.bn_images else None
     meter = make_meter(args.device_profile)
     cpu0, wall0 = time.process_time(), time.perf_counter()
 
@@ -343,7 +366,8 @@ def run(args: argparse.Namespace) -> ProfileTable:
         todo = [c for c in configs if c.id not in measured]
         for config in tqdm(todo, desc=desc, disable=not args.progress, mininterval=2.0):
             measured[config.id] = profile_config(backbone, config, test, args.repeats,
-                                                 args.warmup, meter, args.eval_threads)
+                                                 args.warmup, meter, args.eval_threads,
+                                                 bn_images)
 
     measure(stratified_sample(space, args.sample, args.seed), "stratified sample")
     rng = np.random.default_rng(args.seed + 1)
@@ -358,6 +382,11 @@ def run(args: argparse.Namespace) -> ProfileTable:
 
     entries = sorted(measured.values(), key=lambda e: e.latency_ms_p50)
     full = CompressionConfig.full(space)
+    if bn_images is not None:
+        meta = dict(getattr(backbone, "meta", {}))
+        meta["variant_bn"] = (f"exact BN statistics of {len(backbone.variant_bn)} profiled "
+                              f"variants on {len(bn_images)} training images")
+        backbone.sha256 = save_backbone(backbone, backbone_path, meta)
     table = ProfileTable(
         space=space,
         entries=entries,

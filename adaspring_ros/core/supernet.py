@@ -124,25 +124,33 @@ class ElasticBlock(nn.Module):
             if stride != 1 or in_channels != out_channels else None
         )
 
-    def forward(self, x: Tensor, out_channels: int, stage: StageConfig, key: int) -> Tensor:
+    @staticmethod
+    def unit_names(prefix: str, operator: str) -> tuple[str, str, str]:
+        """Names (as in ``named_modules``) of the two units and the shortcut one config uses."""
+        return (f"{prefix}.units.{operator}.0", f"{prefix}.units.{operator}.1",
+                f"{prefix}.shortcut")
+
+    def forward(self, x: Tensor, out_channels: int, stage: StageConfig, key: int,
+                stats: Sequence[Tensor | None] = (None, None, None)) -> Tensor:
         first, second = self.units[stage.operator]
-        h = F.relu(first(x, out_channels, stage.rank, stage.int8, key))
-        h = second(h, out_channels, stage.rank, stage.int8, key)
+        h = F.relu(first(x, out_channels, stage.rank, stage.int8, key, stats[0]))
+        h = second(h, out_channels, stage.rank, stage.int8, key, stats[1])
         if self.shortcut is None:
             return F.relu(h + x)
-        return F.relu(h + self.shortcut(x, out_channels, 1.0, stage.int8, key))
+        return F.relu(h + self.shortcut(x, out_channels, 1.0, stage.int8, key, stats[2]))
 
-    def export(self, in_channels: int, out_channels: int, stage: StageConfig,
-               key: int) -> CompactBlock:
+    def export(self, in_channels: int, out_channels: int, stage: StageConfig, key: int,
+               stats: Sequence[Tensor | None] = (None, None, None)) -> CompactBlock:
         first, second = self.units[stage.operator]
         body = nn.Sequential(
-            *first.export(in_channels, out_channels, stage.rank, stage.int8, key),
+            *first.export(in_channels, out_channels, stage.rank, stage.int8, key, stats[0]),
             nn.ReLU(inplace=True),
-            *second.export(out_channels, out_channels, stage.rank, stage.int8, key),
+            *second.export(out_channels, out_channels, stage.rank, stage.int8, key, stats[1]),
         )
         shortcut = None
         if self.shortcut is not None:
-            shortcut = self.shortcut.export(in_channels, out_channels, 1.0, stage.int8, key)
+            shortcut = self.shortcut.export(in_channels, out_channels, 1.0, stage.int8, key,
+                                            stats[2])
         return CompactBlock(body, shortcut)
 
 
@@ -193,6 +201,10 @@ class ElasticBackbone(nn.Module):
         self.stages = nn.ModuleList(stages)
         self.classifier = ElasticLinear(self.stage_channels[-1], num_classes)
         self.active = CompressionConfig.full(space)
+        # Exact BN statistics of whole variants, by config id -> unit name -> (2, C) mean/var.
+        # Filled offline by the profiler for every profiled variant (the ones the runtime search
+        # can pick); other variants use the per-choice rows of the switchable BNs.
+        self.variant_bn: dict[str, dict[str, Tensor]] = {}
 
     # -- configuration ----------------------------------------------------------------------
     def arch(self) -> dict[str, Any]:
@@ -216,6 +228,13 @@ class ElasticBackbone(nn.Module):
         w, r = sp.widths.index(stage.width), sp.ranks.index(stage.rank)
         return (w * len(sp.ranks) + r) * len(sp.resolutions) + sp.resolutions.index(resolution)
 
+    def _stats(self, config: CompressionConfig, stage: int, block: int) -> list[Tensor | None]:
+        """Stored whole-variant BN statistics for one block's units (Nones if none stored)."""
+        bank = self.variant_bn.get(config.id, {})
+        names = ElasticBlock.unit_names(f"stages.{stage}.{block}",
+                                        config.stages[stage].operator)
+        return [bank.get(n) for n in names]
+
     # -- elastic forward --------------------------------------------------------------------
     def forward(self, x: Tensor) -> Tensor:
         cfg = self.active
@@ -224,11 +243,13 @@ class ElasticBackbone(nn.Module):
                              f"{cfg.resolution}x{cfg.resolution}")
         widths = self.channels(cfg)
         st0 = cfg.stages[0]
-        x = F.relu(self.stem(x, widths[0], 1.0, st0.int8, self.bn_key(st0, cfg.resolution)))
-        for blocks, stage, c in zip(self.stages, cfg.stages, widths, strict=True):
+        x = F.relu(self.stem(x, widths[0], 1.0, st0.int8, self.bn_key(st0, cfg.resolution),
+                             self.variant_bn.get(cfg.id, {}).get("stem")))
+        for s, (blocks, stage, c) in enumerate(zip(self.stages, cfg.stages, widths,
+                                                   strict=True)):
             key = self.bn_key(stage, cfg.resolution)
-            for block in blocks[:stage.depth]:
-                x = block(x, c, stage, key)
+            for b, block in enumerate(blocks[:stage.depth]):
+                x = block(x, c, stage, key, self._stats(cfg, s, b))
         x = torch.flatten(F.adaptive_avg_pool2d(x, 1), 1)
         return self.classifier(x, cfg.stages[-1].int8)
 
@@ -240,14 +261,16 @@ class ElasticBackbone(nn.Module):
         widths = self.channels(cfg)
         st0 = cfg.stages[0]
         stem = nn.Sequential(
-            *self.stem.export(1, widths[0], 1.0, st0.int8, self.bn_key(st0, cfg.resolution)),
+            *self.stem.export(1, widths[0], 1.0, st0.int8, self.bn_key(st0, cfg.resolution),
+                              self.variant_bn.get(cfg.id, {}).get("stem")),
             nn.ReLU(inplace=True),
         )
         blocks, in_c = [], widths[0]
-        for s_blocks, stage, c in zip(self.stages, cfg.stages, widths, strict=True):
+        for s, (s_blocks, stage, c) in enumerate(zip(self.stages, cfg.stages, widths,
+                                                     strict=True)):
             key = self.bn_key(stage, cfg.resolution)
-            for block in s_blocks[:stage.depth]:
-                blocks.append(block.export(in_c, c, stage, key))
+            for b, block in enumerate(s_blocks[:stage.depth]):
+                blocks.append(block.export(in_c, c, stage, key, self._stats(cfg, s, b)))
                 in_c = c
         classifier = self.classifier.export(in_c, cfg.stages[-1].int8)
         storage = storage_bytes(stem, st0.int8) + storage_bytes(classifier, cfg.stages[-1].int8)
@@ -364,6 +387,8 @@ def save_backbone(model: ElasticBackbone, path: str | Path,
         "version": CHECKPOINT_VERSION,
         "arch": model.arch(),
         "state_dict": {k: v.detach().clone() for k, v in model.state_dict().items()},
+        "variant_bn": {cid: {n: t.detach().clone() for n, t in units.items()}
+                       for cid, units in model.variant_bn.items()},
         "meta": dict(meta or {}),
     }, path)
     return write_checksum(path)
@@ -396,7 +421,27 @@ def backbone_from_checkpoint(ckpt: Any, where: str = "checkpoint") -> ElasticBac
             raise CheckpointError(f"{where}: {name} has shape {tuple(state[name].shape)}, "
                                   f"expected {tuple(tensor.shape)}")
     model.load_state_dict(state)
+    model.variant_bn = _checked_variant_bn(model, ckpt.get("variant_bn", {}), where)
     return model.eval()
+
+
+def _checked_variant_bn(model: ElasticBackbone, bank: Any, where: str) -> dict:
+    """Validate stored whole-variant BN statistics (optional; older checkpoints have none)."""
+    if not isinstance(bank, dict):
+        raise CheckpointError(f"{where}: variant_bn must be a mapping")
+    units = {n: m for n, m in model.named_modules() if isinstance(m, ElasticConvBN)}
+    for config_id, stats in bank.items():
+        try:
+            CompressionConfig.from_id(config_id, model.space)
+        except ConfigError as exc:
+            raise CheckpointError(f"{where}: variant_bn: {exc}") from exc
+        for name, t in stats.items():
+            unit = units.get(name)
+            if unit is None or not isinstance(t, Tensor) or t.ndim != 2 or t.shape[0] != 2 \
+                    or t.shape[1] > unit.out_channels:
+                raise CheckpointError(f"{where}: variant_bn[{config_id}][{name}] is not a "
+                                      "(2, C) mean/var tensor of that unit")
+    return bank
 
 
 def load_backbone(path: str | Path | None = None, verify: bool = True) -> ElasticBackbone:

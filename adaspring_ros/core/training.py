@@ -7,8 +7,9 @@ Recipe (once-for-all / BigNAS style, sized for a CPU):
 2. Sandwich-rule epochs: every step trains the largest variant on the labels, then the smallest
    and ``--random-subnets`` random variants (seeded ``torch.Generator``) on the largest one's
    softened predictions (in-place distillation); gradients are summed, one optimizer step.
-3. BN calibration: the running statistics of every switchable-BN row are re-estimated with the
-   final weights over variants that cover every row, so ``materialise`` needs no data.
+3. BN statistics: every switchable-BN row keeps the running average of the variants that used it
+   during training; the profiler then stores the exact statistics of each profiled variant
+   (``variant_bn_stats``) in the checkpoint, so ``materialise`` needs no data.
 
 ``--fixed-config ID`` instead trains one variant alone from scratch (the baselines of the
 benchmark). Training uses the train split minus a fixed validation hold-out
@@ -35,14 +36,13 @@ from torch import Tensor, nn
 
 from .config import DEFAULT_SPACE, CompressionConfig, SearchSpace, StageConfig
 from .data import Dataset, load_fashion_mnist, load_image_folder, preprocess, train_val_split
-from .operators import SwitchableBatchNorm2d
+from .operators import ElasticConvBN
 from .supernet import ElasticBackbone, backbone_from_checkpoint, build_backbone, save_backbone
 
 __all__ = [
     "sample_config",
-    "calibration_configs",
     "evaluate",
-    "calibrate_bn",
+    "variant_bn_stats",
     "train",
     "cli_main",
 ]
@@ -62,28 +62,6 @@ def sample_config(space: SearchSpace, gen: torch.Generator) -> CompressionConfig
         for _ in range(space.num_stages)
     )
     return CompressionConfig(stages=stages, resolution=_pick(space.resolutions, gen))
-
-
-def calibration_configs(space: SearchSpace, gen: torch.Generator,
-                        num_random: int) -> list[CompressionConfig]:
-    """Variants that visit every switchable-BN row of every stage at least once, plus randoms.
-
-    For each (operator, width, rank, resolution) one variant puts every stage at that choice at
-    full depth (so every block's row is visited); ``num_random`` random variants add diversity
-    of the upstream stages.
-    """
-    out = []
-    for op in space.operators:
-        for width in space.widths:
-            for rank in space.ranks:
-                for res in space.resolutions:
-                    stages = tuple(
-                        StageConfig(width=width, depth=space.depths[-1], operator=op,
-                                    rank=rank, int8=_pick(space.int8, gen))
-                        for _ in range(space.num_stages))
-                    out.append(CompressionConfig(stages=stages, resolution=res))
-    out += [sample_config(space, gen) for _ in range(num_random)]
-    return out
 
 
 # -- data ---------------------------------------------------------------------------------------
@@ -121,29 +99,50 @@ def evaluate(model: nn.Module, data: Dataset, resolution: int, batch_size: int =
 
 
 @torch.no_grad()
-def calibrate_bn(model: ElasticBackbone, data: Dataset, configs: Sequence[CompressionConfig],
-                 batch_size: int = 256, seed: int = 0, progress: bool = True) -> None:
-    """Re-estimate every switchable-BN row (cumulative average) with the current weights."""
-    from tqdm import tqdm
+def variant_bn_stats(model: ElasticBackbone, config: CompressionConfig, images: np.ndarray,
+                     batch_size: int = 256) -> dict[str, Tensor]:
+    """Exact BN statistics of one whole variant: unit name -> (2, C) mean / unbiased var.
 
-    bns = [m for m in model.modules() if isinstance(m, SwitchableBatchNorm2d)]
-    saved = [bn.momentum for bn in bns]
-    was_training = model.training
-    rng = np.random.default_rng(seed)
+    The per-choice rows of a switchable BN average over every upstream context the row was
+    trained in, which costs a narrow or mixed variant many points; the statistics of the variant
+    itself (what BN recalibration in once-for-all computes) restore them. The supernet is not
+    modified: BNs run with momentum 0 (batch statistics, no tracking) and hooks read their input.
+    """
+    units = {n: m for n, m in model.named_modules() if isinstance(m, ElasticConvBN)}
+    moments: dict[str, list] = {}
+
+    def hook_for(name: str):
+        def hook(module: nn.Module, inputs: tuple[Tensor, ...], output: Tensor) -> None:
+            x = inputs[0].double()
+            acc = moments.setdefault(name, [0, 0.0, 0.0])
+            acc[0] += x.numel() // x.shape[1]
+            acc[1] = acc[1] + x.sum((0, 2, 3))
+            acc[2] = acc[2] + (x * x).sum((0, 2, 3))
+        return hook
+
+    handles = [u.bn.register_forward_hook(hook_for(n)) for n, u in units.items()]
+    saved = [(u.bn, u.bn.momentum) for u in units.values()]
+    was_training, was_active = model.training, model.active
     try:
-        for bn in bns:
-            bn.reset_running_stats()
-            bn.momentum = None
+        for bn, _ in saved:
+            bn.momentum = 0.0
         model.train()
-        for config in tqdm(configs, desc="BN calibration", disable=not progress, leave=False):
-            idx = rng.choice(len(data), size=min(batch_size, len(data)), replace=False)
-            model.set_active(config)
-            model(preprocess(data.images[idx], config.resolution))
+        model.set_active(config)
+        for i in range(0, len(images), batch_size):
+            model(preprocess(images[i:i + batch_size], config.resolution))
     finally:
-        for bn, momentum in zip(bns, saved, strict=True):
+        for h in handles:
+            h.remove()
+        for bn, momentum in saved:
             bn.momentum = momentum
         model.train(was_training)
-        model.set_active(CompressionConfig.full(model.space))
+        model.active = was_active
+    out = {}
+    for name, (n, s, sq) in moments.items():
+        mean = s / n
+        var = (sq - n * mean * mean) / max(1, n - 1)
+        out[name] = torch.stack([mean, var.clamp_min(0.0)]).float()
+    return out
 
 
 # -- training -----------------------------------------------------------------------------------
@@ -272,31 +271,19 @@ def train(args: argparse.Namespace) -> ElasticBackbone:
                     "history": json.dumps(history), "cpu_seconds": cpu_seconds},
                    state_path.with_suffix(".tmp"))
         os.replace(state_path.with_suffix(".tmp"), state_path)
-        save_backbone(model, args.out, _meta(args, history, cpu_seconds, calibrated=False))
+        save_backbone(model, args.out, _meta(args, history, cpu_seconds))
 
-    cpu0 = time.process_time()
-    gen = torch.Generator().manual_seed(args.seed + 7)
-    if args.fixed_config:
-        configs = [full] * 32
-    else:
-        configs = calibration_configs(space, gen, args.calib_random)
-    calibrate_bn(model, train_set, configs, args.calib_batch, args.seed, args.progress)
-    cpu_seconds += time.process_time() - cpu0
     model.eval()
-    for name, config in (("full", full), ("smallest", smallest)):
-        model.set_active(config)
-        history.append({f"val_{name}_calibrated": evaluate(model, val_set, config.resolution)})
     model.set_active(full)
-    print(json.dumps(history[-2:]), flush=True)
-    digest = save_backbone(model, args.out, _meta(args, history, cpu_seconds, calibrated=True))
+    digest = save_backbone(model, args.out, _meta(args, history, cpu_seconds))
     print(f"wrote {args.out} (sha256 {digest}); CPU time {cpu_seconds / 60:.1f} min", flush=True)
     return model
 
 
-def _meta(args: argparse.Namespace, history: list, cpu_seconds: float, calibrated: bool) -> dict:
+def _meta(args: argparse.Namespace, history: list, cpu_seconds: float) -> dict:
     return {"args": json.dumps({k: v for k, v in vars(args).items() if k != "progress"}),
             "history": json.dumps(history), "cpu_seconds": round(cpu_seconds, 1),
-            "bn_calibrated": calibrated, "torch": str(torch.__version__)}
+            "torch": str(torch.__version__)}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -312,9 +299,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--channels", default="16,32,64", help="full-width channels of each stage")
     p.add_argument("--subset", type=int, default=0, help="train on the first N images (smoke)")
     p.add_argument("--val-size", type=int, default=5000, help="held-out validation images")
-    p.add_argument("--calib-random", type=int, default=200,
-                   help="random variants in the BN calibration (besides the covering set)")
-    p.add_argument("--calib-batch", type=int, default=256)
     p.add_argument("--fixed-config", default="",
                    help="train only this variant (config id) from scratch: a baseline")
     p.add_argument("--seed", type=int, default=0)

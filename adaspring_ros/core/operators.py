@@ -158,9 +158,9 @@ def _new_conv(weight: Tensor, bias: Tensor | None, stride: int, padding: int,
 class SwitchableBatchNorm2d(nn.Module):
     """Batch norm with one set of running statistics per *key* (a choice of the variant).
 
-    The affine parameters are shared; the running mean/var rows are private to each key, so each
-    variant keeps statistics of its own and needs no recalibration (and no data) when it is
-    materialised. ``momentum=None`` gives a cumulative average, as in ``nn.BatchNorm2d``;
+    The affine parameters are shared; the running mean/var rows are private to each key (a
+    width / rank / resolution choice), so narrow and wide variants do not share statistics.
+    ``momentum=None`` gives a cumulative average, as in ``nn.BatchNorm2d``;
     ``momentum=0`` normalises with batch statistics without touching any row (used to measure the
     statistics of one whole variant, see ``training.variant_bn_stats``).
 

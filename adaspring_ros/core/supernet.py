@@ -5,10 +5,15 @@ elastic residual blocks (:class:`ElasticBlock`) -> the network (:class:`ElasticB
 ``set_active(config)`` (training / elastic forward) and ``materialise(config)`` (a fresh, plain,
 BN-folded :class:`CompactNet` that inference runs on; it holds copies, never views).
 
-Per-variant batch norm: every BN keeps one row of running statistics per (width, rank,
-resolution) choice of its stage (``SwitchableBatchNorm2d``), filled during training and by a final
-calibration pass over random variants. Materialising therefore needs no data: it slices weights,
-folds the variant's BN row into the conv and, for low rank, runs a small SVD.
+Per-variant batch norm, in two levels, so that materialising needs no data (it slices weights,
+folds BN statistics into the convs and, for low rank, runs a small SVD: ~5 ms):
+
+1. ``variant_bn``: the exact BN statistics of whole variants, by config id, computed offline by
+   the profiler on training images for every variant it profiles — i.e. every variant the runtime
+   search can pick. This is BN recalibration done once, ahead of time, and stored (a few KB each).
+2. otherwise, the row of each switchable BN for the stage's (width, rank, resolution) choice,
+   filled during training. Rows average over the upstream variants that shared them, so an
+   unprofiled narrow or mixed variant can lose many points with them (measured: up to ~40).
 
 Checkpoints are plain dicts of tensors/str/int loaded with ``torch.load(weights_only=True)`` and
 verified against the sha256 in the sibling ``<file>.sha256``.

@@ -4,13 +4,15 @@ Objective (maximised over the variants that meet every budget)::
 
     J = λ1 · acc_norm + λ2 · eff_norm
     acc_norm = (accuracy - min accuracy) / (max accuracy - min accuracy)
-    eff_norm = (log E_max - log E) / (log E_max - log E_min),   E = energy_mj per inference
+    eff_norm = (E_max - E) / (E_max - E_min),   E = energy_mj per inference
 
 Both terms are min-max normalised over the WHOLE table (not over the feasible set), so J of a
 variant does not depend on the budgets and objectives of two searches can be compared (the
-evolution policy's hysteresis needs that). Energy efficiency is taken on a log scale so that
-halving the energy is worth the same at every size (a linear 1/E scale would make only the
-tiniest variants count). A range of zero gives the term 0 for every variant.
+evolution policy's hysteresis needs that). Energy efficiency is the energy saved per frame,
+linear in millijoules, because the battery pays in joules: going from 8 to 4 mJ is worth more
+than going from 1 to 0.5 mJ (a log or 1/E scale would give the tiniest variants most of the
+credit and, on the shipped table, trade 12 points of accuracy for a fraction of a millijoule).
+A range of zero gives the term 0 for every variant.
 
 Constraints, with the latency prediction corrected for the measured contention::
 
@@ -141,7 +143,7 @@ class RuntimeSearch:
         self.storage = column("storage_bytes")
         self.energy = column("energy_mj")
         self.acc_norm = _minmax(self.accuracy)
-        self.eff_norm = _minmax(-np.log(np.maximum(self.energy, 1e-9)))
+        self.eff_norm = _minmax(-self.energy)
         self.tail_ratio = table_tail_ratio(table) if tail_ratio is None else float(tail_ratio)
         if not 1.0 <= self.tail_ratio < math.inf:
             raise ValueError(f"tail_ratio must be >= 1 and finite, got {self.tail_ratio}")
@@ -283,11 +285,11 @@ def exhaustive_search(table: ProfileTable, budgets: Budgets, lambdas: Lambdas,
     (None, -inf) when nothing fits. Tests and the benchmark check RuntimeSearch against it."""
     tail = table_tail_ratio(table) if tail is None else tail
     acc = [e.accuracy for e in table.entries]
-    log_e = [math.log(max(e.energy_mj, 1e-9)) for e in table.entries]
+    energy = [e.energy_mj for e in table.entries]
     acc_lo, acc_span = min(acc), max(acc) - min(acc)
-    log_lo, log_span = min(log_e), max(log_e) - min(log_e)
+    e_hi, e_span = max(energy), max(energy) - min(energy)
     best: tuple[float, str] | None = None
-    for entry, a, le in zip(table.entries, acc, log_e, strict=True):
+    for entry, a, e in zip(table.entries, acc, energy, strict=True):
         fits = (entry.latency_ms_p50 * tail * contention <= budgets.latency_ms
                 and entry.peak_memory_mb <= budgets.memory_mb
                 and entry.storage_bytes <= budgets.storage_bytes
@@ -296,7 +298,7 @@ def exhaustive_search(table: ProfileTable, budgets: Budgets, lambdas: Lambdas,
         if not fits:
             continue
         acc_n = (a - acc_lo) / acc_span if acc_span > 0 else 0.0
-        eff_n = 1.0 - (le - log_lo) / log_span if log_span > 0 else 0.0
+        eff_n = (e_hi - e) / e_span if e_span > 0 else 0.0
         value = lambdas.lambda1 * acc_n + lambdas.lambda2 * eff_n
         if best is None or value > best[0] or (value == best[0] and entry.id < best[1]):
             best = (value, entry.id)

@@ -219,12 +219,15 @@ def test_cli_prints_the_choice(capsys):
 
 
 def test_cli_takes_a_scenario_and_lambda_overrides(capsys):
-    from adaspring_ros.core.context import shipped_scenarios
+    from adaspring_ros.core.context import ScenarioTrace, shipped_scenarios
 
     mixed = next(p for p in shipped_scenarios() if p.stem == "mixed")
     assert cli_main(["--scenario", str(mixed), "--at", "45", "--lambda2", "0.25"]) == 0
     out = capsys.readouterr().out
     assert "scenario:mixed" in out and "λ2 = 0.250" in out and "override" in out
+    trace = ScenarioTrace.load(mixed)
+    remaining = trace.budget_params().mission_duration_s - 45
+    assert f"for {remaining:.0f} s of mission" in out
 
 
 def test_cli_reports_bad_input(capsys, tmp_path):

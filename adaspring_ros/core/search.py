@@ -394,8 +394,13 @@ def cli_main(argv: Sequence[str] | None = None) -> int:
         context, budget_params = _cli_context(args)
         lambdas = _cli_lambdas(args, context)
         search = RuntimeSearch(table)
+        remaining = None  # a scenario's mission started at its t = 0
+        if args.scenario and budget_params.mission_duration_s is not None \
+                and args.mission_s is None:
+            remaining = max(budget_params.mission_duration_s - args.at, 0.0)
         result = search.decide(context, budget_params=budget_params, lambdas=lambdas,
-                               contention=args.contention, tail=args.tail)
+                               contention=args.contention, tail=args.tail,
+                               mission_remaining_s=remaining)
     except (ProfileError, ScenarioError, ValueError) as exc:
         print(f"adaspring search: {exc}", file=sys.stderr)
         return 2

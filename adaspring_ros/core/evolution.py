@@ -359,13 +359,13 @@ class Evolver:
 
         age = now - self._context_at
         if self._context is None or age > p.stale_after_s:
-            what = "no context yet" if self._context is None else f"context is {age:.1f} s old"
+            what = "no context yet" if self._context is None else \
+                f"context is {age:.1f} s old (> {p.stale_after_s:g} s)"
             if self.active_id == self.safe_id:
                 return self._decision(False, "hold", self.safe_id,
                                       f"{what}: staying on the safe variant {self.safe_id}", now)
             return self._decision(True, "stale", self.safe_id,
-                                  f"{what} (> {p.stale_after_s:g} s): fall back to the safe "
-                                  f"variant {self.safe_id}", now)
+                                  f"{what}: fall back to the safe variant {self.safe_id}", now)
 
         budgets, lambdas = self.budgets(now)
         contention, tail = self.contention.factor, self.tail.factor

@@ -426,7 +426,8 @@ def spin_until(node: Any, predicate, deadline: float, children: ChildProcesses,
 
 def run_pass(name: str, evolution: bool, duration: float, trace: ScenarioTrace,
              scenario_path: Path, out: Path, env: dict[str, str], hog_per_unit: int = 1,
-             quiet: bool = False, start_margin: float = 4.0) -> RunRecord:
+             quiet: bool = False, start_margin: float = 4.0,
+             evolution_params: dict[str, object] | None = None) -> RunRecord:
     """Run the pipeline once through the scenario squeezed into ``duration`` seconds.
 
     The scenario's ``cpu_hog`` x ``hog_per_unit`` busy-loop processes run while a step asks for
@@ -455,7 +456,8 @@ def run_pass(name: str, evolution: bool, duration: float, trace: ScenarioTrace,
             "source": "scenario", "scenario": str(scenario_path), "time_scale": time_scale,
             "start_time_unix": record.t0, "rate_hz": 5.0})
         if evolution:
-            children.start_node("evolution_node", params_file, evolution_overrides(trace))
+            children.start_node("evolution_node", params_file,
+                                {**evolution_overrides(trace), **(evolution_params or {})})
             spin_until(recorder.node, lambda: bool(record.events), time.time() + 60, children,
                        "the evolution node to choose a first variant")
         if time.time() > record.t0:

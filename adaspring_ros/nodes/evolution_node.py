@@ -159,6 +159,10 @@ PARAMETERS = (
                                         integer=(0, 100)), ("node", "")),
     ("diagnostics_period_s", 1.0, describe("period of /diagnostics, s", floating=(0.1, 60.0)),
      ("node", "")),
+    ("deadline_feedback", False, describe("also tell the policy about end-to-end deadline "
+                                          "misses (perception's end-to-end p95 over the "
+                                          "budget); it then swaps back and forth when no "
+                                          "variant can meet the budget"), ("node", "")),
 )
 TARGETS = {name: target for name, _default, _descriptor, target in PARAMETERS}
 
@@ -295,7 +299,8 @@ class EvolutionNode(Node):
         # The perception node does not know the budget, so it cannot count deadline misses;
         # an end-to-end p95 over the budget means at least 5 % of the window's frames missed.
         budget = self.context_msg.latency_budget_ms if self.context_msg is not None else math.inf
-        misses = int(math.isfinite(msg.end_to_end_latency_ms_p95)
+        misses = int(self.get_parameter("deadline_feedback").value
+                     and math.isfinite(msg.end_to_end_latency_ms_p95)
                      and msg.end_to_end_latency_ms_p95 > budget)
         self.evolver.observe_metrics(msg.config_id, msg.model_latency_ms_p50,
                                      msg.model_latency_ms_p95, now, deadline_misses=misses)

@@ -10,8 +10,11 @@ Robustness around the service call:
   * the node waits for the service at start (it may start before the perception node);
   * a call with no reply after ``reconfigure_timeout_s`` is not re-sent blindly: the late reply
     or a PerformanceMetrics message naming the requested variant still confirms it; only after a
-    second timeout is the request abandoned and retried (``reconfigure_retries``), so a slow swap
-    is never done twice;
+    second timeout is the request abandoned and retried (``reconfigure_retries``); a retry names
+    the same variant, which the perception node serves already if the first call got through,
+    so a slow swap is never done twice;
+  * the first variant is announced even when the policy keeps what perception runs, so
+    /adaspring/config always holds the active variant;
   * when the perception node restarts (the service comes back, or its metrics name a variant
     other than the one applied) the active variant is applied again.
 Stale context (none for ``stale_after_s``) sends the perception node to ``safe_variant`` (the

@@ -9,12 +9,11 @@ arguments (they override the YAML), e.g. ``context_source:=battery_state`` on a 
 battery driver.
 """
 
+from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
 from launch_ros.actions import Node
 from launch_ros.substitutions import FindPackageShare
-
-from launch import LaunchDescription
 
 PACKAGE = 'adaspring_ros'
 

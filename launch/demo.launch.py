@@ -7,13 +7,12 @@ of reading the device. (`adaspring demo` runs the same nodes with the same YAML 
 and adds the competing CPU load and the summary.)
 """
 
+from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, IncludeLaunchDescription
 from launch.launch_description_sources import PythonLaunchDescriptionSource
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
 from launch_ros.actions import Node
 from launch_ros.substitutions import FindPackageShare
-
-from launch import LaunchDescription
 
 PACKAGE = 'adaspring_ros'
 

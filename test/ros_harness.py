@@ -52,7 +52,8 @@ class NodeProcess:
         return cls(args, log_dir, name or module.rsplit(".", 1)[-1], env)
 
     def output(self) -> str:
-        self._log.flush()
+        if not self._log.closed:
+            self._log.flush()
         return self.log_path.read_text(errors="replace")
 
     def alive(self) -> bool:

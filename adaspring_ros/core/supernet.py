@@ -43,8 +43,10 @@ __all__ = [
     "ElasticBackbone",
     "VariantCache",
     "build_backbone",
+    "classify",
     "load_backbone",
     "save_backbone",
+    "set_num_threads",
     "sha256_of",
     "storage_bytes",
 ]
@@ -508,3 +510,18 @@ class VariantCache:
         return net
 
     prefetch = get
+
+
+def classify(net: nn.Module, x: Tensor) -> tuple[int, float]:
+    """Top-1 class and its softmax probability for the first image of a preprocessed batch."""
+    with torch.inference_mode():
+        probs = torch.softmax(net(x)[0], dim=0)
+        score, index = torch.max(probs, dim=0)
+    return int(index), float(score)
+
+
+def set_num_threads(n: int) -> None:
+    """torch intra-op threads for the calling process (1 is fastest at batch 1 on small CPUs)."""
+    if int(n) < 1:
+        raise ValueError(f"num_threads must be >= 1, got {n}")
+    torch.set_num_threads(int(n))

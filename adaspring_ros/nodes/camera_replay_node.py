@@ -19,12 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import rclpy
-from rcl_interfaces.msg import (
-    FloatingPointRange,
-    IntegerRange,
-    ParameterDescriptor,
-    SetParametersResult,
-)
+from rcl_interfaces.msg import SetParametersResult
 from rclpy.exceptions import ParameterException
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
@@ -32,6 +27,7 @@ from sensor_msgs.msg import Image
 
 from adaspring_ros import msg_convert
 from adaspring_ros.core import data
+from adaspring_ros.nodes.params import describe
 from adaspring_ros.nodes.qos import IMAGE_TOPIC, SENSOR_QOS
 
 SOURCES = ("fashion_mnist", "image_folder", "bag")
@@ -39,19 +35,6 @@ INTERPOLATIONS = ("nearest", "bilinear")
 MAX_SIDE = 8192
 
 Frame = tuple[np.ndarray, "int | None"]
-
-
-def describe(description: str, read_only: bool = False,
-             floating: tuple[float, float] | None = None,
-             integer: tuple[int, int] | None = None) -> ParameterDescriptor:
-    """A ParameterDescriptor with an optional inclusive range (shared by the adaspring nodes)."""
-    descriptor = ParameterDescriptor(description=description, read_only=read_only)
-    if floating is not None:
-        descriptor.floating_point_range = [
-            FloatingPointRange(from_value=float(floating[0]), to_value=float(floating[1]))]
-    if integer is not None:
-        descriptor.integer_range = [IntegerRange(from_value=integer[0], to_value=integer[1])]
-    return descriptor
 
 
 def fit_frame(pixels: np.ndarray, width: int, height: int, interpolation: str) -> np.ndarray:

@@ -28,7 +28,7 @@ from sensor_msgs.msg import BatteryState
 from adaspring_ros import msg_convert, paths
 from adaspring_ros.core.context import BatteryReading, Context, PsutilSource, ScenarioTrace
 from adaspring_ros.msg import ContextState
-from adaspring_ros.nodes.camera_replay_node import describe
+from adaspring_ros.nodes.params import describe
 from adaspring_ros.nodes.qos import (
     BATTERY_TOPIC,
     CONTEXT_QOS,

@@ -42,7 +42,7 @@ from adaspring_ros.core.profile_table import ProfileError
 from adaspring_ros.core.search import default_table
 from adaspring_ros.msg import CompressionConfig as ConfigMsg
 from adaspring_ros.msg import ContextState, PerformanceMetrics
-from adaspring_ros.nodes.camera_replay_node import describe
+from adaspring_ros.nodes.params import describe
 from adaspring_ros.nodes.qos import (
     CONFIG_QOS,
     CONFIG_TOPIC,

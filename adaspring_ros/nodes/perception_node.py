@@ -41,10 +41,10 @@ from sensor_msgs.msg import Image
 from adaspring_ros import msg_convert, paths
 from adaspring_ros.core import data, energy
 from adaspring_ros.core.config import DEFAULT_SPACE, CompressionConfig, ConfigError, SearchSpace
-from adaspring_ros.core.supernet import VariantCache, load_backbone
+from adaspring_ros.core.supernet import VariantCache, classify, load_backbone, set_num_threads
 from adaspring_ros.msg import CompressionConfig as ConfigMsg
 from adaspring_ros.msg import InferenceResult, PerformanceMetrics
-from adaspring_ros.nodes.camera_replay_node import describe
+from adaspring_ros.nodes.params import describe
 from adaspring_ros.nodes.qos import (
     DIAGNOSTICS_QOS,
     DIAGNOSTICS_TOPIC,
@@ -60,23 +60,6 @@ from adaspring_ros.srv import Reconfigure
 
 # rmw's "this middleware does not number publications" value.
 _SEQ_UNSUPPORTED = 2**64 - 1
-
-
-# -- adapter: the two torch calls the node needs, kept here until core/ exposes them -------------
-def _set_num_threads(n: int) -> None:
-    import torch
-
-    torch.set_num_threads(int(n))
-
-
-def _classify(net, x) -> tuple[int, float]:
-    """(top-1 class, its softmax probability) of one preprocessed frame."""
-    import torch
-
-    with torch.inference_mode():
-        probs = torch.softmax(net(x)[0], dim=0)
-        score, index = torch.max(probs, dim=0)
-    return int(index), float(score)
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -246,7 +229,7 @@ class PerceptionNode(Node):
         # the forward passes.
         wanted = self.get_parameter("num_threads").value
         if wanted != self.threads:
-            _set_num_threads(wanted)
+            set_num_threads(wanted)
             self.threads = wanted
 
     # -- variants -------------------------------------------------------------------------------
@@ -257,7 +240,7 @@ class PerceptionNode(Node):
             return self.cache.get(config)
         net = self.cache.get(config)
         blank = np.zeros((config.resolution, config.resolution), np.uint8)
-        _classify(net, data.preprocess(blank, config.resolution))
+        classify(net, data.preprocess(blank, config.resolution))
         return net
 
     def reconfigure_callback(self, request, response):
@@ -311,7 +294,7 @@ class PerceptionNode(Node):
         try:
             self._apply_threads()
             forward_start = time.perf_counter()
-            class_id, score = _classify(net, x)
+            class_id, score = classify(net, x)
             forward_ms = (time.perf_counter() - forward_start) * 1e3
             result = msg_convert.result_to_msg(
                 msg.header, class_id, self.backbone.classes[class_id], score, config.id,

@@ -158,3 +158,19 @@ def make_meter(device: str | Path = DEFAULT_DEVICE,
         if rapl.available():
             return rapl
     return PowerModelMeter(load_device(device))
+
+
+def describe_machine() -> str:
+    """CPU model and logical CPU count, for profile tables and benchmark reports."""
+    import os
+    import platform
+
+    cpu = platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu}, {os.cpu_count()} logical CPUs"

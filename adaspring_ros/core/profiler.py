@@ -43,7 +43,7 @@ from torch import Tensor, nn
 
 from .config import CompressionConfig, SearchSpace, StageConfig
 from .data import Dataset, load_fashion_mnist, preprocess, train_val_split
-from .energy import DEFAULT_DEVICE, make_meter
+from .energy import DEFAULT_DEVICE, describe_machine, make_meter
 from .profile_table import ProfileEntry, ProfileTable
 from .supernet import CompactBlock, ElasticBackbone, load_backbone, save_backbone, write_checksum
 from .training import evaluate, variant_bn_stats
@@ -302,21 +302,6 @@ def plot_pareto(table: ProfileTable, path: str | Path, highlight: dict[str, str]
     plt.close(fig)
 
 
-def _machine() -> str:
-    import os
-    import platform
-
-    cpu = platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{cpu}, {os.cpu_count()} logical CPUs"
-
-
 # -- command ------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="adaspring profile", description=__doc__.split("\n")[0])
@@ -391,7 +376,7 @@ def run(args: argparse.Namespace) -> ProfileTable:
         space=space,
         entries=entries,
         backbone_sha256=backbone.sha256,
-        device={"machine": _machine(), "threads": 1, "torch": torch.__version__,
+        device={"machine": describe_machine(), "threads": 1, "torch": torch.__version__,
                 "power_model": args.device_profile},
         energy_method=meter.method,
         meta={

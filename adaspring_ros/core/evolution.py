@@ -21,9 +21,11 @@ Per decision (``Evolver.decide(now)``):
    ``gain_threshold`` (relative) and ``min_swap_interval_s`` has passed. Candidates are searched
    with ``headroom`` less latency and energy budget than the running variant is judged against:
    a Schmitt trigger, so jitter around a budget does not flip between two variants, and a budget
-   that keeps shrinking (a draining battery) does not cause a swap at every step. After
-   budget violations, a slower variant is only tried again after a back-off that doubles with
-   every violation remembered (``recovery_s``, ``violation_memory_s``).
+   that keeps shrinking (a draining battery) does not cause a swap at every step. After a
+   budget violation a slower variant is only tried again after ``recovery_s``; a violation that
+   follows a swap up to a slower variant is a flap, and every flap remembered
+   (``violation_memory_s``) doubles that back-off. Violations while stepping down under one
+   sustained load are not flaps, so the policy climbs back soon after the load is gone.
 
 Every :class:`Decision` carries a human-readable reason.
 """
@@ -63,8 +65,9 @@ class EvolutionParams:
                             a variant (the running one is judged against the full budgets).
     stale_after_s:          context older than this (by receive time) is stale.
     safe_config_id:         variant for stale context; None = the fastest of the table.
-    recovery_s:             flap damping: after the n-th violation within violation_memory_s,
-    violation_memory_s:     no gain swap to a slower variant for recovery_s x 2^(n-1) (n capped
+    recovery_s:             flap damping: after a violation, no gain swap to a slower variant
+    violation_memory_s:     for recovery_s x 2^n, n = the flaps (violations following a swap
+                            up to a slower variant) remembered for violation_memory_s (n capped
                             at 6), so a variant just left for being too slow is not retried at
                             the first calm reading, and ever more rarely if it keeps failing.
     settle_s:               metrics are ignored this long after a swap (mixed windows).
@@ -211,7 +214,9 @@ class Evolver:
         self._context: Context | None = None
         self._context_at = -math.inf
         self._last_swap_at = -math.inf
-        self._violations: list[float] = []  # times of the violation swaps still remembered
+        self._violations: list[float] = []  # times of the flaps still remembered
+        self._last_upgrade_at = -math.inf  # last gain swap to a slower variant
+        self._last_violation_at = -math.inf
         self._pending: tuple[str, float] | None = None
 
     def set_params(self, params: EvolutionParams, budget_params: BudgetParams,
@@ -399,7 +404,9 @@ class Evolver:
                                       f"the last swap was {since:.1f} s ago (< "
                                       f"{p.min_urgent_interval_s:g} s): waiting for its "
                                       f"metrics", now, active, best)
-            self._violations.append(now)
+            self._last_violation_at = now
+            if now - self._last_upgrade_at < p.violation_memory_s:
+                self._violations.append(now)  # the last step up did not hold: a flap
             return self._decision(True, "violation", best.config_id,
                                   f"{self.active_id} violates {'; '.join(problems)} "
                                   f"(contention {contention:.2f}x, tail {tail:.2f}): swap to "
@@ -419,16 +426,18 @@ class Evolver:
                                   f"was {since:.1f} s ago (< {p.min_swap_interval_s:g} s)",
                                   now, active, best)
         self._violations = [t for t in self._violations if now - t < p.violation_memory_s]
-        if self._violations and best.prediction.latency_ms > active.latency_ms:
-            calm_for = now - self._violations[-1]
-            backoff = p.recovery_s * 2 ** (min(len(self._violations), _MAX_BACKOFF) - 1)
+        if best.prediction.latency_ms > active.latency_ms:
+            calm_for = now - self._last_violation_at
+            backoff = p.recovery_s * 2 ** min(len(self._violations), _MAX_BACKOFF - 1)
             if calm_for < backoff:
                 return self._decision(False, "hold", self.active_id,
                                       f"{best.config_id} would gain {gain:+.1%}, but it is "
                                       f"slower and the last budget violation was "
                                       f"{calm_for:.1f} s ago (< {backoff:g} s back-off after "
-                                      f"{len(self._violations)} violation(s))",
+                                      f"{len(self._violations)} flap(s))",
                                       now, active, best)
+        if best.prediction.latency_ms > active.latency_ms:
+            self._last_upgrade_at = now
         return self._decision(True, "gain", best.config_id,
                               f"objective gain {gain:+.1%} >= {p.gain_threshold:.0%} "
                               f"({lambdas.rule}): swap {self.active_id} -> {best.config_id}, "

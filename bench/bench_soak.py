@@ -156,6 +156,10 @@ class SoakRun:
     requests: list[Request] = field(default_factory=list)
     rss: list[tuple[float, float]] = field(default_factory=list)  # (s since start, MB)
     rss_start_mb: float = float("nan")
+    # RSS minus pages shared with other processes: Fast DDS shared-memory segments are counted
+    # in RSS as their pages are first touched, which is not the node's own growth.
+    private: list[tuple[float, float]] = field(default_factory=list)
+    private_start_mb: float = float("nan")
     final_metrics: object = None
     published: int = 0
     wire_seen: int = 0
@@ -174,12 +178,17 @@ class SoakRun:
         seqs = [s for s in seqs if s is not None]
         span = (max(seqs) - min(seqs) + 1) if seqs else 0
         rss_end = self.rss[-1][1] if self.rss else float("nan")
+        private_end = self.private[-1][1] if self.private else float("nan")
         return {
             "duration_s": self.duration_s,
             "rss_start_mb": self.rss_start_mb,
             "rss_end_mb": rss_end,
             "rss_max_mb": max((mb for _, mb in self.rss), default=float("nan")),
             "rss_growth_percent": 100.0 * (rss_end - self.rss_start_mb) / self.rss_start_mb,
+            "private_start_mb": self.private_start_mb,
+            "private_end_mb": private_end,
+            "private_growth_percent": 100.0 * (private_end - self.private_start_mb)
+            / self.private_start_mb,
             "published": self.published,
             "received": m.frames_received,
             "processed": m.frames_processed,
@@ -289,10 +298,12 @@ class Soak:
         self.wait(lambda: len(self.metrics) > start, "a PerformanceMetrics message")
         return self.metrics[-1]
 
-    def rss_mb(self) -> float:
+    def memory_mb(self) -> tuple[float, float]:
+        """(RSS, RSS minus shared pages) of the perception node, MB."""
         import psutil
 
-        return psutil.Process(self.perception.proc.pid).memory_info().rss / 2**20
+        info = psutil.Process(self.perception.proc.pid).memory_info()
+        return info.rss / 2**20, (info.rss - info.shared) / 2**20
 
     def stop_camera_and_drain(self) -> object:
         """Stop the camera, then wait until the node's counters stop moving; final metrics."""
@@ -372,7 +383,7 @@ def run_soak(node, workdir: Path, duration_s: float, swap_period_s: float = 2.0,
             soak.wait(future.done, f"the warm-up swap to {config.id}")
         count = len(soak.results)
         soak.wait(lambda: len(soak.results) >= count + 30, "results after warm-up")
-        run.rss_start_mb = soak.rss_mb()
+        run.rss_start_mb, run.private_start_mb = soak.memory_mb()
         log(f"soak: {duration_s:.0f} s, swap every {swap_period_s:g} s over {len(CONFIGS)} "
             f"variants, perception RSS after warm-up {run.rss_start_mb:.1f} MB")
 
@@ -393,7 +404,9 @@ def run_soak(node, workdir: Path, duration_s: float, swap_period_s: float = 2.0,
                 i += 1
                 next_swap += swap_period_s
             if now >= next_rss:
-                run.rss.append((now - start, soak.rss_mb()))
+                rss, private = soak.memory_mb()
+                run.rss.append((now - start, rss))
+                run.private.append((now - start, private))
                 next_rss += 5.0
             if now >= next_log and soak.metrics:
                 m = soak.metrics[-1]
@@ -409,7 +422,9 @@ def run_soak(node, workdir: Path, duration_s: float, swap_period_s: float = 2.0,
             hog.stop()
             run.hog_s += time.monotonic() - hog_since
         soak.wait(lambda: bool(run.requests[-1].replied_ns), "the last Reconfigure reply")
-        run.rss.append((time.monotonic() - start, soak.rss_mb()))
+        rss, private = soak.memory_mb()
+        run.rss.append((time.monotonic() - start, rss))
+        run.private.append((time.monotonic() - start, private))
         run.final_metrics = soak.stop_camera_and_drain()
         # Results published in the node's last window may still be on their way here.
         deadline = time.monotonic() + 5
@@ -439,6 +454,9 @@ def report(run: SoakRun) -> str:
         ["perception RSS after warm-up -> end (max)",
          f"{s['rss_start_mb']:.1f} -> {s['rss_end_mb']:.1f} MB ({s['rss_max_mb']:.1f})",
          f"growth {s['rss_growth_percent']:+.2f} % (goal <= 5 %: {goal_rss})"],
+        ["perception RSS minus shared pages, after warm-up -> end",
+         f"{s['private_start_mb']:.1f} -> {s['private_end_mb']:.1f} MB",
+         f"growth {s['private_growth_percent']:+.2f} % (shared: DDS segments, libraries)"],
         ["frames published by the camera", s["published"],
          f"{s['before_first']} before the node's first frame (start-up), "
          f"{s['after_last']} after its last"],

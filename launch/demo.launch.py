@@ -8,7 +8,7 @@ and adds the competing CPU load and the summary.)
 """
 
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument, IncludeLaunchDescription
+from launch.actions import DeclareLaunchArgument, IncludeLaunchDescription, SetEnvironmentVariable
 from launch.launch_description_sources import PythonLaunchDescriptionSource
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
 from launch_ros.actions import Node
@@ -45,4 +45,9 @@ def generate_launch_description():
     camera = Node(package=PACKAGE, executable='camera_replay_node', name='camera_replay_node',
                   parameters=[params_file], remappings=[('/camera/image_raw', image_topic)],
                   output='screen')
-    return LaunchDescription(arguments + [robot, camera])
+    # 640x480 rgb8 frames exceed Fast DDS's default 512 KB shared-memory segment (most are lost
+    # best-effort); every process launched here gets the shipped 32 MB profile.
+    dds_profile = SetEnvironmentVariable(
+        'FASTDDS_DEFAULT_PROFILES_FILE',
+        PathJoinSubstitution([FindPackageShare(PACKAGE), 'config', 'fastdds_large_images.xml']))
+    return LaunchDescription(arguments + [dds_profile, robot, camera])

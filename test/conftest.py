@@ -1,7 +1,8 @@
-"""Session-wide test environment: a private ROS domain on loopback, logs under a temp dir."""
+"""Test environment: a private ROS domain per test module on loopback, logs under a temp dir."""
 
 from __future__ import annotations
 
+import itertools
 import os
 import random
 import tempfile
@@ -9,8 +10,10 @@ from pathlib import Path
 
 import pytest
 
-# Set before any test imports rclpy, and inherited by every child node process.
-os.environ.setdefault("ROS_DOMAIN_ID", str(random.SystemRandom().randint(1, 101)))
+# Set before any test imports rclpy, and inherited by every child node process. Each module then
+# moves to a domain of its own (see private_ros_domain).
+os.environ.setdefault("ROS_DOMAIN_ID", str(random.SystemRandom().randint(1, 232)))
+_DOMAINS = itertools.count(int(os.environ["ROS_DOMAIN_ID"]))
 os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
 os.environ.setdefault("ROS_LOG_DIR", tempfile.mkdtemp(prefix="adaspring-roslog-"))
 os.environ.setdefault("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp")
@@ -21,6 +24,16 @@ os.environ.setdefault(
     "FASTDDS_DEFAULT_PROFILES_FILE",
     str(Path(__file__).resolve().parent.parent / "config" / "fastdds_large_images.xml"),
 )
+
+
+@pytest.fixture(scope="module", autouse=True)
+def private_ros_domain():
+    """A ROS domain for this module alone (valid ids 1..232 on loopback, in turn from a random
+    start): a node that an earlier module left shutting down, or any other graph on the machine,
+    can never publish into this module's topics or call its services."""
+    domain = 1 + (next(_DOMAINS) - 1) % 232
+    os.environ["ROS_DOMAIN_ID"] = str(domain)
+    yield domain
 
 
 @pytest.fixture

@@ -1,7 +1,7 @@
 """Helpers for tests that run real rclpy nodes in separate processes over real DDS on loopback.
 
-Each pytest session gets a private random ROS_DOMAIN_ID and localhost-only discovery (set by
-conftest.py before any rclpy.init), so parallel runs on one machine do not see each other. Tests
+Each test module gets a ROS_DOMAIN_ID of its own and localhost-only discovery (set by conftest.py
+before any rclpy.init), so modules, and parallel runs on one machine, do not see each other. Tests
 wait on matched counts, futures and messages with timeouts, never on bare sleeps.
 """
 

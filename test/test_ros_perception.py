@@ -207,9 +207,6 @@ def test_live_accuracy(rclpy_node, pipeline):
     assert m.config_id == FULL.id and m.swaps == 0 and math.isnan(m.last_swap_ms)
 
 
-# Known flaky in the full suite only (never alone, 3/3): a result of the full variant or extra
-# frames appear as if a second pipeline shared the test domain. Cause not yet found; rerun once.
-@pytest.mark.flaky(reruns=1)
 def test_swap_burst_every_result_from_the_named_variant(rclpy_node, pipeline):
     listen = Listener(rclpy_node, pipeline)
     listen.results_after(2)
@@ -374,13 +371,13 @@ def test_parameters_at_run_time(rclpy_node, pipeline):
     listen.results_after(3, "results after the parameter changes")
 
 
-@pytest.mark.flaky(reruns=1)  # see test_swap_burst_every_result_from_the_named_variant
 def test_dropped_frames_are_counted_exactly(rclpy_node, tmp_path, pipeline):
     """A camera far faster than the node: every frame is either received or counted dropped."""
     from adaspring_ros.msg import InferenceResult, PerformanceMetrics
 
     results, metrics = [], []
-    rclpy_node.create_subscription(InferenceResult, "/drop_test/result", results.append, 1000)
+    sub = rclpy_node.create_subscription(InferenceResult, "/drop_test/result", results.append,
+                                         1000)
     rclpy_node.create_subscription(PerformanceMetrics, "/drop_test/metrics", metrics.append, 10)
     node = NodeProcess.module(PERCEPTION, tmp_path, "drop_perception", ros_args=[
         "-r", "__node:=drop_perception", "-r", "/adaspring/result:=/drop_test/result",
@@ -390,10 +387,11 @@ def test_dropped_frames_are_counted_exactly(rclpy_node, tmp_path, pipeline):
         "-p", "metrics_period_s:=0.2"])
     camera = None
     try:
-        # Start the camera only once we see the results: then no result is lost to discovery
-        # and the first result here is the first frame the node received.
-        spin_until(rclpy_node, lambda: rclpy_node.count_publishers("/drop_test/result") > 0,
-                   60, "the drop_perception node", [node])
+        # Start the camera only once this reader is matched with the node's result writer (not
+        # merely discovered in the graph): then no result is lost to discovery and the first
+        # result here is the first frame the node received.
+        spin_until(rclpy_node, lambda: sub.get_publisher_count() > 0,
+                   60, "the drop_perception node's results matched", [node])
         camera = NodeProcess.module(CAMERA, tmp_path, "fast_camera", ros_args=[
             "-p", "image_topic:=/drop_test/image", "-p", "rate_hz:=400.0", "-p", "limit:=50"])
         spin_until(rclpy_node, lambda: len(results) >= 150, 60, "150 results", [camera, node])

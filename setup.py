@@ -1,4 +1,5 @@
-"""pip path for the ROS-free core (training and profiling on a workstation) and the `adaspring` command.
+"""pip path for the ROS-free core (training and profiling on a workstation) and the
+`adaspring` command.
 
 On a robot the package is built with colcon (package.xml, CMakeLists.txt), which also generates the
 ROS interfaces; colcon ignores this file for an ament_cmake package.

@@ -11,7 +11,12 @@ import torch
 from adaspring_ros.core.config import DEFAULT_SPACE, CompressionConfig
 from adaspring_ros.core.data import FASHION_MNIST_DIR, preprocess
 from adaspring_ros.core.supernet import build_backbone, load_backbone
-from adaspring_ros.core.training import cli_main, sample_config, variant_bn_stats
+from adaspring_ros.core.training import (
+    cli_main,
+    sample_config,
+    smallest_trained,
+    variant_bn_stats,
+)
 
 needs_data = pytest.mark.skipif(not FASHION_MNIST_DIR.is_dir(),
                                 reason="dataset-fashion-mnist not installed")
@@ -22,6 +27,23 @@ def test_sampling_uses_only_its_generator():
     torch.manual_seed(123)                                  # the global RNG must not matter
     b = [sample_config(DEFAULT_SPACE, torch.Generator().manual_seed(5)) for _ in range(3)]
     assert [c.id for c in a] == [c.id for c in b]
+
+
+def test_training_samples_only_operators_that_own_weights():
+    gen = torch.Generator().manual_seed(1)
+    configs = [sample_config(DEFAULT_SPACE, gen) for _ in range(400)]
+    stages = [s for c in configs for s in c.stages]
+    # low rank and int8 are applied to trained weights, never trained through
+    assert {s.rank for s in stages} == {1.0} and {s.int8 for s in stages} == {False}
+    assert {s.width for s in stages} == set(DEFAULT_SPACE.widths)
+    assert {s.depth for s in stages} == set(DEFAULT_SPACE.depths)
+    assert {s.operator for s in stages} == set(DEFAULT_SPACE.operators)
+    assert {c.resolution for c in configs} == set(DEFAULT_SPACE.resolutions)
+    for op in DEFAULT_SPACE.operators:
+        low = smallest_trained(DEFAULT_SPACE, op)
+        assert low.resolution == min(DEFAULT_SPACE.resolutions)
+        assert all((s.width, s.depth, s.operator, s.rank, s.int8)
+                   == (min(DEFAULT_SPACE.widths), 1, op, 1.0, False) for s in low.stages)
 
 
 def test_variant_bn_stats_are_exact_and_leave_the_supernet_alone():

@@ -17,7 +17,7 @@ def test_ruff_clean():
     ruff = shutil.which("ruff") or str(Path(sys.executable).parent / "ruff")
     if not Path(ruff).exists():
         pytest.fail("ruff is not installed in this environment (make setup installs it)")
-    paths = [p for p in ("adaspring_ros", "bench", "test", "tools", "launch")
+    paths = [p for p in ("adaspring_ros", "bench", "test", "tools", "launch", "setup.py")
              if (REPO / p).exists()]
     result = subprocess.run([ruff, "check", *paths], cwd=REPO, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr

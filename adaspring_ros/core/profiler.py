@@ -157,7 +157,8 @@ def _balanced(choices: Sequence, n: int, rng: np.random.Generator) -> list:
 
 def stratified_sample(space: SearchSpace, n: int, seed: int = 0) -> list[CompressionConfig]:
     """``n`` variants in which every choice of every operator field appears about equally often,
-    plus the full, smallest and uniform (same width and depth in every stage) variants."""
+    plus the full, smallest and uniform (same width and depth in every stage, standard conv,
+    full rank, float) variants at every resolution: the skeleton of the accuracy/latency front."""
     rng = np.random.default_rng(seed)
     columns = {
         (s, f): _balanced(getattr(space, f), n, rng)
@@ -167,7 +168,7 @@ def stratified_sample(space: SearchSpace, n: int, seed: int = 0) -> list[Compres
     configs = [CompressionConfig.full(space), CompressionConfig.smallest(space)]
     for width in space.widths:
         for depth in space.depths:
-            for res in (space.resolutions[0], space.resolutions[-1]):
+            for res in space.resolutions:
                 stage = StageConfig(width=width, depth=depth, operator=space.operators[-1],
                                     rank=space.ranks[-1], int8=space.int8[-1])
                 configs.append(CompressionConfig((stage,) * space.num_stages, res))

@@ -11,7 +11,7 @@ folds BN statistics into the convs and, for low rank, runs a small SVD: ~5 ms):
 1. ``variant_bn``: the exact BN statistics of whole variants, by config id, computed offline by
    the profiler on training images for every variant it profiles — i.e. every variant the runtime
    search can pick. This is BN recalibration done once, ahead of time, and stored (a few KB each).
-2. otherwise, the row of each switchable BN for the stage's (width, rank, resolution) choice,
+2. otherwise, the row of each switchable BN for the stage's (width, resolution) choice,
    filled during training. Rows average over the upstream variants that shared them, so an
    unprofiled narrow or mixed variant can lose many points with them (measured: up to ~40).
 
@@ -193,7 +193,7 @@ class ElasticBackbone(nn.Module):
         self.num_classes = num_classes
         self.classes = tuple(classes) if classes is not None else tuple(
             str(i) for i in range(num_classes))
-        num_keys = len(space.widths) * len(space.ranks) * len(space.resolutions)
+        num_keys = len(space.widths) * len(space.resolutions)
         self.stem = ElasticConvBN(1, self.stage_channels[0], 3, 1, False, num_keys)
         stages = []
         in_c = self.stage_channels[0]
@@ -230,10 +230,15 @@ class ElasticBackbone(nn.Module):
         return [channels_for(st.width, c) for st, c in pairs]
 
     def bn_key(self, stage: StageConfig, resolution: int) -> int:
-        """Row of the switchable BN statistics for a stage choice at an input resolution."""
+        """Row of the switchable BN statistics for a stage's width at an input resolution.
+
+        Rank and int8 are post-training operators (applied to trained weights, never sampled in
+        training), so they share the row of their full-precision, full-rank variant; profiled
+        variants carry their own exact statistics in ``variant_bn`` anyway.
+        """
         sp = self.space
-        w, r = sp.widths.index(stage.width), sp.ranks.index(stage.rank)
-        return (w * len(sp.ranks) + r) * len(sp.resolutions) + sp.resolutions.index(resolution)
+        return sp.widths.index(stage.width) * len(sp.resolutions) + sp.resolutions.index(
+            resolution)
 
     def _stats(self, config: CompressionConfig, stage: int, block: int) -> list[Tensor | None]:
         """Stored whole-variant BN statistics for one block's units (Nones if none stored)."""

@@ -5,8 +5,11 @@ Recipe (once-for-all / BigNAS style, sized for a CPU):
 1. ``--warmup-epochs`` of the full network alone, then channels are sorted by importance
    (``ElasticBackbone.reorder_channels``) so that narrow variants keep the strongest filters.
 2. Sandwich-rule epochs: every step trains the largest variant on the labels, then the smallest
-   and ``--random-subnets`` random variants (seeded ``torch.Generator``) on the largest one's
-   softened predictions (in-place distillation); gradients are summed, one optimizer step.
+   (its operator alternating between steps) and ``--random-subnets`` random variants (seeded
+   ``torch.Generator``) on the largest one's softened predictions (in-place distillation);
+   gradients are summed, one optimizer step. Only the operators that own weights are sampled
+   (width, depth, conv/dwsep, resolution); low rank and int8 are applied to the trained weights
+   afterwards (see ``sample_config``).
 3. BN statistics: every switchable-BN row keeps the running average of the variants that used it
    during training; the profiler then stores the exact statistics of each profiled variant
    (``variant_bn_stats``) in the checkpoint, so ``materialise`` needs no data.
@@ -41,6 +44,7 @@ from .supernet import ElasticBackbone, backbone_from_checkpoint, build_backbone,
 
 __all__ = [
     "sample_config",
+    "smallest_trained",
     "evaluate",
     "variant_bn_stats",
     "train",
@@ -54,14 +58,30 @@ def _pick(choices: Sequence, gen: torch.Generator):
 
 
 def sample_config(space: SearchSpace, gen: torch.Generator) -> CompressionConfig:
-    """A uniformly random variant of ``space``, drawn from ``gen`` only (never the global RNG)."""
+    """A random variant of the *trained* operators, drawn from ``gen`` only (never the global RNG).
+
+    Width, depth, operator and resolution are uniform over the space. Rank and int8 stay at full
+    rank / float: they are post-training operators (truncated SVD and quantisation of trained
+    weights), so training never sees them and the supernet's weights are shaped only by the
+    variants that own weights. Sampling them (straight-through) was measured to cost the
+    full-precision subnets several points for the same epochs.
+    """
     stages = tuple(
         StageConfig(width=_pick(space.widths, gen), depth=_pick(space.depths, gen),
-                    operator=_pick(space.operators, gen), rank=_pick(space.ranks, gen),
-                    int8=_pick(space.int8, gen))
+                    operator=_pick(space.operators, gen), rank=space.ranks[-1],
+                    int8=space.int8[-1])
         for _ in range(space.num_stages)
     )
     return CompressionConfig(stages=stages, resolution=_pick(space.resolutions, gen))
+
+
+def smallest_trained(space: SearchSpace, operator: str) -> CompressionConfig:
+    """The sandwich rule's smallest variant: narrowest, shallowest, lowest resolution, with
+    ``operator`` in every stage (the trainer alternates it so both unit sets get the bound)."""
+    stage = StageConfig(width=space.widths[0], depth=space.depths[0], operator=operator,
+                        rank=space.ranks[-1], int8=space.int8[-1])
+    return CompressionConfig(stages=(stage,) * space.num_stages,
+                             resolution=space.resolutions[0])
 
 
 # -- data ---------------------------------------------------------------------------------------
@@ -219,7 +239,7 @@ def train(args: argparse.Namespace) -> ElasticBackbone:
 
     steps_per_epoch = math.ceil(len(train_set) / args.batch_size)
     total_steps = steps_per_epoch * args.epochs
-    full, smallest = CompressionConfig.full(space), CompressionConfig.smallest(space)
+    full, smallest = CompressionConfig.full(space), smallest_trained(space, space.operators[-1])
     if args.fixed_config:
         # A baseline trained alone: one variant on the labels, no sandwich, no distillation,
         # no channel sorting (so "full" and "smallest" below both mean that variant).
@@ -243,8 +263,9 @@ def train(args: argparse.Namespace) -> ElasticBackbone:
                 group["lr"] = _lr_at(step, total_steps, steps_per_epoch // 2, args.lr)
             configs = [full]
             if sandwich:
-                configs += [smallest] + [sample_config(space, gen)
-                                         for _ in range(args.random_subnets)]
+                low = smallest_trained(space, space.operators[i % len(space.operators)])
+                configs += [low] + [sample_config(space, gen)
+                                    for _ in range(args.random_subnets)]
             images = _augment(train_set.images[idx], rng)
             labels = torch.from_numpy(train_set.labels[idx])
             optimizer.zero_grad(set_to_none=True)
@@ -288,15 +309,15 @@ def _meta(args: argparse.Namespace, history: list, cpu_seconds: float) -> dict:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="adaspring train", description=__doc__.split("\n")[0])
-    p.add_argument("--epochs", type=int, default=14, help="total epochs, warm-up included")
+    p.add_argument("--epochs", type=int, default=12, help="total epochs, warm-up included")
     p.add_argument("--warmup-epochs", type=int, default=1, help="full-network-only epochs")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--lr", type=float, default=0.1)
     p.add_argument("--weight-decay", type=float, default=5e-4)
     p.add_argument("--label-smoothing", type=float, default=0.1)
-    p.add_argument("--random-subnets", type=int, default=2,
+    p.add_argument("--random-subnets", type=int, default=3,
                    help="random variants per step besides the largest and smallest")
-    p.add_argument("--channels", default="16,32,64", help="full-width channels of each stage")
+    p.add_argument("--channels", default="24,48,96", help="full-width channels of each stage")
     p.add_argument("--subset", type=int, default=0, help="train on the first N images (smoke)")
     p.add_argument("--val-size", type=int, default=5000, help="held-out validation images")
     p.add_argument("--fixed-config", default="",

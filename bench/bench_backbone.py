@@ -39,7 +39,7 @@ from adaspring_ros.core.profiler import (  # noqa: E402
     count_macs,
     fastest_within,
 )
-from adaspring_ros.core.supernet import VariantCache, load_backbone  # noqa: E402
+from adaspring_ros.core.supernet import VariantCache, freeze_heap, load_backbone  # noqa: E402
 from adaspring_ros.paths import default_backbone, default_profile_table  # noqa: E402
 from bench.report import markdown_table, spread, write_section  # noqa: E402
 
@@ -184,6 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     anywhere = [uniform_config(backbone.space, torch.Generator().manual_seed(i))
                 for i in range(60)] + [most_factorised(backbone.space)]
     backbone.materialise(profiled[0])
+    freeze_heap()                             # as the perception node does after loading
     mat: dict[str, list[float]] = {"profiled": [], "anywhere": []}
     for _ in range(3):
         for kind, configs in (("profiled", profiled), ("anywhere", anywhere)):

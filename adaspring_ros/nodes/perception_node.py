@@ -41,7 +41,13 @@ from sensor_msgs.msg import Image
 from adaspring_ros import msg_convert, paths
 from adaspring_ros.core import data, energy
 from adaspring_ros.core.config import DEFAULT_SPACE, CompressionConfig, ConfigError, SearchSpace
-from adaspring_ros.core.supernet import VariantCache, classify, load_backbone, set_num_threads
+from adaspring_ros.core.supernet import (
+    VariantCache,
+    classify,
+    freeze_heap,
+    load_backbone,
+    set_num_threads,
+)
 from adaspring_ros.msg import CompressionConfig as ConfigMsg
 from adaspring_ros.msg import InferenceResult, PerformanceMetrics
 from adaspring_ros.nodes.params import describe
@@ -156,6 +162,7 @@ class PerceptionNode(Node):
         config = self._parse_config(self.get_parameter("initial_config").value,
                                     self.backbone.space)
         self.active = (config, self._build(config))  # replaced whole, never mutated
+        freeze_heap()  # no 80 ms garbage-collector pause in a later frame or swap
         self.stats = FrameStats()
         self.reported: dict[str, int] = {}  # counters at the last report, for per-window rates
         self.swap_lock = threading.Lock()

@@ -330,12 +330,16 @@ def test_diagnostics_report_node_health(rclpy_node, pipeline):
 
     arrays = []
     rclpy_node.create_subscription(DiagnosticArray, "/diagnostics", arrays.append, 10)
-    spin_until(rclpy_node, lambda: any(s.name == "adaspring: perception_node"
-                                       for a in arrays for s in a.status),
-               30, "the perception node's diagnostics", pipeline.procs)
-    status = [s for a in arrays for s in a.status if s.name == "adaspring: perception_node"][-1]
+    def serving():
+        # A report window (0.25 s here) in which no frame arrived is reported as WARN "no frames
+        # classified" -- legitimate on a busy machine; wait for a window with frames.
+        return [s for a in arrays for s in a.status
+                if s.name == "adaspring: perception_node" and "serving" in s.message]
+
+    spin_until(rclpy_node, serving, 30, "the perception node's diagnostics while serving",
+               pipeline.procs)
+    status = serving()[-1]
     values = {kv.key: kv.value for kv in status.values}
-    assert "serving" in status.message
     if status.level != DiagnosticStatus.OK:  # 640x480 frames are often lost with DDS defaults
         assert status.level == DiagnosticStatus.WARN and "were dropped" in status.message
         assert int(values["frames_dropped"]) > 0

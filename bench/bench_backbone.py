@@ -49,18 +49,6 @@ SUBNETS = ("r20-w50d1ck100f-w50d1ck100f-w50d1ck100f",       # small and shallow
 RUNS = Path(__file__).resolve().parent.parent / "runs" / "bench"
 
 
-def uniform_config(space, gen: torch.Generator) -> CompressionConfig:
-    """A variant drawn uniformly from the whole space (every operator choice, unlike training)."""
-    def pick(choices):
-        return choices[int(torch.randint(len(choices), (1,), generator=gen))]
-
-    stages = tuple(StageConfig(width=pick(space.widths), depth=pick(space.depths),
-                               operator=pick(space.operators), rank=pick(space.ranks),
-                               int8=pick(space.int8))
-                   for _ in range(space.num_stages))
-    return CompressionConfig(stages=stages, resolution=pick(space.resolutions))
-
-
 def most_factorised(space) -> CompressionConfig:
     """The slowest variant to materialise: full size, every conv factorised and quantised."""
     stage = StageConfig(width=space.widths[-1], depth=space.depths[-1], operator="conv",
@@ -181,8 +169,9 @@ def main(argv: list[str] | None = None) -> int:
     # (with their stored BN statistics), and variants drawn uniformly from the whole space
     # (every operator, low rank and int8 included), plus the most factorised one.
     profiled = [e.config for e in table.entries[:: max(1, len(table) // 40)]]
-    anywhere = [uniform_config(backbone.space, torch.Generator().manual_seed(i))
-                for i in range(60)] + [most_factorised(backbone.space)]
+    gen = torch.Generator().manual_seed(0)
+    anywhere = [training.sample_config(backbone.space, gen, post_training=True)
+                for _ in range(60)] + [most_factorised(backbone.space)]
     backbone.materialise(profiled[0])
     freeze_heap()                             # as the perception node does after loading
     mat: dict[str, list[float]] = {"profiled": [], "anywhere": []}

@@ -127,7 +127,7 @@ def low_rank_factors(matrix: Tensor, ratio: float) -> tuple[Tensor, Tensor]:
         first, second = basis.T @ m, basis
     else:      # M V_r V_r^T, with V_r the top right singular vectors
         first, second = basis.T, m @ basis
-    return (first.to(matrix.dtype).contiguous(), second.to(matrix.dtype).contiguous())
+    return first.contiguous(), second.contiguous()
 
 
 def _straight_through(weight: Tensor, approx: Tensor) -> Tensor:

@@ -530,10 +530,10 @@ def classify(net: nn.Module, x: Tensor) -> tuple[int, float]:
 def freeze_heap() -> None:
     """Exempt every object alive now from Python's cyclic garbage collector (``gc.freeze``).
 
-    Call once a process has loaded its backbone: the ~180k objects that torch and the weights
-    leave behind make each full collection take ~80 ms here, which a swap or a frame that happens
-    to trigger one would pay (measured: the one materialise in 900 that exceeded 13 ms). After
-    the freeze, collections only walk objects created later and stay well under a millisecond.
+    Call once a process has loaded its backbone: the many objects that torch and the weights leave
+    behind make every full collection walk them all, a pause that a swap or a frame which happens
+    to trigger one would pay (it was the slowest ``materialise`` seen). After the freeze,
+    collections only walk objects created later.
     """
     gc.collect()
     gc.freeze()

@@ -57,19 +57,24 @@ def _pick(choices: Sequence, gen: torch.Generator):
     return choices[int(torch.randint(len(choices), (1,), generator=gen))]
 
 
-def sample_config(space: SearchSpace, gen: torch.Generator) -> CompressionConfig:
-    """A random variant of the *trained* operators, drawn from ``gen`` only (never the global RNG).
+def sample_config(space: SearchSpace, gen: torch.Generator,
+                  post_training: bool = False) -> CompressionConfig:
+    """A random variant, drawn from ``gen`` only (never the global RNG).
 
-    Width, depth, operator and resolution are uniform over the space. Rank and int8 stay at full
-    rank / float: they are post-training operators (truncated SVD and quantisation of trained
-    weights), so training never sees them and the supernet's weights are shaped only by the
-    variants that own weights. Sampling them (straight-through) was measured to cost the
-    full-precision subnets several points for the same epochs.
+    Width, depth, operator and resolution are uniform over the space. By default (training) rank
+    and int8 stay at full rank / float: they are post-training operators (truncated SVD and
+    quantisation of trained weights), so training never sees them and the supernet's weights are
+    shaped only by the variants that own weights. Sampling them (straight-through) was measured to
+    cost the full-precision subnets several points for the same epochs. ``post_training=True``
+    draws them uniformly too: a variant of the whole space.
     """
+    def post(choices: Sequence):
+        return _pick(choices, gen) if post_training else choices[-1]
+
     stages = tuple(
         StageConfig(width=_pick(space.widths, gen), depth=_pick(space.depths, gen),
-                    operator=_pick(space.operators, gen), rank=space.ranks[-1],
-                    int8=space.int8[-1])
+                    operator=_pick(space.operators, gen), rank=post(space.ranks),
+                    int8=post(space.int8))
         for _ in range(space.num_stages)
     )
     return CompressionConfig(stages=stages, resolution=_pick(space.resolutions, gen))

@@ -162,7 +162,7 @@ class PerceptionNode(Node):
         config = self._parse_config(self.get_parameter("initial_config").value,
                                     self.backbone.space)
         self.active = (config, self._build(config))  # replaced whole, never mutated
-        freeze_heap()  # no 80 ms garbage-collector pause in a later frame or swap
+        freeze_heap()  # no full garbage-collection pause in a later frame or swap
         self.stats = FrameStats()
         self.reported: dict[str, int] = {}  # counters at the last report, for per-window rates
         self.swap_lock = threading.Lock()

@@ -40,7 +40,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT / "test") not in sys.path:
     sys.path[:0] = [str(ROOT), str(ROOT / "test")]
 # A private ROS domain on loopback, set before rclpy loads (inherited by the node processes).
-os.environ.setdefault("ROS_DOMAIN_ID", str(random.SystemRandom().randint(1, 101)))
+os.environ.setdefault("ROS_DOMAIN_ID", str(random.SystemRandom().randint(102, 232)))
 os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
 os.environ.setdefault("ROS_LOG_DIR", tempfile.mkdtemp(prefix="adaspring-soak-roslog-"))
 

@@ -13,7 +13,6 @@ the demo itself is killed.
 from __future__ import annotations
 
 import argparse
-import ctypes
 import json
 import math
 import os
@@ -30,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from . import msg_convert, paths
+from .child_process import dies_with_parent
 from .core.context import ScenarioTrace
 
 __all__ = ["cli_main", "ChildProcesses", "CpuHog", "ros_environment", "use_environment", "Phase",
@@ -37,19 +37,6 @@ __all__ = ["cli_main", "ChildProcesses", "CpuHog", "ros_environment", "use_envir
 
 SOURCE_ROOT = Path(__file__).resolve().parent.parent
 NODES = ("camera_replay_node", "perception_node", "context_node", "evolution_node")
-
-
-try:  # loaded here, not in the forked child, where DDS threads may hold the loader's locks
-    _PRCTL = ctypes.CDLL(None, use_errno=True).prctl
-except (OSError, AttributeError):  # not Linux: the explicit shutdown path still applies
-    _PRCTL = None
-_PR_SET_PDEATHSIG, _SIGTERM = 1, int(signal.SIGTERM)
-
-
-def _die_with_parent() -> None:
-    """In the child before exec: get SIGTERM when the demo dies, even by SIGKILL (no orphans)."""
-    if _PRCTL is not None:
-        _PRCTL(_PR_SET_PDEATHSIG, _SIGTERM)
 
 
 def ros_environment(log_dir: Path, domain_id: int | None = None) -> dict[str, str]:
@@ -113,9 +100,8 @@ class ChildProcesses:
         log = open(self.log_dir / f"{name}.log", "ab")
         self._logs[name] = log
         proc = subprocess.Popen(
-            [sys.executable, *python_args], cwd=SOURCE_ROOT, env=self.env, stdout=log,
+            dies_with_parent(python_args), cwd=SOURCE_ROOT, env=self.env, stdout=log,
             stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
-            preexec_fn=_die_with_parent,
         )
         self.procs[name] = proc
         return proc
@@ -200,9 +186,8 @@ class CpuHog:
             return
         # -S: no site hooks, so the busy loop starts in milliseconds and holds no ROS libraries.
         self._procs = [
-            subprocess.Popen([sys.executable, "-S", "-c", "while True: pass"],
-                             stdin=subprocess.DEVNULL, start_new_session=True,
-                             preexec_fn=_die_with_parent)
+            subprocess.Popen(dies_with_parent(["-S", "-c", "while True: pass"]),
+                             stdin=subprocess.DEVNULL, start_new_session=True)
             for _ in range(self.processes)
         ]
 

@@ -10,23 +10,13 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+from adaspring_ros.child_process import dies_with_parent
+
 REPO = Path(__file__).resolve().parent.parent
-
-# Run in each child before the node's own code: ask the kernel to SIGKILL the child when the test
-# process dies (PR_SET_PDEATHSIG survives the exec), so a test run that is itself killed (a CI
-# timeout, ^C twice) leaves no node behind to talk into a later run's graph.
-_DIE_WITH_PARENT = (
-    "import ctypes, os, signal, sys\n"
-    "ctypes.CDLL(None).prctl(1, signal.SIGKILL)\n"
-    "if os.getppid() != int(sys.argv[1]): sys.exit(70)\n"
-    "os.execv(sys.executable, [sys.executable] + sys.argv[2:])\n"
-)
-
 
 def ros_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     """The environment for a child node process: this session's domain, the source tree first."""
@@ -48,7 +38,8 @@ class NodeProcess:
         self.log_path = Path(log_dir) / f"{name}.log"
         self._log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(
-            [sys.executable, "-c", _DIE_WITH_PARENT, str(os.getpid()), *args], cwd=REPO,
+            # SIGKILL with the test process: a killed run leaves no node in a later run's graph.
+            dies_with_parent(args, signal.SIGKILL), cwd=REPO,
             env=ros_env(env),
             stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True,
         )

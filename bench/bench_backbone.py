@@ -95,8 +95,9 @@ def interleaved_latency(nets: dict[str, torch.nn.Module], rounds: int, calls: in
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--baseline-epochs", type=int, default=10,
-                   help="epochs of each net trained alone (as many as the shared backbone)")
+    p.add_argument("--baseline-epochs", type=int, default=0,
+                   help="epochs of each net trained alone (default: as many as the shared "
+                        "backbone was trained)")
     p.add_argument("--retrain", action="store_true", help="retrain the baselines")
     p.add_argument("--train-only", action="store_true", help="train the baselines and stop")
     p.add_argument("--baseline-subset", type=int, default=0, help=argparse.SUPPRESS)
@@ -105,12 +106,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--points", default="1.5,3,5",
                    help="accuracy tolerances (points below full) for the fastest-variant rows")
     args = p.parse_args(argv)
+    backbone = load_backbone(default_backbone())
+    if args.baseline_epochs <= 0:
+        args.baseline_epochs = int(json.loads(backbone.meta.get("args", "{}")).get("epochs", 10))
     if args.train_only:
         for config_id in (HALF_WIDTH, *SUBNETS):
             train_alone(config_id, args.baseline_epochs, args.retrain, args.baseline_subset)
         return 0
 
-    backbone = load_backbone(default_backbone())
     table_path = default_profile_table()
     table = ProfileTable.load(table_path, (table_path.with_name(table_path.name + ".sha256")
                                            .read_text().split()[0]))

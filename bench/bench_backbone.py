@@ -218,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
         "with the variant's own BN statistics (stored in the file by the profiler; for subnets "
         "it did not profile, computed here the same way on 512 training images).",
         f"- Trained alone: `adaspring train --fixed-config <id> --epochs {args.baseline_epochs}` "
-        "(same data, optimiser and schedule, labels only), CPU time per baseline: "
+        "(same data and optimiser, one cosine schedule, labels only), CPU time per baseline: "
         + ", ".join(f"{k} {v / 60:.1f} min" for k, v in train_cpu.items()) + ".",
         f"- Fastest within N pt of full is picked from the shipped profile table "
         f"({len(table)} profiled variants) and re-measured here.",

@@ -107,8 +107,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="accuracy tolerances (points below full) for the fastest-variant rows")
     args = p.parse_args(argv)
     backbone = load_backbone(default_backbone())
+    backbone_epochs = json.loads(backbone.meta.get("args", "{}")).get("epochs")
     if args.baseline_epochs <= 0:
-        args.baseline_epochs = int(json.loads(backbone.meta.get("args", "{}")).get("epochs", 10))
+        args.baseline_epochs = int(backbone_epochs or 10)
     if args.train_only:
         for config_id in (HALF_WIDTH, *SUBNETS):
             train_alone(config_id, args.baseline_epochs, args.retrain, args.baseline_subset)
@@ -213,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{args.rounds} rounds x {args.calls} calls per net, round-robin so machine noise hits "
         f"all nets alike. Energy: `{meter.method}` (no RAPL in this container).",
         f"- Shared weights: `{backbone.sha256[:12]}` (models/backbone.pt), trained "
-        f"{json.loads(backbone.meta.get('args', '{}')).get('epochs', '?')} epochs with the "
+        f"{backbone_epochs or '?'} epochs with the "
         "sandwich rule; every row marked shared is a slice of that one file, no retraining, "
         "with the variant's own BN statistics (stored in the file by the profiler; for subnets "
         "it did not profile, computed here the same way on 512 training images).",

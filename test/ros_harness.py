@@ -18,6 +18,7 @@ from adaspring_ros.child_process import dies_with_parent
 
 REPO = Path(__file__).resolve().parent.parent
 
+
 def ros_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     """The environment for a child node process: this session's domain, the source tree first."""
     env = dict(os.environ)

@@ -12,8 +12,10 @@ from adaspring_ros.core.config import DEFAULT_SPACE, CompressionConfig
 from adaspring_ros.core.data import FASHION_MNIST_DIR, preprocess
 from adaspring_ros.core.supernet import build_backbone, load_backbone
 from adaspring_ros.core.training import (
+    _train_step,
     cli_main,
     sample_config,
+    sample_student,
     smallest_trained,
     variant_bn_stats,
 )
@@ -44,6 +46,49 @@ def test_training_samples_only_operators_that_own_weights():
         assert low.resolution == min(DEFAULT_SPACE.resolutions)
         assert all((s.width, s.depth, s.operator, s.rank, s.int8)
                    == (min(DEFAULT_SPACE.widths), 1, op, 1.0, False) for s in low.stages)
+
+
+def test_student_sampling_defaults_to_the_shipped_draws():
+    # --uniform-subnets 0 must draw exactly what the shipped backbone was trained with
+    a, b = torch.Generator().manual_seed(7), torch.Generator().manual_seed(7)
+    assert [sample_student(DEFAULT_SPACE, a).id for _ in range(50)] == \
+        [sample_config(DEFAULT_SPACE, b).id for _ in range(50)]
+
+
+def test_uniform_students_make_one_choice_for_every_stage():
+    gen = torch.Generator().manual_seed(3)
+    always = [sample_student(DEFAULT_SPACE, gen, 1.0) for _ in range(100)]
+    assert all(len(set(c.stages)) == 1 for c in always)
+    assert {c.stages[0].width for c in always} == set(DEFAULT_SPACE.widths)
+    half = [sample_student(DEFAULT_SPACE, gen, 0.5) for _ in range(400)]
+    mixed = sum(len(set(c.stages)) > 1 for c in half)
+    assert 120 < mixed < 280          # P(all stages equal by chance) is small: ~half are mixed
+
+
+def test_student_label_weight_changes_only_the_students_loss():
+    torch.manual_seed(0)
+    model = build_backbone(stage_channels=(4, 8, 8)).train()
+    images = np.random.default_rng(0).integers(0, 256, (16, 28, 28), dtype=np.uint8)
+    labels = torch.randint(10, (16,))
+    teacher_only = [CompressionConfig.full()]
+    sandwich = teacher_only + [smallest_trained(DEFAULT_SPACE, "conv")]
+
+    def step(configs, weight):
+        model.zero_grad(set_to_none=True)
+        loss = _train_step(model, images, labels, configs, 0.1, weight)
+        return loss, torch.cat([p.grad.flatten() for p in model.parameters()
+                                if p.grad is not None])
+
+    (l0, g0), (l1, g1) = step(teacher_only, 0.0), step(teacher_only, 0.5)
+    assert l0 == l1 and torch.equal(g0, g1)               # the teacher always learns from labels
+    (l2, g2), (l3, g3) = step(sandwich, 0.0), step(sandwich, 0.5)
+    assert l2 == l3 and not torch.allclose(g2, g3)       # the student's loss mixes in the labels
+
+
+@pytest.mark.parametrize("option", ["--uniform-subnets", "--student-label-weight"])
+def test_recipe_options_out_of_range_are_refused(option, capsys):
+    assert cli_main(["--epochs", "1", option, "1.5"]) == 2
+    assert option in capsys.readouterr().err
 
 
 def test_variant_bn_stats_are_exact_and_leave_the_supernet_alone():

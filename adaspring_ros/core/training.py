@@ -44,6 +44,8 @@ from .supernet import ElasticBackbone, backbone_from_checkpoint, build_backbone,
 
 __all__ = [
     "sample_config",
+    "sample_uniform_config",
+    "sample_student",
     "smallest_trained",
     "evaluate",
     "variant_bn_stats",
@@ -78,6 +80,26 @@ def sample_config(space: SearchSpace, gen: torch.Generator,
         for _ in range(space.num_stages)
     )
     return CompressionConfig(stages=stages, resolution=_pick(space.resolutions, gen))
+
+
+def sample_uniform_config(space: SearchSpace, gen: torch.Generator) -> CompressionConfig:
+    """A random variant whose stages all make the same width / depth / operator choice (the
+    kind of variant a slimmable network trains); full rank, float, random resolution."""
+    stage = StageConfig(width=_pick(space.widths, gen), depth=_pick(space.depths, gen),
+                        operator=_pick(space.operators, gen), rank=space.ranks[-1],
+                        int8=space.int8[-1])
+    return CompressionConfig(stages=(stage,) * space.num_stages,
+                             resolution=_pick(space.resolutions, gen))
+
+
+def sample_student(space: SearchSpace, gen: torch.Generator,
+                   uniform_fraction: float = 0.0) -> CompressionConfig:
+    """A random sandwich student: with probability ``uniform_fraction`` a stage-uniform variant,
+    else one of the whole training space. At 0 the generator is consumed exactly as
+    ``sample_config`` alone does, so the shipped recipe draws the same students."""
+    if uniform_fraction > 0 and float(torch.rand(1, generator=gen)) < uniform_fraction:
+        return sample_uniform_config(space, gen)
+    return sample_config(space, gen)
 
 
 def smallest_trained(space: SearchSpace, operator: str) -> CompressionConfig:
@@ -191,8 +213,12 @@ def _lr_at(step: int, total: int, warmup: int, base: float) -> float:
 
 
 def _train_step(model: ElasticBackbone, images: np.ndarray, labels: Tensor,
-                configs: Sequence[CompressionConfig], label_smoothing: float) -> float:
-    """Forward/backward of each config (the first is the teacher); returns the teacher loss."""
+                configs: Sequence[CompressionConfig], label_smoothing: float,
+                student_label_weight: float = 0.0) -> float:
+    """Forward/backward of each config (the first is the teacher); returns the teacher loss.
+
+    Students learn from the teacher's predictions, mixed with the labels at
+    ``student_label_weight`` (0: pure in-place distillation)."""
     teacher: Tensor | None = None
     teacher_loss = 0.0
     for config in configs:
@@ -204,6 +230,9 @@ def _train_step(model: ElasticBackbone, images: np.ndarray, labels: Tensor,
             teacher_loss = float(loss.detach())
         else:  # in-place distillation from the largest variant
             loss = F.kl_div(logits.log_softmax(1), teacher, reduction="batchmean")
+            if student_label_weight > 0:
+                loss = (1.0 - student_label_weight) * loss + student_label_weight * \
+                    F.cross_entropy(logits, labels, label_smoothing=label_smoothing)
         loss.backward()
     return teacher_loss
 
@@ -269,12 +298,13 @@ def train(args: argparse.Namespace) -> ElasticBackbone:
             configs = [full]
             if sandwich:
                 low = smallest_trained(space, space.operators[i % len(space.operators)])
-                configs += [low] + [sample_config(space, gen)
+                configs += [low] + [sample_student(space, gen, args.uniform_subnets)
                                     for _ in range(args.random_subnets)]
             images = _augment(train_set.images[idx], rng)
             labels = torch.from_numpy(train_set.labels[idx])
             optimizer.zero_grad(set_to_none=True)
-            loss = _train_step(model, images, labels, configs, args.label_smoothing)
+            loss = _train_step(model, images, labels, configs, args.label_smoothing,
+                               args.student_label_weight)
             optimizer.step()
             running = loss if i == 0 else 0.98 * running + 0.02 * loss
             bar.set_postfix(loss=f"{running:.3f}", refresh=False)
@@ -322,6 +352,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--label-smoothing", type=float, default=0.1)
     p.add_argument("--random-subnets", type=int, default=3,
                    help="random variants per step besides the largest and smallest")
+    p.add_argument("--uniform-subnets", type=float, default=0.0, metavar="P",
+                   help="probability that a random variant uses one stage config everywhere")
+    p.add_argument("--student-label-weight", type=float, default=0.0, metavar="W",
+                   help="students' loss: (1-W) distillation + W labels (0: distillation only)")
     p.add_argument("--channels", default="24,48,96", help="full-width channels of each stage")
     p.add_argument("--subset", type=int, default=0, help="train on the first N images (smoke)")
     p.add_argument("--val-size", type=int, default=5000, help="held-out validation images")
@@ -348,6 +382,11 @@ def cli_main(argv: Sequence[str] | None = None) -> int:
     if args.epochs < 1 or args.warmup_epochs < 0:
         print("adaspring train: --epochs must be >= 1 and --warmup-epochs >= 0", file=sys.stderr)
         return 2
+    for name in ("uniform_subnets", "student_label_weight"):
+        if not 0.0 <= getattr(args, name) <= 1.0:
+            print(f"adaspring train: --{name.replace('_', '-')} must be in [0, 1]",
+                  file=sys.stderr)
+            return 2
     train(args)
     return 0
 

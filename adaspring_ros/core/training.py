@@ -14,6 +14,9 @@ Recipe (once-for-all / BigNAS style, sized for a CPU):
    during training; the profiler then stores the exact statistics of each profiled variant
    (``variant_bn_stats``) in the checkpoint, so ``materialise`` needs no data.
 
+``--uniform-subnets P`` and ``--student-label-weight W`` are recipe variants (off in the shipped
+recipe; ``bench/bench_recipes.py`` compares them in short runs).
+
 ``--fixed-config ID`` instead trains one variant alone from scratch (the baselines of the
 benchmark). Training uses the train split minus a fixed validation hold-out
 (``data.train_val_split``); the test split is never touched here. A resumable state is written
@@ -30,7 +33,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -59,6 +62,12 @@ def _pick(choices: Sequence, gen: torch.Generator):
     return choices[int(torch.randint(len(choices), (1,), generator=gen))]
 
 
+def _sample_stage(space: SearchSpace, gen: torch.Generator, post: Callable) -> StageConfig:
+    return StageConfig(width=_pick(space.widths, gen), depth=_pick(space.depths, gen),
+                       operator=_pick(space.operators, gen), rank=post(space.ranks),
+                       int8=post(space.int8))
+
+
 def sample_config(space: SearchSpace, gen: torch.Generator,
                   post_training: bool = False) -> CompressionConfig:
     """A random variant, drawn from ``gen`` only (never the global RNG).
@@ -73,21 +82,14 @@ def sample_config(space: SearchSpace, gen: torch.Generator,
     def post(choices: Sequence):
         return _pick(choices, gen) if post_training else choices[-1]
 
-    stages = tuple(
-        StageConfig(width=_pick(space.widths, gen), depth=_pick(space.depths, gen),
-                    operator=_pick(space.operators, gen), rank=post(space.ranks),
-                    int8=post(space.int8))
-        for _ in range(space.num_stages)
-    )
+    stages = tuple(_sample_stage(space, gen, post) for _ in range(space.num_stages))
     return CompressionConfig(stages=stages, resolution=_pick(space.resolutions, gen))
 
 
 def sample_uniform_config(space: SearchSpace, gen: torch.Generator) -> CompressionConfig:
     """A random variant whose stages all make the same width / depth / operator choice (the
     kind of variant a slimmable network trains); full rank, float, random resolution."""
-    stage = StageConfig(width=_pick(space.widths, gen), depth=_pick(space.depths, gen),
-                        operator=_pick(space.operators, gen), rank=space.ranks[-1],
-                        int8=space.int8[-1])
+    stage = _sample_stage(space, gen, lambda choices: choices[-1])
     return CompressionConfig(stages=(stage,) * space.num_stages,
                              resolution=_pick(space.resolutions, gen))
 

@@ -95,3 +95,26 @@ def spin_until(node, predicate: Callable[[], bool], timeout: float, what: str,
                 raise AssertionError(f"{p.name} exited early ({p.proc.returncode}) while "
                                      f"waiting for {what}:\n{p.output()[-3000:]}")
         rclpy.spin_once(node, timeout_sec=0.05)
+
+
+def call_service(node, client, request, what: str, procs: list[NodeProcess] = (),
+                 attempts: int = 3, timeout: float = 10.0):
+    """Call ``client`` and spin until the reply; the response, or fail with child logs.
+
+    On a loaded machine the server can get the request before it has matched this client's
+    reply reader, and Fast DDS then drops the reply ("failed to send response (timeout)"). A
+    client cannot see that happen, so an unanswered call is sent again, as the evolution node
+    does; every request these tests send is idempotent.
+    """
+    spin_until(node, client.service_is_ready, 60, f"the service for {what}", procs)
+    futures = []
+    for attempt in range(attempts):
+        futures.append(client.call_async(request))
+        try:
+            spin_until(node, lambda: any(f.done() for f in futures), timeout,
+                       f"{what} (try {attempt + 1} of {attempts})", procs)
+        except AssertionError:
+            if attempt == attempts - 1:
+                raise
+            continue
+        return next(f for f in futures if f.done()).result()

@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 import pytest
-from ros_harness import NodeProcess, spin_until
+from ros_harness import NodeProcess, call_service, spin_until
 
 from adaspring_ros import msg_convert
 from adaspring_ros.core.config import CompressionConfig
@@ -68,14 +68,11 @@ def test_reconfigure_round_trip(rclpy_node, tmp_path):
     client = rclpy_node.create_client(Reconfigure, service)
     peer = NodeProcess(["test/ros_peer.py", "echo_reconfigure", service], tmp_path, "peer")
     try:
-        spin_until(rclpy_node, client.service_is_ready, 15, "the Reconfigure service", [peer])
         wanted = CompressionConfig.smallest()
         request = Reconfigure.Request(config=msg_convert.config_to_msg(wanted, ConfigMsg))
-        future = client.call_async(request)
-        spin_until(rclpy_node, future.done, 10, "the Reconfigure reply", [peer])
+        response = call_service(rclpy_node, client, request, "the Reconfigure reply", [peer])
     finally:
         peer.stop()
-    response = future.result()
     assert response.success and response.message == f"echo {wanted.id}"
     assert msg_convert.config_from_msg(response.active) == wanted
     assert response.swap_ms == pytest.approx(1.5)

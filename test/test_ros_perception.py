@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from ros_harness import NodeProcess, spin_until
+from ros_harness import NodeProcess, call_service, spin_until
 
 from adaspring_ros import msg_convert, paths
 from adaspring_ros.core import data
@@ -158,10 +158,8 @@ class Listener:
     def reconfigure(self, config_msg):
         from adaspring_ros.srv import Reconfigure
 
-        self.wait(self.client.service_is_ready, "the Reconfigure service")
-        future = self.client.call_async(Reconfigure.Request(config=config_msg))
-        self.wait(future.done, "the Reconfigure reply", timeout=30.0)
-        return future.result()
+        return call_service(self.node, self.client, Reconfigure.Request(config=config_msg),
+                            "the Reconfigure reply", self.pipe.procs)
 
 
 def config_msg(config: CompressionConfig):
@@ -197,8 +195,11 @@ def test_live_accuracy(rclpy_node, pipeline):
     print(f"\nlive accuracy on {len(results)} frames with the {kind}: {accuracy:.1%}")
     if pipeline.trained:
         assert accuracy > 0.70
-    m = listen.fresh_metrics()
-    assert m.frames_processed >= 120 and m.frames_rejected == 0
+    # A report may be taken between a result's publication and its count: wait for the count.
+    listen.wait(lambda: listen.metrics[-1].frames_processed >= len(results),
+                f"metrics counting the {len(results)} results")
+    m = listen.metrics[-1]
+    assert m.frames_rejected == 0
     assert m.frames_received >= m.frames_processed
     assert math.isfinite(m.model_latency_ms_p50) and m.model_latency_ms_p95 >= \
         m.model_latency_ms_p50
@@ -311,12 +312,15 @@ def test_bad_images_are_rejected_and_counted(rclpy_node, pipeline, kind):
     listen.wait(lambda: publisher.get_subscription_count() > 0, "the perception subscription")
     before = listen.fresh_metrics()
     msg = bad_image(kind)
-    # Best effort, keep last 1: a camera frame may overwrite ours, so send until one is counted.
-    deadline = time.monotonic() + 15
+    # Best effort, keep last 1: a 30 Hz camera frame may overwrite ours in the node's queue (and
+    # does often when the node is slow on a loaded machine), so send until one is counted.
+    deadline = time.monotonic() + 45
     while listen.metrics[-1].frames_rejected == before.frames_rejected:
-        assert time.monotonic() < deadline, f"bad image ({kind}) never counted as rejected"
+        assert time.monotonic() < deadline, (
+            f"bad image ({kind}) never counted as rejected; last metrics {listen.metrics[-1]}\n"
+            f"{pipeline.perception.output()[-3000:]}")
         publisher.publish(msg)
-        spin_for(rclpy_node, 0.1)
+        spin_for(rclpy_node, 0.05)
     listen.wait(lambda: listen.metrics[-1].frames_processed > before.frames_processed + 3,
                 "frames classified after the bad image")  # still serving
     assert pipeline.perception.alive()
@@ -421,16 +425,27 @@ def test_dropped_frames_are_counted_exactly(rclpy_node, tmp_path, pipeline):
         spin_until(rclpy_node, lambda: len(fast()) >= 150, 60, "150 results", [cameras[1], node])
         cameras[1].stop()
         m = fresh_metrics()
+
+        def fast_seqs() -> list:
+            return [msg_convert.parse_labelled_frame_id(r.header.frame_id)[1] for r in fast()]
+
+        def counted() -> int:
+            return (m.frames_received - before.frames_received
+                    + m.frames_dropped - before.frames_dropped)
+
+        # This reader may miss results in the middle (keep-last-10 results at ~200/s), never the
+        # first (matched and idle then) nor, in the end, the last: reliable delivery keeps the
+        # newest, though a lost packet is repaired only at the writer's next heartbeat (seconds).
+        spin_until(rclpy_node, lambda: fast_seqs()[-1] - fast_seqs()[0] + 1 >= counted(), 15,
+                   f"the result of the node's last frame (it counted {counted()} frames)", [node])
     finally:
         for proc in cameras:
             proc.stop()
         node.stop()
-    seqs = [msg_convert.parse_labelled_frame_id(r.header.frame_id)[1] for r in fast()]
+    seqs = fast_seqs()
     assert seqs == sorted(seqs)
     received = m.frames_received - before.frames_received
     dropped = m.frames_dropped - before.frames_dropped
-    # This reader may miss results in the middle (keep-last-10 results at ~200/s), never the
-    # first (matched and idle then) nor the last (reliable delivery keeps the newest).
     assert m.frames_received == m.frames_processed and received >= len(seqs)
     assert dropped > 0
     assert received + dropped == seqs[-1] - seqs[0] + 1

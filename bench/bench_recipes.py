@@ -8,6 +8,10 @@ train split (never the test split: this chooses a recipe), each variant with its
 statistics. Prints a table and writes the ``recipes`` section of docs/benchmarks.md.
 
     .venv/bin/python bench/bench_recipes.py --epochs 4
+
+With ``--backbones name=path,...`` it trains nothing and compares backbones already trained (full
+length runs, e.g. a candidate against the shipped one) on the same panel, into the
+``recipes-backbones`` section.
 """
 
 from __future__ import annotations
@@ -75,21 +79,37 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--epochs", type=int, default=4, help="epochs of each recipe (1 warm-up)")
     p.add_argument("--recipes", default=",".join(RECIPES), help="comma-separated names")
     p.add_argument("--bn-images", type=int, default=2000)
+    p.add_argument("--backbones", default="",
+                   help="name=path,...: compare these trained backbones instead of training")
     p.add_argument("--subset", type=int, default=0, help=argparse.SUPPRESS)   # smoke runs
     args = p.parse_args(argv)
-    names = [n for n in args.recipes.split(",") if n]
-    unknown = sorted(set(names) - set(RECIPES))
-    if unknown:
-        p.error(f"unknown recipe(s) {unknown}; have {sorted(RECIPES)}")
+    if args.backbones:
+        try:
+            given = dict(pair.split("=", 1) for pair in args.backbones.split(",") if pair)
+        except ValueError:
+            p.error("--backbones wants name=path pairs separated by commas")
+        missing = [path for path in given.values() if not Path(path).is_file()]
+        if missing:
+            p.error(f"no such backbone file(s): {missing}")
+        names = list(given)
+    else:
+        names = [n for n in args.recipes.split(",") if n]
+        unknown = sorted(set(names) - set(RECIPES))
+        if unknown:
+            p.error(f"unknown recipe(s) {unknown}; have {sorted(RECIPES)}")
 
     full_train = load_fashion_mnist("train")
     _, val_idx = train_val_split(len(full_train), 5000, seed=0)   # training's hold-out
     val = full_train.subset(val_idx[:max(100, args.subset // 10)] if args.subset else val_idx)
     bn_images = bn_calibration_images(args.bn_images)
-    results, cpu = {}, {}
+    results, cpu, about = {}, {}, {}
     for name in names:
-        model = load_backbone(train_recipe(name, args.epochs, args.subset))
+        path = Path(given[name]) if args.backbones else train_recipe(name, args.epochs,
+                                                                      args.subset)
+        model = load_backbone(path)
         cpu[name] = float(model.meta.get("cpu_seconds", 0.0))
+        epochs = len(json.loads(model.meta.get("history", "[]")))
+        about[name] = f"`{path}` (sha256 {model.sha256[:12]}, {epochs} epochs)"
         results[name] = panel_accuracy(model, val, bn_images)
         print(json.dumps({"recipe": name, "val_top1": results[name]}), flush=True)
 
@@ -97,21 +117,27 @@ def main(argv: list[str] | None = None) -> int:
     rows.append(["mean of the subnets (all but full)"]
                 + [f"{statistics.mean(list(results[n].values())[1:]):.2f}" for n in names])
     rows.append(["training CPU min"] + [f"{cpu[n] / 60:.0f}" for n in names])
+    if args.backbones:
+        origin = ["- Backbones: " + "; ".join(f"{n}: {about[n]}" for n in names) + "."]
+        section = ("recipes-backbones", "Trained backbones side by side (validation split)",
+                   f".venv/bin/python bench/bench_recipes.py --backbones {args.backbones}")
+    else:
+        origin = [f"- Each recipe: `adaspring train --epochs {args.epochs}` from scratch (1 "
+                  "warm-up epoch, seed 0) plus its options: "
+                  + "; ".join(f"{n}: `{' '.join(RECIPES[n]) or '(none)'}`" for n in names) + "."]
+        section = ("recipes", "Training recipes side by side (short runs, validation split)",
+                   f".venv/bin/python bench/bench_recipes.py --epochs {args.epochs}"
+                   + (f" --subset {args.subset}" if args.subset else ""))
     body = [
         markdown_table(["variant (validation top-1 %)", *names], rows),
         "",
-        f"- Each recipe: `adaspring train --epochs {args.epochs}` from scratch (1 warm-up epoch, "
-        "seed 0) plus its options: "
-        + "; ".join(f"{n}: `{' '.join(RECIPES[n]) or '(none)'}`" for n in names) + ".",
+        *origin,
         f"- Validation: the {len(val)} held-out training images (the test split is not used to "
         f"choose a recipe); each variant's BN statistics from {len(bn_images)} training images.",
         "- One seed per recipe: differences of a few tenths of a point are within run-to-run "
         "noise (~0.3 pt on 5000 images).",
     ]
-    write_section("recipes", "Training recipes side by side (short runs, validation split)",
-                  f".venv/bin/python bench/bench_recipes.py --epochs {args.epochs}"
-                  + (f" --subset {args.subset}" if args.subset else ""),
-                  "\n".join(body))
+    write_section(*section, "\n".join(body))
     return 0
 
 

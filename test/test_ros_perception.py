@@ -203,9 +203,14 @@ def test_live_accuracy(rclpy_node, pipeline):
     assert m.frames_received >= m.frames_processed
     assert math.isfinite(m.model_latency_ms_p50) and m.model_latency_ms_p95 >= \
         m.model_latency_ms_p50
-    assert math.isfinite(m.end_to_end_latency_ms_p50) and m.fps > 5
+    assert math.isfinite(m.end_to_end_latency_ms_p50) and m.fps >= 0
     assert m.energy_per_frame_mj > 0 and m.energy_method
     assert m.config_id == FULL.id and m.swaps == 0 and math.isnan(m.last_swap_ms)
+    # fps is per report window (0.25 s here): one window can be starved when the machine is busy
+    # (the offline references above share its 2 cores), so ask for one at the camera's pace soon.
+    start = len(listen.metrics)
+    listen.wait(lambda: any(x.fps > 5 for x in listen.metrics[start:]),
+                "a report window above 5 fps (camera at 30 Hz)", timeout=30.0)
 
 
 def test_swap_burst_every_result_from_the_named_variant(rclpy_node, pipeline):

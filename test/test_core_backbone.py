@@ -182,18 +182,15 @@ def test_wrong_input_resolution_is_rejected(backbone):
         backbone(torch.randn(1, 1, 28, 28))
 
 
-def test_materialise_and_switch_are_fast(backbone):
+def test_variant_cache_returns_the_built_variant_until_evicted(backbone):
+    # Times are for bench/bench_engines.py: a loaded CI machine makes wall-clock asserts flaky.
     config = _with(width=0.5, rank=0.5, int8=True)
-    backbone.materialise(config)                      # warm the allocator and kernels
-    t0 = time.perf_counter()
-    backbone.materialise(config)
-    assert time.perf_counter() - t0 < 0.5             # generous: the bench measures the real time
-    cache = VariantCache(backbone, capacity=2)
+    built = []
+    cache = VariantCache(lambda c: built.append(c.id) or backbone.materialise(c), capacity=2)
     a, b = cache.get(config), cache.get(CompressionConfig.full())
-    t0 = time.perf_counter()
     for _ in range(100):
         assert cache.get(config) is a and cache.get(CompressionConfig.full()) is b
-    assert (time.perf_counter() - t0) / 200 < 2e-3
+    assert len(built) == 2
     cache.get(_with(depth=1))                         # LRU evicts the least recently used
     assert len(cache) == 2 and config not in cache
 

@@ -49,6 +49,10 @@ class ProfileEntry:
     storage_bytes: int
     peak_memory_mb: float
     energy_mj: float
+    # Static int8 calibration: activation (lo, hi) per quantisation point of the engine's graph
+    # (``engine.onnx_graph``), measured on training images. Empty for all-float variants, or
+    # when the engine quantises weights only; a swap to this variant needs no data.
+    int8_ranges: Mapping[str, tuple[float, float]] = field(default_factory=dict)
 
     @property
     def id(self) -> str:
@@ -58,6 +62,9 @@ class ProfileEntry:
         out: dict[str, Any] = {"id": self.config.id, "config": self.config.to_dict()}
         for name in _METRICS:
             out[name] = getattr(self, name)
+        if self.int8_ranges:
+            out["int8_ranges"] = {k: [float(lo), float(hi)] for k, (lo, hi) in
+                                  sorted(self.int8_ranges.items())}
         return out
 
     @classmethod
@@ -83,7 +90,24 @@ class ProfileEntry:
             if name == "accuracy" and value > 1.0:
                 raise ProfileError(f"{where}: 'accuracy' is a fraction in [0, 1], got {value}")
             values[name] = int(value) if name in ("macs", "params", "storage_bytes") else value
-        return cls(config=config, **values)
+        return cls(config=config, int8_ranges=_ranges(data.get("int8_ranges", {}), where),
+                   **values)
+
+
+def _ranges(raw: Any, where: str) -> dict[str, tuple[float, float]]:
+    if not isinstance(raw, Mapping):
+        raise ProfileError(f"{where}: 'int8_ranges' must be a mapping")
+    out = {}
+    for name, pair in raw.items():
+        try:
+            lo, hi = (float(v) for v in pair)
+        except (TypeError, ValueError):
+            raise ProfileError(f"{where}: int8 range {name!r} is not a (lo, hi) pair") from None
+        if not (math.isfinite(lo) and math.isfinite(hi) and lo <= hi):
+            raise ProfileError(f"{where}: int8 range {name!r} must be finite with lo <= hi, "
+                               f"got ({lo}, {hi})")
+        out[str(name)] = (lo, hi)
+    return out
 
 
 @dataclass
@@ -96,6 +120,9 @@ class ProfileTable:
     device: dict[str, Any] = field(default_factory=dict)
     energy_method: str = ""
     meta: dict[str, Any] = field(default_factory=dict)
+    # The inference engine every latency and accuracy was measured in: name, version, threads.
+    # Tables written before engines existed were measured in torch.
+    engine: dict[str, Any] = field(default_factory=lambda: {"name": "torch"})
 
     def __post_init__(self) -> None:
         self._by_id = {e.id: e for e in self.entries}
@@ -106,6 +133,19 @@ class ProfileTable:
     def get(self, config_id: str) -> ProfileEntry | None:
         return self._by_id.get(config_id)
 
+    @property
+    def engine_name(self) -> str:
+        return str(self.engine.get("name", "torch"))
+
+    def require_engine(self, name: str) -> None:
+        """ProfileError unless this table was measured in engine ``name``: latencies of one
+        engine say little about another (ONNX Runtime runs these variants 3-10x faster)."""
+        if self.engine_name not in (name, "synthetic"):
+            raise ProfileError(
+                f"the profile table was measured in engine {self.engine_name!r}, but the "
+                f"variants run in {name!r}; profile them in it (adaspring profile --engine "
+                f"{name}) or set the engine parameter to {self.engine_name!r}")
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "schema_version": SCHEMA_VERSION,
@@ -113,6 +153,7 @@ class ProfileTable:
             "space": self.space.to_dict(),
             "device": self.device,
             "energy_method": self.energy_method,
+            "engine": self.engine,
             "meta": self.meta,
             "entries": [e.to_dict() for e in self.entries],
         }
@@ -149,6 +190,7 @@ class ProfileTable:
             device=dict(data.get("device", {}) or {}),
             energy_method=str(data.get("energy_method", "")),
             meta=dict(data.get("meta", {}) or {}),
+            engine=_engine(data.get("engine", {"name": "torch"})),
         )
 
     def save(self, path: str | Path) -> None:
@@ -173,3 +215,9 @@ class ProfileTable:
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise ProfileError(f"profile table {path} is not valid JSON: {exc}") from exc
         return cls.from_dict(data)
+
+
+def _engine(raw: Any) -> dict[str, Any]:
+    if not isinstance(raw, Mapping) or not isinstance(raw.get("name"), str) or not raw["name"]:
+        raise ProfileError(f"profile table 'engine' must name the engine, got {raw!r}")
+    return dict(raw)

@@ -34,8 +34,9 @@ import json
 import statistics
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -44,14 +45,17 @@ from torch import Tensor, nn
 from .config import CompressionConfig, SearchSpace, StageConfig
 from .data import Dataset, load_fashion_mnist, preprocess, train_val_split
 from .energy import DEFAULT_DEVICE, describe_machine, make_meter
+from .engine import DEFAULT_ENGINE, ENGINES, Engine, Runner, make_engine
 from .profile_table import ProfileEntry, ProfileTable
 from .supernet import CompactBlock, ElasticBackbone, load_backbone, save_backbone, write_checksum
-from .training import evaluate, variant_bn_stats
+from .training import variant_bn_stats
 
 __all__ = [
     "count_macs",
     "peak_memory_bytes",
-    "measure_latency",
+    "measure_static",
+    "time_round_robin",
+    "runner_accuracy",
     "stratified_sample",
     "neighbours",
     "pareto_front",
@@ -123,23 +127,6 @@ def peak_memory_bytes(net: nn.Module, resolution: int) -> int:
             h.remove()
     weights = sum(p.numel() * p.element_size() for p in net.parameters())
     return weights + peak
-
-
-@torch.inference_mode()
-def measure_latency(net: nn.Module, x: Tensor, repeats: int, warmup: int,
-                    meter=None) -> tuple[list[float], float]:
-    """Per-call batch-1 latencies (ms) and energy per call (mJ, 0 without a meter)."""
-    for _ in range(warmup):
-        net(x)
-    times = []
-    if meter is not None:
-        meter.start()
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        net(x)
-        times.append((time.perf_counter() - t0) * 1e3)
-    energy_mj = meter.stop().joules * 1e3 / repeats if meter is not None else 0.0
-    return times, energy_mj
 
 
 def _percentile(values: Sequence[float], p: float) -> float:
@@ -244,30 +231,87 @@ def bn_calibration_images(n: int, seed: int = 0,
 
 
 # -- measuring one variant ----------------------------------------------------------------------
-def profile_config(backbone: ElasticBackbone, config: CompressionConfig, test: Dataset,
-                   repeats: int, warmup: int, meter, eval_threads: int,
-                   bn_images: np.ndarray | None = None) -> ProfileEntry:
-    """Measure one variant; with ``bn_images`` its exact BN statistics are stored first."""
-    torch.set_num_threads(eval_threads)
+def runner_accuracy(runner: Runner, data: Dataset, resolution: int, batch_size: int = 500
+                    ) -> float:
+    """Top-1 accuracy of an engine runner (built with a dynamic batch) on ``data``."""
+    correct = 0
+    for i in range(0, len(data), batch_size):
+        logits = runner(preprocess(data.images[i:i + batch_size], resolution).numpy())
+        correct += int((logits.argmax(1) == data.labels[i:i + batch_size]).sum())
+    return correct / max(1, len(data))
+
+
+def measure_static(backbone: ElasticBackbone, config: CompressionConfig, test: Dataset,
+                   engine: Engine, bn_images: np.ndarray | None = None,
+                   serving: Engine | None = None) -> tuple[ProfileEntry, Runner]:
+    """Accuracy in ``engine`` and the static costs of one variant, and its batch-1 runner
+    (in ``serving``, default ``engine``).
+
+    With ``bn_images`` the variant's exact BN statistics are computed first (stored in the
+    backbone) and, for int8 variants in an engine that computes in int8, its activation ranges
+    (stored in the entry). Latency and energy are left at 0 for :func:`time_round_robin`.
+    """
     if bn_images is not None:
         backbone.variant_bn[config.id] = variant_bn_stats(backbone, config, bn_images)
     net = backbone.materialise(config)
     r = config.resolution
-    accuracy = evaluate(net, test, r)
-    torch.set_num_threads(1)
-    x = preprocess(test.images[:1], r)
-    times, energy_mj = measure_latency(net, x, repeats, warmup, meter)
-    return ProfileEntry(
-        config=config,
-        accuracy=accuracy,
-        latency_ms_p50=statistics.median(times),
-        latency_ms_p95=_percentile(times, 95),
-        macs=count_macs(net, r),
-        params=sum(p.numel() for p in net.parameters()),
-        storage_bytes=net.storage_bytes,
-        peak_memory_mb=peak_memory_bytes(net, r) / 2**20,
-        energy_mj=energy_mj,
+    calib = bn_images if bn_images is not None else test.images[:256]
+    ranges = engine.calibrate(net, preprocess(calib, r).numpy())
+    accuracy = runner_accuracy(engine.prepare(net, ranges or None, batch=None), test, r)
+    entry = ProfileEntry(
+        config=config, accuracy=accuracy, latency_ms_p50=0.0, latency_ms_p95=0.0,
+        macs=count_macs(net, r), params=sum(p.numel() for p in net.parameters()),
+        storage_bytes=net.storage_bytes, peak_memory_mb=peak_memory_bytes(net, r) / 2**20,
+        energy_mj=0.0, int8_ranges={k: (v[0], v[1]) for k, v in ranges.items()},
     )
+    return entry, (serving or engine).prepare(net, ranges or None, batch=1)
+
+
+def time_round_robin(runners: Mapping[str, Runner], images: np.ndarray, repeats: int,
+                     warmup: int, meter, seed: int = 0, progress: bool = False
+                     ) -> dict[str, tuple[list[float], float]]:
+    """Batch-1 latencies (ms) and energy per call (mJ) of every runner, timed as a node serves.
+
+    Each call follows a call of another variant, in a new shuffled order every round, so no
+    variant is timed with the caches warmed by itself (back-to-back timing made the small
+    variants look 1.2-1.8x faster than they run among other work). Inputs come from real images.
+    """
+    from tqdm import tqdm
+
+    ids = list(runners)
+    inputs = {i: preprocess(images[:1], runners[i].config.resolution).numpy() for i in ids}
+    for _ in range(warmup):
+        for i in ids:
+            runners[i](inputs[i])
+    times: dict[str, list[float]] = {i: [] for i in ids}
+    joules = dict.fromkeys(ids, 0.0)
+    rng = np.random.default_rng(seed)
+    for _ in tqdm(range(repeats), desc="round-robin timing", disable=not progress,
+                  mininterval=2.0):
+        for k in rng.permutation(len(ids)):
+            i = ids[k]
+            x = inputs[i]
+            if meter is not None:
+                meter.start()
+            t0 = time.perf_counter()
+            runners[i](x)
+            times[i].append((time.perf_counter() - t0) * 1e3)
+            if meter is not None:
+                joules[i] += meter.stop().joules
+    return {i: (times[i], joules[i] * 1e3 / repeats) for i in ids}
+
+
+def profile_config(backbone: ElasticBackbone, config: CompressionConfig, test: Dataset,
+                   repeats: int, warmup: int, meter, engine: Engine | None = None,
+                   bn_images: np.ndarray | None = None) -> ProfileEntry:
+    """Measure one variant alone (static costs, then back-to-back latency): for tests and
+    quick looks; ``adaspring profile`` times all variants round-robin instead."""
+    engine = engine or make_engine("torch")
+    entry, runner = measure_static(backbone, config, test, engine, bn_images)
+    (times, energy_mj), = time_round_robin({config.id: runner}, test.images, repeats, warmup,
+                                           meter).values()
+    return replace(entry, latency_ms_p50=statistics.median(times),
+                   latency_ms_p95=_percentile(times, 95), energy_mj=energy_mj)
 
 
 def plot_pareto(table: ProfileTable, path: str | Path, highlight: dict[str, str] | None = None
@@ -329,13 +373,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--refine", type=int, default=40,
                    help="Pareto-neighbour variants measured per refinement round")
     p.add_argument("--rounds", type=int, default=2, help="refinement rounds")
-    p.add_argument("--repeats", type=int, default=60, help="timed batch-1 runs per variant")
+    p.add_argument("--engine", default=DEFAULT_ENGINE, choices=ENGINES,
+                   help="inference engine the variants are measured (and will be served) in")
+    p.add_argument("--variants-from", default="",
+                   help="measure the variants of this profile table instead of a fresh "
+                        "stratified sample (e.g. to profile the same variants in another engine)")
+    p.add_argument("--repeats", type=int, default=60,
+                   help="timed batch-1 runs per variant (round-robin among all variants)")
     p.add_argument("--warmup", type=int, default=10)
     p.add_argument("--test-size", type=int, default=0, help="first N test images (0: all)")
     p.add_argument("--bn-images", type=int, default=512,
                    help="training images for each variant's BN statistics (0: keep the rows)")
     p.add_argument("--eval-threads", type=int, default=2,
                    help="threads for the batched accuracy pass (latency always uses 1)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="engine threads for the batch-1 latency (as the perception node serves)")
     p.add_argument("--device-profile", default=DEFAULT_DEVICE,
                    help="config/devices/<name>.yaml (or a path) used when RAPL is unreadable")
     p.add_argument("--data", default="/usr/share/datasets/fashion-mnist")
@@ -360,18 +412,31 @@ def run(args: argparse.Namespace) -> ProfileTable:
     bn_images = bn_calibration_images(args.bn_images, args.seed, args.data) \
         if args.bn_images else None
     meter = make_meter(args.device_profile)
+    engine = make_engine(args.engine, args.threads)
+    eval_engine = make_engine(args.engine, args.eval_threads)
+    torch.set_num_threads(args.eval_threads)
     cpu0, wall0 = time.process_time(), time.perf_counter()
 
     measured: dict[str, ProfileEntry] = {}
+    runners: dict[str, Runner] = {}
 
     def measure(configs: list[CompressionConfig], desc: str) -> None:
         todo = [c for c in configs if c.id not in measured]
         for config in tqdm(todo, desc=desc, disable=not args.progress, mininterval=2.0):
-            measured[config.id] = profile_config(backbone, config, test, args.repeats,
-                                                 args.warmup, meter, args.eval_threads,
-                                                 bn_images)
+            measured[config.id], runners[config.id] = measure_static(
+                backbone, config, test, eval_engine, bn_images, serving=engine)
+        # Latencies of everything so far (the refinement walks the front they make).
+        timed = time_round_robin(runners, test.images, max(5, args.repeats // 4), 2, meter,
+                                 args.seed)
+        for i, (times, energy_mj) in timed.items():
+            measured[i] = replace(measured[i], latency_ms_p50=statistics.median(times),
+                                  latency_ms_p95=_percentile(times, 95), energy_mj=energy_mj)
 
-    measure(stratified_sample(space, args.sample, args.seed), "stratified sample")
+    if args.variants_from:
+        configs = [e.config for e in ProfileTable.load(args.variants_from).entries]
+    else:
+        configs = stratified_sample(space, args.sample, args.seed)
+    measure(configs, "variants")
     rng = np.random.default_rng(args.seed + 1)
     for round_ in range(args.rounds):
         candidates = _unique(n for e in pareto_front(list(measured.values()))
@@ -381,6 +446,12 @@ def run(args: argparse.Namespace) -> ProfileTable:
             break
         pick = rng.permutation(len(candidates))[:args.refine]
         measure([candidates[i] for i in pick], f"Pareto refinement {round_ + 1}")
+    torch.set_num_threads(1)
+    timed = time_round_robin(runners, test.images, args.repeats, args.warmup, meter, args.seed,
+                             args.progress)
+    for i, (times, energy_mj) in timed.items():
+        measured[i] = replace(measured[i], latency_ms_p50=statistics.median(times),
+                              latency_ms_p95=_percentile(times, 95), energy_mj=energy_mj)
 
     entries = sorted(measured.values(), key=lambda e: e.latency_ms_p50)
     full = CompressionConfig.full(space)
@@ -393,12 +464,18 @@ def run(args: argparse.Namespace) -> ProfileTable:
         space=space,
         entries=entries,
         backbone_sha256=backbone.sha256,
-        device={"machine": describe_machine(), "threads": 1, "torch": torch.__version__,
-                "power_model": args.device_profile},
+        device={"machine": describe_machine(), "threads": args.threads,
+                "torch": torch.__version__, "power_model": args.device_profile},
+        engine=engine.info.to_dict(),
         energy_method=meter.method,
         meta={
             "sample": args.sample, "refine": args.refine, "rounds": args.rounds,
             "test_images": len(test), "latency_repeats": args.repeats, "warmup": args.warmup,
+            "latency_method": "batch 1, round-robin among all variants (each call after "
+                              "another variant), a real test image as input",
+            "int8_method": "static: per-channel symmetric int8 weights, per-tensor uint8 "
+                           "activations calibrated (min/max) on the BN training images"
+                           if args.engine == "onnxruntime" else "weight-only int8",
             "memory_method": "float32 weights + peak live activations from forward hooks",
             "macs_method": "forward hooks on Conv2d/Linear",
             "pareto_front": [e.id for e in pareto_front(entries)],

@@ -27,7 +27,7 @@ import os
 import threading
 from collections import OrderedDict
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Generic, Sequence, TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -52,6 +52,8 @@ __all__ = [
     "sha256_of",
     "storage_bytes",
 ]
+
+T = TypeVar("T")
 
 CHECKPOINT_FORMAT = "adaspring-backbone"
 CHECKPOINT_VERSION = 1
@@ -481,19 +483,19 @@ def load_backbone(path: str | Path | None = None, verify: bool = True) -> Elasti
 
 
 # -- the cache the perception node uses ----------------------------------------------------------
-class VariantCache:
-    """LRU of materialised variants, so switching between known variants is a dict lookup.
+class VariantCache(Generic[T]):
+    """LRU of variants ready to serve, so switching between known variants is a dict lookup.
 
-    ``get(config)`` materialises on a miss (a few ms); call ``prefetch`` off the hot path so that
-    the swap itself only does the lookup. Thread-safe.
+    ``get(config)`` calls ``build(config)`` on a miss (materialise + engine session: a few ms).
+    Thread-safe; a build runs outside the lock so a lookup never waits for one.
     """
 
-    def __init__(self, backbone: ElasticBackbone, capacity: int = 8) -> None:
+    def __init__(self, build: Callable[[CompressionConfig], T], capacity: int = 8) -> None:
         if capacity < 1:
             raise ValueError(f"capacity must be >= 1, got {capacity}")
-        self.backbone = backbone
+        self.build = build
         self.capacity = capacity
-        self._items: OrderedDict[str, CompactNet] = OrderedDict()
+        self._items: OrderedDict[str, T] = OrderedDict()
         self._lock = threading.Lock()
 
     def __contains__(self, config: CompressionConfig) -> bool:
@@ -502,21 +504,23 @@ class VariantCache:
     def __len__(self) -> int:
         return len(self._items)
 
-    def get(self, config: CompressionConfig) -> CompactNet:
+    def clear(self) -> None:
         with self._lock:
-            net = self._items.get(config.id)
-            if net is not None:
+            self._items.clear()
+
+    def get(self, config: CompressionConfig) -> T:
+        with self._lock:
+            item = self._items.get(config.id)
+            if item is not None:
                 self._items.move_to_end(config.id)
-                return net
-        net = self.backbone.materialise(config)
+                return item
+        item = self.build(config)
         with self._lock:
-            self._items[config.id] = net
+            self._items[config.id] = item
             self._items.move_to_end(config.id)
             while len(self._items) > self.capacity:
                 self._items.popitem(last=False)
-        return net
-
-    prefetch = get
+        return item
 
 
 def classify(net: nn.Module, x: Tensor) -> tuple[int, float]:

@@ -21,6 +21,8 @@ from .profile_table import ProfileEntry, ProfileTable
 
 __all__ = ["synthetic_table", "table_from_rows", "width_only_configs"]
 
+# Made-up numbers stand for no engine in particular, so any engine may use them.
+SYNTHETIC_ENGINE = {"name": "synthetic"}
 _BASE_CHANNELS = (32, 64, 128)   # stage widths of the uncompressed backbone
 _MACS_PER_MS = 4e6               # a small CPU core on batch-1 convolutions
 _OVERHEAD_MS = 0.03              # per executed block (Python/kernel launch)
@@ -119,7 +121,7 @@ def synthetic_table(
     entries = [_entry(c, rng) for c in configs.values()]
     return ProfileTable(
         space=space, entries=entries, device={"name": "synthetic"},
-        energy_method="synthetic: latency x 8 W (not measured)",
+        energy_method="synthetic: latency x 8 W (not measured)", engine=dict(SYNTHETIC_ENGINE),
         meta={"synthetic": True, "seed": seed, "note": "made-up numbers from a cost model"},
     )
 
@@ -148,4 +150,5 @@ def table_from_rows(rows: list[dict[str, float]], space: SearchSpace = DEFAULT_S
             energy_mj=float(row.get("energy_mj", 1.0)),
         ))
     return ProfileTable(space=space, entries=entries, device={"name": "synthetic"},
-                        energy_method="given", meta={"synthetic": True})
+                        energy_method="given", meta={"synthetic": True},
+                        engine=dict(SYNTHETIC_ENGINE))

@@ -37,6 +37,7 @@ from rclpy.task import Future
 
 from adaspring_ros import msg_convert
 from adaspring_ros.core.context import BudgetParams, LambdaParams, Lambdas
+from adaspring_ros.core.engine import DEFAULT_ENGINE
 from adaspring_ros.core.evolution import Decision, EvolutionParams, Evolver
 from adaspring_ros.core.profile_table import ProfileError
 from adaspring_ros.core.search import default_table
@@ -152,6 +153,9 @@ PARAMETERS = (
     # -- this node
     ("profile_table", "", describe("profile table JSON ('' = the shipped "
                                    "models/profile_table.json)", **RO), ("node", "")),
+    ("engine", DEFAULT_ENGINE, describe("inference engine the perception node serves in; the "
+                                        "profile table must have been measured in it", **RO),
+     ("node", "")),
     ("decision_period_s", 0.2, describe("how often the policy is consulted besides on each "
                                         "context message, s", floating=(0.01, 60.0)),
      ("node", "")),
@@ -211,6 +215,7 @@ class EvolutionNode(Node):
         for name, default, descriptor, _target in PARAMETERS:
             self.declare_parameter(name, default, descriptor)
         table, note = default_table(self.get_parameter("profile_table").value or None)
+        table.require_engine(self.get_parameter("engine").value)  # ProfileError: cannot start
         self.get_logger().info(f"{note}: {len(table)} variants")
         evolution, budget, lambdas, fixed = core_params(self._values())
         self.evolver = Evolver(table, evolution, budget_params=budget, lambda_params=lambdas,

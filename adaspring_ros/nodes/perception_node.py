@@ -41,13 +41,16 @@ from sensor_msgs.msg import Image
 from adaspring_ros import msg_convert, paths
 from adaspring_ros.core import data, energy
 from adaspring_ros.core.config import DEFAULT_SPACE, CompressionConfig, ConfigError, SearchSpace
-from adaspring_ros.core.supernet import (
-    VariantCache,
-    classify,
-    freeze_heap,
-    load_backbone,
-    set_num_threads,
+from adaspring_ros.core.engine import (
+    DEFAULT_ENGINE,
+    ENGINES,
+    EngineError,
+    Runner,
+    classify_logits,
+    make_engine,
 )
+from adaspring_ros.core.search import default_table
+from adaspring_ros.core.supernet import VariantCache, freeze_heap, load_backbone, set_num_threads
 from adaspring_ros.msg import CompressionConfig as ConfigMsg
 from adaspring_ros.msg import InferenceResult, PerformanceMetrics
 from adaspring_ros.nodes.params import describe
@@ -124,10 +127,17 @@ PARAMETERS = (
     ("image_topic", IMAGE_TOPIC, describe("sensor_msgs/Image topic to classify", **RO)),
     ("backbone_path", "", describe("trained backbone checkpoint ('' = the shipped "
                                    "models/backbone.pt); its .sha256 must match", **RO)),
+    ("engine", DEFAULT_ENGINE, describe(
+        f"inference engine for the variants: {', '.join(ENGINES)} (torch is the reference)",
+        **RO)),
+    ("profile_table", "", describe(
+        "profile table of the engine ('' = the shipped models/profile_table.json): its int8 "
+        "activation ranges make int8 variants compute in int8", **RO)),
     ("initial_config", "full", describe("variant served at start: full, smallest or a config "
                                         "id", **RO)),
     ("timing_log", "", describe("CSV file of per-frame timings ('' = off; for profiling)", **RO)),
-    ("num_threads", 1, describe("torch intra-op threads (1 is fastest at batch 1 here)",
+    ("num_threads", 1, describe("engine intra-op threads (1 is fastest at batch 1 here; in "
+                                "onnxruntime from the next variant built)",
                                 integer=(1, 64))),
     ("metrics_period_s", 1.0, describe("period of PerformanceMetrics and /diagnostics, s",
                                        floating=(0.1, 60.0))),
@@ -148,7 +158,7 @@ class PerceptionNode(Node):
         for name, default, descriptor in PARAMETERS:
             self.declare_parameter(name, default, descriptor)
         problem = self._invalid({n: self.get_parameter(n).value for n in
-                                 ("initial_config", "device_power_profile")})
+                                 ("initial_config", "device_power_profile", "engine")})
         if problem:
             raise ValueError(problem)
         self.add_on_set_parameters_callback(self.validate_parameters_callback)
@@ -156,9 +166,11 @@ class PerceptionNode(Node):
 
         path = self.get_parameter("backbone_path").value or paths.default_backbone()
         self.backbone = load_backbone(path)  # verifies the sha256, weights_only=True
-        self.cache = VariantCache(self.backbone, self.get_parameter("max_cached_variants").value)
         self.threads = 0
         self._apply_threads()
+        self.engine = make_engine(self.get_parameter("engine").value, self.threads)
+        self.int8_ranges = self._load_int8_ranges()
+        self.cache = VariantCache(self._prepare, self.get_parameter("max_cached_variants").value)
         config = self._parse_config(self.get_parameter("initial_config").value,
                                     self.backbone.space)
         self.active = (config, self._build(config))  # replaced whole, never mutated
@@ -209,6 +221,8 @@ class PerceptionNode(Node):
                 self._parse_config(values["initial_config"])
             except ConfigError as exc:
                 return f"initial_config: {exc}"
+        if "engine" in values and values["engine"] not in ENGINES:
+            return f"engine: {values['engine']!r} is not one of {', '.join(ENGINES)}"
         if "device_power_profile" in values:
             try:
                 energy.load_device(values["device_power_profile"])
@@ -238,17 +252,38 @@ class PerceptionNode(Node):
         if wanted != self.threads:
             set_num_threads(wanted)
             self.threads = wanted
+            if hasattr(self, "engine") and self.engine.name != "torch":
+                # An engine session fixes its thread count: later builds use the new one.
+                self.engine.threads = wanted
+                self.cache.clear()
 
     # -- variants -------------------------------------------------------------------------------
-    def _build(self, config: CompressionConfig):
-        """Look up ``config``, or materialise it and run one warm-up forward (first-call
-        allocations happen here, off the frame path, not on the first frame it serves)."""
+    def _load_int8_ranges(self) -> dict:
+        """Activation ranges of the profiled int8 variants (static int8 in ONNX Runtime).
+
+        The table must come from this node's engine; without ranges an int8 variant would still
+        serve, but with float32 arithmetic, so a mismatch is refused at start-up.
+        """
+        if self.engine.name != "onnxruntime":
+            return {}
+        path = self.get_parameter("profile_table").value or None
+        table, _ = default_table(path)
+        table.require_engine(self.engine.name)
+        return {e.id: dict(e.int8_ranges) for e in table.entries if e.int8_ranges}
+
+    def _prepare(self, config: CompressionConfig) -> Runner:
+        return self.engine.prepare(self.backbone.materialise(config),
+                                   self.int8_ranges.get(config.id))
+
+    def _build(self, config: CompressionConfig) -> Runner:
+        """Look up ``config``, or build it and run one warm-up forward (first-call allocations
+        happen here, off the frame path, not on the first frame it serves)."""
         if config in self.cache:
             return self.cache.get(config)
-        net = self.cache.get(config)
+        runner = self.cache.get(config)
         blank = np.zeros((config.resolution, config.resolution), np.uint8)
-        classify(net, data.preprocess(blank, config.resolution))
-        return net
+        runner(data.preprocess(blank, config.resolution).numpy())
+        return runner
 
     def reconfigure_callback(self, request, response):
         start = time.perf_counter()
@@ -301,7 +336,7 @@ class PerceptionNode(Node):
         try:
             self._apply_threads()
             forward_start = time.perf_counter()
-            class_id, score = classify(net, x)
+            class_id, score = classify_logits(net(x.numpy()))
             forward_ms = (time.perf_counter() - forward_start) * 1e3
             result = msg_convert.result_to_msg(
                 msg.header, class_id, self.backbone.classes[class_id], score, config.id,
@@ -397,7 +432,8 @@ def main(args: list[str] | None = None) -> None:
         with rclpy.init(args=args):
             try:
                 node = PerceptionNode()
-            except (ValueError, OSError, ParameterException) as exc:  # incl. bad weights
+            # Bad weights, a table of another engine (ValueError), a missing engine.
+            except (ValueError, OSError, ParameterException, EngineError) as exc:
                 rclpy.logging.get_logger("perception_node").fatal(f"cannot start: {exc}")
                 raise SystemExit(2) from None
             executor = MultiThreadedExecutor(num_threads=3)

@@ -1,0 +1,191 @@
+"""Inference engines: ONNX Runtime computes what the torch compact module computes.
+
+fp32 (and weight-only int8) must match torch to float rounding for every operator of the
+catalogue; static int8 is allowed a small, stated loss.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from adaspring_ros.core.config import DEFAULT_SPACE, CompressionConfig, StageConfig
+from adaspring_ros.core.data import load_fashion_mnist, preprocess
+from adaspring_ros.core.engine import (
+    EngineError,
+    classify_logits,
+    make_engine,
+    onnx_graph,
+)
+from adaspring_ros.core.profile_table import ProfileError, ProfileTable
+from adaspring_ros.core.profiler import bn_calibration_images, time_round_robin
+from adaspring_ros.core.supernet import load_backbone
+
+pytest.importorskip("onnxruntime")
+
+# fp32 logits agree to float rounding (the two engines sum in different orders).
+FP32_ATOL = 1e-4
+# Static int8 (activations quantised too) against the same variant in fp32, on 1000 test images:
+# the profile table measures the real cost on the whole test split (<= 0.5 points there).
+INT8_MIN_AGREEMENT = 0.97
+INT8_MAX_LOSS_PT = 1.0
+
+
+@pytest.fixture(scope="module")
+def backbone():
+    return load_backbone()  # the shipped, trained one: int8 bounds mean something on it
+
+
+@pytest.fixture(scope="module")
+def test_images():
+    test = load_fashion_mnist("test")
+    return test.images[:1000], test.labels[:1000]
+
+
+def _with(resolution: int = 28, **changes) -> CompressionConfig:
+    changed = dataclasses.replace(StageConfig(), **changes)
+    return CompressionConfig((changed,) * DEFAULT_SPACE.num_stages, resolution)
+
+
+# One variant per operator of the catalogue, and a mix of all of them.
+OPERATORS = {
+    "full": _with(),
+    "width": _with(width=0.5),
+    "depth": _with(depth=1),
+    "dwsep": _with(operator="dwsep"),
+    "low rank": _with(rank=0.25),
+    "int8": _with(int8=True),
+    "resolution": _with(resolution=16),
+    "mixed": CompressionConfig.from_id("r20-w50d2sk50q-w75d1ck25f-w25d3sk100q"),
+}
+
+
+@pytest.mark.parametrize("name", list(OPERATORS))
+def test_onnxruntime_matches_torch_for_every_operator(backbone, test_images, name):
+    config = OPERATORS[name]
+    net = backbone.materialise(config)
+    x = preprocess(test_images[0][:200], config.resolution).numpy()
+    reference = make_engine("torch").prepare(net, batch=None)(x)
+    # No activation ranges: int8 stays weight-only, the arithmetic torch does.
+    ort = make_engine("onnxruntime").prepare(net, None, batch=None)(x)
+    assert ort.shape == reference.shape
+    np.testing.assert_allclose(ort, reference, atol=FP32_ATOL, rtol=0)
+    assert (ort.argmax(1) == reference.argmax(1)).all()
+
+
+@pytest.mark.parametrize("name", ["int8", "mixed"])
+def test_static_int8_stays_within_its_bound(backbone, test_images, name):
+    config = OPERATORS[name]
+    images, labels = test_images
+    net = backbone.materialise(config)
+    engine = make_engine("onnxruntime")
+    ranges = engine.calibrate(net, preprocess(bn_calibration_images(256), config.resolution)
+                              .numpy())
+    assert ranges and all(lo <= hi for lo, hi in ranges.values())
+    x = preprocess(images, config.resolution).numpy()
+    reference = engine.prepare(net, None, batch=None)(x)
+    runner = engine.prepare(net, ranges, batch=None)
+    assert runner.static_int8
+    quantised = runner(x)
+    agreement = (quantised.argmax(1) == reference.argmax(1)).mean()
+    loss_pt = 100 * ((reference.argmax(1) == labels).mean() - (quantised.argmax(1) == labels)
+                     .mean())
+    assert agreement >= INT8_MIN_AGREEMENT
+    assert loss_pt <= INT8_MAX_LOSS_PT
+
+
+def test_static_int8_runs_integer_convolutions(backbone, tmp_path):
+    """int8 pays only if ONNX Runtime fuses every Q/DQ-wrapped conv into an integer conv."""
+    import onnx
+    import onnxruntime
+
+    config = OPERATORS["int8"]
+    net = backbone.materialise(config)
+    engine = make_engine("onnxruntime")
+    ranges = engine.calibrate(net, preprocess(bn_calibration_images(64), 28).numpy())
+    options = engine._options()
+    options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    options.optimized_model_filepath = str(tmp_path / "optimised.onnx")
+    onnxruntime.InferenceSession(onnx_graph(net, ranges=ranges).SerializeToString(), options)
+    ops = Counter(n.op_type for n in onnx.load(tmp_path / "optimised.onnx").graph.node)
+    convs = sum(1 for m in net.modules() if m.__class__.__name__.endswith("Conv2d"))
+    assert ops["QLinearConv"] == convs and ops["Conv"] == 0
+    assert ops["QLinearAdd"] == len(net.blocks)
+
+
+def test_onnx_graph_is_valid_onnx(backbone):
+    import onnx
+
+    for config in OPERATORS.values():
+        onnx.checker.check_model(onnx_graph(backbone.materialise(config)), full_check=True)
+
+
+def test_classify_logits_is_softmax_top1():
+    logits = np.array([[0.5, 2.0, -1.0]], np.float32)
+    index, score = classify_logits(logits)
+    probs = np.exp(logits[0]) / np.exp(logits[0]).sum()
+    assert index == 1 and score == pytest.approx(probs[1], rel=1e-6)
+
+
+def test_unknown_or_missing_engine_is_a_clear_error(monkeypatch):
+    with pytest.raises(EngineError, match="unknown engine 'tensorrt'.*onnxruntime, torch"):
+        make_engine("tensorrt")
+    with pytest.raises(EngineError, match="threads"):
+        make_engine("torch", threads=0)
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)   # as if not installed
+    with pytest.raises(EngineError, match="not installed.*pip install onnxruntime"):
+        make_engine("onnxruntime")
+
+
+def test_round_robin_timing_covers_every_runner(backbone, test_images):
+    engine = make_engine("onnxruntime")
+    runners = {c.id: engine.prepare(backbone.materialise(c)) for c in
+               (OPERATORS["full"], OPERATORS["resolution"])}
+    timed = time_round_robin(runners, test_images[0], repeats=7, warmup=1, meter=None)
+    assert set(timed) == set(runners)
+    for times, energy_mj in timed.values():
+        assert len(times) == 7 and all(t > 0 for t in times) and energy_mj == 0.0
+
+
+def test_profile_table_names_its_engine_and_refuses_another(tmp_path):
+    from adaspring_ros.core.synthetic import synthetic_table
+
+    table = synthetic_table(4)
+    table.require_engine("onnxruntime")        # made-up numbers fit any engine
+    table.engine = {"name": "torch", "version": "2.13.0", "threads": 1}
+    path = tmp_path / "t.json"
+    table.save(path)
+    loaded = ProfileTable.load(path)
+    assert loaded.engine_name == "torch"
+    loaded.require_engine("torch")
+    with pytest.raises(ProfileError, match="measured in engine 'torch'.*'onnxruntime'"):
+        loaded.require_engine("onnxruntime")
+
+
+def test_profile_table_int8_ranges_round_trip_and_are_validated(tmp_path):
+    from adaspring_ros.core.synthetic import synthetic_table
+
+    table = synthetic_table(3)
+    entry = dataclasses.replace(table.entries[0], int8_ranges={"image": (-0.8, 2.0)})
+    table = ProfileTable(table.space, [entry, *table.entries[1:]], engine={"name": "x"})
+    path = tmp_path / "t.json"
+    table.save(path)
+    assert dict(ProfileTable.load(path).entries[0].int8_ranges) == {"image": (-0.8, 2.0)}
+    data = table.to_dict()
+    data["entries"][0]["int8_ranges"] = {"image": [2.0, -1.0]}
+    with pytest.raises(ProfileError, match="lo <= hi"):
+        ProfileTable.from_dict(data)
+    data["entries"][0]["int8_ranges"] = {"image": [float("nan"), 1.0]}
+    with pytest.raises(ProfileError, match="finite"):
+        ProfileTable.from_dict(data)
+    data["entries"][0]["int8_ranges"] = {"image": "wide"}
+    with pytest.raises(ProfileError, match="pair"):
+        ProfileTable.from_dict(data)
+    data["entries"][0].pop("int8_ranges")
+    data["engine"] = {"version": "1"}
+    with pytest.raises(ProfileError, match="name the engine"):
+        ProfileTable.from_dict(data)

@@ -225,6 +225,71 @@ def overhead_rows(session: Session, label: str, frames: int) -> list[list]:
     return table
 
 
+def swap_session(node, workdir: Path, backbone: Path, engine: str, args) -> tuple:
+    """Swaps, memory and live-vs-table forward times of one engine's perception node."""
+    from adaspring_ros.core.profile_table import ProfileTable
+    from adaspring_ros.core.profiler import pareto_front
+
+    session = Session(node, workdir, backbone, 640, 480, "rgb8", tag=f"-{engine}",
+                      extra=["-p", f"engine:={engine}"])
+    swaps, memory, live = [], [], []
+    try:
+        session.frames(100)
+        memory.append([engine, "after warm-up (100 frames, full variant)", session.rss_mb()])
+        # The last 36 of the sample are random variants (the first are full, smallest and
+        # the uniform ones); 6 of them + full fit the cache of 8, the other 30 do not.
+        configs = stratified_sample(DEFAULT_SPACE, 36, seed=1)[-36:]
+        cached_set = configs[:6] + [CompressionConfig.full()]
+        before, began = session.fresh_metrics(), time.monotonic()
+        print(f"{engine}: first builds ...", flush=True)
+        first = [session.swap(c) for c in cached_set[:-1]]
+        print(f"{engine}: cached swaps ...", flush=True)
+        cached = [session.swap(c) for _ in range(args.cached_rounds) for c in cached_set]
+        session.frames(10)
+        memory.append([engine, f"after {len(first) + len(cached)} swaps over "
+                       f"{len(cached_set)} cached variants", session.rss_mb()])
+        churn_set = configs[6:]
+        print(f"{engine}: {args.churn} swaps over {len(churn_set)} variants (cache 8) ...",
+              flush=True)
+        churn = [session.swap(churn_set[i % len(churn_set)]) for i in range(args.churn)]
+        session.frames(10)
+        memory.append([engine, f"after {args.churn} more swaps over {len(churn_set)} variants "
+                       "(build + evict)", session.rss_mb()])
+        swapping_s = time.monotonic() - began
+        m = session.fresh_metrics()
+        for name, values in (("first build", first), ("cached", cached),
+                             ("build after eviction (churn)", churn)):
+            for side, index in (("client call -> reply", 0), ("node swap_ms", 1)):
+                s = spread([v[index] for v in values])
+                swaps.append([engine, name, side, len(values), s["p50"], s["p95"], s["max"]])
+        frames_note = (
+            f"{engine}: while swapping ({m.swaps - before.swaps} swaps in {swapping_s:.1f} s, "
+            "with the camera at 30 Hz) the node received "
+            f"{m.frames_received - before.frames_received} frames, processed "
+            f"{m.frames_processed - before.frames_processed}, dropped "
+            f"{m.frames_dropped - before.frames_dropped}, rejected "
+            f"{m.frames_rejected - before.frames_rejected}.")
+        table = ProfileTable.load(paths.default_profile_table())
+        checked = []
+        if table.engine_name == engine:
+            front = pareto_front(table.entries)
+            checked = [front[round(i * (len(front) - 1) / 5)].config for i in range(6)]
+            for config in checked:
+                session.swap(config)
+                session.frames(args.live_frames)
+    finally:
+        session.close()  # the node flushes its timing log when it shuts down
+    if checked:
+        with open(session.timing) as fh:
+            rows = list(csv.DictReader(fh))
+        for config in checked:
+            times = [float(r["forward_ms"]) for r in rows if r["config_id"] == config.id]
+            times = times[5:]  # the first frames after a swap warm the caches
+            p50, ref = spread(times)["p50"], table.get(config.id).latency_ms_p50
+            live.append([engine, f"`{config.id}`", len(times), p50, ref, f"{p50 / ref:.2f}"])
+    return swaps, memory, frames_note, live
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--frames", type=int, default=600, help="frames timed per image format")
@@ -232,11 +297,15 @@ def main(argv: list[str] | None = None) -> int:
                         help="rounds over the cached variants")
     parser.add_argument("--churn", type=int, default=200,
                         help="swaps over more variants than the cache holds")
+    parser.add_argument("--engines", default="onnxruntime,torch",
+                        help="engines whose swaps and memory are measured (comma-separated)")
+    parser.add_argument("--live-frames", type=int, default=90,
+                        help="frames per variant when comparing live forward times with the table")
     args = parser.parse_args(argv)
     workdir = Path(tempfile.mkdtemp(prefix="adaspring-bench-ros-"))
     backbone, backbone_note = backbone_path(workdir)
     node = quiet_domain()
-    overhead, swaps, memory = [], [], []
+    overhead, swaps, memory, live, frames_notes = [], [], [], [], []
     try:
         shm = {name: str(write_shm_profile(workdir)) for name in PROFILE_VARIABLES}
         for width, height, encoding, env in ((640, 480, "rgb8", None), (640, 480, "rgb8", shm),
@@ -251,51 +320,20 @@ def main(argv: list[str] | None = None) -> int:
             finally:
                 session.close()
 
-        session = Session(node, workdir, backbone, 640, 480, "rgb8")
-        try:
-            session.frames(100)
-            memory.append(["after warm-up (100 frames, full variant)", session.rss_mb()])
-            # The last 36 of the sample are random variants (the first are full, smallest and
-            # the uniform ones); 6 of them + full fit the cache of 8, the other 30 do not.
-            configs = stratified_sample(DEFAULT_SPACE, 36, seed=1)[-36:]
-            cached_set = configs[:6] + [CompressionConfig.full()]
-            before, began = session.fresh_metrics(), time.monotonic()
-            print("first builds ...", flush=True)
-            first = [session.swap(c) for c in cached_set[:-1]]
-            print("cached swaps ...", flush=True)
-            cached = [session.swap(c) for _ in range(args.cached_rounds) for c in cached_set]
-            session.frames(10)
-            memory.append([f"after {len(first) + len(cached)} swaps over "
-                           f"{len(cached_set)} cached variants", session.rss_mb()])
-            churn_set = configs[6:]
-            print(f"{args.churn} swaps over {len(churn_set)} variants (cache 8) ...", flush=True)
-            churn = [session.swap(churn_set[i % len(churn_set)]) for i in range(args.churn)]
-            session.frames(10)
-            memory.append([f"after {args.churn} more swaps over {len(churn_set)} variants "
-                           "(build + evict)", session.rss_mb()])
-            swapping_s = time.monotonic() - began
-            m = session.fresh_metrics()
-            for name, values in (("first build", first), ("cached", cached),
-                                 ("build after eviction (churn)", churn)):
-                for side, index in (("client call -> reply", 0), ("node swap_ms", 1)):
-                    s = spread([v[index] for v in values])
-                    swaps.append([name, side, len(values), s["p50"], s["p95"], s["max"]])
-            frames_note = (
-                f"While swapping ({m.swaps - before.swaps} swaps in {swapping_s:.1f} s, with "
-                "the camera at 30 Hz) the node received "
-                f"{m.frames_received - before.frames_received} frames, processed "
-                f"{m.frames_processed - before.frames_processed}, dropped "
-                f"{m.frames_dropped - before.frames_dropped}, rejected "
-                f"{m.frames_rejected - before.frames_rejected}.")
-        finally:
-            session.close()
+        for engine in args.engines.split(","):
+            s_rows, m_rows, note, l_rows = swap_session(node, workdir, backbone, engine, args)
+            swaps += s_rows
+            memory += m_rows
+            frames_notes.append(note)
+            live += l_rows
     finally:
         node.destroy_node()
         rclpy.try_shutdown()
 
     body = "\n\n".join([
         f"Backbone: {backbone_note}. Camera: replay node at 30 Hz; perception node with its "
-        "defaults (1 torch thread, cache of 8 variants); both separate processes on one "
+        "defaults (1 engine thread, cache of 8 variants; engine onnxruntime unless a row "
+        "names another); both separate processes on one "
         "2-core machine shared with other work, Fast DDS on loopback.",
         "### ROS overhead per frame (ms)\n\nFrom the node's per-frame timing log: callback entry "
         "-> InferenceResult published, minus the forward pass (decode, preprocess, result "
@@ -306,12 +344,19 @@ def main(argv: list[str] | None = None) -> int:
         "this busy machine. The rows marked '32 MB SHM profile' run both nodes with the Fast DDS "
         "XML profile in this script (FASTDDS_DEFAULT_PROFILES_FILE).\n\n" + markdown_table(
             ["image", "what", "n", "p50", "p95", "max"], overhead),
-        "### Reconfigure swap time (ms)\n\nClient round trip includes DDS service transport; "
+        "### Reconfigure swap time (ms)\n\nPer engine. Client round trip includes DDS service "
+        "transport; "
         "the node's swap_ms is request received -> new variant serving (lookup or build + one "
-        "warm-up forward).\n\n" + markdown_table(["swap", "measured by", "n", "p50", "p95", "max"],
-                                                swaps) + "\n\n" + frames_note,
+        "warm-up forward).\n\n" + markdown_table(
+            ["engine", "swap", "measured by", "n", "p50", "p95", "max"], swaps)
+        + "\n\n" + " ".join(frames_notes),
         "### Perception node resident memory (goal <= 400 MB)\n\n" + markdown_table(
-            ["when", "RSS MB"], memory),
+            ["engine", "when", "RSS MB"], memory),
+        "### Live forward time vs the profile table\n\nThe node's per-frame forward time "
+        "(timing log) while serving each variant at 30 Hz, against the table's round-robin "
+        "median for the same variant and engine.\n\n" + markdown_table(
+            ["engine", "variant", "frames", "live p50 ms", "table p50 ms", "live / table"],
+            live),
     ])
     write_section("ros_perception", "ROS perception node: overhead, swaps, memory",
                   "python -m bench.bench_ros_perception", body)

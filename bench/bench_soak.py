@@ -97,10 +97,14 @@ class Reference:
         import torch
 
         from adaspring_ros.core import data
+        from adaspring_ros.core.engine import DEFAULT_ENGINE, VariantBuilder, make_engine
+        from adaspring_ros.core.search import default_table
         from adaspring_ros.core.supernet import load_backbone
 
         torch.set_num_threads(1)  # as the node: the same kernels, the same float results
         self.model = load_backbone(backbone)
+        # The node's defaults: the default engine, with the shipped table's int8 ranges.
+        self.build = VariantBuilder(self.model, make_engine(DEFAULT_ENGINE), default_table()[0])
         self.images = data.load_fashion_mnist("test").images[:LIMIT]
         self.nets: dict = {}
         self.cache: dict[tuple[str, int], tuple[int, float]] = {}
@@ -122,18 +126,15 @@ class Reference:
         return msg_convert.numpy_to_image(frame, "rgb8", Image)
 
     def classify(self, config_id: str, pixels) -> tuple[int, float]:
-        """(class, score) of decoded ``pixels`` by materialise(config_id), as the node does."""
-        import torch
-
+        """(class, score) of decoded ``pixels`` by the variant the node would build."""
         from adaspring_ros.core import data
+        from adaspring_ros.core.engine import classify_logits
 
         if config_id not in self.nets:
             config = CompressionConfig.from_id(config_id, self.model.space)
-            self.nets[config_id] = self.model.materialise(config)
-        net = self.nets[config_id]
-        with torch.inference_mode():
-            probs = torch.softmax(net(data.preprocess(pixels, net.config.resolution))[0], 0)
-        return int(probs.argmax()), float(probs.max())
+            self.nets[config_id] = self.build(config)
+        runner = self.nets[config_id]
+        return classify_logits(runner(data.preprocess(pixels, runner.config.resolution).numpy()))
 
 
 @dataclass

@@ -189,3 +189,23 @@ def test_profile_table_int8_ranges_round_trip_and_are_validated(tmp_path):
     data["engine"] = {"version": "1"}
     with pytest.raises(ProfileError, match="name the engine"):
         ProfileTable.from_dict(data)
+
+
+def test_variant_builder_serves_profiled_int8_variants_in_int8(backbone):
+    from adaspring_ros.core.engine import VariantBuilder
+    from adaspring_ros.core.synthetic import table_from_rows
+
+    config = OPERATORS["int8"]
+    engine = make_engine("onnxruntime")
+    ranges = engine.calibrate(backbone.materialise(config),
+                              preprocess(bn_calibration_images(64), 28).numpy())
+    table = table_from_rows([{}])
+    entry = dataclasses.replace(table.entries[0], config=config, int8_ranges=ranges)
+    table = ProfileTable(table.space, [entry], engine={"name": "onnxruntime"})
+    build = VariantBuilder(backbone, engine, table)
+    assert build(config).static_int8                       # profiled: ranges from the table
+    assert not build(_with(int8=True, width=0.5)).static_int8   # unprofiled: weight-only
+    table.engine = {"name": "torch"}
+    with pytest.raises(ProfileError, match="measured in engine 'torch'"):
+        VariantBuilder(backbone, engine, table)
+    VariantBuilder(backbone, make_engine("torch"), table)  # torch needs no ranges

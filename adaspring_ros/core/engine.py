@@ -30,7 +30,8 @@ import torch
 from torch import Tensor, nn
 
 from .config import CompressionConfig
-from .supernet import CompactNet
+from .profile_table import ProfileTable
+from .supernet import CompactNet, ElasticBackbone
 
 __all__ = [
     "DEFAULT_ENGINE",
@@ -42,6 +43,7 @@ __all__ = [
     "TorchEngine",
     "OnnxRuntimeEngine",
     "make_engine",
+    "VariantBuilder",
     "onnx_graph",
     "classify_logits",
 ]
@@ -360,3 +362,24 @@ def make_engine(name: str = DEFAULT_ENGINE, threads: int = 1) -> Engine:
     if name == "torch":
         return TorchEngine(threads)
     raise EngineError(f"unknown engine {name!r}; choose one of {', '.join(ENGINES)}")
+
+
+class VariantBuilder:
+    """What a node serves for a config: materialise, then a runner of ``engine``, with the
+    table's int8 activation ranges when the engine computes in int8.
+
+    The table must come from the same engine (ProfileError otherwise): without its ranges an
+    int8 variant would still run, but in float32, not as profiled.
+    """
+
+    def __init__(self, backbone: ElasticBackbone, engine: Engine,
+                 table: ProfileTable | None = None) -> None:
+        self.backbone = backbone
+        self.engine = engine
+        self.ranges: dict[str, dict] = {}
+        if table is not None and engine.name == "onnxruntime":
+            table.require_engine(engine.name)
+            self.ranges = {e.id: dict(e.int8_ranges) for e in table.entries if e.int8_ranges}
+
+    def __call__(self, config: CompressionConfig) -> Runner:
+        return self.engine.prepare(self.backbone.materialise(config), self.ranges.get(config.id))

@@ -14,10 +14,15 @@ Before a variant is measured, the exact BN statistics of that whole variant are 
 the backbone (``variant_bn``); the backbone file is re-saved with them at the end, so the table's
 ``backbone_sha256`` is the file that holds every profiled variant's statistics.
 
-For each variant (all on the compact, materialised module):
+For each variant (all on the compact, materialised module, run in ``--engine``, the engine the
+perception node will serve it in; the table records the engine, its version and thread count):
 
-* accuracy: top-1 on the Fashion-MNIST *test* split (never used for training or tuning);
-* latency: batch-1 wall time with ``torch.set_num_threads(1)``, after warm-up, median and p95;
+* int8 calibration (ONNX Runtime): activation ranges on the same training images, stored in the
+  entry, so int8 stages compute in int8 and a swap needs no data;
+* accuracy: top-1 in the engine on the Fashion-MNIST *test* split (never used for training or
+  tuning);
+* latency: batch-1 wall time with 1 engine thread, median and p95, timed round-robin among all
+  variants (each call follows another variant's, as frames follow other work on a robot);
 * MACs: counted by forward hooks on every Conv2d/Linear (exact for this architecture);
 * params and storage bytes (int8 weights count 1 byte + a float32 scale per output channel);
 * peak memory: resident float32 weights + the largest set of activations alive at once during one
@@ -243,7 +248,8 @@ def runner_accuracy(runner: Runner, data: Dataset, resolution: int, batch_size: 
 
 def measure_static(backbone: ElasticBackbone, config: CompressionConfig, test: Dataset,
                    engine: Engine, bn_images: np.ndarray | None = None,
-                   serving: Engine | None = None) -> tuple[ProfileEntry, Runner]:
+                   serving: Engine | None = None, calib_images: np.ndarray | None = None
+                   ) -> tuple[ProfileEntry, Runner]:
     """Accuracy in ``engine`` and the static costs of one variant, and its batch-1 runner
     (in ``serving``, default ``engine``).
 
@@ -255,7 +261,9 @@ def measure_static(backbone: ElasticBackbone, config: CompressionConfig, test: D
         backbone.variant_bn[config.id] = variant_bn_stats(backbone, config, bn_images)
     net = backbone.materialise(config)
     r = config.resolution
-    calib = bn_images if bn_images is not None else test.images[:256]
+    calib = calib_images if calib_images is not None else bn_images
+    if calib is None:  # never the test split: it is for the final measurement only
+        calib = bn_calibration_images(256)
     ranges = engine.calibrate(net, preprocess(calib, r).numpy())
     accuracy = runner_accuracy(engine.prepare(net, ranges or None, batch=None), test, r)
     entry = ProfileEntry(
@@ -375,6 +383,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rounds", type=int, default=2, help="refinement rounds")
     p.add_argument("--engine", default=DEFAULT_ENGINE, choices=ENGINES,
                    help="inference engine the variants are measured (and will be served) in")
+    p.add_argument("--extend", action="store_true",
+                   help="keep the variants already in --out (their accuracy and int8 ranges), "
+                        "measure the refinement rounds around their front, then time every "
+                        "variant again (with --rounds 0: only re-time; resumable profiling)")
     p.add_argument("--variants-from", default="",
                    help="measure the variants of this profile table instead of a fresh "
                         "stratified sample (e.g. to profile the same variants in another engine)")
@@ -411,6 +423,9 @@ def run(args: argparse.Namespace) -> ProfileTable:
         test = test.subset(np.arange(min(args.test_size, len(test))))
     bn_images = bn_calibration_images(args.bn_images, args.seed, args.data) \
         if args.bn_images else None
+    calib_images = bn_images if bn_images is not None else \
+        bn_calibration_images(512, args.seed, args.data)
+    bn_before = set(backbone.variant_bn)
     meter = make_meter(args.device_profile)
     engine = make_engine(args.engine, args.threads)
     eval_engine = make_engine(args.engine, args.eval_threads)
@@ -424,7 +439,8 @@ def run(args: argparse.Namespace) -> ProfileTable:
         todo = [c for c in configs if c.id not in measured]
         for config in tqdm(todo, desc=desc, disable=not args.progress, mininterval=2.0):
             measured[config.id], runners[config.id] = measure_static(
-                backbone, config, test, eval_engine, bn_images, serving=engine)
+                backbone, config, test, eval_engine, bn_images, serving=engine,
+                calib_images=calib_images)
         # Latencies of everything so far (the refinement walks the front they make).
         timed = time_round_robin(runners, test.images, max(5, args.repeats // 4), 2, meter,
                                  args.seed)
@@ -432,11 +448,22 @@ def run(args: argparse.Namespace) -> ProfileTable:
             measured[i] = replace(measured[i], latency_ms_p50=statistics.median(times),
                                   latency_ms_p95=_percentile(times, 95), energy_mj=energy_mj)
 
-    if args.variants_from:
-        configs = [e.config for e in ProfileTable.load(args.variants_from).entries]
+    previous = None
+    if args.extend:
+        previous = ProfileTable.load(out)
+        previous.require_engine(engine.name)
+        if previous.backbone_sha256 != backbone.sha256:
+            raise SystemExit(f"adaspring profile --extend: {out} was measured on backbone "
+                             f"{previous.backbone_sha256[:12]}, not {backbone.sha256[:12]}")
+        for entry in tqdm(previous.entries, desc="prepare profiled variants",
+                          disable=not args.progress, mininterval=2.0):
+            measured[entry.id] = entry
+            runners[entry.id] = engine.prepare(backbone.materialise(entry.config),
+                                               dict(entry.int8_ranges) or None)
+    elif args.variants_from:
+        measure([e.config for e in ProfileTable.load(args.variants_from).entries], "variants")
     else:
-        configs = stratified_sample(space, args.sample, args.seed)
-    measure(configs, "variants")
+        measure(stratified_sample(space, args.sample, args.seed), "variants")
     rng = np.random.default_rng(args.seed + 1)
     for round_ in range(args.rounds):
         candidates = _unique(n for e in pareto_front(list(measured.values()))
@@ -455,7 +482,7 @@ def run(args: argparse.Namespace) -> ProfileTable:
 
     entries = sorted(measured.values(), key=lambda e: e.latency_ms_p50)
     full = CompressionConfig.full(space)
-    if bn_images is not None:
+    if set(backbone.variant_bn) != bn_before:
         meta = dict(getattr(backbone, "meta", {}))
         meta["variant_bn"] = (f"exact BN statistics of {len(backbone.variant_bn)} profiled "
                               f"variants on {len(bn_images)} training images")
@@ -469,7 +496,9 @@ def run(args: argparse.Namespace) -> ProfileTable:
         engine=engine.info.to_dict(),
         energy_method=meter.method,
         meta={
-            "sample": args.sample, "refine": args.refine, "rounds": args.rounds,
+            **(previous.meta if args.extend else {}),
+            "sample": previous.meta.get("sample") if args.extend else args.sample,
+            "refine": args.refine, "rounds": args.rounds,
             "test_images": len(test), "latency_repeats": args.repeats, "warmup": args.warmup,
             "latency_method": "batch 1, round-robin among all variants (each call after "
                               "another variant), a real test image as input",

@@ -46,6 +46,7 @@ from adaspring_ros.core.engine import (
     ENGINES,
     EngineError,
     Runner,
+    VariantBuilder,
     classify_logits,
     make_engine,
 )
@@ -169,8 +170,11 @@ class PerceptionNode(Node):
         self.threads = 0
         self._apply_threads()
         self.engine = make_engine(self.get_parameter("engine").value, self.threads)
-        self.int8_ranges = self._load_int8_ranges()
-        self.cache = VariantCache(self._prepare, self.get_parameter("max_cached_variants").value)
+        table = None
+        if self.engine.name != "torch":  # the int8 activation ranges of the profiled variants
+            table, _ = default_table(self.get_parameter("profile_table").value or None)
+        self.cache = VariantCache(VariantBuilder(self.backbone, self.engine, table),
+                                  self.get_parameter("max_cached_variants").value)
         config = self._parse_config(self.get_parameter("initial_config").value,
                                     self.backbone.space)
         self.active = (config, self._build(config))  # replaced whole, never mutated
@@ -258,23 +262,6 @@ class PerceptionNode(Node):
                 self.cache.clear()
 
     # -- variants -------------------------------------------------------------------------------
-    def _load_int8_ranges(self) -> dict:
-        """Activation ranges of the profiled int8 variants (static int8 in ONNX Runtime).
-
-        The table must come from this node's engine; without ranges an int8 variant would still
-        serve, but with float32 arithmetic, so a mismatch is refused at start-up.
-        """
-        if self.engine.name != "onnxruntime":
-            return {}
-        path = self.get_parameter("profile_table").value or None
-        table, _ = default_table(path)
-        table.require_engine(self.engine.name)
-        return {e.id: dict(e.int8_ranges) for e in table.entries if e.int8_ranges}
-
-    def _prepare(self, config: CompressionConfig) -> Runner:
-        return self.engine.prepare(self.backbone.materialise(config),
-                                   self.int8_ranges.get(config.id))
-
     def _build(self, config: CompressionConfig) -> Runner:
         """Look up ``config``, or build it and run one warm-up forward (first-call allocations
         happen here, off the frame path, not on the first frame it serves)."""

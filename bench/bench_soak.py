@@ -93,7 +93,7 @@ def prepare_backbone(workdir: Path) -> tuple[Path, str]:
 class Reference:
     """(class, score) of replayed frame ``seq`` computed offline by materialise(config)."""
 
-    def __init__(self, backbone: Path) -> None:
+    def __init__(self, backbone: Path, table: Path | None = None, limit: int = LIMIT) -> None:
         import torch
 
         from adaspring_ros.core import data
@@ -103,14 +103,16 @@ class Reference:
 
         torch.set_num_threads(1)  # as the node: the same kernels, the same float results
         self.model = load_backbone(backbone)
-        # The node's defaults: the default engine, with the shipped table's int8 ranges.
-        self.build = VariantBuilder(self.model, make_engine(DEFAULT_ENGINE), default_table()[0])
-        self.images = data.load_fashion_mnist("test").images[:LIMIT]
+        # The node's defaults: the default engine, with the (shipped) table's int8 ranges.
+        self.build = VariantBuilder(self.model, make_engine(DEFAULT_ENGINE),
+                                    default_table(table)[0])
+        self.limit = limit  # the camera's loop: frame seq n shows image n % limit
+        self.images = data.load_fashion_mnist("test").images[:limit]
         self.nets: dict = {}
         self.cache: dict[tuple[str, int], tuple[int, float]] = {}
 
     def __call__(self, config_id: str, seq: int) -> tuple[int, float]:
-        key = (config_id, seq % LIMIT)
+        key = (config_id, seq % self.limit)
         if key not in self.cache:
             pixels = msg_convert.image_to_numpy(self.frame(key[1]))
             self.cache[key] = self.classify(config_id, pixels)
@@ -122,7 +124,7 @@ class Reference:
 
         from adaspring_ros.nodes.camera_replay_node import fit_frame
 
-        frame = fit_frame(self.images[seq % LIMIT], 640, 480, "nearest")
+        frame = fit_frame(self.images[seq % self.limit], 640, 480, "nearest")
         return msg_convert.numpy_to_image(frame, "rgb8", Image)
 
     def classify(self, config_id: str, pixels) -> tuple[int, float]:

@@ -47,6 +47,7 @@ class Pipeline:
     camera: NodeProcess
     perception: NodeProcess
     backbone: Path
+    table: Path
     trained: bool
     references: dict = field(default_factory=dict)
 
@@ -55,37 +56,13 @@ class Pipeline:
         return [self.camera, self.perception]
 
     def reference(self, config_id: str, seq: int) -> tuple[int, float]:
-        """(class, score) of replayed frame ``seq`` computed offline by materialise(config)."""
-        key = (config_id, seq % LIMIT)
-        if key not in self.references:
-            self.references[key] = _offline(self.backbone, config_id, seq % LIMIT)
-        return self.references[key]
+        """(class, score) of replayed frame ``seq`` computed offline by the variant the node
+        builds for ``config_id`` (same engine, same int8 ranges)."""
+        from bench.bench_soak import Reference
 
-
-_OFFLINE: dict = {}
-
-
-def _offline(backbone: Path, config_id: str, index: int) -> tuple[int, float]:
-    import torch
-    from sensor_msgs.msg import Image
-
-    from adaspring_ros.core.supernet import load_backbone
-    from adaspring_ros.nodes.camera_replay_node import fit_frame
-
-    torch.set_num_threads(1)
-    if "model" not in _OFFLINE:
-        _OFFLINE["model"] = load_backbone(backbone)
-        _OFFLINE["images"] = data.load_fashion_mnist("test").images
-        _OFFLINE["nets"] = {}
-    nets = _OFFLINE["nets"]
-    if config_id not in nets:
-        nets[config_id] = _OFFLINE["model"].materialise(CompressionConfig.from_id(config_id))
-    config = nets[config_id].config
-    frame = fit_frame(_OFFLINE["images"][index], 640, 480, "nearest")
-    pixels = msg_convert.image_to_numpy(msg_convert.numpy_to_image(frame, "rgb8", Image))
-    with torch.inference_mode():
-        probs = torch.softmax(nets[config_id](data.preprocess(pixels, config.resolution))[0], 0)
-    return int(probs.argmax()), float(probs.max())
+        if "offline" not in self.references:
+            self.references["offline"] = Reference(self.backbone, self.table, LIMIT)
+        return self.references["offline"](config_id, seq % LIMIT)
 
 
 @pytest.fixture(scope="module")
@@ -96,6 +73,8 @@ def pipeline(tmp_path_factory):
     # A private copy: the node and the offline reference must read the same weights even if
     # models/backbone.pt is rewritten meanwhile (training writes checkpoints as it goes).
     backbone, trained = log_dir / "backbone.pt", True
+    table = log_dir / "profile_table.json"   # the node's int8 ranges, and the reference's
+    shutil.copy(paths.default_profile_table(), table)
     try:
         shutil.copy(paths.default_backbone(), backbone)
         shutil.copy(f"{paths.default_backbone()}.sha256", f"{backbone}.sha256")
@@ -116,8 +95,8 @@ def pipeline(tmp_path_factory):
         "-p", "width:=640", "-p", "height:=480", "-p", "encoding:=rgb8"])
     perception = NodeProcess.module(PERCEPTION, log_dir, ros_args=params + [
         "-p", f"image_topic:={TOPIC}", "-p", f"backbone_path:={backbone}",
-        "-p", "metrics_period_s:=0.25"])
-    pipe = Pipeline(camera, perception, backbone, trained)
+        "-p", f"profile_table:={table}", "-p", "metrics_period_s:=0.25"])
+    pipe = Pipeline(camera, perception, backbone, table, trained)
     yield pipe
     camera.stop()
     assert perception.stop() == 0, perception.output()[-3000:]

@@ -451,3 +451,26 @@ def test_corrupt_backbone_is_refused(tmp_path, pipeline):
         proc.kill()
     assert code == 2
     assert "does not match" in proc.output() and "Traceback" not in proc.output()
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["-p", "engine:=tensorrt"], "engine: 'tensorrt' is not one of onnxruntime, torch"),
+    (["-p", "profile_table:={torch_table}"], "measured in engine 'torch'"),
+])
+def test_bad_engine_or_table_of_another_engine_is_refused_at_start(tmp_path, pipeline, args,
+                                                                   expected):
+    """A bad or mismatched engine is a clear error at start-up, never a crash mid-stream."""
+    from adaspring_ros.core.profile_table import ProfileTable
+
+    table = ProfileTable.load(pipeline.table)
+    table.engine = {"name": "torch", "version": "2.13.0", "threads": 1}
+    table.save(tmp_path / "torch_table.json")
+    args = [a.format(torch_table=tmp_path / "torch_table.json") for a in args]
+    proc = NodeProcess.module(PERCEPTION, tmp_path, ros_args=[
+        "-p", f"backbone_path:={pipeline.backbone}", *args])
+    try:
+        code = proc.proc.wait(60)
+    finally:
+        proc.kill()
+    assert code == 2, proc.output()[-2000:]
+    assert expected in proc.output() and "Traceback" not in proc.output()

@@ -322,9 +322,10 @@ def profile_config(backbone: ElasticBackbone, config: CompressionConfig, test: D
                    latency_ms_p95=_percentile(times, 95), energy_mj=energy_mj)
 
 
-def plot_pareto(table: ProfileTable, path: str | Path, highlight: dict[str, str] | None = None
-                ) -> None:
-    """Accuracy vs median latency: every entry (left) and the region of the front (right).
+def plot_pareto(table: ProfileTable, path: str | Path, highlight: dict[str, str] | None = None,
+                compare: ProfileTable | None = None) -> None:
+    """Accuracy vs median latency: every entry (left) and the region of the front (right);
+    with ``compare``, the front of another engine's table in grey on both panels.
 
     The right panel exists because a few very lossy variants stretch the accuracy axis so far
     that the front, which is what the runtime search picks from, looks flat on the left one.
@@ -345,7 +346,12 @@ def plot_pareto(table: ProfileTable, path: str | Path, highlight: dict[str, str]
     for ax, bottom in zip(axes, (max(0.0, min(acc) - 2), min(front_acc) - 1.5), strict=True):
         ax.scatter(lat, acc, s=9, alpha=0.45, label=f"profiled variants ({len(table)})")
         ax.plot(front_lat, front_acc, "-o", ms=3, color="C3",
-                label=f"Pareto front ({len(front)})")
+                label=f"Pareto front, {table.engine_name} ({len(front)})")
+        if compare is not None:
+            other = pareto_front(compare.entries)
+            ax.plot([e.latency_ms_p50 for e in other], [100 * e.accuracy for e in other],
+                    "-s", ms=3, color="0.45", alpha=0.8,
+                    label=f"Pareto front, {compare.engine_name} ({len(other)})")
         for label, config_id in (highlight or {}).items():
             e = table.get(config_id)
             if e is not None:
@@ -357,8 +363,9 @@ def plot_pareto(table: ProfileTable, path: str | Path, highlight: dict[str, str]
         ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
         ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
         ax.xaxis.set_minor_formatter(NullFormatter())
-        ax.set_xlabel("batch-1 latency, median (ms, 1 thread, log scale)")
-        ax.set_xlim(min(lat) / 1.15, max(lat) * 1.4)  # room for the labels of the extremes
+        ax.set_xlabel("batch-1 latency, median (ms, 1 thread, round-robin, log scale)")
+        every = lat + ([e.latency_ms_p50 for e in compare.entries] if compare else [])
+        ax.set_xlim(min(every) / 1.15, max(every) * 1.4)  # room for the labels of the extremes
         ax.set_ylim(bottom, top)
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("top-1 on Fashion-MNIST test (%)")
@@ -383,6 +390,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rounds", type=int, default=2, help="refinement rounds")
     p.add_argument("--engine", default=DEFAULT_ENGINE, choices=ENGINES,
                    help="inference engine the variants are measured (and will be served) in")
+    p.add_argument("--compare-table", default="",
+                   help="also draw the Pareto front of this table (another engine) on the plot")
+    p.add_argument("--plot-only", action="store_true",
+                   help="only redraw the plot of --out (with --compare-table), no profiling")
     p.add_argument("--extend", action="store_true",
                    help="keep the variants already in --out (their accuracy and int8 ranges), "
                         "measure the refinement rounds around their front, then time every "
@@ -416,6 +427,12 @@ def run(args: argparse.Namespace) -> ProfileTable:
     backbone_path = Path(args.backbone or default_backbone())
     out = Path(args.out or default_profile_table())
     plot = Path(args.plot or out.with_name("pareto.png"))
+    compare = ProfileTable.load(args.compare_table) if args.compare_table else None
+    if args.plot_only:
+        table = ProfileTable.load(out)
+        plot_pareto(table, plot, _highlights(table), compare)
+        print(f"wrote {plot}")
+        return table
     backbone = load_backbone(backbone_path)
     space = backbone.space
     test = load_fashion_mnist("test", args.data)
@@ -517,10 +534,7 @@ def run(args: argparse.Namespace) -> ProfileTable:
     table.save(out)
     write_checksum(out)
     best = fastest_within(entries, full.id)
-    highlight = {"full": full.id}
-    if best is not None:
-        highlight["fastest within 1.5 pt"] = best.id
-    plot_pareto(table, plot, highlight)
+    plot_pareto(table, plot, _highlights(table), compare)
     f = table.get(full.id)
     print(f"wrote {out} ({len(table)} variants, {len(pareto_front(entries))} on the front) "
           f"and {plot}")
@@ -530,6 +544,15 @@ def run(args: argparse.Namespace) -> ProfileTable:
               f"({f.latency_ms_p50 / best.latency_ms_p50:.2f}x)")
     print(json.dumps({k: table.meta[k] for k in ("profiling_cpu_s", "profiling_wall_s")}))
     return table
+
+
+def _highlights(table: ProfileTable) -> dict[str, str]:
+    full = CompressionConfig.full(table.space)
+    out = {"full": full.id}
+    best = fastest_within(table.entries, full.id)
+    if best is not None:
+        out["fastest within 1.5 pt"] = best.id
+    return out
 
 
 def cli_main(argv: Sequence[str] | None = None) -> int:

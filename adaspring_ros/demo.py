@@ -472,14 +472,19 @@ def run_pass(name: str, evolution: bool, duration: float, trace: ScenarioTrace,
                       flush=True)
             children.check("the scenario played")
             rclpy.spin_once(recorder.node, timeout_sec=0.05)
-    except KeyboardInterrupt:
+    except BaseException:  # Ctrl-C, SIGTERM or a dead child: the record is cut short
         record.interrupted = True
         raise
     finally:
-        hog.stop()
-        record.hog.append((time.time(), 0))
-        children.stop_all()
-        recorder.destroy()
+        # A second Ctrl-C while the children stop would leave some of them running.
+        previous_int = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            hog.stop()
+            record.hog.append((time.time(), 0))
+            children.stop_all()
+            recorder.destroy()
+        finally:
+            signal.signal(signal.SIGINT, previous_int)
     return record
 
 
@@ -715,10 +720,16 @@ def cli_main(argv: list[str] | None = None) -> int:
         print(f"WARNING: {paths.default_profile_table()} is missing: the evolution node falls "
               f"back to a SYNTHETIC profile table, so its predictions are made up")
     import rclpy
+    from rclpy.executors import ExternalShutdownException
+    from rclpy.signals import SignalHandlerOptions
 
     records: list[RunRecord] = []
     code = 0
-    rclpy.init()
+    # rclpy's own SIGINT handler shuts the context down, and the next spin_once then raises
+    # ExternalShutdownException out of wherever the demo is: Ctrl-C would end in a traceback
+    # and exit 1. Python's default handler raises KeyboardInterrupt instead, which the code
+    # below turns into a clean stop of every child and exit 130.
+    rclpy.init(signal_handler_options=SignalHandlerOptions.NO)
     try:
         for name, evolution, duration in runs:
             print(f"\n=== {name} run: {duration:g} s"
@@ -726,7 +737,7 @@ def cli_main(argv: list[str] | None = None) -> int:
                      "full model") + " ===", flush=True)
             records.append(run_pass(name, evolution, duration, trace, scenario_path, out, env,
                                     args.hog_per_unit, args.quiet))
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, ExternalShutdownException):
         print("\ninterrupted: every node stopped", file=sys.stderr)
         code = 130
     except DemoError as exc:

@@ -317,7 +317,8 @@ class PerceptionNode(Node):
         stamp_ns = msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec
         e2e_ms = (self.get_clock().now().nanoseconds - stamp_ns) / 1e6 if stamp_ns else math.nan
         self.stats.add("frames_processed")
-        self.stats.sample(model_ms=forward_ms, e2e_ms=e2e_ms, overhead_ms=callback_ms - forward_ms)
+        self.stats.sample(model_ms=forward_ms, e2e_ms=e2e_ms, overhead_ms=callback_ms - forward_ms,
+                          non_model_ms=e2e_ms - forward_ms)
         if self.timing_log:
             try:
                 self.timing_log.write(f"{stamp_ns},{callback_ms:.4f},{forward_ms:.4f},"
@@ -337,6 +338,7 @@ class PerceptionNode(Node):
         counts, window, seconds = self.stats.take_window()
         processed = len(window["model_ms"])
         e2e = [v for v in window["e2e_ms"] if math.isfinite(v)]
+        non_model = [v for v in window["non_model_ms"] if math.isfinite(v)]
         meter = self.meter  # the parameter callback may replace it meanwhile
         reading = meter.stop()
         meter.start()
@@ -348,6 +350,9 @@ class PerceptionNode(Node):
             model_latency_ms_p95=_percentile(window["model_ms"], 95),
             end_to_end_latency_ms_p50=_percentile(e2e, 50),
             end_to_end_latency_ms_p95=_percentile(e2e, 95),
+            # what the policy subtracts from the frame budget to budget the forward pass
+            non_model_latency_ms_p50=_percentile(non_model, 50),
+            non_model_latency_ms_p95=_percentile(non_model, 95),
             fps=processed / seconds if seconds > 0 else math.nan,
             energy_per_frame_mj=reading.joules * 1e3 / processed if processed else math.nan,
             energy_method=reading.method,

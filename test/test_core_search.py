@@ -249,3 +249,27 @@ def test_cli_reports_bad_input(capsys, tmp_path):
     assert "cannot read profile table" in capsys.readouterr().err
     assert cli_main(["--battery", "140"]) == 2
     assert "battery_percent" in capsys.readouterr().err
+
+
+def test_cli_cpu_load_predicts_contention_and_moves_the_choice(capsys):
+    from adaspring_ros.core.context import contention_from_load
+
+    assert contention_from_load(0) == 1.0 and contention_from_load(95) == pytest.approx(1.95)
+    table, _ = default_table()
+    search = RuntimeSearch(table)
+    full_p95 = float(search.latency_p50[search.row(search.reference.id)] * search.tail_ratio)
+    budget = f"{full_p95 / 0.9 * 1.2:.3f}"  # the reference fits a calm CPU, not a busy one
+
+    def chosen(*extra: str) -> tuple[str, str]:
+        assert cli_main(["--charging", "--latency-budget-ms", budget, *extra]) == 0
+        out = capsys.readouterr().out
+        line = next(x for x in out.splitlines() if x.startswith("chosen:"))
+        return line.split()[-1], out
+
+    calm, _ = chosen()
+    busy, out = chosen("--cpu-load", "95")
+    assert "contention 1.95" in out
+    assert calm == search.reference.id and busy != calm
+    assert table.get(busy).latency_ms_p50 < table.get(calm).latency_ms_p50
+    explicit, _ = chosen("--cpu-load", "95", "--contention", "1.0")  # a measurement wins
+    assert explicit == calm

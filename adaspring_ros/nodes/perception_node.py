@@ -171,7 +171,8 @@ class PerceptionNode(Node):
         timing_log = self.get_parameter("timing_log").value
         self.timing_log = open(timing_log, "w", buffering=1 << 16) if timing_log else None
         if self.timing_log:
-            self.timing_log.write("stamp_ns,callback_ms,forward_ms,overhead_ms,config_id\n")
+            self.timing_log.write("stamp_ns,callback_ms,forward_ms,overhead_ms,config_id,"
+                                  "received_ns,preprocess_ms\n")
 
         self.image_group = MutuallyExclusiveCallbackGroup()
         self.service_group = MutuallyExclusiveCallbackGroup()
@@ -289,6 +290,7 @@ class PerceptionNode(Node):
     def image_callback(self, msg: Image, info: MessageInfo) -> None:
         # Two required arguments: rclpy passes MessageInfo only to callbacks that need it.
         start = time.perf_counter()
+        received_ns = time.time_ns()  # wall clock, comparable with the image stamp
         self.stats.received(info)
         try:
             pixels = msg_convert.image_to_numpy(msg)
@@ -301,6 +303,7 @@ class PerceptionNode(Node):
         try:
             self._apply_threads()
             forward_start = time.perf_counter()
+            preprocess_ms = (forward_start - start) * 1e3  # decoding + preprocessing
             class_id, score = classify(net, x)
             forward_ms = (time.perf_counter() - forward_start) * 1e3
             result = msg_convert.result_to_msg(
@@ -322,7 +325,8 @@ class PerceptionNode(Node):
         if self.timing_log:
             try:
                 self.timing_log.write(f"{stamp_ns},{callback_ms:.4f},{forward_ms:.4f},"
-                                      f"{callback_ms - forward_ms:.4f},{config.id}\n")
+                                      f"{callback_ms - forward_ms:.4f},{config.id},"
+                                      f"{received_ns},{preprocess_ms:.4f}\n")
             except (ValueError, OSError):  # closed at shutdown, or the disk is full
                 pass
 

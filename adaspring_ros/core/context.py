@@ -638,9 +638,14 @@ def compute_budgets(
     """The search's budgets for ``context``.
 
     latency_ms = forward x tighten, the forward pass's share of the frame budget:
-        forward = latency_budget_ms - non_model_ms, the measured p95 of everything in a frame
-        but the forward pass (camera publish -> transport -> callback -> preprocessing ->
-        publishing); latency_budget_ms x latency_margin while that is not measured (None);
+        forward = latency_budget_ms - non_model_ms, the measured median of everything in a
+        frame but the forward pass (camera publish -> transport -> callback -> preprocessing ->
+        publishing); latency_budget_ms x latency_margin while that is not measured (None).
+        The median, not the p95: the tail of that part (12-18 ms p95 against 3-5 ms p50 for a
+        640x480 frame here, docs/benchmarks.md) comes from transport and scheduling, which no
+        choice of variant removes, and a 1 s window of 10 frames makes its p95 the window's
+        maximum: budgeting for it gave the forward pass 0 ms under a 20 ms budget. The
+        forward's own tail is in the prediction (p50 x tail x contention);
         tighten = clip((1 + drift_tolerance) / latency_drift, min_latency_factor, 1)
         tighten = clip((1 + drift_tolerance) / latency_drift, min_latency_factor, 1)
         and latency_drift = measured p95 / predicted p95 of the running variant (> 1 when the

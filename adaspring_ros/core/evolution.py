@@ -216,8 +216,9 @@ class Evolver:
                         lambda_params or LambdaParams(), lambdas)
         self.latency_drift = 1.0
         self.deadline_violated = False
-        # The rest of a frame besides the forward pass, measured: its p95 latency (None until
-        # a window reports it) and its energy (table energy of the running variant subtracted).
+        # The rest of a frame besides the forward pass, measured: its median latency (None until
+        # a window reports it; why not its p95: see compute_budgets) and its energy (the table
+        # energy of the running variant subtracted from the measured frame energy).
         self.non_model_ms: float | None = None
         self.overhead_mj = 0.0
         self.swaps = 0
@@ -267,11 +268,11 @@ class Evolver:
 
     def observe_metrics(self, config_id: str, latency_ms_p50: float, latency_ms_p95: float,
                         now: float, deadline_misses: int = 0,
-                        non_model_ms_p95: float = math.nan,
+                        non_model_ms: float = math.nan,
                         energy_per_frame_mj: float = math.nan) -> None:
         """Measured forward-pass latency of ``config_id`` over the last window, and optionally
-        the p95 of the rest of a frame (transport, decoding, preprocessing, publishing) and the
-        energy of a whole frame: the latency budget of the forward pass is the frame budget
+        the median of the rest of a frame (transport, decoding, preprocessing, publishing) and
+        the energy of a whole frame: the latency budget of the forward pass is the frame budget
         minus that measured rest, and the energy budget is compared with the forward's table
         energy plus the measured rest.
 
@@ -293,9 +294,9 @@ class Evolver:
             return
         row = self.search.row(config_id)
         alpha = self.params.contention_alpha
-        if math.isfinite(non_model_ms_p95) and non_model_ms_p95 >= 0:
-            self.non_model_ms = non_model_ms_p95 if self.non_model_ms is None else \
-                (1 - alpha) * self.non_model_ms + alpha * non_model_ms_p95
+        if math.isfinite(non_model_ms) and non_model_ms >= 0:
+            self.non_model_ms = non_model_ms if self.non_model_ms is None else \
+                (1 - alpha) * self.non_model_ms + alpha * non_model_ms
         if math.isfinite(energy_per_frame_mj) and energy_per_frame_mj >= 0:
             rest = max(energy_per_frame_mj - float(self.search.energy[row]), 0.0)
             self.overhead_mj = (1 - alpha) * self.overhead_mj + alpha * rest \

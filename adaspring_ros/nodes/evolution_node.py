@@ -318,7 +318,7 @@ class EvolutionNode(Node):
                      and msg.end_to_end_latency_ms_p95 > budget)
         self.evolver.observe_metrics(msg.config_id, msg.model_latency_ms_p50,
                                      msg.model_latency_ms_p95, now, deadline_misses=misses,
-                                     non_model_ms_p95=msg.non_model_latency_ms_p95,
+                                     non_model_ms=msg.non_model_latency_ms_p50,
                                      energy_per_frame_mj=msg.energy_per_frame_mj)
 
     def _disagrees(self, msg: PerformanceMetrics) -> bool:

@@ -34,7 +34,7 @@ sys.path[:0] = [str(ROOT)]
 import numpy as np  # noqa: E402
 
 from adaspring_ros import demo, msg_convert  # noqa: E402
-from bench.report import describe_machine, markdown_table, write_section  # noqa: E402
+from bench.report import markdown_table, write_section  # noqa: E402
 
 STAGES = ("camera publish", "transport + wake-up", "decode + preprocess", "forward",
           "result publish", "result -> subscriber", "end to end")
@@ -177,20 +177,15 @@ def main(argv: list[str] | None = None) -> int:
     print(table)
     if not args.no_write:
         body = "\n".join([
-            "## Where a 640x480 frame's time goes",
-            "",
-            "Command: `python -m bench.bench_latency_breakdown`  ",
-            f"Machine: {describe_machine()}  ",
-            f"Run: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
-            "",
             f"{args.frames} frames of 640x480 rgb8 at 10 Hz per column, published by this process "
             "(stamp taken just before publish) to the perception node (real process, the demo's "
             "Fast DDS profile), results received back here; 'hog' = one busy-loop process per "
-            "core. Medians and 95th percentiles in ms; see the module docstring for each stage.",
+            "core. Medians / 95th percentiles in ms; see the module docstring for each stage.",
             "",
             table,
         ])
-        write_section("latency_breakdown", body)
+        write_section("latency_breakdown", "Where a 640x480 frame's time goes",
+                      "python -m bench.bench_latency_breakdown", body)
     return 0
 
 

@@ -472,14 +472,19 @@ def run_pass(name: str, evolution: bool, duration: float, trace: ScenarioTrace,
                       flush=True)
             children.check("the scenario played")
             rclpy.spin_once(recorder.node, timeout_sec=0.05)
-    except KeyboardInterrupt:
+    except BaseException:  # Ctrl-C, SIGTERM or a dead child: the record is cut short
         record.interrupted = True
         raise
     finally:
-        hog.stop()
-        record.hog.append((time.time(), 0))
-        children.stop_all()
-        recorder.destroy()
+        # A second Ctrl-C while the children stop would leave some of them running.
+        previous_int = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            hog.stop()
+            record.hog.append((time.time(), 0))
+            children.stop_all()
+            recorder.destroy()
+        finally:
+            signal.signal(signal.SIGINT, previous_int)
     return record
 
 
@@ -583,6 +588,46 @@ def format_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def swap_label(event: dict[str, Any]) -> str:
+    """A short label of one swap for the timeline: the variant and why, e.g.
+    ``r24-w50d2… 91.7% 4.1 mJ (budget)``."""
+    reason = event["reason"]
+    why = "gain"
+    for prefix, word in (("initial", "initial"), ("re-applied", "re-applied"),
+                         ("context is", "stale"), ("no context", "stale")):
+        if reason.startswith(prefix):
+            why = word
+            break
+    else:
+        if " violates " in reason.split(":")[0]:
+            why = "budget"
+    return (f"{event['config_id'][:9]}… {event['predicted_accuracy_percent']:.1f}% "
+            f"{event['predicted_energy_mj']:.3g} mJ ({why})")
+
+
+def verdict(rows: list[dict[str, Any]]) -> str:
+    """One line: adaptive against static full over the whole scenario, and whether adaptive is
+    at least as good on deadline hits and energy with at most 2 points less live accuracy."""
+    whole = {r["run"]: r for r in rows if r["phase"] == "whole scenario"}
+    if "adaptive" not in whole or "static full" not in whole:
+        return "adaptive vs static full: no static run to compare with"
+    a, f = whole["adaptive"], whole["static full"]
+    hits_ok = a["deadline_hit_percent"] >= f["deadline_hit_percent"]
+    energy_ok = a["energy_mj_per_frame"] <= f["energy_mj_per_frame"]
+    acc_ok = a["accuracy_percent"] >= f["accuracy_percent"] - 2.0
+    ok = hits_ok and energy_ok and acc_ok
+    return (f"adaptive vs static full, whole scenario: deadline hits "
+            f"{_fmt(a['deadline_hit_percent'])} vs {_fmt(f['deadline_hit_percent'])} %, "
+            f"energy {_fmt(a['energy_mj_per_frame'], 2)} vs {_fmt(f['energy_mj_per_frame'], 2)} "
+            f"mJ/frame, live accuracy {_fmt(a['accuracy_percent'])} vs "
+            f"{_fmt(f['accuracy_percent'])} %: "
+            + ("adaptive is at least as good on deadlines and energy, within 2 points of "
+               "accuracy" if ok else "NOT better: " + ", ".join(
+                   what for what, good in (("deadline hits", hits_ok), ("energy", energy_ok),
+                                           ("accuracy (> 2 points lower)", acc_ok))
+                   if not good)))
+
+
 # -- timeline --------------------------------------------------------------------------------
 def plot_timeline(records: list[RunRecord], trace: ScenarioTrace, path: Path) -> None:
     import matplotlib
@@ -633,6 +678,9 @@ def plot_timeline(records: list[RunRecord], trace: ScenarioTrace, path: Path) ->
         ax.step(times + [trace.duration_s], accs + accs[-1:], where="post", color=colour,
                 label=f"{record.name}: predicted accuracy of the active variant")
         ax.scatter(times, accs, color=colour, marker="v")
+        for k, (t, acc, event) in enumerate(zip(times, accs, record.events, strict=True)):
+            ax.annotate(swap_label(event), (max(t, 0.0), acc), textcoords="offset points",
+                        xytext=(3, 8 if k % 2 else -14), fontsize=7, color=colour)
     ax.set_ylabel("accuracy %")
     ax.legend(loc="lower left", fontsize=8)
 
@@ -715,10 +763,16 @@ def cli_main(argv: list[str] | None = None) -> int:
         print(f"WARNING: {paths.default_profile_table()} is missing: the evolution node falls "
               f"back to a SYNTHETIC profile table, so its predictions are made up")
     import rclpy
+    from rclpy.executors import ExternalShutdownException
+    from rclpy.signals import SignalHandlerOptions
 
     records: list[RunRecord] = []
     code = 0
-    rclpy.init()
+    # rclpy's own SIGINT handler shuts the context down, and the next spin_once then raises
+    # ExternalShutdownException out of wherever the demo is: Ctrl-C would end in a traceback
+    # and exit 1. Python's default handler raises KeyboardInterrupt instead, which the code
+    # below turns into a clean stop of every child and exit 130.
+    rclpy.init(signal_handler_options=SignalHandlerOptions.NO)
     try:
         for name, evolution, duration in runs:
             print(f"\n=== {name} run: {duration:g} s"
@@ -726,7 +780,7 @@ def cli_main(argv: list[str] | None = None) -> int:
                      "full model") + " ===", flush=True)
             records.append(run_pass(name, evolution, duration, trace, scenario_path, out, env,
                                     args.hog_per_unit, args.quiet))
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, ExternalShutdownException):
         print("\ninterrupted: every node stopped", file=sys.stderr)
         code = 130
     except DemoError as exc:
@@ -738,9 +792,13 @@ def cli_main(argv: list[str] | None = None) -> int:
     if not records or not any(r.frames for r in records):
         return code or 1
     rows = summarise(records, trace)
-    table = format_table(rows)
+    table = format_table(rows) + "\n\n" + verdict(rows)
     print(f"\n=== summary (deadline = the phase's latency budget; dropped frames count as "
           f"missed; the static run is a separate, time-scaled pass) ===\n{table}")
+    visited = [e["config_id"] for e in records[0].events] if records[0].evolution else []
+    if visited:
+        print(f"variants visited by the adaptive run ({len(set(visited))} distinct): "
+              + " -> ".join(f"{c[:9]}…" for c in visited))
     write_outputs(records, rows, table, trace, out)
     return code
 

@@ -230,7 +230,8 @@ def result_to_msg(header: Any, class_id: int, label: str, score: float, config_i
 _METRIC_COUNTS = ("frames_received", "frames_processed", "frames_dropped", "frames_rejected",
                   "reconfigure_rejected")
 _METRIC_FLOATS = ("model_latency_ms_p50", "model_latency_ms_p95", "end_to_end_latency_ms_p50",
-                  "end_to_end_latency_ms_p95", "fps", "energy_per_frame_mj", "last_swap_ms")
+                  "end_to_end_latency_ms_p95", "fps", "energy_per_frame_mj", "last_swap_ms",
+                  "non_model_latency_ms_p50", "non_model_latency_ms_p95")
 
 
 def metrics_to_msg(values: dict[str, Any], msg_type: Any) -> Any:

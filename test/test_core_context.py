@@ -244,8 +244,12 @@ def test_lambda_rules():
     assert adapt_lambdas(Context(battery_percent=95), p).lambda2 == pytest.approx(0.1)
     assert adapt_lambdas(Context(battery_percent=10), p).lambda2 == pytest.approx(0.5)
     assert adapt_lambdas(Context(battery_percent=50), p).lambda2 == pytest.approx(0.3)
-    assert adapt_lambdas(Context(battery_percent=10, charging=True), p).lambda2 == 0.1
+    # external power: energy is free by default, so accuracy alone decides
+    assert adapt_lambdas(Context(battery_percent=10, charging=True), p).lambda2 == 0.0
     assert adapt_lambdas(Context(), p).rule == "no battery"
+    assert adapt_lambdas(Context(), p).lambda2 == 0.0
+    assert adapt_lambdas(Context(charging=True),
+                         LambdaParams(lambda2_external=0.05)).lambda2 == 0.05
     hot = adapt_lambdas(Context(battery_percent=95, cpu_temperature_c=90), p)
     assert hot.lambda2 == pytest.approx(0.4) and "hot" in hot.rule
     lam = adapt_lambdas(Context(battery_percent=50), p)

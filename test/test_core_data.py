@@ -126,3 +126,17 @@ def test_preprocess_rejects_bad_input():
         preprocess(np.zeros((0, 28, 28), np.uint8), 28)
     with pytest.raises(ValueError):
         preprocess(np.zeros((28, 28), np.uint8), 0)
+
+
+@pytest.mark.parametrize("shape", [(480, 640, 3), (640, 480, 4), (481, 640, 3), (480, 640, 1)])
+def test_a_camera_frame_equals_its_centre_square_bit_for_bit(shape):
+    # The crop happens on the uint8 pixels before the grey conversion (cheaper for a 640x480
+    # frame); grey is per pixel, so the result must not change at all.
+    rng = np.random.default_rng(1)
+    frame = rng.integers(0, 256, shape, dtype=np.uint8)
+    h, w = shape[:2]
+    side = min(h, w)
+    top, left = (h - side) // 2, (w - side) // 2
+    square = np.ascontiguousarray(frame[top:top + side, left:left + side])
+    for resolution in (16, 28):
+        assert torch.equal(preprocess(frame, resolution), preprocess(square, resolution))

@@ -11,10 +11,18 @@ from hypothesis import strategies as st
 
 from adaspring_ros.core import search as search_module
 from adaspring_ros.core.context import Budgets, Context, Lambdas
-from adaspring_ros.core.search import RuntimeSearch, cli_main, default_table, exhaustive_search
+from adaspring_ros.core.search import (
+    ObjectiveParams,
+    RuntimeSearch,
+    cli_main,
+    default_table,
+    exhaustive_search,
+)
 from adaspring_ros.core.synthetic import synthetic_table, table_from_rows
 
 INF = math.inf
+# No loss limit: the plain optimisation, for the tests of budgets and ties.
+ANY_LOSS = ObjectiveParams(max_accuracy_loss_pt=100.0)
 
 
 def random_budgets(rng: np.random.Generator, search: RuntimeSearch) -> Budgets:
@@ -34,14 +42,18 @@ def random_budgets(rng: np.random.Generator, search: RuntimeSearch) -> Budgets:
 def test_search_equals_exhaustive_on_random_small_tables(seed):
     rng = np.random.default_rng(seed)
     table = synthetic_table(int(rng.integers(2, 60)), seed=seed)
-    search = RuntimeSearch(table)
     for _ in range(40):
+        objective = ObjectiveParams(float(rng.choice([0.5, 3.0, 10.0, 100.0])),
+                                    float(rng.uniform(1, 30)))
+        search = RuntimeSearch(table, objective=objective)
         budgets = random_budgets(rng, search)
         l2 = float(rng.uniform(0, 1))
         lambdas = Lambdas(1 - l2, l2)
         contention = float(rng.uniform(0.5, 4))
-        result = search.search(budgets, lambdas, contention)
-        best_id, best_value = exhaustive_search(table, budgets, lambdas, contention)
+        overhead = float(rng.choice([0.0, rng.uniform(0, 20)]))
+        result = search.search(budgets, lambdas, contention, overhead_mj=overhead)
+        best_id, best_value = exhaustive_search(table, budgets, lambdas, contention,
+                                                objective=objective, overhead_mj=overhead)
         if best_id is None:
             assert not result.feasible and result.n_feasible == 0
         else:
@@ -59,13 +71,15 @@ metric = st.integers(1, 4)
     "peak_memory_mb": metric, "storage_bytes": metric, "energy_mj": metric}),
     min_size=1, max_size=12),
     budget=st.tuples(metric, metric, metric, metric), lambda2=st.sampled_from([0, 0.5, 1]),
-    contention=st.sampled_from([0.5, 1.0, 2.0]))
-def test_search_equals_exhaustive_with_many_ties(rows, budget, lambda2, contention):
+    contention=st.sampled_from([0.5, 1.0, 2.0]), loss=st.sampled_from([0.0, 20.0, 100.0]))
+def test_search_equals_exhaustive_with_many_ties(rows, budget, lambda2, contention, loss):
     table = table_from_rows(rows)
     budgets = Budgets(*budget)
     lambdas = Lambdas(1 - lambda2, lambda2)
-    result = RuntimeSearch(table).search(budgets, lambdas, contention)
-    best_id, best_value = exhaustive_search(table, budgets, lambdas, contention)
+    objective = ObjectiveParams(loss, 10.0)
+    result = RuntimeSearch(table, objective=objective).search(budgets, lambdas, contention)
+    best_id, best_value = exhaustive_search(table, budgets, lambdas, contention,
+                                            objective=objective)
     assert result.config_id == best_id if best_id is not None else not result.feasible
     if best_id is not None:
         assert result.prediction.objective == pytest.approx(best_value, abs=1e-12)
@@ -74,7 +88,7 @@ def test_search_equals_exhaustive_with_many_ties(rows, budget, lambda2, contenti
 def test_exact_ties_go_to_the_smallest_id():
     table = table_from_rows([{"accuracy": 0.9, "energy_mj": 2.0}] * 4
                             + [{"accuracy": 0.5, "energy_mj": 5.0}])
-    result = RuntimeSearch(table).search(Budgets(), Lambdas(0.5, 0.5))
+    result = RuntimeSearch(table, objective=ANY_LOSS).search(Budgets(), Lambdas(0.5, 0.5))
     tied = sorted(e.id for e in table.entries if e.accuracy == 0.9)
     assert result.config_id == tied[0]
 
@@ -91,7 +105,7 @@ def test_every_budget_is_respected():
          "storage_bytes": 100},
     ]
     table = table_from_rows(rows)
-    search = RuntimeSearch(table)
+    search = RuntimeSearch(table, objective=ANY_LOSS)
     ids = [e.id for e in table.entries]
     accuracy_only = Lambdas(1.0, 0.0)
     assert search.search(Budgets(), accuracy_only).config_id == ids[0]
@@ -118,7 +132,7 @@ def test_an_accuracy_floor_keeps_poor_variants_out():
     rows = [{"accuracy": 0.92, "energy_mj": 10.0}, {"accuracy": 0.85, "energy_mj": 4.0},
             {"accuracy": 0.30, "energy_mj": 1.0}]
     table = table_from_rows(rows)
-    search = RuntimeSearch(table)
+    search = RuntimeSearch(table, objective=ANY_LOSS)
     energy_only = Lambdas(0.0, 1.0)
     assert search.search(Budgets(), energy_only).config_id == table.entries[2].id
     floored = search.search(Budgets(min_accuracy=0.8), energy_only)
@@ -235,3 +249,27 @@ def test_cli_reports_bad_input(capsys, tmp_path):
     assert "cannot read profile table" in capsys.readouterr().err
     assert cli_main(["--battery", "140"]) == 2
     assert "battery_percent" in capsys.readouterr().err
+
+
+def test_cli_cpu_load_predicts_contention_and_moves_the_choice(capsys):
+    from adaspring_ros.core.context import contention_from_load
+
+    assert contention_from_load(0) == 1.0 and contention_from_load(95) == pytest.approx(1.95)
+    table, _ = default_table()
+    search = RuntimeSearch(table)
+    full_p95 = float(search.latency_p50[search.row(search.reference.id)] * search.tail_ratio)
+    budget = f"{full_p95 / 0.9 * 1.2:.3f}"  # the reference fits a calm CPU, not a busy one
+
+    def chosen(*extra: str) -> tuple[str, str]:
+        assert cli_main(["--charging", "--latency-budget-ms", budget, *extra]) == 0
+        out = capsys.readouterr().out
+        line = next(x for x in out.splitlines() if x.startswith("chosen:"))
+        return line.split()[-1], out
+
+    calm, _ = chosen()
+    busy, out = chosen("--cpu-load", "95")
+    assert "contention 1.95" in out
+    assert calm == search.reference.id and busy != calm
+    assert table.get(busy).latency_ms_p50 < table.get(calm).latency_ms_p50
+    explicit, _ = chosen("--cpu-load", "95", "--contention", "1.0")  # a measurement wins
+    assert explicit == calm

@@ -113,3 +113,25 @@ def test_phase_stats_counts_dropped_frames_as_missed_deadlines():
     assert (late["frames"], late["dropped"]) == (5, 1)
     assert late["deadline_hit_percent"] == 0.0
     assert late["latency_ms_p50"] == pytest.approx(8.0)
+
+
+def test_summary_verdict_and_swap_labels():
+    from adaspring_ros.demo import swap_label, verdict
+
+    def whole(run, hits, energy, acc):
+        return {"phase": "whole scenario", "run": run, "deadline_hit_percent": hits,
+                "energy_mj_per_frame": energy, "accuracy_percent": acc}
+
+    good = verdict([whole("adaptive", 80.0, 20.0, 93.5), whole("static full", 60.0, 30.0, 95.0)])
+    assert "80.0 vs 60.0 %" in good and "at least as good" in good
+    bad = verdict([whole("adaptive", 80.0, 20.0, 92.5), whole("static full", 60.0, 30.0, 95.0)])
+    assert "NOT better" in bad and "accuracy" in bad and "energy" not in bad.split("NOT")[1]
+    slow = verdict([whole("adaptive", 50.0, 31.0, 95.0), whole("static full", 60.0, 30.0, 95.0)])
+    assert "deadline hits, energy" in slow
+    event = {"config_id": "r24-w50d2ck100f-w50d2ck100f-w50d2ck100f", "reason":
+             "r28-x violates energy 37 mJ > 27 mJ (contention 1.2x): swap to ...",
+             "predicted_accuracy_percent": 91.67, "predicted_energy_mj": 21.1}
+    assert swap_label(event) == "r24-w50d2… 91.7% 21.1 mJ (budget)"
+    assert swap_label({**event, "reason": "objective gain +1.34 >= 0.15 (battery 29%)"}) \
+        .endswith("(gain)")
+    assert swap_label({**event, "reason": "initial choice: best of 4"}).endswith("(initial)")

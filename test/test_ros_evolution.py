@@ -106,13 +106,14 @@ def test_every_policy_setting_is_a_parameter():
 
     from adaspring_ros.core.context import BudgetParams, LambdaParams
     from adaspring_ros.core.evolution import EvolutionParams
+    from adaspring_ros.core.search import ObjectiveParams
     from adaspring_ros.nodes.evolution_node import TARGETS
 
     mapped = set(TARGETS.values())
     # The node reports at most one deadline miss per window (it estimates them from the p95).
     unmapped = {("evolution", "deadline_miss_trigger")}
     for group, cls in (("evolution", EvolutionParams), ("budget", BudgetParams),
-                       ("lambda", LambdaParams)):
+                       ("lambda", LambdaParams), ("objective", ObjectiveParams)):
         for f in fields(cls):
             assert (group, f.name) in mapped | unmapped, f"{cls.__name__}.{f.name}: no parameter"
 
@@ -152,6 +153,26 @@ def test_context_change_swaps_and_late_subscriber_sees_it(rclpy_node, tmp_path):
     assert "swap" in log and "violates" in log
 
 
+def test_climbs_back_to_the_accurate_variant_after_a_low_battery(rclpy_node, tmp_path):
+    table, full, _fast, mid = write_table(tmp_path)
+    graph = Graph(rclpy_node)
+    low = context_msg(100.0)
+    low.battery_percent = 5.0  # λ2 0.6: MID saves 80 % of FULL's energy for 4 points
+    graph.context = low
+    procs = [start_fake(tmp_path, full),
+             start_evolution(tmp_path, table, ["-p", "max_accuracy_loss_pt:=5.0"])]
+    try:
+        graph.wait_config(mid, procs, 20)
+        charging = context_msg(100.0)
+        charging.battery_percent, charging.charging = 5.0, True  # λ2 0: accuracy alone
+        graph.context = charging
+        graph.wait_config(full, procs, 20)
+        assert "gain" in graph.configs[-1].reason
+    finally:
+        for p in procs:
+            p.stop()
+
+
 def test_parameters_change_at_run_time_and_out_of_range_is_rejected(rclpy_node, tmp_path):
     from rclpy.parameter import Parameter
     from rclpy.parameter_client import AsyncParameterClient
@@ -169,10 +190,15 @@ def test_parameters_change_at_run_time_and_out_of_range_is_rejected(rclpy_node, 
             spin_until(rclpy_node, future.done, 10, "SetParameters reply", procs)
             return future.result().results
 
-        # Energy efficiency only: the cheapest variant wins.
+        # Energy efficiency only: the cheapest candidate wins. MID is 4 points below FULL,
+        # FAST 22: each becomes a candidate only when the loss limit allows it.
         results = set_params(Parameter("adaptive_lambdas", value=False),
                              Parameter("lambda_accuracy", value=0.0),
-                             Parameter("lambda_energy", value=1.0))
+                             Parameter("lambda_energy", value=1.0),
+                             Parameter("max_accuracy_loss_pt", value=5.0))
+        assert all(r.successful for r in results), results
+        graph.wait_config(_mid, procs)
+        results = set_params(Parameter("max_accuracy_loss_pt", value=100.0))
         assert all(r.successful for r in results), results
         graph.wait_config(fast, procs)
         assert "gain" in graph.configs[-1].reason
@@ -232,7 +258,8 @@ def test_waits_for_perception_then_configures_and_reapplies_after_restart(rclpy_
     graph.context = context_msg(100.0)
     evolution = start_evolution(tmp_path, table, ["-p", "adaptive_lambdas:=false",
                                                   "-p", "lambda_accuracy:=0.0",
-                                                  "-p", "lambda_energy:=1.0"])
+                                                  "-p", "lambda_energy:=1.0",
+                                                  "-p", "max_accuracy_loss_pt:=100.0"])
     procs = [evolution]
     try:
         spin_until(rclpy_node, lambda: (s := graph.status("evolution_node perception"))

@@ -60,4 +60,16 @@ if [ ! -f "$VENV/.build-$build_hash" ] || ! "$VENV/bin/python" -c 'import adaspr
   rm -f "$VENV"/.build-*
   touch "$VENV/.build-$build_hash"
 fi
+# --- the `adaspring` command ------------------------------------------------------------------
+# colcon ignores setup.py (and its console_scripts entry point) in an ament_cmake package, so the
+# command the docs use is written here: a two-line launcher of the package colcon installed.
+launcher="#!$VENV/bin/python
+import sys
+from adaspring_ros.cli import main
+sys.exit(main())"
+if [ ! -x "$VENV/bin/adaspring" ] || [ "$(cat "$VENV/bin/adaspring")" != "$launcher" ]; then
+  say "installing the adaspring command into $VENV/bin"
+  printf '%s\n' "$launcher" > "$VENV/bin/adaspring"
+  chmod +x "$VENV/bin/adaspring"
+fi
 say "ready: $VENV"

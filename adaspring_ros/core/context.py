@@ -38,6 +38,7 @@ __all__ = [
     "LambdaParams",
     "Lambdas",
     "adapt_lambdas",
+    "contention_from_load",
 ]
 
 
@@ -566,7 +567,9 @@ class BudgetParams:
     mission_duration_s:       how long perception must stay alive from the start; None = no
                               mission, hence no energy budget (battery still moves λ2).
     latency_margin:           fraction of the application's per-frame budget the model's
-                              forward pass may take (the rest is pre/post-processing, transport).
+                              forward pass may take until the rest of a frame (transport,
+                              decoding, preprocessing, publishing) has been measured; from then
+                              on the forward gets the budget minus that measured part.
     drift_tolerance:          measured/predicted latency ratio tolerated before tightening.
     min_latency_factor:       the tightening never goes below this fraction of the budget.
     memory_reserve_mb:        memory left for the rest of the system.
@@ -630,10 +633,20 @@ def compute_budgets(
     *,
     latency_drift: float = 1.0,
     mission_remaining_s: float | None = None,
+    non_model_ms: float | None = None,
 ) -> Budgets:
     """The search's budgets for ``context``.
 
-    latency_ms = latency_budget_ms x latency_margin x tighten, where
+    latency_ms = forward x tighten, the forward pass's share of the frame budget:
+        forward = latency_budget_ms - non_model_ms, the measured median of everything in a
+        frame but the forward pass (camera publish -> transport -> callback -> preprocessing ->
+        publishing); latency_budget_ms x latency_margin while that is not measured (None).
+        The median, not the p95: the tail of that part (12-18 ms p95 against 3-5 ms p50 for a
+        640x480 frame here, docs/benchmarks.md) comes from transport and scheduling, which no
+        choice of variant removes, and a 1 s window of 10 frames makes its p95 the window's
+        maximum: budgeting for it gave the forward pass 0 ms under a 20 ms budget. The
+        forward's own tail is in the prediction (p50 x tail x contention);
+        tighten = clip((1 + drift_tolerance) / latency_drift, min_latency_factor, 1)
         tighten = clip((1 + drift_tolerance) / latency_drift, min_latency_factor, 1)
         and latency_drift = measured p95 / predicted p95 of the running variant (> 1 when the
         model runs slower than the contention-corrected prediction says; 1 = no feedback).
@@ -655,7 +668,13 @@ def compute_budgets(
         tighten = max((1.0 + params.drift_tolerance) / latency_drift, params.min_latency_factor)
         notes.append(f"latency {latency_drift:.2f}x above prediction: budget tightened "
                      f"to {tighten:.0%}")
-    latency = context.latency_budget_ms * params.latency_margin * tighten
+    if non_model_ms is None:
+        forward = context.latency_budget_ms * params.latency_margin
+    else:
+        require_number("non_model_ms", non_model_ms, 0.0, math.inf)
+        forward = max(context.latency_budget_ms - non_model_ms, 0.0)
+        notes.append(f"{non_model_ms:.2f} ms of the frame measured outside the model")
+    latency = forward * tighten
 
     memory = math.inf if params.memory_limit_mb is None else params.memory_limit_mb
     if context.memory_available_mb is not None:
@@ -703,22 +722,28 @@ class Lambdas:
 class LambdaParams:
     """Rules that move λ2 (energy) with the context; λ1 = 1 - λ2.
 
-    λ2 = lambda2_min when charging or without a battery (mains power: energy is cheap);
+    λ2 = lambda2_external when charging or without a battery (mains power: energy is free, so
+    by default the most accurate variant the budgets allow runs);
     otherwise it rises linearly from lambda2_min at battery >= battery_high_percent to
     lambda2_max at battery <= battery_low_percent. When the CPU is at or above
     hot_temperature_c, λ2 is at least lambda2_hot (less energy = less heat). Bounded by
-    construction: lambda2_min <= λ2 <= max(lambda2_max, lambda2_hot) <= 1.
+    construction: λ2 <= max(lambda2_max, lambda2_hot) <= 1.
+
+    With the default exchange rate (ObjectiveParams.energy_pct_per_point = 10 % per point):
+    λ2 = 0.2 on a full battery trades a point only for >= 40 % of the frame energy saved,
+    λ2 = 0.6 at 15 % battery already for >= 6.7 %.
     """
 
-    lambda2_min: float = 0.1
-    lambda2_max: float = 0.5
-    battery_high_percent: float = 80.0
-    battery_low_percent: float = 20.0
+    lambda2_external: float = 0.0
+    lambda2_min: float = 0.2
+    lambda2_max: float = 0.6
+    battery_high_percent: float = 50.0
+    battery_low_percent: float = 15.0
     hot_temperature_c: float = 85.0
     lambda2_hot: float = 0.5
 
     def __post_init__(self) -> None:
-        for name in ("lambda2_min", "lambda2_max", "lambda2_hot"):
+        for name in ("lambda2_external", "lambda2_min", "lambda2_max", "lambda2_hot"):
             require_number(name, getattr(self, name), 0.0, 1.0)
         for name in ("battery_low_percent", "battery_high_percent"):
             require_number(name, getattr(self, name), 0.0, 100.0)
@@ -735,9 +760,9 @@ def adapt_lambdas(context: Context, params: LambdaParams | None = None) -> Lambd
     """λ1, λ2 for ``context`` by the rules of :class:`LambdaParams`."""
     p = params or LambdaParams()
     if context.charging:
-        lambda2, rule = p.lambda2_min, "charging"
+        lambda2, rule = p.lambda2_external, "charging"
     elif context.battery_percent is None:
-        lambda2, rule = p.lambda2_min, "no battery"
+        lambda2, rule = p.lambda2_external, "no battery"
     else:
         span = p.battery_high_percent - p.battery_low_percent
         drained = min(max((p.battery_high_percent - context.battery_percent) / span, 0.0), 1.0)
@@ -747,3 +772,12 @@ def adapt_lambdas(context: Context, params: LambdaParams | None = None) -> Lambd
     if temperature is not None and temperature >= p.hot_temperature_c and lambda2 < p.lambda2_hot:
         lambda2, rule = p.lambda2_hot, f"{rule}, CPU hot ({temperature:.0f} C)"
     return Lambdas(lambda1=1.0 - lambda2, lambda2=lambda2, rule=rule)
+
+
+def contention_from_load(cpu_load_other_percent: float) -> float:
+    """Predicted slowdown of a single-threaded forward pass when other processes keep
+    ``cpu_load_other_percent`` of every core busy: a fair scheduler gives it 1 / (1 + u) of a
+    core, so latency x (1 + u). An estimate for planning (``adaspring search --cpu-load``); the
+    evolution policy measures the real factor from the running variant."""
+    require_number("cpu_load_other_percent", cpu_load_other_percent, 0.0, 100.0)
+    return 1.0 + cpu_load_other_percent / 100.0

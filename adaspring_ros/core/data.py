@@ -186,6 +186,13 @@ def preprocess(images: np.ndarray, resolution: int) -> Tensor:
     """
     if int(resolution) <= 0:
         raise ValueError(f"resolution must be positive, got {resolution}")
+    images = np.asarray(images)
+    if images.ndim == 3 and images.shape[-1] in (1, 3, 4) and images.shape[-1] < images.shape[0]:
+        h, w = images.shape[:2]  # one colour frame: crop the uint8 pixels before converting
+        if h != w and 0 not in images.shape:  # (grey is per pixel, so this is exact and
+            side = min(h, w)                  # spares converting a 640x480 frame's margins)
+            top, left = (h - side) // 2, (w - side) // 2
+            images = images[top:top + side, left:left + side]
     grey = _as_batch(images)
     n, h, w = grey.shape
     if n == 0 or h == 0 or w == 0:

@@ -18,7 +18,10 @@ Per decision (``Evolver.decide(now)``):
    best variant now, provided ``min_urgent_interval_s`` has passed since the last swap (so the
    new variant's own metrics are seen before judging it).
 5. Otherwise swap only when the best variant's objective beats the running one's by
-   ``gain_threshold`` (relative) and ``min_swap_interval_s`` has passed. Candidates are searched
+   ``gain_threshold`` (absolute, in the objective's unit: accuracy points, see core/search.py;
+   both judged against the same budgets) and ``min_swap_interval_s`` has passed. An absolute
+   threshold cannot trap: a relative one (5 %) kept a variant 2.6 points below the cold-start
+   choice after a low-battery phase, because its objective was large. Candidates are searched
    with ``headroom`` less latency and energy budget than the running variant is judged against:
    a Schmitt trigger, so jitter around a budget does not flip between two variants, and a budget
    that keeps shrinking (a draining battery) does not cause a swap at every step. After a
@@ -47,7 +50,7 @@ from .context import (
     require_number,
 )
 from .profile_table import ProfileEntry, ProfileTable
-from .search import Prediction, RuntimeSearch, SearchResult
+from .search import ObjectiveParams, Prediction, RuntimeSearch, SearchResult
 
 __all__ = ["EvolutionParams", "ContentionEstimator", "Decision", "Evolver"]
 
@@ -58,7 +61,8 @@ _MAX_BACKOFF = 6  # the back-off doubles at most 5 times (32 x recovery_s)
 class EvolutionParams:
     """Tuning of the trigger policy; every field can be a ROS parameter.
 
-    gain_threshold:         relative objective gain a non-urgent swap needs (0.05 = 5 %).
+    gain_threshold:         objective gain a non-urgent swap needs, in accuracy points
+                            (0.15: e.g. 0.15 pt more accuracy at λ1 = 1).
     min_swap_interval_s:    least time between a swap and a non-urgent swap.
     min_urgent_interval_s:  least time between a swap and a budget-violation swap.
     headroom:               fraction of the latency and energy budgets kept free when choosing
@@ -80,7 +84,7 @@ class EvolutionParams:
     deadline_miss_trigger:  deadline misses in one metrics window that count as a violation.
     """
 
-    gain_threshold: float = 0.05
+    gain_threshold: float = 0.15
     min_swap_interval_s: float = 5.0
     min_urgent_interval_s: float = 1.0
     headroom: float = 0.15
@@ -194,10 +198,13 @@ class Evolver:
         lambdas: Lambdas | None = None,
         active_id: str | None = None,
         mission_start: float | None = None,
+        objective: ObjectiveParams | None = None,
     ) -> None:
         """``lambdas`` fixes λ (no adaptation); ``active_id`` is the variant already running;
         ``mission_start`` (same clock as ``now``) defaults to the first call's time."""
         self.search = table if isinstance(table, RuntimeSearch) else RuntimeSearch(table)
+        if objective is not None:
+            self.search.objective_params = objective
         if active_id is not None and active_id not in self.search:
             raise ValueError(f"active config {active_id!r} is not in the profile table")
         self.active_id = active_id
@@ -209,6 +216,11 @@ class Evolver:
                         lambda_params or LambdaParams(), lambdas)
         self.latency_drift = 1.0
         self.deadline_violated = False
+        # The rest of a frame besides the forward pass, measured: its median latency (None until
+        # a window reports it; why not its p95: see compute_budgets) and its energy (the table
+        # energy of the running variant subtracted from the measured frame energy).
+        self.non_model_ms: float | None = None
+        self.overhead_mj = 0.0
         self.swaps = 0
         self.mission_start = mission_start
         self._context: Context | None = None
@@ -220,7 +232,8 @@ class Evolver:
         self._pending: tuple[str, float] | None = None
 
     def set_params(self, params: EvolutionParams, budget_params: BudgetParams,
-                   lambda_params: LambdaParams, lambdas: Lambdas | None = None) -> None:
+                   lambda_params: LambdaParams, lambdas: Lambdas | None = None,
+                   objective: ObjectiveParams | None = None) -> None:
         """Replace the tuning at run time (e.g. ROS parameters changed). The running variant,
         the contention estimate (clipped to the new bounds) and the swap history are kept.
         ``lambdas`` fixes λ; None lets them adapt. Raises ValueError for an unknown safe id,
@@ -230,6 +243,8 @@ class Evolver:
             raise ValueError(f"safe_config_id {safe!r} is not in the profile table")
         self.params, self.budget_params, self.lambda_params = params, budget_params, lambda_params
         self.fixed_lambdas = lambdas
+        if objective is not None:
+            self.search.objective_params = objective
         self.safe_id = safe or self.search.fastest.id
         est = self.contention
         est.alpha, est.low, est.high = (params.contention_alpha, params.contention_min,
@@ -252,8 +267,14 @@ class Evolver:
         self._context, self._context_at = context, now
 
     def observe_metrics(self, config_id: str, latency_ms_p50: float, latency_ms_p95: float,
-                        now: float, deadline_misses: int = 0) -> None:
-        """Measured forward-pass latency of ``config_id`` over the last window.
+                        now: float, deadline_misses: int = 0,
+                        non_model_ms: float = math.nan,
+                        energy_per_frame_mj: float = math.nan) -> None:
+        """Measured forward-pass latency of ``config_id`` over the last window, and optionally
+        the median of the rest of a frame (transport, decoding, preprocessing, publishing) and
+        the energy of a whole frame: the latency budget of the forward pass is the frame budget
+        minus that measured rest, and the energy budget is compared with the forward's table
+        energy plus the measured rest.
 
         Metrics of the variant a pending swap asked for confirm that swap. Metrics of another
         known variant while nothing is pending mean the perception node runs something else
@@ -272,6 +293,14 @@ class Evolver:
         if now - self._last_swap_at < self.params.settle_s:
             return
         row = self.search.row(config_id)
+        alpha = self.params.contention_alpha
+        if math.isfinite(non_model_ms) and non_model_ms >= 0:
+            self.non_model_ms = non_model_ms if self.non_model_ms is None else \
+                (1 - alpha) * self.non_model_ms + alpha * non_model_ms
+        if math.isfinite(energy_per_frame_mj) and energy_per_frame_mj >= 0:
+            rest = max(energy_per_frame_mj - float(self.search.energy[row]), 0.0)
+            self.overhead_mj = (1 - alpha) * self.overhead_mj + alpha * rest \
+                if self.overhead_mj > 0 else rest
         factor = self.contention.update(latency_ms_p50, float(self.search.latency_p50[row]))
         if self.params.learn_tail:
             self.tail.update(latency_ms_p95, latency_ms_p50)
@@ -316,7 +345,8 @@ class Evolver:
             raise ValueError("no context observed yet")
         budgets = compute_budgets(self._context, self.budget_params,
                                   latency_drift=self.latency_drift,
-                                  mission_remaining_s=self._mission_remaining(now))
+                                  mission_remaining_s=self._mission_remaining(now),
+                                  non_model_ms=self.non_model_ms)
         lambdas = self.fixed_lambdas or adapt_lambdas(self._context, self.lambda_params)
         return budgets, lambdas
 
@@ -332,7 +362,8 @@ class Evolver:
                 context = self._context or Context()
                 lambdas = self.fixed_lambdas or adapt_lambdas(context, self.lambda_params)
                 prediction = self.search.predict(config_id, Budgets(), lambdas,
-                                                 self.contention.factor, self.tail.factor)
+                                                 self.contention.factor, self.tail.factor,
+                                                 self.overhead_mj)
         return Decision(swap=swap, kind=kind, config_id=config_id, previous_id=self.active_id,
                         reason=reason, time=now, entry=entry, prediction=prediction,
                         result=result, context=self._context)
@@ -345,6 +376,9 @@ class Evolver:
             "contention_factor": round(self.contention.factor, 3),
             "tail_ratio": round(self.tail.factor, 3),
             "latency_drift": round(self.latency_drift, 3),
+            "non_model_ms": round(self.non_model_ms, 3) if self.non_model_ms is not None
+            else "unmeasured",
+            "frame_overhead_mj": round(self.overhead_mj, 3),
             "swaps": self.swaps,
             "violations_remembered": len(self._violations),
             "safe": self.safe_id,
@@ -373,19 +407,20 @@ class Evolver:
                                   f"{what}: fall back to the safe variant {self.safe_id}", now)
 
         budgets, lambdas = self.budgets(now)
-        contention, tail = self.contention.factor, self.tail.factor
+        contention, tail, overhead = self.contention.factor, self.tail.factor, self.overhead_mj
         # Candidates must fit with headroom (Schmitt trigger); if none does, the plain budget.
         strict = replace(budgets, latency_ms=budgets.latency_ms * (1 - p.headroom),
                          energy_mj=budgets.energy_mj * (1 - p.headroom))
-        best = self.search.search(strict, lambdas, contention, tail)
+        best = self.search.search(strict, lambdas, contention, tail, overhead)
         if not best.feasible and p.headroom > 0:
-            best = self.search.search(budgets, lambdas, contention, tail)
+            best = self.search.search(budgets, lambdas, contention, tail, overhead)
 
         if self.active_id is None or self.active_id not in self.search:
             return self._decision(True, "initial", best.config_id,
                                   f"initial choice: {best.reason}", now, best.prediction, best)
 
-        active = self.search.predict(self.active_id, budgets, lambdas, contention, tail)
+        active = self.search.predict(self.active_id, budgets, lambdas, contention, tail,
+                                     overhead)
         problems = list(active.violations)
         if self.deadline_violated:
             problems.append("measured latency misses the deadline")
@@ -413,16 +448,17 @@ class Evolver:
                                   f"{best.config_id}, "
                                   f"{best.reason}", now, best.prediction, best)
 
-        # Relative gain; the floor keeps it meaningful when the running objective is near 0.
-        gain = (best.prediction.objective - active.objective) / max(abs(active.objective), 0.05)
+        # Both objectives against the same (plain) budgets, so they share one anchor.
+        rival = self.search.predict(best.config_id, budgets, lambdas, contention, tail, overhead)
+        gain = rival.objective - active.objective
         if gain < p.gain_threshold:
             return self._decision(False, "keep", self.active_id,
                                   f"{self.active_id} is within budget; the best alternative "
-                                  f"{best.config_id} gains {gain:+.1%} (< "
-                                  f"{p.gain_threshold:.0%} hysteresis)", now, active, best)
+                                  f"{best.config_id} gains {gain:+.2f} (< "
+                                  f"{p.gain_threshold:g} hysteresis)", now, active, best)
         if since < p.min_swap_interval_s:
             return self._decision(False, "hold", self.active_id,
-                                  f"{best.config_id} would gain {gain:+.1%}, but the last swap "
+                                  f"{best.config_id} would gain {gain:+.2f}, but the last swap "
                                   f"was {since:.1f} s ago (< {p.min_swap_interval_s:g} s)",
                                   now, active, best)
         self._violations = [t for t in self._violations if now - t < p.violation_memory_s]
@@ -431,7 +467,7 @@ class Evolver:
             backoff = p.recovery_s * 2 ** min(len(self._violations), _MAX_BACKOFF - 1)
             if calm_for < backoff:
                 return self._decision(False, "hold", self.active_id,
-                                      f"{best.config_id} would gain {gain:+.1%}, but it is "
+                                      f"{best.config_id} would gain {gain:+.2f}, but it is "
                                       f"slower and the last budget violation was "
                                       f"{calm_for:.1f} s ago (< {backoff:g} s back-off after "
                                       f"{len(self._violations)} flap(s))",
@@ -439,6 +475,6 @@ class Evolver:
         if best.prediction.latency_ms > active.latency_ms:
             self._last_upgrade_at = now
         return self._decision(True, "gain", best.config_id,
-                              f"objective gain {gain:+.1%} >= {p.gain_threshold:.0%} "
+                              f"objective gain {gain:+.2f} >= {p.gain_threshold:g} "
                               f"({lambdas.rule}): swap {self.active_id} -> {best.config_id}, "
                               f"{best.reason}", now, best.prediction, best)

@@ -1,24 +1,48 @@
 """Runtime search: the variant of the profile table that best fits the current context.
 
-Objective (maximised over the variants that meet every budget)::
+Objective, in accuracy points (maximised over the *candidates*, see below)::
 
-    J = λ1 · acc_norm + λ2 · eff_norm
-    acc_norm = (accuracy - min accuracy) / (max accuracy - min accuracy)
-    eff_norm = (E_max - E) / (E_max - E_min),   E = energy_mj per inference
+    J = λ2 · saved_pct / energy_pct_per_point  -  λ1 · lost_pt
+    lost_pt   = 100 x (accuracy of the most accurate feasible variant - accuracy)
+    saved_pct = 100 x (1 - frame energy / frame energy of the reference)
+    frame energy = energy_mj (the variant's forward, from the table) + overhead_mj (the rest of
+                   a frame: decoding, preprocessing, transport, measured live; 0 when unknown)
+    reference = the most accurate variant of the whole table (the full model)
 
-Both terms are min-max normalised over the WHOLE table (not over the feasible set), so J of a
-variant does not depend on the budgets and objectives of two searches can be compared (the
-evolution policy's hysteresis needs that). Energy efficiency is the energy saved per frame,
-linear in millijoules, because the battery pays in joules: going from 8 to 4 mJ is worth more
-than going from 1 to 0.5 mJ (a log or 1/E scale would give the tiniest variants most of the
-credit and, on the shipped table, trade 12 points of accuracy for a fraction of a millijoule).
-A range of zero gives the term 0 for every variant.
+Both terms read as what they are: "this variant loses 0.9 points against the best the budgets
+allow and saves 49 % of the energy per frame the full model spends". ``energy_pct_per_point``
+(default 10) is the exchange rate at λ1 = λ2: one accuracy point is worth 10 % of the frame
+energy. At λ1 = 0.8, λ2 = 0.2 one point is traded only for >= 0.8 / 0.2 x 10 = 40 % saved.
+
+Candidates are the variants that meet every budget (feasible) and lose at most
+``max_accuracy_loss_pt`` points against the reference: the most accuracy the policy may ever
+trade away for energy. When the budgets leave no such variant, accuracy is what is scarce and the
+policy takes the most accurate feasible variant (ties: least frame energy).
+
+Why this shape (each is a property test in test/test_core_search.py):
+
+* Neither term depends on the worst variants of the table: the reference is the most accurate
+  variant and the accuracy anchor the most accurate feasible one, so adding junk (low accuracy,
+  any speed) never changes the choice. The previous min-max normalisation over the whole table
+  made 5 points between the best and a small variant worth ~0.08 when 39 %-accurate junk was
+  in the table, and the policy walked to the small end for almost every λ.
+* λ2 = 0 (external power) gives the most accurate feasible variant; λ1 = 0 the least frame energy
+  among the candidates.
+* J is linear in (accuracy, energy) with weights that only move with λ, and the candidate set only
+  shrinks as budgets tighten, so lowering the battery (λ2 up, energy budget down) never picks a
+  variant with more energy per frame, and tightening the latency budget never picks a slower one.
+  Anchoring the loss limit at the fixed reference rather than at the best feasible variant is
+  what keeps the last property: a moving anchor would let a tight budget admit a slower but
+  cheaper variant.
+* The loss term is against the best *feasible* variant only as a reading aid: for the choice it
+  is a constant shift, so the result is the same as measuring it against the reference.
 
 Constraints, with the latency prediction corrected for the measured contention::
 
     latency_ms_p50 x tail x contention <= budgets.latency_ms
     peak_memory_mb <= budgets.memory_mb,  storage_bytes <= budgets.storage_bytes,
-    energy_mj <= budgets.energy_mj,  accuracy >= budgets.min_accuracy
+    energy_mj + overhead_mj <= budgets.energy_mj (a frame's energy),
+    accuracy >= budgets.min_accuracy
 
 The predicted latency is a p95: the variant's profiled median times one tail ratio (p95 / p50)
 for the device, times the contention (measured / profiled median of the running variant). The
@@ -56,15 +80,19 @@ from .context import (
     ScenarioTrace,
     adapt_lambdas,
     compute_budgets,
+    contention_from_load,
+    require_number,
 )
 from .profile_table import ProfileEntry, ProfileError, ProfileTable
 
 __all__ = [
+    "ObjectiveParams",
     "Prediction",
     "SearchResult",
     "RuntimeSearch",
     "exhaustive_search",
     "table_tail_ratio",
+    "reference_row",
     "default_table",
     "cli_main",
 ]
@@ -75,8 +103,32 @@ SYNTHETIC_FALLBACK_SIZE = 500
 
 
 @dataclass(frozen=True)
+class ObjectiveParams:
+    """How accuracy is traded for energy; both fields can be ROS parameters.
+
+    max_accuracy_loss_pt:   the most accuracy (points, against the most accurate variant of the
+                            table) the policy may trade away for energy; variants further below
+                            are not candidates unless the budgets leave nothing better.
+    energy_pct_per_point:   % of the frame energy worth one accuracy point at λ1 = λ2.
+    """
+
+    max_accuracy_loss_pt: float = 3.0
+    energy_pct_per_point: float = 10.0
+
+    def __post_init__(self) -> None:
+        require_number("max_accuracy_loss_pt", self.max_accuracy_loss_pt, 0.0, 100.0)
+        require_number("energy_pct_per_point", self.energy_pct_per_point, 0.0, 1e6,
+                       low_open=True)
+
+
+@dataclass(frozen=True)
 class Prediction:
-    """What the table predicts for one variant under the current contention and budgets."""
+    """What the table predicts for one variant under the current contention and budgets.
+
+    ``energy_mj`` is the energy of a whole frame (forward + measured overhead); ``lost_pt`` the
+    points lost against the most accurate feasible variant (against the reference when nothing
+    fits) and ``saved_pct`` the % of the reference's frame energy saved.
+    """
 
     config_id: str
     accuracy: float
@@ -86,15 +138,18 @@ class Prediction:
     storage_bytes: int
     objective: float
     violations: tuple[str, ...] = ()
+    lost_pt: float = 0.0
+    saved_pct: float = 0.0
 
     @property
     def feasible(self) -> bool:
         return not self.violations
 
     def describe(self) -> str:
-        return (f"acc {self.accuracy:.1%}, latency {self.latency_ms:.2f} ms, "
-                f"energy {self.energy_mj:.3g} mJ, mem {self.peak_memory_mb:.1f} MB, "
-                f"J {self.objective:.3f}")
+        return (f"acc {self.accuracy:.1%} (-{self.lost_pt:.2f} pt), latency "
+                f"{self.latency_ms:.2f} ms, energy {self.energy_mj:.3g} mJ/frame "
+                f"({self.saved_pct:+.0f} % saved), mem {self.peak_memory_mb:.1f} MB, "
+                f"J {self.objective:+.3f}")
 
 
 @dataclass(frozen=True)
@@ -110,6 +165,7 @@ class SearchResult:
     lambdas: Lambdas
     contention: float
     tail: float = 1.0
+    overhead_mj: float = 0.0
 
     @property
     def config_id(self) -> str:
@@ -123,11 +179,13 @@ class SearchResult:
 class RuntimeSearch:
     """Vectorised search over one ProfileTable (see the module docstring for the objective)."""
 
-    def __init__(self, table: ProfileTable, tail_ratio: float | None = None) -> None:
+    def __init__(self, table: ProfileTable, tail_ratio: float | None = None,
+                 objective: ObjectiveParams | None = None) -> None:
         """``tail_ratio`` (p95 / p50) defaults to the table's median, see table_tail_ratio."""
         if not len(table):
             raise ValueError("the profile table has no entries")
         self.table = table
+        self.objective_params = objective or ObjectiveParams()
         # Rows sorted by id: argmax returns the first maximum, so ties go to the smallest id.
         self.entries: list[ProfileEntry] = sorted(table.entries, key=lambda e: e.id)
         self.ids: list[str] = [e.id for e in self.entries]
@@ -142,12 +200,13 @@ class RuntimeSearch:
         self.memory = column("peak_memory_mb")
         self.storage = column("storage_bytes")
         self.energy = column("energy_mj")
-        self.acc_norm = _minmax(self.accuracy)
-        self.eff_norm = _minmax(-self.energy)
         self.tail_ratio = table_tail_ratio(table) if tail_ratio is None else float(tail_ratio)
         if not 1.0 <= self.tail_ratio < math.inf:
             raise ValueError(f"tail_ratio must be >= 1 and finite, got {self.tail_ratio}")
         self._fastest = int(np.lexsort((np.arange(len(self.ids)), self.latency_p50))[0])
+        self._reference = reference_row(self.accuracy, self.energy)
+        self._accuracy_pt = 100.0 * self.accuracy
+        self._by_accuracy = np.lexsort((np.arange(len(self)), self.energy, -self.accuracy))
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -167,8 +226,32 @@ class RuntimeSearch:
         """The variant with the lowest profiled median latency (ties: smallest id)."""
         return self.entries[self._fastest]
 
-    def objectives(self, lambdas: Lambdas) -> np.ndarray:
-        return lambdas.lambda1 * self.acc_norm + lambdas.lambda2 * self.eff_norm
+    @property
+    def reference(self) -> ProfileEntry:
+        """The most accurate variant (ties: most energy, then smallest id): the energy
+        reference and the anchor of ``max_accuracy_loss_pt``."""
+        return self.entries[self._reference]
+
+    def saved_pct(self, overhead_mj: float = 0.0) -> np.ndarray:
+        """% of the reference's frame energy each variant saves."""
+        reference = self.energy[self._reference] + overhead_mj
+        if reference <= 0:
+            return np.zeros(len(self))
+        return 100.0 * (1.0 - (self.energy + overhead_mj) / reference)
+
+    def objectives(self, lambdas: Lambdas, overhead_mj: float = 0.0,
+                   anchor: float | None = None) -> np.ndarray:
+        """J of every variant; ``anchor`` = accuracy (fraction) the loss is measured against
+        (default: the reference's). The anchor shifts every J alike."""
+        anchor_pt = 100.0 * (self.accuracy[self._reference] if anchor is None else anchor)
+        lost = anchor_pt - self._accuracy_pt
+        rate = self.objective_params.energy_pct_per_point
+        return lambdas.lambda2 * self.saved_pct(overhead_mj) / rate - lambdas.lambda1 * lost
+
+    def candidate_mask(self) -> np.ndarray:
+        """Variants within ``max_accuracy_loss_pt`` of the reference (feasibility aside)."""
+        floor = self._accuracy_pt[self._reference] - self.objective_params.max_accuracy_loss_pt
+        return self._accuracy_pt >= floor - 1e-9
 
     def latency_scale(self, contention: float = 1.0, tail: float | None = None) -> float:
         """Factor from a profiled median to the predicted p95: tail x contention."""
@@ -179,74 +262,102 @@ class RuntimeSearch:
         return tail * contention
 
     def predict(self, config_id: str, budgets: Budgets, lambdas: Lambdas,
-                contention: float = 1.0, tail: float | None = None) -> Prediction:
-        """The prediction for one variant (e.g. the running one), with its budget violations."""
-        return self._prediction(self.row(config_id), budgets, lambdas,
-                                self.latency_scale(contention, tail))
+                contention: float = 1.0, tail: float | None = None,
+                overhead_mj: float = 0.0) -> Prediction:
+        """The prediction for one variant (e.g. the running one), with its budget violations;
+        its objective is comparable with that of :meth:`search` under the same budgets."""
+        scale = self.latency_scale(contention, tail)
+        overhead_mj = _check_overhead(overhead_mj)
+        feasible = self.feasible_mask(budgets, scale, overhead_mj)
+        anchor = self._anchor(feasible)
+        return self._prediction(self.row(config_id), budgets, lambdas, scale, overhead_mj,
+                                anchor)
 
-    def _prediction(self, i: int, budgets: Budgets, lambdas: Lambdas,
-                    scale: float) -> Prediction:
+    def _anchor(self, feasible: np.ndarray) -> float:
+        """The accuracy lost points are counted against: the most accurate feasible variant
+        (the reference when nothing fits)."""
+        if feasible.any():
+            return float(self.accuracy[feasible].max())
+        return float(self.accuracy[self._reference])
+
+    def _prediction(self, i: int, budgets: Budgets, lambdas: Lambdas, scale: float,
+                    overhead_mj: float, anchor: float) -> Prediction:
         latency = float(self.latency_p50[i] * scale)
+        energy = float(self.energy[i] + overhead_mj)
         checks = (
             ("latency", latency, budgets.latency_ms, "ms"),
             ("memory", float(self.memory[i]), budgets.memory_mb, "MB"),
             ("storage", float(self.storage[i]), budgets.storage_bytes, "B"),
-            ("energy", float(self.energy[i]), budgets.energy_mj, "mJ"),
+            ("energy", energy, budgets.energy_mj, "mJ"),
         )
         violations = tuple(f"{name} {value:.3g} {unit} > {limit:.3g} {unit}"
                            for name, value, limit, unit in checks if value > limit)
         if self.accuracy[i] < budgets.min_accuracy:
             violations += (f"accuracy {self.accuracy[i]:.1%} < {budgets.min_accuracy:.1%}",)
+        lost = 100.0 * anchor - float(self._accuracy_pt[i])
+        saved = float(self.saved_pct(overhead_mj)[i])
+        rate = self.objective_params.energy_pct_per_point
         return Prediction(
             config_id=self.ids[i], accuracy=float(self.accuracy[i]), latency_ms=latency,
-            energy_mj=float(self.energy[i]), peak_memory_mb=float(self.memory[i]),
+            energy_mj=energy, peak_memory_mb=float(self.memory[i]),
             storage_bytes=int(self.storage[i]),
-            objective=float(lambdas.lambda1 * self.acc_norm[i]
-                            + lambdas.lambda2 * self.eff_norm[i]),
-            violations=violations,
+            objective=lambdas.lambda2 * saved / rate - lambdas.lambda1 * lost,
+            violations=violations, lost_pt=lost, saved_pct=saved,
         )
 
     # -- the search ---------------------------------------------------------------------------
-    def feasible_mask(self, budgets: Budgets, scale: float) -> np.ndarray:
+    def feasible_mask(self, budgets: Budgets, scale: float,
+                      overhead_mj: float = 0.0) -> np.ndarray:
         """Variants meeting every budget; ``scale`` from :meth:`latency_scale`."""
         return ((self.latency_p50 * scale <= budgets.latency_ms)
                 & (self.memory <= budgets.memory_mb)
                 & (self.storage <= budgets.storage_bytes)
-                & (self.energy <= budgets.energy_mj)
+                & (self.energy + overhead_mj <= budgets.energy_mj)
                 & (self.accuracy >= budgets.min_accuracy))
 
     def search(self, budgets: Budgets, lambdas: Lambdas, contention: float = 1.0,
-               tail: float | None = None) -> SearchResult:
+               tail: float | None = None, overhead_mj: float = 0.0) -> SearchResult:
         """The best variant under ``budgets``; ``contention`` = measured / profiled median
-        latency, ``tail`` = p95 / p50 (None: the table's)."""
+        latency, ``tail`` = p95 / p50 (None: the table's), ``overhead_mj`` = measured energy of
+        a frame besides the forward pass."""
         tail = self.tail_ratio if tail is None else tail
         scale = self.latency_scale(contention, tail)
-        feasible = self.feasible_mask(budgets, scale)
+        overhead_mj = _check_overhead(overhead_mj)
+        feasible = self.feasible_mask(budgets, scale, overhead_mj)
         n_feasible = int(np.count_nonzero(feasible))
-        if n_feasible:
-            i = int(np.argmax(np.where(feasible, self.objectives(lambdas), -np.inf)))
-            prediction = self._prediction(i, budgets, lambdas, scale)
-            reason = (f"best of {n_feasible}/{len(self)} variants within budget "
-                      f"(λ1 {lambdas.lambda1:.2f}, λ2 {lambdas.lambda2:.2f}): "
-                      f"{prediction.describe()}")
+        anchor = self._anchor(feasible)
+        weights = f"λ1 {lambdas.lambda1:.2f}, λ2 {lambdas.lambda2:.2f}"
+        candidates = feasible & self.candidate_mask()
+        if candidates.any():
+            values = self.objectives(lambdas, overhead_mj, anchor)
+            i = int(np.argmax(np.where(candidates, values, -np.inf)))
+            prediction = self._prediction(i, budgets, lambdas, scale, overhead_mj, anchor)
+            reason = (f"best of {int(candidates.sum())} candidates ({n_feasible}/{len(self)} "
+                      f"within budget, {weights}): {prediction.describe()}")
+        elif n_feasible:
+            i = int(next(r for r in self._by_accuracy if feasible[r]))
+            prediction = self._prediction(i, budgets, lambdas, scale, overhead_mj, anchor)
+            reason = (f"no variant within {self.objective_params.max_accuracy_loss_pt:g} pt of "
+                      f"the reference meets the budgets: the most accurate of {n_feasible} that "
+                      f"do ({weights}): {prediction.describe()}")
         else:
-            i = self._closest_to_fitting(budgets, scale)
-            prediction = self._prediction(i, budgets, lambdas, scale)
+            i = self._closest_to_fitting(budgets, scale, overhead_mj)
+            prediction = self._prediction(i, budgets, lambdas, scale, overhead_mj, anchor)
             reason = (f"no variant meets the budgets ({budgets.describe()}); fallback to the one "
                       f"closest to fitting: {prediction.describe()}; still violates "
                       f"{'; '.join(prediction.violations)}")
         return SearchResult(
             entry=self.entries[i], prediction=prediction, n_feasible=n_feasible,
             n_total=len(self), reason=reason, budgets=budgets, lambdas=lambdas,
-            contention=contention, tail=tail,
+            contention=contention, tail=tail, overhead_mj=overhead_mj,
         )
 
-    def _closest_to_fitting(self, budgets: Budgets, scale: float) -> int:
+    def _closest_to_fitting(self, budgets: Budgets, scale: float, overhead_mj: float) -> int:
         ratios = np.zeros(len(self))
         for values, limit in ((self.latency_p50 * scale, budgets.latency_ms),
                               (self.memory, budgets.memory_mb),
                               (self.storage, budgets.storage_bytes),
-                              (self.energy, budgets.energy_mj)):
+                              (self.energy + overhead_mj, budgets.energy_mj)):
             if limit < math.inf:
                 ratios = np.maximum(ratios, values / max(limit, 1e-12))
         if budgets.min_accuracy > 0:
@@ -256,13 +367,26 @@ class RuntimeSearch:
     def decide(self, context: Context, *, budget_params: BudgetParams | None = None,
                lambda_params: LambdaParams | None = None, lambdas: Lambdas | None = None,
                contention: float = 1.0, tail: float | None = None,
-               latency_drift: float = 1.0,
-               mission_remaining_s: float | None = None) -> SearchResult:
+               latency_drift: float = 1.0, mission_remaining_s: float | None = None,
+               non_model_ms: float | None = None, overhead_mj: float = 0.0) -> SearchResult:
         """Budgets and λ from ``context`` (or the ``lambdas`` given), then :meth:`search`."""
         budgets = compute_budgets(context, budget_params, latency_drift=latency_drift,
-                                  mission_remaining_s=mission_remaining_s)
+                                  mission_remaining_s=mission_remaining_s,
+                                  non_model_ms=non_model_ms)
         lambdas = lambdas or adapt_lambdas(context, lambda_params)
-        return self.search(budgets, lambdas, contention, tail)
+        return self.search(budgets, lambdas, contention, tail, overhead_mj)
+
+
+def reference_row(accuracy: Sequence[float], energy: Sequence[float]) -> int:
+    """Row of the most accurate variant; ties: the most energy, then the first row."""
+    acc, eng = np.asarray(accuracy, dtype=float), np.asarray(energy, dtype=float)
+    return int(np.lexsort((np.arange(len(acc)), -eng, -acc))[0])
+
+
+def _check_overhead(overhead_mj: float) -> float:
+    if not (math.isfinite(overhead_mj) and overhead_mj >= 0):
+        raise ValueError(f"overhead_mj must be a finite number >= 0, got {overhead_mj}")
+    return float(overhead_mj)
 
 
 def table_tail_ratio(table: ProfileTable) -> float:
@@ -271,38 +395,47 @@ def table_tail_ratio(table: ProfileTable) -> float:
     return max(float(np.median(ratios)), 1.0) if ratios else 1.0
 
 
-def _minmax(values: np.ndarray) -> np.ndarray:
-    span = float(values.max() - values.min())
-    if span <= 0:
-        return np.zeros_like(values)
-    return (values - values.min()) / span
-
-
 def exhaustive_search(table: ProfileTable, budgets: Budgets, lambdas: Lambdas,
-                      contention: float = 1.0,
-                      tail: float | None = None) -> tuple[str | None, float]:
+                      contention: float = 1.0, tail: float | None = None,
+                      objective: ObjectiveParams | None = None,
+                      overhead_mj: float = 0.0) -> tuple[str | None, float]:
     """Reference implementation, one entry at a time in plain Python: (best id, objective), or
-    (None, -inf) when nothing fits. Tests and the benchmark check RuntimeSearch against it."""
+    (None, -inf) when nothing fits. Tests and the benchmark check RuntimeSearch against it.
+    When no candidate is within the loss limit, the objective of the most accurate feasible
+    variant is returned with it."""
+    params = objective or ObjectiveParams()
     tail = table_tail_ratio(table) if tail is None else tail
-    acc = [e.accuracy for e in table.entries]
-    energy = [e.energy_mj for e in table.entries]
-    acc_lo, acc_span = min(acc), max(acc) - min(acc)
-    e_hi, e_span = max(energy), max(energy) - min(energy)
+    entries = sorted(table.entries, key=lambda e: e.id)
+    ref = entries[reference_row([e.accuracy for e in entries], [e.energy_mj for e in entries])]
+    fits = [e for e in entries
+            if e.latency_ms_p50 * tail * contention <= budgets.latency_ms
+            and e.peak_memory_mb <= budgets.memory_mb
+            and e.storage_bytes <= budgets.storage_bytes
+            and e.energy_mj + overhead_mj <= budgets.energy_mj
+            and e.accuracy >= budgets.min_accuracy]
+    if not fits:
+        return None, -math.inf
+    anchor = max(e.accuracy for e in fits)
+
+    def value(e: ProfileEntry) -> float:
+        ref_energy = ref.energy_mj + overhead_mj
+        saved = 100.0 * (1.0 - (e.energy_mj + overhead_mj) / ref_energy) if ref_energy > 0 \
+            else 0.0
+        return (lambdas.lambda2 * saved / params.energy_pct_per_point
+                - lambdas.lambda1 * (100.0 * anchor - 100.0 * e.accuracy))
+
+    floor = 100.0 * ref.accuracy - params.max_accuracy_loss_pt - 1e-9
     best: tuple[float, str] | None = None
-    for entry, a, e in zip(table.entries, acc, energy, strict=True):
-        fits = (entry.latency_ms_p50 * tail * contention <= budgets.latency_ms
-                and entry.peak_memory_mb <= budgets.memory_mb
-                and entry.storage_bytes <= budgets.storage_bytes
-                and entry.energy_mj <= budgets.energy_mj
-                and entry.accuracy >= budgets.min_accuracy)
-        if not fits:
+    for e in fits:
+        if 100.0 * e.accuracy < floor:
             continue
-        acc_n = (a - acc_lo) / acc_span if acc_span > 0 else 0.0
-        eff_n = (e_hi - e) / e_span if e_span > 0 else 0.0
-        value = lambdas.lambda1 * acc_n + lambdas.lambda2 * eff_n
-        if best is None or value > best[0] or (value == best[0] and entry.id < best[1]):
-            best = (value, entry.id)
-    return (None, -math.inf) if best is None else (best[1], best[0])
+        v = value(e)
+        if best is None or v > best[0]:  # entries in id order: ties keep the smallest id
+            best = (v, e.id)
+    if best is None:  # nothing within the loss limit fits: the most accurate that does
+        top = min(fits, key=lambda e: (-e.accuracy, e.energy_mj, e.id))
+        return top.id, value(top)
+    return best[1], best[0]
 
 
 def default_table(path: str | Path | None = None,
@@ -342,12 +475,23 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--battery", type=float, help="battery percent 0..100 (default: none)")
     p.add_argument("--charging", action="store_true", help="on external power")
     p.add_argument("--cpu-load", type=float, default=0.0,
-                   help="CPU load of other processes, percent (0)")
+                   help="CPU load of other processes, percent (0); without --contention it "
+                        "predicts the slowdown as 1 + load/100 (a fair share of a core)")
     p.add_argument("--memory-mb", type=float, help="available memory, MB (default: unknown)")
     p.add_argument("--latency-budget-ms", type=float, default=100.0,
                    help="application per-frame latency budget, ms (100)")
-    p.add_argument("--contention", type=float, default=1.0,
-                   help="measured / profiled median latency of the running variant (1.0)")
+    p.add_argument("--contention", type=float,
+                   help="measured / profiled median latency of the running variant (default: "
+                        "from --cpu-load)")
+    p.add_argument("--non-model-ms", type=float,
+                   help="measured p95 of a frame outside the forward pass, ms (default: "
+                        "unknown, the forward gets latency_margin of the budget)")
+    p.add_argument("--overhead-mj", type=float, default=0.0,
+                   help="measured energy of a frame outside the forward pass, mJ (0)")
+    p.add_argument("--max-loss-pt", type=float,
+                   help="most accuracy points the policy may trade for energy (3)")
+    p.add_argument("--pct-per-point", type=float,
+                   help="%% of frame energy worth one accuracy point at λ1 = λ2 (10)")
     p.add_argument("--tail", type=float,
                    help="latency p95 / p50 of the device (default: the table's median)")
     p.add_argument("--lambda1", type=float, help="override λ1 (accuracy weight)")
@@ -393,14 +537,22 @@ def cli_main(argv: Sequence[str] | None = None) -> int:
         table, note = default_table(args.table)
         context, budget_params = _cli_context(args)
         lambdas = _cli_lambdas(args, context)
-        search = RuntimeSearch(table)
+        defaults = ObjectiveParams()
+        objective = ObjectiveParams(
+            defaults.max_accuracy_loss_pt if args.max_loss_pt is None else args.max_loss_pt,
+            defaults.energy_pct_per_point if args.pct_per_point is None else args.pct_per_point)
+        search = RuntimeSearch(table, objective=objective)
+        contention = args.contention
+        if contention is None:
+            contention = contention_from_load(context.cpu_load_other_percent or 0.0)
         remaining = None  # a scenario's mission started at its t = 0
         if args.scenario and budget_params.mission_duration_s is not None \
                 and args.mission_s is None:
             remaining = max(budget_params.mission_duration_s - args.at, 0.0)
         result = search.decide(context, budget_params=budget_params, lambdas=lambdas,
-                               contention=args.contention, tail=args.tail,
-                               mission_remaining_s=remaining)
+                               contention=contention, tail=args.tail,
+                               mission_remaining_s=remaining, non_model_ms=args.non_model_ms,
+                               overhead_mj=args.overhead_mj)
     except (ProfileError, ScenarioError, ValueError) as exc:
         print(f"adaspring search: {exc}", file=sys.stderr)
         return 2
@@ -415,8 +567,12 @@ def cli_main(argv: Sequence[str] | None = None) -> int:
           f"{result.contention:.2f}")
     print(f"chosen:     {result.config_id}")
     print(f"predicted:  accuracy {pred.accuracy:.2%}, latency {pred.latency_ms:.3f} ms (p95), "
-          f"energy {pred.energy_mj:.4g} mJ, peak memory {pred.peak_memory_mb:.2f} MB, "
-          f"storage {pred.storage_bytes} B, objective {pred.objective:.4f}")
+          f"energy {pred.energy_mj:.4g} mJ/frame, peak memory {pred.peak_memory_mb:.2f} MB, "
+          f"storage {pred.storage_bytes} B")
+    print(f"objective:  J = λ2 x {pred.saved_pct:.1f} % saved / "
+          f"{objective.energy_pct_per_point:g} - λ1 x {pred.lost_pt:.2f} pt lost = "
+          f"{pred.objective:+.3f} (reference {search.reference.id}, "
+          f"{search.reference.accuracy:.2%})")
     print(f"reason:     {result.reason}")
     return 0
 

@@ -40,7 +40,7 @@ from adaspring_ros.core.context import BudgetParams, LambdaParams, Lambdas
 from adaspring_ros.core.engine import DEFAULT_ENGINE
 from adaspring_ros.core.evolution import Decision, EvolutionParams, Evolver
 from adaspring_ros.core.profile_table import ProfileError
-from adaspring_ros.core.search import default_table
+from adaspring_ros.core.search import ObjectiveParams, default_table
 from adaspring_ros.msg import CompressionConfig as ConfigMsg
 from adaspring_ros.msg import ContextState, PerformanceMetrics
 from adaspring_ros.nodes.params import describe
@@ -63,8 +63,8 @@ SECONDS = (0.0, 86400.0)
 # EvolutionParams / BudgetParams / LambdaParams fields; "node" ones are this node's own.
 PARAMETERS = (
     # -- trigger policy (EvolutionParams)
-    ("gain_threshold", 0.05, describe("hysteresis: relative objective gain a non-urgent swap "
-                                      "needs (0.05 = 5 %)", floating=(0.0, 10.0)),
+    ("gain_threshold", 0.15, describe("hysteresis: objective gain a non-urgent swap needs, in "
+                                      "accuracy points (absolute)", floating=(0.0, 100.0)),
      ("evolution", "gain_threshold")),
     ("min_swap_interval_s", 5.0, describe("least time between a swap and a non-urgent swap, s",
                                           floating=SECONDS), ("evolution", "min_swap_interval_s")),
@@ -135,14 +135,17 @@ PARAMETERS = (
                                       floating=(0.0, 1.0)), ("node", "")),
     ("lambda_energy", 0.3, describe("λ2 when adaptive_lambdas is false", floating=(0.0, 1.0)),
      ("node", "")),
-    ("lambda2_min", 0.1, describe("λ2 on a full battery or external power", floating=(0.0, 1.0)),
+    ("lambda2_external", 0.0, describe("λ2 on external power or without a battery (0 = "
+                                       "energy is free: the most accurate feasible variant)",
+                                       floating=(0.0, 1.0)), ("lambda", "lambda2_external")),
+    ("lambda2_min", 0.2, describe("λ2 at or above battery_high_percent", floating=(0.0, 1.0)),
      ("lambda", "lambda2_min")),
-    ("lambda2_max", 0.5, describe("λ2 at or below battery_low_percent", floating=(0.0, 1.0)),
+    ("lambda2_max", 0.6, describe("λ2 at or below battery_low_percent", floating=(0.0, 1.0)),
      ("lambda", "lambda2_max")),
-    ("battery_high_percent", 80.0, describe("battery above which λ2 = lambda2_min, %",
+    ("battery_high_percent", 50.0, describe("battery above which λ2 = lambda2_min, %",
                                             floating=(0.0, 100.0)),
      ("lambda", "battery_high_percent")),
-    ("battery_low_percent", 20.0, describe("battery below which λ2 = lambda2_max, %",
+    ("battery_low_percent", 15.0, describe("battery below which λ2 = lambda2_max, %",
                                            floating=(0.0, 100.0)),
      ("lambda", "battery_low_percent")),
     ("hot_temperature_c", 85.0, describe("CPU temperature from which λ2 >= lambda2_hot, C",
@@ -150,6 +153,14 @@ PARAMETERS = (
      ("lambda", "hot_temperature_c")),
     ("lambda2_hot", 0.5, describe("least λ2 while the CPU is hot", floating=(0.0, 1.0)),
      ("lambda", "lambda2_hot")),
+    # -- the objective (ObjectiveParams, core/search.py)
+    ("max_accuracy_loss_pt", 3.0, describe("most accuracy points the policy may trade for energy "
+                                           "against the table's most accurate variant",
+                                           floating=(0.0, 100.0)),
+     ("objective", "max_accuracy_loss_pt")),
+    ("energy_pct_per_point", 10.0, describe("% of the frame energy worth one accuracy point at "
+                                            "λ1 = λ2", floating=(0.01, 1e6)),
+     ("objective", "energy_pct_per_point")),
     # -- this node
     ("profile_table", "", describe("profile table JSON ('' = the shipped "
                                    "models/profile_table.json)", **RO), ("node", "")),
@@ -175,12 +186,12 @@ TARGETS = {name: target for name, _default, _descriptor, target in PARAMETERS}
 
 
 def core_params(values: dict) -> tuple[EvolutionParams, BudgetParams, LambdaParams,
-                                       Lambdas | None]:
+                                       Lambdas | None, ObjectiveParams]:
     """The core policy's parameter objects from ROS parameter values; ValueError if unusable.
 
     0 stands for "none" where the core takes None (no mission, no memory or storage cap).
     """
-    groups: dict[str, dict] = {"evolution": {}, "budget": {}, "lambda": {}}
+    groups: dict[str, dict] = {"evolution": {}, "budget": {}, "lambda": {}, "objective": {}}
     for name, (group, field) in TARGETS.items():
         if group in groups:
             groups[group][field] = values[name]
@@ -191,7 +202,7 @@ def core_params(values: dict) -> tuple[EvolutionParams, BudgetParams, LambdaPara
     if not values["adaptive_lambdas"]:
         fixed = Lambdas(values["lambda_accuracy"], values["lambda_energy"], rule="fixed")
     return (EvolutionParams(**groups["evolution"]), BudgetParams(**groups["budget"]),
-            LambdaParams(**groups["lambda"]), fixed)
+            LambdaParams(**groups["lambda"]), fixed, ObjectiveParams(**groups["objective"]))
 
 
 @dataclass
@@ -217,9 +228,9 @@ class EvolutionNode(Node):
         table, note = default_table(self.get_parameter("profile_table").value or None)
         table.require_engine(self.get_parameter("engine").value)  # ProfileError: cannot start
         self.get_logger().info(f"{note}: {len(table)} variants")
-        evolution, budget, lambdas, fixed = core_params(self._values())
+        evolution, budget, lambdas, fixed, objective = core_params(self._values())
         self.evolver = Evolver(table, evolution, budget_params=budget, lambda_params=lambdas,
-                               lambdas=fixed)
+                               lambdas=fixed, objective=objective)
         self.add_on_set_parameters_callback(self.validate_parameters_callback)
         self.add_post_set_parameters_callback(self.apply_parameters_callback)
 
@@ -256,7 +267,7 @@ class EvolutionNode(Node):
 
     def validate_parameters_callback(self, params) -> SetParametersResult:
         try:  # ranges are checked by rclpy; this catches what spans several parameters
-            evolution, _, _, _ = core_params(self._values(params))
+            evolution, *_ = core_params(self._values(params))
             safe = evolution.safe_config_id
             if safe is not None and safe not in self.evolver.search:
                 raise ValueError(f"safe_variant {safe!r} is not in the profile table")
@@ -311,7 +322,9 @@ class EvolutionNode(Node):
                      and math.isfinite(msg.end_to_end_latency_ms_p95)
                      and msg.end_to_end_latency_ms_p95 > budget)
         self.evolver.observe_metrics(msg.config_id, msg.model_latency_ms_p50,
-                                     msg.model_latency_ms_p95, now, deadline_misses=misses)
+                                     msg.model_latency_ms_p95, now, deadline_misses=misses,
+                                     non_model_ms=msg.non_model_latency_ms_p50,
+                                     energy_per_frame_mj=msg.energy_per_frame_mj)
 
     def _disagrees(self, msg: PerformanceMetrics) -> bool:
         stamp_ns = msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec

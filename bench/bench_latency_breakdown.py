@@ -1,0 +1,193 @@
+"""Where a 640x480 frame's time goes, from the camera's publish to the result's subscriber.
+
+A camera stand-in in this process publishes 640x480 rgb8 frames at 10 Hz (the stamp is taken just
+before ``publish``) and subscribes to the results; the perception node runs as a real process
+with its per-frame timing log. Per frame:
+
+    camera publish      the camera's publish() call (serialising 900 KB into shared memory)
+    transport + wake-up publish returned -> the node's image callback starts
+    decode + preprocess callback start -> forward starts (core/data.py preprocess)
+    forward             the variant's forward pass
+    result publish      forward done -> InferenceResult published
+    result -> subscriber result published -> this process's callback
+    end to end          stamp -> result received
+
+Run calm and with one busy-loop process per core (the demo's CPU hog), each for the perception
+node's full model and a small variant. Prints the table and writes the ``latency_breakdown``
+section of docs/benchmarks.md.
+
+    .venv/bin/python -m bench.bench_latency_breakdown [--frames 300]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT)]
+
+import numpy as np  # noqa: E402
+
+from adaspring_ros import demo, msg_convert  # noqa: E402
+from bench.report import markdown_table, write_section  # noqa: E402
+
+STAGES = ("camera publish", "transport + wake-up", "decode + preprocess", "forward",
+          "result publish", "result -> subscriber", "end to end")
+
+
+def run(frames: int, hog: bool, config: str, workdir: Path, env: dict[str, str]) -> dict:
+    """One run: ``frames`` frames through a fresh perception node; per-stage samples in ms."""
+    import rclpy
+    from adaspring_ros.msg import InferenceResult
+    from rclpy.node import Node
+    from sensor_msgs.msg import Image
+
+    from adaspring_ros.nodes import qos
+
+    timing = workdir / f"timing-{config}-{int(hog)}.csv"
+    children = demo.ChildProcesses(env, workdir / "logs")
+    node = Node("latency_breakdown_camera")
+    publisher = node.create_publisher(Image, qos.IMAGE_TOPIC, qos.IMAGE_QOS)
+    received: dict[int, int] = {}
+    publish_ms: dict[int, float] = {}
+    stamps: dict[int, int] = {}
+
+    def result_callback(msg) -> None:
+        _label, seq = msg_convert.parse_labelled_frame_id(msg.header.frame_id)
+        if seq is not None:
+            received[seq] = time.time_ns()
+
+    node.create_subscription(InferenceResult, qos.RESULT_TOPIC, result_callback, qos.RESULT_QOS)
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 255, (480, 640, 3), dtype=np.uint8)
+    image = msg_convert.numpy_to_image(pixels, "rgb8", Image)
+    cpu_hog = demo.CpuHog()
+    try:
+        children.start_node("perception_node", demo.default_params_file(),
+                            {"initial_config": config, "timing_log": str(timing)})
+        deadline = time.time() + 60
+        seq = -1
+        warm = 20
+        next_at = time.time()
+        while len(received) < 3 or seq < warm:  # the node is up and has classified frames
+            children.check("starting")
+            if time.time() > deadline:
+                raise RuntimeError("the perception node classified nothing in 60 s")
+            if time.time() >= next_at:
+                seq += 1
+                image.header.frame_id = msg_convert.labelled_frame_id("camera", 0, seq)
+                image.header.stamp = node.get_clock().now().to_msg()
+                publisher.publish(image)
+                next_at += 0.1
+            rclpy.spin_once(node, timeout_sec=0.005)
+        if hog:
+            cpu_hog.start()
+        first = seq + 1
+        next_at = time.time() + (1.0 if hog else 0.1)  # let the hog get going
+        while seq < first + frames:
+            now = time.time()
+            if now >= next_at:
+                seq += 1
+                image.header.frame_id = msg_convert.labelled_frame_id("camera", 0, seq)
+                stamp = node.get_clock().now()
+                image.header.stamp = stamp.to_msg()
+                t0 = time.perf_counter()
+                publisher.publish(image)
+                publish_ms[seq] = (time.perf_counter() - t0) * 1e3
+                stamps[seq] = stamp.nanoseconds
+                next_at += 0.1
+            rclpy.spin_once(node, timeout_sec=max(0.0, min(0.005, next_at - time.time())))
+        end = time.time() + 2.0
+        while time.time() < end:
+            rclpy.spin_once(node, timeout_sec=0.01)
+    finally:
+        cpu_hog.stop()
+        children.stop_all()
+        node.destroy_node()
+    rows = {}
+    with open(timing) as f:
+        for row in csv.DictReader(f):
+            rows[int(row["stamp_ns"])] = row
+    samples: dict[str, list[float]] = {s: [] for s in STAGES}
+    missing = 0
+    for s, stamp_ns in stamps.items():
+        row = rows.get(stamp_ns)
+        if row is None or s not in received:
+            missing += 1
+            continue
+        start_ns = int(row["received_ns"])
+        callback = float(row["callback_ms"])
+        forward = float(row["forward_ms"])
+        pre = float(row["preprocess_ms"])
+        samples["camera publish"].append(publish_ms[s])
+        samples["transport + wake-up"].append((start_ns - stamp_ns) / 1e6 - publish_ms[s])
+        samples["decode + preprocess"].append(pre)
+        samples["forward"].append(forward)
+        samples["result publish"].append(callback - pre - forward)
+        samples["result -> subscriber"].append((received[s] - start_ns) / 1e6 - callback)
+        samples["end to end"].append((received[s] - stamp_ns) / 1e6)
+    return {"samples": samples, "missing": missing, "sent": len(stamps)}
+
+
+def pct(values: list[float], q: float) -> float:
+    return float(np.percentile(values, q)) if values else float("nan")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--frames", type=int, default=300)
+    p.add_argument("--configs", default="full,smallest")
+    p.add_argument("--no-write", action="store_true")
+    args = p.parse_args(argv)
+    workdir = Path(tempfile.mkdtemp(prefix="adaspring-breakdown-"))
+    env = demo.ros_environment(workdir / "logs")
+    demo.use_environment(env)
+    import rclpy
+
+    rclpy.init()
+    results = []
+    try:
+        for config in args.configs.split(","):
+            for hog in (False, True):
+                r = run(args.frames, hog, config, workdir, env)
+                results.append((config, hog, r))
+                e2e = r["samples"]["end to end"]
+                print(f"{config}, {'CPU hog' if hog else 'calm'}: {len(e2e)}/{r['sent']} frames,"
+                      f" end to end p50 {pct(e2e, 50):.2f} ms, p95 {pct(e2e, 95):.2f} ms",
+                      flush=True)
+    finally:
+        rclpy.try_shutdown()
+    headers = ["stage"] + [f"{c}, {'hog' if h else 'calm'} p50 / p95" for c, h, _ in results]
+    rows = []
+    for stage in STAGES:
+        rows.append([stage] + [f"{pct(r['samples'][stage], 50):.2f} / "
+                               f"{pct(r['samples'][stage], 95):.2f}" for _c, _h, r in results])
+    rows.append(["non-model (end to end - forward)"] + [
+        f"{pct(list(np.subtract(r['samples']['end to end'], r['samples']['forward'])), 50):.2f}"
+        f" / {pct(list(np.subtract(r['samples']['end to end'], r['samples']['forward'])), 95):.2f}"
+        for _c, _h, r in results])
+    rows.append(["frames lost (of sent)"] + [f"{r['missing']} / {r['sent']}"
+                                             for _c, _h, r in results])
+    table = markdown_table(headers, rows)
+    print(table)
+    if not args.no_write:
+        body = "\n".join([
+            f"{args.frames} frames of 640x480 rgb8 at 10 Hz per column, published by this process "
+            "(stamp taken just before publish) to the perception node (real process, the demo's "
+            "Fast DDS profile), results received back here; 'hog' = one busy-loop process per "
+            "core. Medians / 95th percentiles in ms; see the module docstring for each stage.",
+            "",
+            table,
+        ])
+        write_section("latency_breakdown", "Where a 640x480 frame's time goes",
+                      "python -m bench.bench_latency_breakdown", body)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

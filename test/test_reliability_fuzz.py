@@ -96,7 +96,7 @@ class Perception:
     image topic, results, metrics and Reconfigure service."""
 
     def __init__(self, node, log_dir: Path, backbone: Path, prefix: str, name: str,
-                 extra: list[str] = ()) -> None:
+                 extra: list[str] = (), address_space_bytes: int = 0) -> None:
         from adaspring_ros.msg import InferenceResult, PerformanceMetrics
         from adaspring_ros.srv import Reconfigure
         from sensor_msgs.msg import Image
@@ -105,6 +105,7 @@ class Perception:
 
         self.node, self.log_dir, self.backbone = node, log_dir, backbone
         self.prefix, self.name, self.extra = prefix, name, list(extra)
+        self.address_space_bytes = address_space_bytes
         self.results: list = []
         self.metrics: list = []
         self.restarts = 0
@@ -121,12 +122,13 @@ class Perception:
     def _start(self) -> NodeProcess:
         p = self.prefix
         label = self.name if not self.restarts else f"{self.name}_{self.restarts}"
-        return NodeProcess.module(PERCEPTION, self.log_dir, label, ros_args=[
-            "-r", f"__node:={self.name}", "-r", f"/adaspring/result:={p}/result",
-            "-r", f"/adaspring/metrics:={p}/metrics", "-r", f"/diagnostics:={p}/diagnostics",
-            "-r", f"/adaspring/perception/reconfigure:={p}/reconfigure",
-            "-p", f"image_topic:={p}/image", "-p", f"backbone_path:={self.backbone}",
-            "-p", "metrics_period_s:=0.1", *self.extra])
+        args = ["-r", f"__node:={self.name}", "-r", f"/adaspring/result:={p}/result",
+                "-r", f"/adaspring/metrics:={p}/metrics", "-r", f"/diagnostics:={p}/diagnostics",
+                "-r", f"/adaspring/perception/reconfigure:={p}/reconfigure",
+                "-p", f"image_topic:={p}/image", "-p", f"backbone_path:={self.backbone}",
+                "-p", "metrics_period_s:=0.1", *self.extra]
+        return NodeProcess.module(PERCEPTION, self.log_dir, label, ros_args=args,
+                                  address_space_bytes=self.address_space_bytes)
 
     def restart(self) -> None:
         """SIGKILL the node (no clean shutdown) and start it again with the same parameters."""

@@ -23,7 +23,8 @@ Robustness around the service call:
 PerformanceMetrics that cannot come from the perception node serving now are counted and
 ignored: a variant outside the profile table, a stamp that is zero, negative or further than
 ``stamp_tolerance_s`` from this node's clock (``metrics_rejected``), or a window closed before the
-last confirmed swap (``metrics_stale``: genuine, but about the previous variant).
+last confirmed swap or naming another variant while a call is in flight (``metrics_stale``:
+genuine ones describe a variant being replaced). Each ignored message is counted once.
 ``swaps`` counts only calls after which the perception node served another variant, so it
 equals the perception node's own ``swaps`` while neither restarts.
 Stale context (none for ``stale_after_s``) sends the perception node to ``safe_variant`` (the
@@ -319,15 +320,21 @@ class EvolutionNode(Node):
             return
         call = self.call
         if call is not None and call.timed_out and msg.config_id == call.decision.config_id:
-            if stamp_ns <= call.sent_ns:
-                return  # a window closed before the request: it cannot confirm it
+            if stamp_ns <= call.sent_ns:  # a window closed before the request cannot confirm it
+                self.counts["metrics_stale"] += 1
+                return
             self.client.remove_pending_request(call.future)
             self.call = None
             self.get_logger().info(f"metrics confirm the unanswered swap to {msg.config_id}")
             self._confirmed(call, msg.last_swap_ms, now,
                             swapped=call.previous != call.decision.config_id)
-        elif (call is None and self.applied is not None
-              and msg.config_id != self.applied[0].config_id):
+        elif self.applied is not None and msg.config_id != self.applied[0].config_id:
+            if call is not None:
+                # A call is in flight: these describe the variant it replaces (a restarted
+                # perception node's first windows), or the one swapped in before the reply
+                # confirms it, or they are forged; the policy waits for the reply.
+                self.counts["metrics_stale"] += 1
+                return
             if now < self.claims_after:
                 self._reject_metrics(f"metrics name {msg.config_id}, but the perception node "
                                      f"just replied that it serves {self.applied[0].config_id}")
@@ -455,8 +462,13 @@ class EvolutionNode(Node):
             # Metrics said the perception node serves another variant; it says it served this
             # one all along, so they were not its own (forged, or from another graph).
             self.claims_after = now + self.get_parameter("reconfigure_timeout_s").value
-            self._reject_metrics(f"they named {call.previous}, but the perception node served "
-                                 f"{decision.config_id} already; nothing changed")
+            self.counts["metrics_rejected"] += 1
+            # Not throttled with the other rejections: muting the claims bounds it to one line
+            # per reconfigure_timeout_s, and it is the one that says what happened.
+            self.get_logger().warning(
+                f"PerformanceMetrics named {call.previous}, but the perception node served "
+                f"{decision.config_id} already: nothing changed; such metrics are ignored for "
+                f"the next {self.get_parameter('reconfigure_timeout_s').value:g} s")
             return
         self.evolver.swap_done(decision.config_id, now, ok=True)
         self.applied = (decision, self.get_clock().now().nanoseconds)

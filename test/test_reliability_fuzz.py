@@ -415,8 +415,10 @@ def test_fuzzed_images_are_counted_and_good_ones_classified_exactly(perception, 
                     - stamps_before == sent["bad_stamps"],
                     f"stamps_rejected + {sent['bad_stamps']}")
     assert sent["bad_stamps"] > 3, sent
+    # (Negative: a frame stamped up to a second ahead, within the tolerance for clock skew.)
     e2e = [m.end_to_end_latency_ms_p95 for m in perception.metrics[first_metrics:]]
-    assert all(math.isnan(v) or 0 <= v <= STAMP_TOLERANCE_S * 1e3 for v in e2e), max(e2e)
+    outside = [v for v in e2e if not (math.isnan(v) or abs(v) <= STAMP_TOLERANCE_S * 1e3)]
+    assert not outside, outside
     values = diagnostics.values("perception_node")
     assert values["frame_errors"] == values["callback_errors"] == "0", values
     perception.check_probe(reference, active, "probe/after-images")

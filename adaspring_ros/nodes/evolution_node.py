@@ -26,7 +26,8 @@ ignored: a variant outside the profile table, a stamp that is zero, negative or 
 last confirmed swap or naming another variant while a call is in flight (``metrics_stale``:
 genuine ones describe a variant being replaced). Each ignored message is counted once.
 ``swaps`` counts only calls after which the perception node served another variant, so it
-equals the perception node's own ``swaps`` while neither restarts.
+equals the perception node's own ``swaps`` while neither restarts (a call that found the variant
+serving already, e.g. the first announcement, counts in ``already_serving``).
 Stale context (none for ``stale_after_s``) sends the perception node to ``safe_variant`` (the
 policy decides that) and /diagnostics reports the context as STALE.
 """

@@ -36,8 +36,13 @@ class ImageError(ValueError):
 def image_to_numpy(msg: Any) -> np.ndarray:
     """Decode a sensor_msgs/Image into uint8 (H, W) for mono8 or (H, W, 3) RGB for colour.
 
-    Honours ``step`` (row padding), converts BGR(A) to RGB and drops alpha. The result is a view
-    of the message buffer where possible; callers must not keep it past the callback.
+    Honours ``step`` (row padding), converts BGR(A) to RGB and drops alpha. The result is a
+    read-only view of the message buffer; callers must not keep it past the callback.
+
+    Header fields are never trusted for an allocation: every size they imply is checked against
+    the bytes that actually arrived before anything is built, and the rows are a strided view
+    into those bytes (a missing padding after the last row is not filled in), so decoding costs
+    memory in proportion to the data received, whatever ``height``, ``width`` or ``step`` claim.
     """
     encoding = str(msg.encoding).strip().lower()
     if encoding not in ENCODINGS:
@@ -46,25 +51,30 @@ def image_to_numpy(msg: Any) -> np.ndarray:
         )
     channels = ENCODINGS[encoding]
     height, width, step = int(msg.height), int(msg.width), int(msg.step)
-    if height <= 0 or width <= 0:
-        raise ImageError(f"empty image: {width}x{height}")
-    row_bytes = width * channels
-    if step < row_bytes:
-        raise ImageError(f"step {step} is smaller than width*channels = {row_bytes}")
-    needed = step * (height - 1) + row_bytes
-    if needed > MAX_IMAGE_BYTES:
-        raise ImageError(f"image of {needed} bytes exceeds the {MAX_IMAGE_BYTES}-byte limit")
     data = msg.data
     size = len(data)
-    if size < needed or size > step * height:
+    if height <= 0 or width <= 0:
+        raise ImageError(f"empty image: {width}x{height}")
+    row_bytes = width * channels  # Python ints: no overflow, whatever the header says
+    if step < row_bytes:
+        raise ImageError(f"step {step} is smaller than width*channels = {row_bytes}")
+    claimed = step * height
+    if claimed > MAX_IMAGE_BYTES:
+        raise ImageError(
+            f"header claims {claimed} bytes ({width}x{height} {encoding}, step {step}), more "
+            f"than the {MAX_IMAGE_BYTES}-byte limit; {size} bytes arrived")
+    needed = step * (height - 1) + row_bytes  # the last row may come without its padding
+    if size < needed or size > claimed:
         raise ImageError(
             f"data has {size} bytes, {width}x{height} {encoding} with step {step} needs "
-            f"{step * height}"
-        )
-    buf = np.frombuffer(data, dtype=np.uint8) if not isinstance(data, np.ndarray) else data
-    if size < step * height:  # last row without its padding
-        buf = np.concatenate([buf, np.zeros(step * height - size, np.uint8)])
-    rows = buf.reshape(height, step)[:, :row_bytes]
+            f"{claimed}")
+    if isinstance(data, np.ndarray):
+        buf = np.ascontiguousarray(data, dtype=np.uint8).reshape(-1)
+    else:
+        buf = np.frombuffer(data, dtype=np.uint8)
+    # A view: row r starts at r*step; the checks above keep every byte it reads inside buf.
+    rows = np.lib.stride_tricks.as_strided(buf, shape=(height, row_bytes), strides=(step, 1),
+                                           writeable=False)
     if channels == 1:
         return rows
     pixels = rows.reshape(height, width, channels)
@@ -340,3 +350,83 @@ def battery_from_msg(msg: Any) -> Any:
                                   capacity=msg.capacity, current=msg.current)
     except ValueError as exc:  # out of range, or an unknown power_supply_status
         raise ContextError(f"BatteryState: {exc}") from exc
+
+
+# -- stamps: builtin_interfaces/Time that cannot be right ----------------------------------------
+# A stamp is compared with the receiving node's clock. Both ends of a ROS graph are expected to
+# share time (NTP, or /clock in simulation), so a stamp far from it is a driver bug or a forgery,
+# and latency computed from it would be noise (issue 18: 3.9e12 ms p95 from one bad frame).
+
+__all__ += ["StampError", "stamp_to_ns", "checked_stamp_ns"]
+
+
+class StampError(ValueError):
+    """A header stamp that cannot be right; the message says why."""
+
+
+def stamp_to_ns(stamp: Any) -> int:
+    """Nanoseconds of a builtin_interfaces/Time; StampError for a negative time or a nanosec
+    field outside [0, 1e9) (the message's own invariant)."""
+    sec, nanosec = int(stamp.sec), int(stamp.nanosec)
+    if not 0 <= nanosec < 10**9:
+        raise StampError(f"stamp nanosec {nanosec} is outside [0, 1e9)")
+    ns = sec * 10**9 + nanosec
+    if ns < 0:
+        raise StampError(f"stamp {sec}.{nanosec:09d} s is negative")
+    return ns
+
+
+def checked_stamp_ns(stamp: Any, now_ns: int, tolerance_ns: int) -> int | None:
+    """The stamp in ns, None when it is zero (not stamped: no time to measure from), or
+    StampError when it is negative, malformed, or more than ``tolerance_ns`` from ``now_ns``
+    (the receiving node's clock) in either direction."""
+    ns = stamp_to_ns(stamp)
+    if ns == 0:
+        return None
+    offset = ns - int(now_ns)
+    if abs(offset) > tolerance_ns:
+        where = "ahead of" if offset > 0 else "behind"
+        raise StampError(f"stamp is {abs(offset) / 1e9:.3g} s {where} this node's clock "
+                         f"(tolerance {tolerance_ns / 1e9:g} s)")
+    return ns
+
+
+# -- PerformanceMetrics at the evolution node -----------------------------------------------------
+__all__ += ["MetricsError", "check_metrics_origin"]
+
+
+class MetricsError(ValueError):
+    """PerformanceMetrics that cannot come from the perception node serving now.
+
+    ``stale`` is true when the only problem is that the window closed before the last confirmed
+    swap: such a message is genuine but describes the previous variant.
+    """
+
+    def __init__(self, message: str, stale: bool = False) -> None:
+        super().__init__(message)
+        self.stale = stale
+
+
+def check_metrics_origin(msg: Any, now_ns: int, tolerance_ns: int, known: Any,
+                         not_before_ns: int | None = None) -> int:
+    """The stamp (ns) of a PerformanceMetrics message that may describe the serving variant.
+
+    Raises MetricsError when it names a variant outside ``known`` (the profile table: the
+    evolution node never applies another), when its stamp is malformed, zero, negative or more
+    than ``tolerance_ns`` from ``now_ns``, and (``stale=True``) when it is stamped at or before
+    ``not_before_ns`` (the last confirmed swap).
+    """
+    config_id = str(msg.config_id)
+    if config_id not in known:
+        shown = config_id if len(config_id) <= 80 else config_id[:77] + "..."
+        raise MetricsError(f"metrics name variant {shown!r}, which is not in the profile table")
+    try:
+        ns = checked_stamp_ns(msg.header.stamp, now_ns, tolerance_ns)
+    except StampError as exc:
+        raise MetricsError(f"metrics for {config_id}: {exc}") from exc
+    if ns is None:
+        raise MetricsError(f"metrics for {config_id} carry no stamp")
+    if not_before_ns is not None and ns <= not_before_ns:
+        raise MetricsError(f"metrics for {config_id} closed {(not_before_ns - ns) / 1e9:.3g} s "
+                           f"before the last swap", stale=True)
+    return ns

@@ -34,13 +34,15 @@ class NodeProcess:
     """A node (or any Python module) started as a child process; its output goes to a log file."""
 
     def __init__(self, args: list[str], log_dir: Path, name: str,
-                 env: dict[str, str] | None = None) -> None:
+                 env: dict[str, str] | None = None, address_space_bytes: int = 0) -> None:
+        """``address_space_bytes`` > 0 caps the child's address space (RLIMIT_AS), as on a
+        robot with little memory: an allocation past it raises MemoryError in the node."""
         self.name = name
         self.log_path = Path(log_dir) / f"{name}.log"
         self._log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(
             # SIGKILL with the test process: a killed run leaves no node in a later run's graph.
-            dies_with_parent(args, signal.SIGKILL), cwd=REPO,
+            dies_with_parent(args, signal.SIGKILL, address_space_bytes), cwd=REPO,
             env=ros_env(env),
             stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True,
         )
@@ -48,11 +50,11 @@ class NodeProcess:
     @classmethod
     def module(cls, module: str, log_dir: Path, name: str | None = None,
                ros_args: list[str] | None = None, env: dict[str, str] | None = None,
-               ) -> NodeProcess:
+               address_space_bytes: int = 0) -> NodeProcess:
         args = ["-m", module]
         if ros_args:
             args += ["--ros-args", *ros_args]
-        return cls(args, log_dir, name or module.rsplit(".", 1)[-1], env)
+        return cls(args, log_dir, name or module.rsplit(".", 1)[-1], env, address_space_bytes)
 
     def output(self) -> str:
         if not self._log.closed:

@@ -3,12 +3,19 @@
 test_fuzz_inputs.py fuzzes the pure decoders in this process; here the inputs go where a robot's
 drivers and operators send them:
 
-* sensor_msgs/Image published at a real perception_node, Reconfigure requests sent to it: it stays
-  up, every bad input moves exactly one PerformanceMetrics counter (frames_rejected,
-  reconfigure_rejected), every good one gives a result equal to materialise(config) offline, and
-  afterwards a probe frame and a valid Reconfigure still work;
-* ContextState at a real evolution_node (counted as context_rejected, never a swap) and
-  BatteryState at a real context_node (counted as battery_rejected, the last good reading kept);
+* sensor_msgs/Image published at a real perception_node running under a 3 GiB address-space cap
+  (RLIMIT_AS, as on a small robot), Reconfigure requests sent to it: it stays up, every bad input
+  moves exactly one PerformanceMetrics counter (frames_rejected, reconfigure_rejected), every
+  good one gives a result equal to materialise(config) offline, and afterwards a probe frame and
+  a valid Reconfigure still work. Header fields (height, width, step) are also drawn over their
+  whole range independently of the data that travels, stamps from negative to far future (a
+  stamp that cannot be right is counted in stamps_rejected and never reaches the latency);
+* ContextState at a real evolution_node (counted as context_rejected, never a swap; every float
+  field also drawn as +-inf, NaN, negative and huge, and anything non-finite must be refused),
+  PerformanceMetrics at it (every float field likewise, stamps from negative to far future,
+  variants outside the table, metrics impersonating the serving node: those that cannot be from
+  it are counted, and its swap counter stays equal to the perception side's) and BatteryState
+  at a real context_node (counted as battery_rejected, the last good reading kept);
 * SetParameters with random names, types and values at the perception, context and evolution
   nodes: each is rejected or applied (and reads back as such), never a crash;
 * scenario files, profile tables and weight files (truncated, bytes flipped, wrong checksum,
@@ -44,6 +51,10 @@ PERCEPTION = "adaspring_ros.nodes.perception_node"
 CONTEXT = "adaspring_ros.nodes.context_node"
 EVOLUTION = "adaspring_ros.nodes.evolution_node"
 SCALE = float(os.environ.get("RELIABILITY_FUZZ_SCALE", "1"))
+# The perception node runs as on a robot with little memory: an allocation sized by a header
+# field (issue 18's step bomb: 4 GiB from 1,920 bytes) fails there instead of succeeding here.
+# The node itself needs about 1.5 GB of address space (torch, Fast DDS, its threads).
+ADDRESS_SPACE = int(os.environ.get("RELIABILITY_FUZZ_ADDRESS_SPACE", str(3 << 30)))
 TRIED: dict[str, int] = {}
 NAN = float("nan")
 
@@ -96,7 +107,7 @@ class Perception:
     image topic, results, metrics and Reconfigure service."""
 
     def __init__(self, node, log_dir: Path, backbone: Path, prefix: str, name: str,
-                 extra: list[str] = ()) -> None:
+                 extra: list[str] = (), address_space_bytes: int = 0) -> None:
         from adaspring_ros.msg import InferenceResult, PerformanceMetrics
         from adaspring_ros.srv import Reconfigure
         from sensor_msgs.msg import Image
@@ -105,6 +116,7 @@ class Perception:
 
         self.node, self.log_dir, self.backbone = node, log_dir, backbone
         self.prefix, self.name, self.extra = prefix, name, list(extra)
+        self.address_space_bytes = address_space_bytes
         self.results: list = []
         self.metrics: list = []
         self.restarts = 0
@@ -121,12 +133,13 @@ class Perception:
     def _start(self) -> NodeProcess:
         p = self.prefix
         label = self.name if not self.restarts else f"{self.name}_{self.restarts}"
-        return NodeProcess.module(PERCEPTION, self.log_dir, label, ros_args=[
-            "-r", f"__node:={self.name}", "-r", f"/adaspring/result:={p}/result",
-            "-r", f"/adaspring/metrics:={p}/metrics", "-r", f"/diagnostics:={p}/diagnostics",
-            "-r", f"/adaspring/perception/reconfigure:={p}/reconfigure",
-            "-p", f"image_topic:={p}/image", "-p", f"backbone_path:={self.backbone}",
-            "-p", "metrics_period_s:=0.1", *self.extra])
+        args = ["-r", f"__node:={self.name}", "-r", f"/adaspring/result:={p}/result",
+                "-r", f"/adaspring/metrics:={p}/metrics", "-r", f"/diagnostics:={p}/diagnostics",
+                "-r", f"/adaspring/perception/reconfigure:={p}/reconfigure",
+                "-p", f"image_topic:={p}/image", "-p", f"backbone_path:={self.backbone}",
+                "-p", "metrics_period_s:=0.1", *self.extra]
+        return NodeProcess.module(PERCEPTION, self.log_dir, label, ros_args=args,
+                                  address_space_bytes=self.address_space_bytes)
 
     def restart(self) -> None:
         """SIGKILL the node (no clean shutdown) and start it again with the same parameters."""
@@ -204,7 +217,8 @@ def started(ros, reference, tmp_path_factory):
     """Every node process of this module, started together so their start-ups overlap."""
     log_dir = tmp_path_factory.mktemp("nodes")
     nodes = {
-        "perception": Perception(ros, log_dir, reference.path, "/fuzz", "fuzz_perception"),
+        "perception": Perception(ros, log_dir, reference.path, "/fuzz", "fuzz_perception",
+                                 address_space_bytes=ADDRESS_SPACE),
         "evolution": EvolutionUnderTest(ros, log_dir),
         "context": ContextUnderTest(ros, log_dir),
     }
@@ -270,6 +284,60 @@ def images(draw):
     return msg
 
 
+U32_FIELDS = st.one_of(st.integers(0, 64), st.integers(0, U32),
+                      st.sampled_from([1, 2**16, 2**24, 2**31 - 1, 2**31, U32 - 1, U32]))
+
+
+@st.composite
+def header_bombs(draw):
+    """Header fields drawn over their whole range, independently of the few bytes that travel:
+    huge step, width or height over small data (how issue 18's step bomb got through)."""
+    from sensor_msgs.msg import Image
+
+    msg = Image(height=draw(U32_FIELDS), width=draw(U32_FIELDS), step=draw(U32_FIELDS),
+                encoding=draw(st.sampled_from(sorted(msg_convert.ENCODINGS))))
+    size = draw(st.one_of(st.integers(0, 4096), st.sampled_from([1920, 640, 3])))
+    msg.data = bytes(draw(st.integers(0, 255)) for _ in range(min(size, 8))) * (size // 8) \
+        + bytes(size % 8)
+    return msg
+
+
+STAMP_TOLERANCE_S = 10.0  # the nodes' default stamp_tolerance_s
+
+
+@st.composite
+def stamps(draw, now_ns: int):
+    """(sec, nanosec, bad): near the node's clock, unset, over the whole range, or just outside
+    the tolerance; ``bad`` is whether the node must count it (never within a second of the
+    tolerance's edge, so the clocks of this process and the node need not agree exactly)."""
+    kind = draw(st.sampled_from(["now", "now", "zero", "random", "edge"]))
+    if kind == "zero":
+        return 0, 0, False
+    if kind == "random":
+        sec, nanosec = draw(st.integers(-2**31, 2**31 - 1)), draw(st.integers(0, U32))
+    else:
+        span = 1.0 if kind == "now" else STAMP_TOLERANCE_S + draw(st.floats(2.0, 1e6))
+        offset = draw(st.floats(-span, span)) if kind == "now" else span * draw(
+            st.sampled_from([-1, 1]))
+        sec, nanosec = divmod(now_ns + int(offset * 1e9), 10**9)
+    try:
+        msg_convert.checked_stamp_ns(StampLike(sec, nanosec), now_ns,
+                                     int(STAMP_TOLERANCE_S * 1e9))
+        bad = False
+    except msg_convert.StampError:
+        bad = True
+    ns = sec * 10**9 + nanosec
+    assume(bad or abs(ns - now_ns) < (STAMP_TOLERANCE_S - 1.0) * 1e9)
+    assume(not bad or abs(ns - now_ns) > (STAMP_TOLERANCE_S + 1.0) * 1e9 or ns <= 0
+           or nanosec >= 10**9)
+    return sec, nanosec, bad
+
+
+class StampLike:
+    def __init__(self, sec: int, nanosec: int) -> None:
+        self.sec, self.nanosec = sec, nanosec
+
+
 def decodes(msg):
     """What the node should make of ``msg``: decoded pixels, or None when it must reject it."""
     from adaspring_ros.core import data
@@ -287,9 +355,13 @@ def test_fuzzed_images_are_counted_and_good_ones_classified_exactly(perception, 
 
     active = perception.metrics[-1].config_id
     start = perception.metrics[-1]
-    sent = {"good": 0, "bad": 0}
+    first_metrics = len(perception.metrics)
+    diagnostics = Diagnostics(perception.node, f"{perception.prefix}/diagnostics")
+    perception.wait(lambda: diagnostics.values("perception_node"), "perception diagnostics")
+    stamps_before = int(diagnostics.values("perception_node")["stamps_rejected"])
+    sent = {"good": 0, "bad": 0, "bad_stamps": 0}
 
-    def check(msg, tag: str) -> None:
+    def check(msg, tag: str, bad_stamp: bool = False) -> None:
         tried("Image -> perception_node")
         msg.header.frame_id = tag
         before = perception.metrics[-1]
@@ -297,6 +369,7 @@ def test_fuzzed_images_are_counted_and_good_ones_classified_exactly(perception, 
         after = perception.send_image(msg)
         copies = after.frames_received - before.frames_received  # > 1 if a resend was not needed
         sent["good" if pixels is not None else "bad"] += copies
+        sent["bad_stamps"] += copies * (pixels is not None and bad_stamp)
         assert after.frames_rejected - before.frames_rejected == copies * (pixels is None), (
             f"{msg.encoding!r} {msg.width}x{msg.height} step {msg.step} {len(msg.data)} B")
         if pixels is not None:
@@ -318,16 +391,36 @@ def test_fuzzed_images_are_counted_and_good_ones_classified_exactly(perception, 
     # be counted by the node (it has no earlier sequence number to see the gap from).
     for i, msg in enumerate((empty, real, large, huge, widest, tallest)):
         check(msg, f"picked/{i}")
+    # Good frames with stamps that cannot be right: negative, the largest, 1970, bad nanosec.
+    now_s = perception.node.get_clock().now().nanoseconds // 10**9
+    for i, (sec, nanosec) in enumerate(((-5, 0), (2**31 - 1, 0), (1, 0), (now_s, 2 * 10**9))):
+        msg = msg_convert.numpy_to_image(np.full((24, 32), 30 * i, np.uint8), "mono8", Image)
+        msg.header.stamp.sec, msg.header.stamp.nanosec = sec, nanosec
+        check(msg, f"picked/stamp/{i}", bad_stamp=True)
 
     @fuzz(80)
-    @given(msg=images())
-    def fuzz_images(msg):
-        check(msg, f"fuzz/{perception.published}")
+    @given(msg=st.one_of(images(), header_bombs()), data=st.data())
+    def fuzz_images(msg, data):
+        now_ns = perception.node.get_clock().now().nanoseconds
+        sec, nanosec, bad = data.draw(stamps(now_ns))
+        msg.header.stamp.sec, msg.header.stamp.nanosec = sec, nanosec
+        check(msg, f"fuzz/{perception.published}", bad)
 
     fuzz_images()
     end = perception.metrics[-1]
     assert end.frames_rejected - start.frames_rejected == sent["bad"] > 20
     assert end.frames_processed - start.frames_processed == sent["good"] > 10
+    # Stamps that cannot be right were counted, and none reached the latency statistics.
+    perception.wait(lambda: int(diagnostics.values("perception_node")["stamps_rejected"])
+                    - stamps_before == sent["bad_stamps"],
+                    f"stamps_rejected + {sent['bad_stamps']}")
+    assert sent["bad_stamps"] > 3, sent
+    # (Negative: a frame stamped up to a second ahead, within the tolerance for clock skew.)
+    e2e = [m.end_to_end_latency_ms_p95 for m in perception.metrics[first_metrics:]]
+    outside = [v for v in e2e if not (math.isnan(v) or abs(v) <= STAMP_TOLERANCE_S * 1e3)]
+    assert not outside, outside
+    values = diagnostics.values("perception_node")
+    assert values["frame_errors"] == values["callback_errors"] == "0", values
     perception.check_probe(reference, active, "probe/after-images")
     # Every publication is received or counted dropped, except resent copies of the last frame
     # that a later publication has not yet shown missing, and copies of the first frame lost
@@ -341,6 +434,24 @@ def test_fuzzed_images_are_counted_and_good_ones_classified_exactly(perception, 
 
 # -- Reconfigure requests at the perception node ----------------------------------------------
 FLOATS = st.floats(allow_nan=True, allow_infinity=True, width=32)
+# Every float field of every message is also drawn from these: +-inf, NaN, negative, huge.
+ODD_FLOATS = st.one_of(FLOATS, st.sampled_from([math.inf, -math.inf, NAN, -1.0, -1e30, 1e30,
+                                                3.4e38, -0.0, 1e-45]))
+
+
+def _odd_digits(config_id: str, digits: str) -> st.SearchStrategy:
+    """``config_id`` with one ASCII digit replaced by a digit of another script (or a
+    superscript): str.isdigit() accepts them, int() refuses or misreads them."""
+    places = [i for i, c in enumerate(config_id) if c.isdigit()]
+    return st.tuples(st.sampled_from(places), st.sampled_from(digits)).map(
+        lambda t: config_id[:t[0]] + t[1] + config_id[t[0] + 1:])
+
+
+ODD_DIGIT_IDS = st.one_of(
+    _odd_digits(CompressionConfig.full().id, "²³¹⁰٢٨١۲８߂१"),
+    _odd_digits(CompressionConfig.smallest().id, "²٢８"),
+    st.integers(300, 5000).map(lambda n: "r" + "9" * n + "-w100d3ck100f"),
+)
 ARRAYS = ("width_ratio", "depth_blocks", "operator_variant", "rank_ratio", "int8_weights")
 REQUEST_FAULTS = ("width", "depth", "operator", "rank", "resolution", "length", "id", "id_only",
                   "empty")
@@ -387,13 +498,19 @@ def reconfigure_requests(draw):
         except ConfigError:
             m.config_id = "r99"
     if "id" in faults:
-        m.config_id = draw(st.one_of(st.just(CompressionConfig.full().id), st.text(max_size=40)))
+        m.config_id = draw(st.one_of(st.just(CompressionConfig.full().id), st.text(max_size=40),
+                                     ODD_DIGIT_IDS))
     if "id_only" in faults or "empty" in faults:
         for name in ARRAYS:
             setattr(m, name, [])
         m.config_id = "" if "empty" in faults else draw(st.one_of(
             st.just(CompressionConfig.smallest().id), st.just("r28-w100d3ck100f"),
-            st.text(max_size=60)))
+            st.text(max_size=60), ODD_DIGIT_IDS))
+    # Fields the perception node does not read, with every kind of float in them.
+    for name in ("predicted_accuracy_percent", "predicted_latency_ms", "predicted_energy_mj"):
+        setattr(m, name, draw(ODD_FLOATS))
+    for name in CONTEXT_FIELDS:
+        setattr(m.context, name, draw(ODD_FLOATS))
     return m
 
 
@@ -415,6 +532,9 @@ def test_fuzzed_reconfigure_requests_are_counted_and_good_ones_served(perception
         if wanted is None:
             counts["rejected"] += 1
             assert not reply.success and reply.message, reply
+            # Refused by validation with the reason, never as a failed build (issue 18, 5).
+            assert reply.message.startswith("invalid request"), reply.message
+            assert not reply.swapped
             assert reply.active.config_id == active
             assert math.isnan(reply.swap_ms)
             return
@@ -470,7 +590,8 @@ class EvolutionUnderTest:
         from adaspring_ros.nodes.qos import CONFIG_QOS, CONTEXT_QOS
 
         self.node = node
-        table, full, _fast, self.settled = test_ros_evolution.write_table(log_dir)
+        table, full, fast, self.settled = test_ros_evolution.write_table(log_dir)
+        self.table_ids = (full, fast, self.settled)
         p = "/fuzz_evo"
         names = ["-r", f"/adaspring/metrics:={p}/metrics",
                  "-r", f"/adaspring/perception/reconfigure:={p}/reconfigure"]
@@ -526,15 +647,26 @@ CONTEXT_FIELDS = ("battery_percent", "battery_seconds_left", "cpu_load_percent",
                   "cpu_load_other_percent", "memory_available_mb", "cpu_frequency_mhz",
                   "cpu_temperature_c", "latency_budget_ms")
 GARBAGE = {
-    "battery_percent": [-1.0, 100.5, math.inf, -math.inf, 1e30],
-    "battery_seconds_left": [-1.0, -math.inf],
-    "cpu_load_percent": [NAN, -5.0, 101.0, math.inf, 1e30],
-    "cpu_load_other_percent": [NAN, -0.1, 250.0, -math.inf],
-    "memory_available_mb": [-1.0, -math.inf],
-    "cpu_frequency_mhz": [-1.0, -math.inf],
-    "cpu_temperature_c": [-300.0, 1e6, math.inf],
-    "latency_budget_ms": [NAN, 0.0, -1.0, -math.inf, math.inf],
+    "battery_percent": [-1.0, 100.5],
+    "battery_seconds_left": [-1.0],
+    "cpu_load_percent": [NAN, -5.0, 101.0],
+    "cpu_load_other_percent": [NAN, -0.1, 250.0],
+    "memory_available_mb": [-1.0],
+    "cpu_frequency_mhz": [-1.0],
+    "cpu_temperature_c": [-300.0, 1e6],
+    "latency_budget_ms": [NAN, 0.0, -1.0],
 }
+for _values in GARBAGE.values():  # never a reading, in any field (issue 18: +inf got through)
+    _values += [math.inf, -math.inf, 1e30, -1e30, 3.4e38]
+REQUIRED = ("cpu_load_percent", "cpu_load_other_percent", "latency_budget_ms")
+
+
+def must_reject(msg) -> bool:
+    """Cases any decoder must refuse, decided without it: an infinite or absurdly large value
+    in any field, NaN where the message has no "unknown"."""
+    values = {name: getattr(msg, name) for name in CONTEXT_FIELDS}
+    return any(math.isinf(v) or abs(v) > 1e20 for v in values.values()) \
+        or any(math.isnan(values[name]) for name in REQUIRED)
 
 
 @st.composite
@@ -543,8 +675,8 @@ def garbage_contexts(draw):
 
     msg = ContextState(latency_budget_ms=100.0, source=draw(st.text(max_size=20)))
     for name in CONTEXT_FIELDS:  # plausible, random or absurd, field by field
-        setattr(msg, name, draw(st.one_of(st.just(getattr(msg, name)),
-                                          st.floats(width=32), st.sampled_from(GARBAGE[name]))))
+        setattr(msg, name, draw(st.one_of(st.just(getattr(msg, name)), st.floats(width=32),
+                                          st.sampled_from(GARBAGE[name]), ODD_FLOATS)))
     for name in draw(st.lists(st.sampled_from(CONTEXT_FIELDS), min_size=1, max_size=3)):
         setattr(msg, name, draw(st.sampled_from(GARBAGE[name])))
     msg.charging = draw(st.booleans())
@@ -576,6 +708,7 @@ def test_garbage_context_is_counted_and_never_swaps(evolution):
         nonlocal rejected
         try:
             msg_convert.context_from_msg(msg)
+            assert not must_reject(msg), f"accepted {msg}"
             assume(False)  # a valid context, however odd, is not garbage: it may swap
         except msg_convert.ContextError:
             pass
@@ -604,9 +737,18 @@ def test_garbage_context_is_counted_and_never_swaps(evolution):
     assert e.configs[-1].config_id != before["applied"] and "violates" in e.configs[-1].reason
 
 
+def fake_swaps(e) -> int:
+    """Swaps the stand-in perception node performed, from its log."""
+    lines = [line for line in e.fake.output().splitlines() if "swaps=" in line]
+    return int(lines[-1].rsplit("swaps=", 1)[1]) if lines else 0
+
+
 def test_garbage_metrics_never_stop_the_evolution_node(evolution):
-    """PerformanceMetrics from an impostor (NaN/inf/negative latencies, absurd counts, unknown
-    or known variant names) may move the policy, as real metrics would, but never stop it."""
+    """PerformanceMetrics from an impostor: every float field +-inf/NaN/negative/huge, stamps
+    from negative to far future, variants outside the table, and metrics impersonating the
+    serving node. Those that cannot come from the serving node are counted and ignored; the
+    others may move the policy, as real metrics would, but never stop it, and the evolution
+    node's swap counter stays equal to the stand-in perception node's."""
     from adaspring_ros.msg import PerformanceMetrics
     from test_ros_evolution import context_msg
 
@@ -615,25 +757,41 @@ def test_garbage_metrics_never_stop_the_evolution_node(evolution):
     e = evolution
     impostor = e.node.create_publisher(PerformanceMetrics, "/fuzz_evo/metrics", METRICS_QOS)
     e.wait(lambda: impostor.get_subscription_count() > 0, "the metrics subscription")
-    latencies = st.one_of(st.floats(width=32), st.sampled_from([NAN, math.inf, -1.0, 0.0, 1e9]))
+    outside = "r20-w50d2ck50f-w50d2ck50f-w50d2ck50f"  # a variant, but not in the table
+    assert outside not in e.table_ids
+    names = st.one_of(st.sampled_from(e.table_ids), st.sampled_from(e.table_ids),
+                      st.just(outside), st.text(max_size=30), ODD_DIGIT_IDS)
+    floats = {name: ODD_FLOATS for name in msg_convert._METRIC_FLOATS}
+    ignored = {"expected": 0}
+
+    def ignored_now() -> int:
+        counts = e.counts()
+        return int(counts.get("metrics_rejected", 0)) + int(counts.get("metrics_stale", 0))
 
     @fuzz(30)
-    @given(config_id=st.one_of(st.sampled_from([e.settled, CompressionConfig.full().id]),
-                               st.text(max_size=30)),
-           p50=latencies, p95=latencies, count=st.integers(0, 2**64 - 1),
-           swaps=st.integers(0, 2**32 - 1), stamp=st.integers(-2**31, 2**31 - 1))
-    def fuzz_metrics(config_id, p50, p95, count, swaps, stamp):
+    @given(config_id=names, values=st.fixed_dictionaries(floats), data=st.data(),
+           count=st.integers(0, 2**64 - 1), swaps=st.integers(0, 2**32 - 1))
+    def fuzz_metrics(config_id, values, data, count, swaps):
         tried("PerformanceMetrics -> evolution_node")
-        msg = PerformanceMetrics(config_id=config_id, model_latency_ms_p50=p50,
-                                 model_latency_ms_p95=p95, frames_received=count,
-                                 frames_dropped=count, swaps=swaps, last_swap_ms=p50)
-        msg.header.stamp.sec = stamp
+        now_ns = e.node.get_clock().now().nanoseconds
+        sec, nanosec, bad_stamp = data.draw(stamps(now_ns))
+        msg = PerformanceMetrics(config_id=config_id, frames_received=count,
+                                 frames_dropped=count, swaps=swaps, **values)
+        msg.header.stamp.sec, msg.header.stamp.nanosec = sec, nanosec
+        before = ignored_now()
         n = len(e.diagnostics.arrays)
         impostor.publish(msg)
-        e.wait(lambda: len(e.diagnostics.arrays) > n, "diagnostics after the metrics")
+        if bad_stamp or (sec, nanosec) == (0, 0) or config_id not in e.table_ids:
+            # Cannot be from the serving node: counted (and so ignored).
+            e.wait(lambda: ignored_now() > before, f"metrics for {config_id!r} at "
+                   f"{sec}.{nanosec:09d} counted as ignored")
+            ignored["expected"] += 1
+        else:
+            e.wait(lambda: len(e.diagnostics.arrays) > n, "diagnostics after the metrics")
 
     fuzz_metrics()
     e.node.destroy_publisher(impostor)
+    assert ignored["expected"] > 5, ignored
     e.good = context_msg(100.0)
     # Still running and consistent: what it last applied is what the stand-in serves and what
     # /adaspring/config says. (Which variant that is depends on the impostor's numbers: metrics
@@ -643,11 +801,14 @@ def test_garbage_metrics_never_stop_the_evolution_node(evolution):
         serving = [line for line in e.fake.output().splitlines() if line.startswith("serving")]
         applied = e.counts().get("applied")
         return bool(serving) and serving[-1] == f"serving {applied}" \
-            and e.configs[-1].config_id == applied and e.call_idle()
+            and e.configs[-1].config_id == applied and e.call_idle() \
+            and int(e.counts()["swaps"]) == fake_swaps(e)
 
-    e.wait(consistent, "the evolution node, the stand-in and /adaspring/config to agree", 30)
+    e.wait(consistent, "the evolution node, the stand-in and /adaspring/config to agree, and "
+           "the two swap counters", 30)
     n = len(e.diagnostics.arrays)
     e.wait(lambda: len(e.diagnostics.arrays) > n + 5, "diagnostics still flowing")
+    assert e.counts()["callback_errors"] == "0"
 
 
 class ContextUnderTest:

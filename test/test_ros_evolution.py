@@ -334,6 +334,7 @@ def fake_perception() -> None:
         def reconfigure_callback(self, request, response):
             time.sleep(self.delay_s)  # a slow swap (blocks this fake's only thread on purpose)
             wanted = msg_convert.config_from_msg(request.config)
+            response.swapped = wanted != self.active
             if wanted != self.active:
                 self.active = wanted
                 self.swaps += 1

@@ -80,7 +80,10 @@ DEFAULT_SPACE = SearchSpace()
 
 _OP_CODES = {"conv": "c", "dwsep": "s"}
 _OP_FROM_CODE = {v: k for k, v in _OP_CODES.items()}
-_STAGE_ID = re.compile(r"^w(\d+)d(\d+)([a-z])k(\d+)([qf])$")
+# ASCII digits only (re.ASCII): ids are machine-written, and int() reads other scripts' digits.
+_STAGE_ID = re.compile(r"^w(\d+)d(\d+)([a-z])k(\d+)([qf])$", re.ASCII)
+_RESOLUTION_ID = re.compile(r"^r(\d+)$", re.ASCII)
+_MAX_ID_LENGTH = 512
 
 
 @dataclass(frozen=True)
@@ -193,9 +196,24 @@ class CompressionConfig:
 
     @classmethod
     def from_id(cls, config_id: str, space: SearchSpace = DEFAULT_SPACE) -> "CompressionConfig":
-        parts = str(config_id).strip().split("-")
-        if len(parts) < 2 or not parts[0].startswith("r") or not parts[0][1:].isdigit():
-            raise ConfigError(f"malformed config id {config_id!r}")
+        """Parse an id written by :attr:`id`; ConfigError naming what is wrong.
+
+        Only ASCII digits count: ``str.isdigit`` and ``\\d`` also accept "²" or "٢", which
+        ``int()`` then refuses (a bare ValueError) or reads as another number.
+        """
+        text = str(config_id).strip()
+        if len(text) > _MAX_ID_LENGTH:  # also keeps int() below its digit limit
+            raise ConfigError(f"config id of {len(text)} characters is longer than any valid "
+                              f"one ({_MAX_ID_LENGTH})")
+        if not text.isascii():
+            bad = sorted({c for c in text if not c.isascii()})
+            raise ConfigError(f"malformed config id {config_id!r}: non-ASCII character(s) "
+                              f"{''.join(bad)!r}")
+        parts = text.split("-")
+        head = _RESOLUTION_ID.match(parts[0])
+        if len(parts) < 2 or head is None:
+            raise ConfigError(f"malformed config id {config_id!r}: expected r<resolution>-"
+                              f"<stage>-..., e.g. {cls.full(space).id}")
         stages = []
         for i, code in enumerate(parts[1:]):
             m = _STAGE_ID.match(code)
@@ -206,7 +224,7 @@ class CompressionConfig:
                 operator=_OP_FROM_CODE[m.group(3)], rank=int(m.group(4)) / 100.0,
                 int8=m.group(5) == "q",
             ))
-        return cls(stages=tuple(stages), resolution=int(parts[0][1:])).validated(space)
+        return cls(stages=tuple(stages), resolution=int(head.group(1))).validated(space)
 
     # -- serialisation ------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 __all__ = [
+    "CONTEXT_LIMITS",
     "Context",
     "BatteryReading",
     "battery_from_state",
@@ -61,11 +62,29 @@ def require_number(name: str, value: Any, low: float, high: float,
                          f"got {value!r}")
 
 
-def _check_range(name: str, value: float | None, low: float, high: float = math.inf) -> None:
+# What a reading may be: (lowest, highest), both inclusive, for every number of a Context (and a
+# scenario step). Infinity is never a reading: "+inf MB available" would lift the memory budget
+# (issue 18). The upper bounds are far beyond any device and only stop absurd values (1e30 MB)
+# doing the same; an unknown optional reading is None (NaN in a ROS message), never a huge one.
+CONTEXT_LIMITS: dict[str, tuple[float, float]] = {
+    "battery_percent": (0.0, 100.0),
+    "battery_seconds_left": (0.0, 1e9),  # ~31 years
+    "cpu_load_percent": (0.0, 100.0),
+    "cpu_load_other_percent": (0.0, 100.0),
+    "memory_available_mb": (0.0, 1e9),  # 1 PB
+    "cpu_frequency_mhz": (0.0, 1e5),  # 100 GHz
+    "cpu_temperature_c": (-273.15, 200.0),
+    "latency_budget_ms": (1e-3, 1e7),  # 1 us .. ~2.8 h
+}
+
+
+def _check_range(name: str, value: float | None) -> None:
+    """ValueError unless ``value`` is None or a finite number within CONTEXT_LIMITS[name]."""
     if value is None:
         return
-    if not (math.isfinite(value) or value == high == math.inf) or not low <= value <= high:
-        raise ValueError(f"{name} must be in [{low}, {high}], got {value}")
+    low, high = CONTEXT_LIMITS[name]
+    if not (math.isfinite(value) and low <= value <= high):
+        raise ValueError(f"{name} must be a finite number in [{low:g}, {high:g}], got {value}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -104,16 +123,8 @@ class Context:
                 raise ValueError(f"{name} must be a number, got NaN")
             object.__setattr__(self, name, value)
         object.__setattr__(self, "charging", bool(self.charging))
-        _check_range("battery_percent", self.battery_percent, 0.0, 100.0)
-        _check_range("battery_seconds_left", self.battery_seconds_left, 0.0)
-        _check_range("cpu_load_percent", self.cpu_load_percent, 0.0, 100.0)
-        _check_range("cpu_load_other_percent", self.cpu_load_other_percent, 0.0, 100.0)
-        _check_range("memory_available_mb", self.memory_available_mb, 0.0)
-        _check_range("cpu_frequency_mhz", self.cpu_frequency_mhz, 0.0)
-        _check_range("cpu_temperature_c", self.cpu_temperature_c, -273.15, 200.0)
-        if not (0.0 < self.latency_budget_ms < math.inf):
-            raise ValueError(f"latency_budget_ms must be > 0 and finite, got "
-                             f"{self.latency_budget_ms}")
+        for name in CONTEXT_LIMITS:
+            _check_range(name, getattr(self, name))
 
     def with_battery(self, reading: BatteryReading, source: str | None = None) -> Context:
         """This context with its battery fields taken from ``reading`` (e.g. a BatteryState)."""
@@ -309,14 +320,9 @@ class ScenarioError(ValueError):
 # battery_percent, which is interpolated linearly between steps because a battery drains
 # continuously.
 _STEP_FIELDS: dict[str, tuple[float, float, bool]] = {
-    "battery_percent": (0.0, 100.0, True),
-    "battery_seconds_left": (0.0, math.inf, True),
-    "cpu_load_percent": (0.0, 100.0, False),
-    "cpu_load_other_percent": (0.0, 100.0, False),
-    "memory_available_mb": (0.0, math.inf, True),
-    "cpu_frequency_mhz": (0.0, math.inf, True),
-    "cpu_temperature_c": (-273.15, 200.0, True),
-    "latency_budget_ms": (1e-3, math.inf, False),
+    **{name: (*CONTEXT_LIMITS[name], name not in ("cpu_load_percent", "cpu_load_other_percent",
+                                                  "latency_budget_ms"))
+       for name in CONTEXT_LIMITS},
     "cpu_hog": (0, 64, False),
 }
 _STEP_DEFAULTS: dict[str, Any] = {

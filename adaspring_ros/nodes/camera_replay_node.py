@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import rclpy
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.exceptions import ParameterException
 from rclpy.executors import ExternalShutdownException
@@ -27,8 +28,14 @@ from sensor_msgs.msg import Image
 
 from adaspring_ros import msg_convert
 from adaspring_ros.core import data
+from adaspring_ros.nodes.guard import CallbackGuard
 from adaspring_ros.nodes.params import describe
-from adaspring_ros.nodes.qos import IMAGE_TOPIC, SENSOR_QOS
+from adaspring_ros.nodes.qos import (
+    DIAGNOSTICS_QOS,
+    DIAGNOSTICS_TOPIC,
+    IMAGE_TOPIC,
+    SENSOR_QOS,
+)
 
 SOURCES = ("fashion_mnist", "image_folder", "bag")
 INTERPOLATIONS = ("nearest", "bilinear")
@@ -147,21 +154,26 @@ class CameraReplayNode(Node):
 
     def __init__(self) -> None:
         super().__init__("camera_replay_node")
+        self.guard = CallbackGuard(self)
         for name, default, descriptor in PARAMETERS:
             self.declare_parameter(name, default, descriptor)
         names = ("source", "path", "encoding", "interpolation", "split")
         problem = self._invalid({name: self.get_parameter(name).value for name in names})
         if problem:
             raise ValueError(f"invalid parameter: {problem}")
-        self.add_on_set_parameters_callback(self.validate_parameters_callback)
-        self.add_post_set_parameters_callback(self.apply_parameters_callback)
+        self.add_on_set_parameters_callback(
+            self.guard.parameters(self.validate_parameters_callback))
+        self.add_post_set_parameters_callback(self.guard(self.apply_parameters_callback))
 
         self.frames = self._open_source()
         self.seq = 0
         self.publisher = self.create_publisher(Image, self.get_parameter("image_topic").value,
                                                SENSOR_QOS)
         self.timer = self.create_timer(1.0 / self.get_parameter("rate_hz").value,
-                                       self.timer_callback)
+                                       self.guard(self.timer_callback))
+        self.diagnostics_publisher = self.create_publisher(DiagnosticArray, DIAGNOSTICS_TOPIC,
+                                                           DIAGNOSTICS_QOS)
+        self.diagnostics_timer = self.create_timer(1.0, self.guard(self.diagnostics_callback))
         self.get_logger().info(
             f"replaying {self.get_parameter('source').value} at "
             f"{self.get_parameter('rate_hz').value} Hz on {self.publisher.topic_name}")
@@ -236,6 +248,17 @@ class CameraReplayNode(Node):
             self.get_parameter("frame_id").value, label, self.seq)
         self.publisher.publish(msg)
         self.seq += 1
+
+    def diagnostics_callback(self) -> None:
+        errors = self.guard.total
+        status = DiagnosticStatus(name="adaspring: camera_replay_node", hardware_id="camera",
+                                  level=DiagnosticStatus.WARN if errors else DiagnosticStatus.OK,
+                                  message=f"{self.seq} frames published")
+        status.values = [KeyValue(key="frames_published", value=str(self.seq)),
+                         KeyValue(key="callback_errors", value=str(errors))]
+        array = DiagnosticArray(status=[status])
+        array.header.stamp = self.get_clock().now().to_msg()
+        self.diagnostics_publisher.publish(array)
 
 
 def main(args: list[str] | None = None) -> None:

@@ -28,6 +28,7 @@ from sensor_msgs.msg import BatteryState
 from adaspring_ros import msg_convert, paths
 from adaspring_ros.core.context import BatteryReading, Context, PsutilSource, ScenarioTrace
 from adaspring_ros.msg import ContextState
+from adaspring_ros.nodes.guard import CallbackGuard
 from adaspring_ros.nodes.params import describe
 from adaspring_ros.nodes.qos import (
     BATTERY_TOPIC,
@@ -75,12 +76,13 @@ class ContextNode(Node):
 
     def __init__(self) -> None:
         super().__init__("context_node")
+        self.guard = CallbackGuard(self)
         for name, default, descriptor in PARAMETERS:
             self.declare_parameter(name, default, descriptor)
         self.source = self.get_parameter("source").value
         if self.source not in SOURCES:
             raise ValueError(f"source={self.source!r} is not one of {SOURCES}")
-        self.add_post_set_parameters_callback(self.apply_parameters_callback)
+        self.add_post_set_parameters_callback(self.guard(self.apply_parameters_callback))
 
         self.started = time.monotonic()
         self.trace: ScenarioTrace | None = None
@@ -98,18 +100,18 @@ class ContextNode(Node):
         self.battery_subscription = None
         if self.source == "battery_state":
             self.battery_subscription = self.create_subscription(
-                BatteryState, self.get_parameter("battery_topic").value, self.battery_callback,
-                SENSOR_QOS)
+                BatteryState, self.get_parameter("battery_topic").value,
+                self.guard(self.battery_callback), SENSOR_QOS)
             what += f" + battery from {self.battery_subscription.topic_name}"
         self.publisher = self.create_publisher(ContextState, CONTEXT_TOPIC, CONTEXT_QOS)
         self.diagnostics_publisher = self.create_publisher(DiagnosticArray, DIAGNOSTICS_TOPIC,
                                                            DIAGNOSTICS_QOS)
         self.timer = self.create_timer(1.0 / self.get_parameter("rate_hz").value,
-                                       self.sample_callback)
-        self.diagnostics_timer = self.create_timer(1.0, self.diagnostics_callback)
+                                       self.guard(self.sample_callback))
+        self.diagnostics_timer = self.create_timer(1.0, self.guard(self.diagnostics_callback))
         self.get_logger().info(f"publishing the context from {what} at "
                                f"{self.get_parameter('rate_hz').value:g} Hz")
-        self.sample_callback()  # t = 0 of a scenario goes out at once
+        self.guard(self.sample_callback)()  # t = 0 of a scenario goes out at once
 
     def apply_parameters_callback(self, params) -> None:
         if any(p.name == "rate_hz" for p in params):
@@ -169,6 +171,7 @@ class ContextNode(Node):
         status = DiagnosticStatus(name="adaspring: context_node", hardware_id="context",
                                   level=DiagnosticStatus.OK, message=f"source {self.source}")
         values = {k: str(v) for k, v in self.counts.items()}
+        values["callback_errors"] = str(self.guard.total)
         if self.trace is not None:
             values["scenario_time_s"] = f"{self.scenario_time():.1f}"
         if self.source == "battery_state":

@@ -16,7 +16,18 @@ Robustness around the service call:
   * the first variant is announced even when the policy keeps what perception runs, so
     /adaspring/config always holds the active variant;
   * when the perception node restarts (the service comes back, or its metrics name a variant
-    other than the one applied) the active variant is applied again.
+    other than the one applied) the active variant is applied again; if the perception node
+    replies that it served that variant already, the metrics were not its own: they are
+    counted in ``metrics_rejected``, nothing is published, and further such claims are ignored
+    for ``reconfigure_timeout_s``.
+PerformanceMetrics that cannot come from the perception node serving now are counted and
+ignored: a variant outside the profile table, a stamp that is zero, negative or further than
+``stamp_tolerance_s`` from this node's clock (``metrics_rejected``), or a window closed before the
+last confirmed swap or naming another variant while a call is in flight (``metrics_stale``:
+genuine ones describe a variant being replaced). Each ignored message is counted once.
+``swaps`` counts only calls after which the perception node served another variant, so it
+equals the perception node's own ``swaps`` while neither restarts (a call that found the variant
+serving already, e.g. the first announcement, counts in ``already_serving``).
 Stale context (none for ``stale_after_s``) sends the perception node to ``safe_variant`` (the
 policy decides that) and /diagnostics reports the context as STALE.
 """
@@ -43,6 +54,7 @@ from adaspring_ros.core.profile_table import ProfileError
 from adaspring_ros.core.search import ObjectiveParams, default_table
 from adaspring_ros.msg import CompressionConfig as ConfigMsg
 from adaspring_ros.msg import ContextState, PerformanceMetrics
+from adaspring_ros.nodes.guard import CallbackGuard
 from adaspring_ros.nodes.params import describe
 from adaspring_ros.nodes.qos import (
     CONFIG_QOS,
@@ -177,6 +189,10 @@ PARAMETERS = (
                                         integer=(0, 100)), ("node", "")),
     ("diagnostics_period_s", 1.0, describe("period of /diagnostics, s", floating=(0.1, 60.0)),
      ("node", "")),
+    ("stamp_tolerance_s", 10.0, describe("PerformanceMetrics stamped further than this from the "
+                                         "node's clock (either way) are counted in "
+                                         "metrics_rejected and ignored, s",
+                                         floating=(0.001, 86400.0)), ("node", "")),
     ("deadline_feedback", False, describe("also tell the policy about end-to-end deadline "
                                           "misses (perception's end-to-end p95 over the "
                                           "budget); it then swaps back and forth when no "
@@ -212,10 +228,12 @@ class Call:
     decision: Decision
     future: Future
     sent_at: float
+    sent_ns: int  # ROS time of sending: metrics confirming the call must be later
     previous: str | None = None  # what the perception node served before
     attempt: int = 1
     timed_out: bool = False
     reapply: bool = False  # applying the active variant again after a perception restart
+    claim: bool = False  # the re-application was asked for by metrics naming another variant
 
 
 class EvolutionNode(Node):
@@ -223,6 +241,7 @@ class EvolutionNode(Node):
 
     def __init__(self) -> None:
         super().__init__("evolution_node")
+        self.guard = CallbackGuard(self)
         for name, default, descriptor, _target in PARAMETERS:
             self.declare_parameter(name, default, descriptor)
         table, note = default_table(self.get_parameter("profile_table").value or None)
@@ -231,8 +250,9 @@ class EvolutionNode(Node):
         evolution, budget, lambdas, fixed, objective = core_params(self._values())
         self.evolver = Evolver(table, evolution, budget_params=budget, lambda_params=lambdas,
                                lambdas=fixed, objective=objective)
-        self.add_on_set_parameters_callback(self.validate_parameters_callback)
-        self.add_post_set_parameters_callback(self.apply_parameters_callback)
+        self.add_on_set_parameters_callback(
+            self.guard.parameters(self.validate_parameters_callback))
+        self.add_post_set_parameters_callback(self.guard(self.apply_parameters_callback))
 
         self.call: Call | None = None
         self.applied: tuple[Decision, float] | None = None  # last confirmed swap, ROS time (ns)
@@ -241,21 +261,24 @@ class EvolutionNode(Node):
         self.started = time.monotonic()
         self.service_ready = False
         self.retry_after = -math.inf
-        self.counts = {"swaps": 0, "reapplied": 0, "refused": 0, "timeouts": 0,
-                       "abandoned": 0, "context_rejected": 0}
+        self.claims_after = -math.inf  # metrics naming another variant are ignored until then
+        self.counts = {"swaps": 0, "already_serving": 0, "reapplied": 0, "refused": 0,
+                       "timeouts": 0, "abandoned": 0, "context_rejected": 0,
+                       "metrics_rejected": 0, "metrics_stale": 0}
 
         self.client = self.create_client(Reconfigure, RECONFIGURE_SERVICE)
         self.config_publisher = self.create_publisher(ConfigMsg, CONFIG_TOPIC, CONFIG_QOS)
         self.diagnostics_publisher = self.create_publisher(DiagnosticArray, DIAGNOSTICS_TOPIC,
                                                            DIAGNOSTICS_QOS)
         self.context_subscription = self.create_subscription(
-            ContextState, CONTEXT_TOPIC, self.context_callback, CONTEXT_QOS)
+            ContextState, CONTEXT_TOPIC, self.guard(self.context_callback), CONTEXT_QOS)
         self.metrics_subscription = self.create_subscription(
-            PerformanceMetrics, METRICS_TOPIC, self.metrics_callback, METRICS_QOS)
+            PerformanceMetrics, METRICS_TOPIC, self.guard(self.metrics_callback), METRICS_QOS)
         self.decision_timer = self.create_timer(self.get_parameter("decision_period_s").value,
-                                                self.decision_callback)
+                                                self.guard(self.decision_callback))
         self.diagnostics_timer = self.create_timer(
-            self.get_parameter("diagnostics_period_s").value, self.diagnostics_callback)
+            self.get_parameter("diagnostics_period_s").value,
+            self.guard(self.diagnostics_callback))
         self.get_logger().info(f"waiting for {self.client.service_name}; safe variant "
                                f"{self.evolver.safe_id}")
 
@@ -299,21 +322,42 @@ class EvolutionNode(Node):
         self.evolve()  # decide now rather than at the next tick: swaps follow the context fast
 
     def metrics_callback(self, msg: PerformanceMetrics) -> None:
+        now = time.monotonic()
+        since = self.applied[1] if self.applied is not None else None
         try:
-            self._observe_metrics(msg, time.monotonic())
-        except Exception as exc:  # a malformed message must not stop the node
-            self.get_logger().error(f"cannot use metrics: {exc!r}", throttle_duration_sec=5.0)
-
-    def _observe_metrics(self, msg: PerformanceMetrics, now: float) -> None:
+            stamp_ns = msg_convert.check_metrics_origin(
+                msg, self.get_clock().now().nanoseconds,
+                round(self.get_parameter("stamp_tolerance_s").value * 1e9),
+                self.evolver.search, since)
+        except msg_convert.MetricsError as exc:
+            if exc.stale:  # genuine, but about the variant served before the last swap
+                self.counts["metrics_stale"] += 1
+                return
+            self._reject_metrics(str(exc))
+            return
         call = self.call
         if call is not None and call.timed_out and msg.config_id == call.decision.config_id:
+            if stamp_ns <= call.sent_ns:  # a window closed before the request cannot confirm it
+                self.counts["metrics_stale"] += 1
+                return
             self.client.remove_pending_request(call.future)
             self.call = None
             self.get_logger().info(f"metrics confirm the unanswered swap to {msg.config_id}")
-            self._confirmed(call, msg.last_swap_ms, now)
-        elif call is None and self.applied is not None and self._disagrees(msg):
-            self._reapply(f"perception serves {msg.config_id or 'nothing'}, not "
-                          f"{self.applied[0].config_id} (restarted?)", msg.config_id)
+            self._confirmed(call, msg.last_swap_ms, now,
+                            swapped=call.previous != call.decision.config_id)
+        elif self.applied is not None and msg.config_id != self.applied[0].config_id:
+            if call is not None:
+                # A call is in flight: these describe the variant it replaces (a restarted
+                # perception node's first windows), or the one swapped in before the reply
+                # confirms it, or they are forged; the policy waits for the reply.
+                self.counts["metrics_stale"] += 1
+                return
+            if now < self.claims_after:
+                self._reject_metrics(f"metrics name {msg.config_id}, but the perception node "
+                                     f"just replied that it serves {self.applied[0].config_id}")
+                return
+            self._reapply(f"perception serves {msg.config_id}, not "
+                          f"{self.applied[0].config_id} (restarted?)", msg.config_id, claim=True)
             return  # these metrics describe a variant about to be replaced
         # The perception node does not know the budget, so it cannot count deadline misses;
         # an end-to-end p95 over the budget means at least 5 % of the window's frames missed.
@@ -326,10 +370,10 @@ class EvolutionNode(Node):
                                      non_model_ms=msg.non_model_latency_ms_p50,
                                      energy_per_frame_mj=msg.energy_per_frame_mj)
 
-    def _disagrees(self, msg: PerformanceMetrics) -> bool:
-        stamp_ns = msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec
-        # A window that closed before the swap was confirmed may still name the old variant.
-        return msg.config_id != self.applied[0].config_id and stamp_ns > self.applied[1]
+    def _reject_metrics(self, why: str) -> None:
+        self.counts["metrics_rejected"] += 1
+        self.get_logger().warning(f"ignored PerformanceMetrics ({self.counts['metrics_rejected']} "
+                                  f"so far): {why}", throttle_duration_sec=5.0)
 
     # -- the decision loop ----------------------------------------------------------------------
     def decision_callback(self) -> None:
@@ -354,7 +398,7 @@ class EvolutionNode(Node):
             if decision.swap or announce:
                 self._send(decision, now)
         except Exception as exc:  # the policy or a message failing must not stop the node
-            self.get_logger().error(f"evolution step failed: {exc!r}", throttle_duration_sec=5.0)
+            self.guard.record("evolve", exc)
 
     def _service_changed(self, ready: bool) -> None:
         self.service_ready = ready
@@ -366,18 +410,19 @@ class EvolutionNode(Node):
             self._reapply("the perception service is back (restarted?)", None)
 
     def _send(self, decision: Decision, now: float, previous: str | None = None,
-              attempt: int = 1, reapply: bool = False) -> None:
+              attempt: int = 1, reapply: bool = False, claim: bool = False) -> None:
         request = Reconfigure.Request(config=msg_convert.config_to_msg(decision.config, ConfigMsg))
         future = self.client.call_async(request)
-        self.call = Call(decision, future, now, previous or decision.previous_id, attempt,
-                         reapply=reapply)
-        future.add_done_callback(self.reconfigure_done_callback)
+        self.call = Call(decision, future, now, self.get_clock().now().nanoseconds,
+                         previous or decision.previous_id, attempt, reapply=reapply, claim=claim)
+        future.add_done_callback(self.guard(self.reconfigure_done_callback))
 
-    def _reapply(self, why: str, serving: str | None) -> None:
+    def _reapply(self, why: str, serving: str | None, claim: bool = False) -> None:
         decision, _ = self.applied
         self.counts["reapplied"] += 1
         self.get_logger().warning(f"{why}: applying {decision.config_id} again")
-        self._send(decision, time.monotonic(), previous=serving or "unknown", reapply=True)
+        self._send(decision, time.monotonic(), previous=serving or "unknown", reapply=True,
+                   claim=claim)
 
     def _check_call(self, now: float) -> None:
         call, timeout = self.call, self.get_parameter("reconfigure_timeout_s").value
@@ -398,7 +443,8 @@ class EvolutionNode(Node):
         if call.attempt <= self.get_parameter("reconfigure_retries").value:
             self.get_logger().warning(f"retrying Reconfigure({call.decision.config_id}), "
                                       f"attempt {call.attempt + 1}")
-            self._send(call.decision, now, call.previous, call.attempt + 1, call.reapply)
+            self._send(call.decision, now, call.previous, call.attempt + 1, call.reapply,
+                       call.claim)
         else:
             self.counts["abandoned"] += 1
             self.get_logger().error(f"giving up on Reconfigure({call.decision.config_id}) after "
@@ -419,7 +465,7 @@ class EvolutionNode(Node):
             response, active = None, f"unknown ({exc})"
         wanted = call.decision.config_id
         if response is not None and response.success and active == wanted:
-            self._confirmed(call, response.swap_ms, now)
+            self._confirmed(call, response.swap_ms, now, swapped=response.swapped)
             return
         self.counts["refused"] += 1
         message = response.message if response is not None else active
@@ -429,11 +475,23 @@ class EvolutionNode(Node):
             self.evolver.swap_done(active, now, ok=True)  # trust what the node says it serves
         self.retry_after = now + self.get_parameter("reconfigure_timeout_s").value
 
-    def _confirmed(self, call: Call, swap_ms: float, now: float) -> None:
+    def _confirmed(self, call: Call, swap_ms: float, now: float, swapped: bool) -> None:
         decision = call.decision
+        if call.claim and not swapped:
+            # Metrics said the perception node serves another variant; it says it served this
+            # one all along, so they were not its own (forged, or from another graph).
+            self.claims_after = now + self.get_parameter("reconfigure_timeout_s").value
+            self.counts["metrics_rejected"] += 1
+            # Not throttled with the other rejections: muting the claims bounds it to one line
+            # per reconfigure_timeout_s, and it is the one that says what happened.
+            self.get_logger().warning(
+                f"PerformanceMetrics named {call.previous}, but the perception node served "
+                f"{decision.config_id} already: nothing changed; such metrics are ignored for "
+                f"the next {self.get_parameter('reconfigure_timeout_s').value:g} s")
+            return
         self.evolver.swap_done(decision.config_id, now, ok=True)
         self.applied = (decision, self.get_clock().now().nanoseconds)
-        self.counts["swaps"] += 1
+        self.counts["swaps" if swapped else "already_serving"] += 1
         reason = decision.reason
         if call.reapply:
             reason = f"re-applied after a perception restart; chosen because: {reason}"
@@ -476,6 +534,7 @@ class EvolutionNode(Node):
             perception.message = f"serving {applied}"
         values = {f"policy_{k}": str(v) for k, v in self.evolver.status().items()}
         values.update({"applied": applied, **{k: str(v) for k, v in self.counts.items()}})
+        values["callback_errors"] = str(self.guard.total)
         for status in (context, perception):
             status.values = [KeyValue(key=k, value=v) for k, v in values.items()]
         array = DiagnosticArray(status=[context, perception])

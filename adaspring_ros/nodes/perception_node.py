@@ -14,6 +14,14 @@ What the counters mean:
   frames_received   images that reached the callback;
   frames_processed  images that produced an InferenceResult;
   frames_rejected   images refused as bad input (encoding, size, step, empty, huge);
+  frame_errors      images that failed for any other reason (on /diagnostics; e.g. MemoryError);
+                    frames_received = frames_processed + frames_rejected + frame_errors;
+  stamps_rejected   classified images whose stamp cannot be right (negative, or further than
+                    ``stamp_tolerance_s`` from this node's clock): their result is published,
+                    stamp copied as is, but they are left out of the end-to-end latency that the
+                    evolution node's deadline feedback reads (on /diagnostics);
+  callback_errors   exceptions caught in any callback of this node (on /diagnostics): none may
+                    end the node;
   frames_dropped    frames a publisher sent that never reached the callback, counted exactly from
                     the gaps in each publisher's DDS publication sequence number (MessageInfo):
                     overwritten in the keep-last-1 queue while an earlier frame was processed, or
@@ -54,6 +62,7 @@ from adaspring_ros.core.search import default_table
 from adaspring_ros.core.supernet import VariantCache, freeze_heap, load_backbone, set_num_threads
 from adaspring_ros.msg import CompressionConfig as ConfigMsg
 from adaspring_ros.msg import InferenceResult, PerformanceMetrics
+from adaspring_ros.nodes.guard import CallbackGuard
 from adaspring_ros.nodes.params import describe
 from adaspring_ros.nodes.qos import (
     DIAGNOSTICS_QOS,
@@ -144,6 +153,10 @@ PARAMETERS = (
                                        floating=(0.1, 60.0))),
     ("max_cached_variants", 8, describe("materialised variants kept for fast swaps",
                                         integer=(1, 256))),
+    ("stamp_tolerance_s", 10.0, describe("an image stamped further than this from the node's "
+                                         "clock (either way) is classified but counted in "
+                                         "stamps_rejected and left out of the end-to-end "
+                                         "latency, s", floating=(0.001, 86400.0))),
     ("device_power_profile", energy.DEFAULT_DEVICE,
      describe("device power model for energy per frame when RAPL is not readable: a name in "
               "config/devices/ or a .yaml path")),
@@ -156,14 +169,17 @@ class PerceptionNode(Node):
     def __init__(self) -> None:
         super().__init__("perception_node")
         self.timing_log = None  # destroy_node() runs even when start-up fails below
+        self.guard = CallbackGuard(self)
         for name, default, descriptor in PARAMETERS:
             self.declare_parameter(name, default, descriptor)
         problem = self._invalid({n: self.get_parameter(n).value for n in
                                  ("initial_config", "device_power_profile", "engine")})
         if problem:
             raise ValueError(problem)
-        self.add_on_set_parameters_callback(self.validate_parameters_callback)
-        self.add_post_set_parameters_callback(self.apply_parameters_callback)
+        self.add_on_set_parameters_callback(
+            self.guard.parameters(self.validate_parameters_callback))
+        self.add_post_set_parameters_callback(self.guard(self.apply_parameters_callback))
+        self.stamp_tolerance_ns = round(self.get_parameter("stamp_tolerance_s").value * 1e9)
 
         path = self.get_parameter("backbone_path").value or paths.default_backbone()
         self.backbone = load_backbone(path)  # verifies the sha256, weights_only=True
@@ -199,13 +215,14 @@ class PerceptionNode(Node):
         self.diagnostics_publisher = self.create_publisher(DiagnosticArray, DIAGNOSTICS_TOPIC,
                                                            DIAGNOSTICS_QOS)
         self.subscription = self.create_subscription(
-            Image, self.get_parameter("image_topic").value, self.image_callback, IMAGE_QOS,
-            callback_group=self.image_group)
+            Image, self.get_parameter("image_topic").value, self.guard(self.image_callback),
+            IMAGE_QOS, callback_group=self.image_group)
         self.service = self.create_service(Reconfigure, RECONFIGURE_SERVICE,
-                                           self.reconfigure_callback,
+                                           self.guard.service(self.reconfigure_callback),
                                            callback_group=self.service_group)
         self.timer = self.create_timer(self.get_parameter("metrics_period_s").value,
-                                       self.metrics_callback, callback_group=self.timer_group)
+                                       self.guard(self.metrics_callback),
+                                       callback_group=self.timer_group)
         self.get_logger().info(
             f"serving {config.id} from {path} (sha256 {self.backbone.sha256[:12]}) on "
             f"{self.subscription.topic_name}; energy: {self.meter.method}")
@@ -246,6 +263,8 @@ class PerceptionNode(Node):
             self.timer.reset()
         if "max_cached_variants" in names:
             self.cache.capacity = self.get_parameter("max_cached_variants").value
+        if "stamp_tolerance_s" in names:
+            self.stamp_tolerance_ns = round(self.get_parameter("stamp_tolerance_s").value * 1e9)
         if "device_power_profile" in names:
             self.meter = energy.make_meter(self.get_parameter("device_power_profile").value)
             self.meter.start()
@@ -277,6 +296,7 @@ class PerceptionNode(Node):
         start = time.perf_counter()
         config, _ = self.active
         response.swap_ms = math.nan
+        response.swapped = False
         try:
             wanted = msg_convert.config_from_msg(request.config, self.backbone.space)
             with self.swap_lock:
@@ -284,6 +304,7 @@ class PerceptionNode(Node):
                 if wanted != config:
                     net = self._build(wanted)
                     self.active = (wanted, net)  # the swap: one reference assignment
+                    response.swapped = True
                     swap_ms = (time.perf_counter() - start) * 1e3
                     with self.stats.lock:
                         self.stats.counts["swaps"] += 1
@@ -292,8 +313,9 @@ class PerceptionNode(Node):
             swap_ms = (time.perf_counter() - start) * 1e3
             response.success = True
             response.swap_ms = swap_ms
-            response.message = (f"serving {wanted.id} ({'cached' if cached else 'built'}, "
-                                f"{swap_ms:.1f} ms)")
+            how = ("swapped, " if response.swapped else "already serving, ") \
+                + ("cached" if cached else "built")
+            response.message = f"serving {wanted.id} ({how}, {swap_ms:.1f} ms)"
             self.get_logger().info(f"reconfigure: {response.message}")
         except ConfigError as exc:
             self.stats.add("reconfigure_rejected")
@@ -322,6 +344,9 @@ class PerceptionNode(Node):
             self.stats.add("frames_rejected")
             self.get_logger().warning(f"rejected image: {exc}", throttle_duration_sec=5.0)
             return
+        except Exception:  # unforeseen (MemoryError...): counted here, logged by the guard
+            self.stats.add("frame_errors")
+            raise
         try:
             self._apply_threads()
             forward_start = time.perf_counter()
@@ -332,21 +357,29 @@ class PerceptionNode(Node):
                 msg.header, class_id, self.backbone.classes[class_id], score, config.id,
                 forward_ms, InferenceResult)
             self.result_publisher.publish(result)
-        except Exception as exc:  # keep serving whatever one frame did
-            if not self.context.ok():  # shutting down: the publisher is already gone
-                return
+        except Exception:  # keep serving whatever one frame did; the guard logs it
             self.stats.add("frame_errors")
-            self.get_logger().error(f"frame failed: {exc!r}", throttle_duration_sec=5.0)
-            return
+            raise
         callback_ms = (time.perf_counter() - start) * 1e3
-        stamp_ns = msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec
-        e2e_ms = (self.get_clock().now().nanoseconds - stamp_ns) / 1e6 if stamp_ns else math.nan
+        now_ns = self.get_clock().now().nanoseconds
+        try:
+            stamp_ns = msg_convert.checked_stamp_ns(msg.header.stamp, now_ns,
+                                                    self.stamp_tolerance_ns)
+        except msg_convert.StampError as exc:
+            # Classified anyway (the pixels are fine; a robot with a wrong clock still needs
+            # them), but its latency would be noise in the statistics and the deadline feedback.
+            stamp_ns = None
+            self.stats.add("stamps_rejected")
+            self.get_logger().warning(f"image stamp left out of the latency: {exc}",
+                                      throttle_duration_sec=5.0)
+        e2e_ms = (now_ns - stamp_ns) / 1e6 if stamp_ns is not None else math.nan
         self.stats.add("frames_processed")
         self.stats.sample(model_ms=forward_ms, e2e_ms=e2e_ms, overhead_ms=callback_ms - forward_ms,
                           non_model_ms=e2e_ms - forward_ms)
         if self.timing_log:
             try:
-                self.timing_log.write(f"{stamp_ns},{callback_ms:.4f},{forward_ms:.4f},"
+                raw_ns = msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec
+                self.timing_log.write(f"{raw_ns},{callback_ms:.4f},{forward_ms:.4f},"
                                       f"{callback_ms - forward_ms:.4f},{config.id},"
                                       f"{received_ns},{preprocess_ms:.4f}\n")
             except (ValueError, OSError):  # closed at shutdown, or the disk is full
@@ -354,13 +387,6 @@ class PerceptionNode(Node):
 
     # -- reporting ------------------------------------------------------------------------------
     def metrics_callback(self) -> None:
-        try:
-            self._publish_metrics()
-        except Exception as exc:  # a failed report must not stop the reporting timer
-            if self.context.ok():
-                self.get_logger().error(f"metrics failed: {exc!r}", throttle_duration_sec=5.0)
-
-    def _publish_metrics(self) -> None:
         counts, window, seconds = self.stats.take_window()
         processed = len(window["model_ms"])
         e2e = [v for v in window["e2e_ms"] if math.isfinite(v)]
@@ -407,6 +433,8 @@ class PerceptionNode(Node):
             "overhead_ms_p50": f"{_percentile(window['overhead_ms'], 50):.3f}",
             "overhead_ms_p95": f"{_percentile(window['overhead_ms'], 95):.3f}",
             "frame_errors": str(counts.get("frame_errors", 0)),
+            "stamps_rejected": str(counts.get("stamps_rejected", 0)),
+            "callback_errors": str(self.guard.total),
         }
         for name in ("frames_received", "frames_processed", "frames_dropped", "frames_rejected",
                      "reconfigure_rejected", "swaps"):

@@ -181,6 +181,9 @@ def test_adding_junk_variants_never_changes_the_choice(rows, junk, objective, la
     real = RuntimeSearch(table_from_rows(rows), objective=objective)
     floor = min(real.reference.accuracy - objective.max_accuracy_loss_pt / 100,
                 float(real.accuracy.min()))
+    # With a loss limit as wide as the accuracy itself every variant is a fair candidate: there
+    # is no junk to add.
+    assume(floor > 0)
     junk = [dict(j, accuracy=j["accuracy"] * floor * 0.999) for j in junk]
     budgets = Budgets(latency_ms=latency)
     lambdas = Lambdas(1 - lambda2, lambda2) if lambda2 < 1 else Lambdas(0.0, 1.0)

@@ -42,7 +42,7 @@ class Graph:
     def __init__(self, node, log_dir, backbone) -> None:
         from adaspring_ros.msg import CompressionConfig as ConfigMsg
         from rclpy.parameter_client import AsyncParameterClient
-        from test_ros_evolution import FAST_POLICY, write_table
+        from test_ros_evolution import FAST_POLICY, MID_POLICY, write_table
 
         from adaspring_ros.nodes.qos import CONFIG_QOS
 
@@ -56,10 +56,7 @@ class Graph:
                 "-r", f"/adaspring/perception/reconfigure:={P}/reconfigure",
                 "-r", f"/diagnostics:={P}/evolution_diagnostics",
                 "-p", f"profile_table:={table}", *FAST_POLICY,
-                "-p", "adaptive_lambdas:=false", "-p", f"stale_after_s:={STALE_S}",
-                # λ 0.7 / 0.3: MID (4 points below FULL, 80 % less energy) wins only with a
-                # loss limit above 4 points and one point worth at most 8.6 % of the energy
-                "-p", "max_accuracy_loss_pt:=5.0", "-p", "energy_pct_per_point:=5.0",
+                *MID_POLICY, "-p", f"stale_after_s:={STALE_S}",
                 "-p", f"safe_variant:={self.full}",
                 "-p", f"reconfigure_timeout_s:={TIMEOUT_S}", "-p", "reconfigure_retries:=4"])
         self.perception: Perception | None = None

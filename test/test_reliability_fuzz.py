@@ -602,11 +602,8 @@ class EvolutionUnderTest:
             "-r", "__node:=fuzz_evolution", "-r", f"/adaspring/context:={p}/context",
             "-r", f"/adaspring/config:={p}/config", "-r", f"/diagnostics:={p}/diagnostics",
             *names, "-p", f"profile_table:={table}", *test_ros_evolution.FAST_POLICY,
-            "-p", "diagnostics_period_s:=0.1", "-p", "adaptive_lambdas:=false",
-            "-p", "stale_after_s:=10.0",
-            # λ 0.7 / 0.3: the middle row (4 points below the top, 80 % less energy) wins only
-            # with a loss limit above 4 points and one point worth at most 8.6 % of the energy
-            "-p", "max_accuracy_loss_pt:=5.0", "-p", "energy_pct_per_point:=5.0"])
+            "-p", "diagnostics_period_s:=0.1", *test_ros_evolution.MID_POLICY,
+            "-p", "stale_after_s:=10.0"])
         self.procs = [self.fake, self.proc]
         self.configs: list = []
         node.create_subscription(ConfigMsg, f"{p}/config", self.configs.append, CONFIG_QOS)

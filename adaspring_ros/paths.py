@@ -52,5 +52,8 @@ def default_backbone() -> Path:
     return models_dir() / "backbone.pt"
 
 
-def default_profile_table() -> Path:
-    return models_dir() / "profile_table.json"
+def default_profile_table(engine: str = "onnxruntime") -> Path:
+    """The shipped table of ``engine``: models/profile_table.json for the default engine (ONNX
+    Runtime), models/profile_table_<engine>.json for another (latencies are per engine)."""
+    name = "profile_table.json" if engine == "onnxruntime" else f"profile_table_{engine}.json"
+    return models_dir() / name

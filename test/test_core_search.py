@@ -212,12 +212,12 @@ def test_decide_adapts_lambdas_and_budgets_from_the_context():
 def test_default_table_falls_back_to_a_synthetic_table_and_says_so(monkeypatch, tmp_path):
     import adaspring_ros.paths as paths
 
-    monkeypatch.setattr(paths, "default_profile_table", lambda: tmp_path / "missing.json")
+    monkeypatch.setattr(paths, "default_profile_table", lambda engine: tmp_path / "missing.json")
     table, note = default_table()
     assert "SYNTHETIC" in note and len(table) == search_module.SYNTHETIC_FALLBACK_SIZE
     shipped = tmp_path / "table.json"
     synthetic_table(20).save(shipped)
-    monkeypatch.setattr(paths, "default_profile_table", lambda: shipped)
+    monkeypatch.setattr(paths, "default_profile_table", lambda engine: shipped)
     table, note = default_table()
     assert len(table) == 20 and "shipped" in note
 

@@ -439,8 +439,9 @@ def exhaustive_search(table: ProfileTable, budgets: Budgets, lambdas: Lambdas,
 
 
 def default_table(path: str | Path | None = None,
-                  synthetic_size: int = SYNTHETIC_FALLBACK_SIZE) -> tuple[ProfileTable, str]:
-    """The profile table at ``path`` (default: the shipped models/profile_table.json) and a note
+                  synthetic_size: int = SYNTHETIC_FALLBACK_SIZE,
+                  engine: str = "onnxruntime") -> tuple[ProfileTable, str]:
+    """The profile table at ``path`` (default: the shipped table of ``engine``) and a note
     saying where it came from; a synthetic table, with a note that says so, when the default is
     missing. An explicit ``path`` that cannot be read raises ProfileError."""
     if path is not None:
@@ -448,7 +449,7 @@ def default_table(path: str | Path | None = None,
     from ..paths import default_profile_table
 
     try:
-        shipped = default_profile_table()
+        shipped = default_profile_table(engine)
     except FileNotFoundError:
         shipped = None
     if shipped is not None and shipped.exists():

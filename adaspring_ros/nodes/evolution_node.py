@@ -174,8 +174,10 @@ PARAMETERS = (
                                             "λ1 = λ2", floating=(0.01, 1e6)),
      ("objective", "energy_pct_per_point")),
     # -- this node
-    ("profile_table", "", describe("profile table JSON ('' = the shipped "
-                                   "models/profile_table.json)", **RO), ("node", "")),
+    ("profile_table", "", describe("profile table JSON ('' = the shipped table of the engine: "
+                                   "models/profile_table.json, or "
+                                   "models/profile_table_torch.json for torch)", **RO),
+     ("node", "")),
     ("engine", DEFAULT_ENGINE, describe("inference engine the perception node serves in; the "
                                         "profile table must have been measured in it", **RO),
      ("node", "")),
@@ -244,8 +246,10 @@ class EvolutionNode(Node):
         self.guard = CallbackGuard(self)
         for name, default, descriptor, _target in PARAMETERS:
             self.declare_parameter(name, default, descriptor)
-        table, note = default_table(self.get_parameter("profile_table").value or None)
-        table.require_engine(self.get_parameter("engine").value)  # ProfileError: cannot start
+        engine = self.get_parameter("engine").value
+        table, note = default_table(self.get_parameter("profile_table").value or None,
+                                    engine=engine)
+        table.require_engine(engine)  # ProfileError: cannot start
         self.get_logger().info(f"{note}: {len(table)} variants")
         evolution, budget, lambdas, fixed, objective = core_params(self._values())
         self.evolver = Evolver(table, evolution, budget_params=budget, lambda_params=lambdas,

@@ -141,8 +141,8 @@ PARAMETERS = (
         f"inference engine for the variants: {', '.join(ENGINES)} (torch is the reference)",
         **RO)),
     ("profile_table", "", describe(
-        "profile table of the engine ('' = the shipped models/profile_table.json): its int8 "
-        "activation ranges make int8 variants compute in int8", **RO)),
+        "profile table of the engine ('' = the engine's shipped table): its int8 activation "
+        "ranges make profiled int8 variants compute in int8 (onnxruntime)", **RO)),
     ("initial_config", "full", describe("variant served at start: full, smallest or a config "
                                         "id", **RO)),
     ("timing_log", "", describe("CSV file of per-frame timings ('' = off; for profiling)", **RO)),
@@ -188,7 +188,8 @@ class PerceptionNode(Node):
         self.engine = make_engine(self.get_parameter("engine").value, self.threads)
         table = None
         if self.engine.name != "torch":  # the int8 activation ranges of the profiled variants
-            table, _ = default_table(self.get_parameter("profile_table").value or None)
+            table, _ = default_table(self.get_parameter("profile_table").value or None,
+                                     engine=self.engine.name)
         self.cache = VariantCache(VariantBuilder(self.backbone, self.engine, table),
                                   self.get_parameter("max_cached_variants").value)
         config = self._parse_config(self.get_parameter("initial_config").value,

@@ -135,7 +135,7 @@ def optimality(table: ProfileTable, n: int, seed: int) -> dict[str, float]:
         gap = (best_value - result.prediction.objective) / max(abs(best_value), 1e-12)
         worst_gap = max(worst_gap, gap)
         same += int(result.config_id == best_id)
-        within += int(result.feasible and gap <= 0.01)
+        within += int(gap <= 0.01)
     return {"queries": n, "same": same, "within": within, "infeasible": infeasible,
             "worst_gap": worst_gap, "exhaustive_p50_ms": spread(exhaustive_ms)["p50"]}
 

@@ -9,6 +9,13 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
+
+# Property tests draw the same examples on every run: a red CI must be reproducible, never a new
+# random draw (explore with HYPOTHESIS_PROFILE=explore).
+settings.register_profile("ci", derandomize=True)
+settings.register_profile("explore", derandomize=False)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 # Set before any test imports rclpy, and inherited by every child node process. Each module then
 # moves to a domain of its own (see private_ros_domain).

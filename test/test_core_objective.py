@@ -127,7 +127,9 @@ def test_lowering_the_battery_never_picks_more_energy_per_frame(rows, objective,
     low = max(high - drop, 0.0)
     before = battery_choice(search, high, budget, overhead)
     after = battery_choice(search, low, budget, overhead)
-    assume(after.feasible)  # with nothing feasible the fallback is "closest to fitting"
+    # With nothing feasible the fallback is "closest to fitting"; an energy budget out of reach
+    # (the least energy within the loss limit) must keep the property.
+    assume(after.feasible or "no variant meets the energy budget" in after.reason)
     assert after.prediction.energy_mj <= before.prediction.energy_mj + 1e-12
 
 
@@ -223,3 +225,33 @@ def test_worked_example_one_point_for_forty_percent_at_lambda_0_8_0_2():
                                  {"accuracy": 0.93, "energy_mj": energy}])
         result = RuntimeSearch(table).search(Budgets(), Lambdas(0.8, 0.2))
         assert (result.entry.accuracy == 0.93) == expect_small, result.reason
+
+
+# -- an energy budget no variant can meet -------------------------------------------------------
+@settings(max_examples=100, deadline=None)
+@given(rows=rows_strategy, objective=objective_strategy, lambda2=st.floats(0, 0.99),
+       overhead=st.floats(0.0, 50.0), short=st.floats(0.01, 0.99))
+def test_an_energy_budget_out_of_reach_costs_no_more_than_the_loss_limit(
+        rows, objective, lambda2, overhead, short):
+    """When even the cheapest variant plus the rest of the frame exceeds the energy budget, no
+    choice meets it: the policy takes the least energy it may (within the loss limit), never a
+    variant further down, however little energy it would save."""
+    search = RuntimeSearch(table_from_rows(rows), objective=objective)
+    cheapest = float(search.energy.min()) + overhead
+    choice = search.search(Budgets(energy_mj=cheapest * short), Lambdas(1 - lambda2, lambda2),
+                           overhead_mj=overhead)
+    best = float(search.accuracy.max())
+    loss = 100 * (best - choice.entry.accuracy)
+    assert loss <= objective.max_accuracy_loss_pt + 1e-9
+    within = search.accuracy >= best - objective.max_accuracy_loss_pt / 100 - 1e-12
+    assert choice.entry.energy_mj == pytest.approx(float(search.energy[within].min()))
+
+
+def test_an_energy_budget_out_of_reach_keeps_the_shipped_policy_within_the_limit(shipped):
+    """The demo's last phase: a frame costs ~20 mJ besides the model and the battery allows
+    less. The choice stays within the loss limit of the table's best, not 5 points down."""
+    search = RuntimeSearch(shipped)
+    choice = search.search(Budgets(energy_mj=15.0), Lambdas(0.52, 0.48), overhead_mj=20.0)
+    best = max(e.accuracy for e in shipped.entries)
+    assert 100 * (best - choice.entry.accuracy) <= search.objective_params.max_accuracy_loss_pt
+    assert "no variant meets the energy budget" in choice.reason

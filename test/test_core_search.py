@@ -59,7 +59,7 @@ def test_search_equals_exhaustive_on_random_small_tables(seed):
         else:
             assert result.config_id == best_id
             assert result.prediction.objective == pytest.approx(best_value, abs=1e-12)
-            assert result.feasible
+            assert result.feasible or "no variant meets the energy budget" in result.reason
 
 
 metric = st.integers(1, 4)

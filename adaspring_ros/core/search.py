@@ -63,7 +63,7 @@ from __future__ import annotations
 import argparse
 import math
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Sequence
 
@@ -334,6 +334,13 @@ class RuntimeSearch:
             prediction = self._prediction(i, budgets, lambdas, scale, overhead_mj, anchor)
             reason = (f"best of {int(candidates.sum())} candidates ({n_feasible}/{len(self)} "
                       f"within budget, {weights}): {prediction.describe()}")
+        elif (thrifty := self._least_energy_candidate(budgets, scale, overhead_mj)) is not None:
+            i = thrifty
+            prediction = self._prediction(i, budgets, lambdas, scale, overhead_mj, anchor)
+            reason = (f"no variant meets the energy budget ({budgets.energy_mj:.3g} mJ/frame; the "
+                      f"rest of a frame costs {overhead_mj:.3g} mJ): the least energy within "
+                      f"{self.objective_params.max_accuracy_loss_pt:g} pt of the reference that "
+                      f"meets the other budgets ({weights}): {prediction.describe()}")
         elif n_feasible:
             i = int(next(r for r in self._by_accuracy if feasible[r]))
             prediction = self._prediction(i, budgets, lambdas, scale, overhead_mj, anchor)
@@ -351,6 +358,21 @@ class RuntimeSearch:
             n_total=len(self), reason=reason, budgets=budgets, lambdas=lambdas,
             contention=contention, tail=tail, overhead_mj=overhead_mj,
         )
+
+    def _least_energy_candidate(self, budgets: Budgets, scale: float, overhead_mj: float
+                                ) -> int | None:
+        """When only the energy budget is out of reach (the rest of a frame alone may cost more
+        than it): the least-energy variant within the loss limit that meets the other budgets.
+        Falling further (to the least-energy variant of the whole table) would trade several
+        points for a few per cent of a frame; the loss limit is the user's bound on that."""
+        others = self.feasible_mask(replace(budgets, energy_mj=math.inf), scale, overhead_mj)
+        pool = others & self.candidate_mask()
+        if not pool.any():
+            return None
+        rows = np.flatnonzero(pool)
+        # least energy, then the most accurate, then the smallest id (rows are in id order)
+        order = np.lexsort((rows, -self.accuracy[rows], self.energy[rows]))
+        return int(rows[order[0]])
 
     def _closest_to_fitting(self, budgets: Budgets, scale: float, overhead_mj: float) -> int:
         ratios = np.zeros(len(self))
@@ -402,7 +424,8 @@ def exhaustive_search(table: ProfileTable, budgets: Budgets, lambdas: Lambdas,
     """Reference implementation, one entry at a time in plain Python: (best id, objective), or
     (None, -inf) when nothing fits. Tests and the benchmark check RuntimeSearch against it.
     When no candidate is within the loss limit, the objective of the most accurate feasible
-    variant is returned with it."""
+    variant is returned with it; when only the energy budget keeps every variant within the
+    loss limit out, the least-energy one of them (which then misses the energy budget)."""
     params = objective or ObjectiveParams()
     tail = table_tail_ratio(table) if tail is None else tail
     entries = sorted(table.entries, key=lambda e: e.id)
@@ -413,9 +436,8 @@ def exhaustive_search(table: ProfileTable, budgets: Budgets, lambdas: Lambdas,
             and e.storage_bytes <= budgets.storage_bytes
             and e.energy_mj + overhead_mj <= budgets.energy_mj
             and e.accuracy >= budgets.min_accuracy]
-    if not fits:
-        return None, -math.inf
-    anchor = max(e.accuracy for e in fits)
+    floor = 100.0 * ref.accuracy - params.max_accuracy_loss_pt - 1e-9
+    anchor = max(e.accuracy for e in fits) if fits else ref.accuracy
 
     def value(e: ProfileEntry) -> float:
         ref_energy = ref.energy_mj + overhead_mj
@@ -424,7 +446,6 @@ def exhaustive_search(table: ProfileTable, budgets: Budgets, lambdas: Lambdas,
         return (lambdas.lambda2 * saved / params.energy_pct_per_point
                 - lambdas.lambda1 * (100.0 * anchor - 100.0 * e.accuracy))
 
-    floor = 100.0 * ref.accuracy - params.max_accuracy_loss_pt - 1e-9
     best: tuple[float, str] | None = None
     for e in fits:
         if 100.0 * e.accuracy < floor:
@@ -432,6 +453,18 @@ def exhaustive_search(table: ProfileTable, budgets: Budgets, lambdas: Lambdas,
         v = value(e)
         if best is None or v > best[0]:  # entries in id order: ties keep the smallest id
             best = (v, e.id)
+    if best is None:
+        # Only the energy budget out of reach within the loss limit: the least energy there.
+        thrifty = [e for e in entries
+                   if e.latency_ms_p50 * tail * contention <= budgets.latency_ms
+                   and e.peak_memory_mb <= budgets.memory_mb
+                   and e.storage_bytes <= budgets.storage_bytes
+                   and e.accuracy >= budgets.min_accuracy and 100.0 * e.accuracy >= floor]
+        if thrifty:
+            pick = min(thrifty, key=lambda e: (e.energy_mj, -e.accuracy, e.id))
+            return pick.id, value(pick)
+    if not fits:
+        return None, -math.inf
     if best is None:  # nothing within the loss limit fits: the most accurate that does
         top = min(fits, key=lambda e: (-e.accuracy, e.energy_mj, e.id))
         return top.id, value(top)

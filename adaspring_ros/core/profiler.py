@@ -278,11 +278,13 @@ def measure_static(backbone: ElasticBackbone, config: CompressionConfig, test: D
 def time_round_robin(runners: Mapping[str, Runner], images: np.ndarray, repeats: int,
                      warmup: int, meter, seed: int = 0, progress: bool = False
                      ) -> dict[str, tuple[list[float], float]]:
-    """Batch-1 latencies (ms) and energy per call (mJ) of every runner, timed as a node serves.
+    """Batch-1 latencies (ms) and energy per call (mJ) of every runner, timed round-robin.
 
     Each call follows a call of another variant, in a new shuffled order every round, so no
     variant is timed with the caches warmed by itself (back-to-back timing made the small
     variants look 1.2-1.8x faster than they run among other work). Inputs come from real images.
+    Calls follow each other with no idle time; a node at a camera's rate idles between frames
+    and runs each forward slower still (bench_engines, section "Idle between frames").
     """
     from tqdm import tqdm
 

@@ -183,8 +183,8 @@ class PerceptionNode(Node):
 
         path = self.get_parameter("backbone_path").value or paths.default_backbone()
         self.backbone = load_backbone(path)  # verifies the sha256, weights_only=True
-        self.threads = 0
-        self._apply_threads()
+        self.threads = self.get_parameter("num_threads").value
+        set_num_threads(self.threads)
         self.engine = make_engine(self.get_parameter("engine").value, self.threads)
         table = None
         if self.engine.name != "torch":  # the int8 activation ranges of the profiled variants
@@ -277,7 +277,7 @@ class PerceptionNode(Node):
         if wanted != self.threads:
             set_num_threads(wanted)
             self.threads = wanted
-            if hasattr(self, "engine") and self.engine.name != "torch":
+            if self.engine.name != "torch":
                 # An engine session fixes its thread count: later builds use the new one.
                 self.engine.threads = wanted
                 self.cache.clear()

@@ -125,7 +125,7 @@ def config_to_msg(config: CompressionConfig, msg_type: Any, **extra: Any) -> Any
     """Fill an adaspring_ros/CompressionConfig message.
 
     ``extra`` sets the prediction fields by name (predicted_accuracy_percent, predicted_latency_ms,
-    predicted_energy_mj, storage_bytes, reason, context, header).
+    predicted_energy_mj, storage_bytes, reason, swap_ms, context, header).
     """
     msg = msg_type()
     msg.config_id = config.id

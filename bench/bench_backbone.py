@@ -27,8 +27,6 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
 from adaspring_ros.core import training  # noqa: E402
 from adaspring_ros.core.config import CompressionConfig, StageConfig  # noqa: E402
 from adaspring_ros.core.data import load_fashion_mnist  # noqa: E402

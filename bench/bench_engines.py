@@ -25,9 +25,6 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
 from adaspring_ros.core.config import CompressionConfig, StageConfig  # noqa: E402
 from adaspring_ros.core.data import load_fashion_mnist, preprocess  # noqa: E402
 from adaspring_ros.core.engine import make_engine, onnx_graph  # noqa: E402

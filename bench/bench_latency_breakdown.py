@@ -29,11 +29,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT)]
-
 import numpy as np  # noqa: E402
 
-from adaspring_ros import demo, msg_convert  # noqa: E402
+from adaspring_ros import demo, msg_convert, processes  # noqa: E402
 from bench.report import markdown_table, write_section  # noqa: E402
 
 STAGES = ("camera publish", "transport + wake-up", "decode + preprocess", "forward",
@@ -50,7 +48,7 @@ def run(frames: int, hog: bool, config: str, workdir: Path, env: dict[str, str])
     from adaspring_ros.nodes import qos
 
     timing = workdir / f"timing-{config}-{int(hog)}.csv"
-    children = demo.ChildProcesses(env, workdir / "logs")
+    children = processes.ChildProcesses(env, workdir / "logs")
     node = Node("latency_breakdown_camera")
     publisher = node.create_publisher(Image, qos.IMAGE_TOPIC, qos.IMAGE_QOS)
     received: dict[int, int] = {}
@@ -66,7 +64,7 @@ def run(frames: int, hog: bool, config: str, workdir: Path, env: dict[str, str])
     rng = np.random.default_rng(0)
     pixels = rng.integers(0, 255, (480, 640, 3), dtype=np.uint8)
     image = msg_convert.numpy_to_image(pixels, "rgb8", Image)
-    cpu_hog = demo.CpuHog()
+    cpu_hog = processes.CpuHog()
     try:
         children.start_node("perception_node", demo.default_params_file(),
                             {"initial_config": config, "timing_log": str(timing)})
@@ -145,8 +143,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-write", action="store_true")
     args = p.parse_args(argv)
     workdir = Path(tempfile.mkdtemp(prefix="adaspring-breakdown-"))
-    env = demo.ros_environment(workdir / "logs")
-    demo.use_environment(env)
+    env = processes.ros_environment(workdir / "logs")
+    processes.use_environment(env)
     import rclpy
 
     rclpy.init()

@@ -22,8 +22,6 @@ import statistics
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
 from adaspring_ros.core import training  # noqa: E402
 from adaspring_ros.core.config import DEFAULT_SPACE, CompressionConfig  # noqa: E402
 from adaspring_ros.core.data import load_fashion_mnist, train_val_split  # noqa: E402

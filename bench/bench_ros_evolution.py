@@ -30,17 +30,15 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from adaspring_ros import demo, paths  # noqa: E402
-from adaspring_ros.core.context import ScenarioTrace  # noqa: E402
+from adaspring_ros import demo, demo_report, paths, processes  # noqa: E402
+from adaspring_ros.core.scenario import ScenarioTrace  # noqa: E402
 from adaspring_ros.core.search import RuntimeSearch, default_table  # noqa: E402
 from bench.report import markdown_table, spread, write_section  # noqa: E402
 
 # The policy's pacing switched off: every context change may swap at once.
 NO_PACING = {"min_swap_interval_s": 0.0, "min_urgent_interval_s": 0.0, "settle_s": 0.0,
              "recovery_s": 0.0, "violation_memory_s": 0.0, "adaptive_lambdas": False,
-             "lambda_accuracy": 1.0, "lambda_energy": 0.0, "decision_period_s": 0.05}
+             "lambda1": 1.0, "lambda2": 0.0, "decision_period_s": 0.05}
 CAMERA = {"rate_hz": 15.0}  # 640x480 rgb8 as config/adaspring.yaml has it
 
 
@@ -62,7 +60,7 @@ def reaction_times(swaps: int, workdir: Path, env: dict[str, str]) -> dict[str, 
 
     from adaspring_ros.nodes import qos
 
-    children = demo.ChildProcesses(env, workdir / "logs_reaction")
+    children = processes.ChildProcesses(env, workdir / "logs_reaction")
     params = demo.default_params_file()
     node = Node("bench_ros_evolution")
     configs = []
@@ -77,14 +75,15 @@ def reaction_times(swaps: int, workdir: Path, env: dict[str, str]) -> dict[str, 
         deadline = time.time() + 60
         budgets = (1e-3, 1e4)  # nothing fits -> fastest; everything fits -> most accurate
         # Warm-up: until the first config, keep the generous context coming.
-        demo.spin_until(node, lambda: publisher.get_subscription_count() > 0, deadline,
-                         children, "the evolution node's context subscription")
+        processes.spin_until(node, lambda: publisher.get_subscription_count() > 0, 60,
+                             "the evolution node's context subscription",
+                             children.procs.values(), processes.GraphError)
         while not configs:
             publisher.publish(context_msg(budgets[1]))
             children.check("waiting for the first /adaspring/config")
             rclpy.spin_once(node, timeout_sec=0.1)
             if time.time() > deadline:
-                raise demo.DemoError("no /adaspring/config within 60 s")
+                raise processes.GraphError("no /adaspring/config within 60 s")
         fastest = RuntimeSearch(default_table()[0]).fastest.id
         for i in range(swaps):
             before = configs[-1][1].config_id
@@ -92,12 +91,12 @@ def reaction_times(swaps: int, workdir: Path, env: dict[str, str]) -> dict[str, 
             sent = time.perf_counter()
             # Whatever runs now, ask for the other end: the fastest <-> the most accurate.
             publisher.publish(context_msg(budgets[1] if before == fastest else budgets[0]))
-            demo.spin_until(node, lambda n=seen: len(configs) > n, time.time() + 10, children,
-                             f"swap {i} away from {before}")
+            processes.spin_until(node, lambda n=seen: len(configs) > n, 10,
+                                 f"swap {i} away from {before}", children.procs.values(),
+                                 processes.GraphError)
             received, msg = configs[-1]
             out["total_ms"].append((received - sent) * 1e3)
-            swap = demo.SWAP_MS.search(msg.reason)
-            out["swap_ms"].append(float(swap.group(1)) if swap else math.nan)
+            out["swap_ms"].append(float(msg.swap_ms))
             out["kinds"].append(msg.reason.split(":")[0][:40])
             end = time.perf_counter() + 0.15  # let metrics flow between swaps
             while time.perf_counter() < end:
@@ -133,8 +132,8 @@ def deadline_runs(seconds: float, budget_ms: float, workdir: Path,
         record = demo.run_pass(name, evolution, seconds, trace, path, workdir, env,
                                hog_per_unit=hog_per_unit, quiet=True,
                                evolution_params={"deadline_feedback": feedback})
-        hog_phase = demo.scenario_phases(trace)[-1]
-        stats = demo.phase_stats(record, hog_phase.start, hog_phase.end, budget_ms)
+        hog_phase = demo_report.scenario_phases(trace)[-1]
+        stats = demo_report.phase_stats(record, hog_phase.start, hog_phase.end, budget_ms)
         swaps = [e["config_id"] for e in record.events]
         forward = [m["model_latency_ms_p50"] for m in record.metrics
                    if hog_phase.start <= record.scenario_time(m["time"]) < hog_phase.end
@@ -155,8 +154,8 @@ def main() -> int:
                         help="latency budget of the deadline runs (10)")
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="adaspring-bench-evolution-"))
-    env = demo.ros_environment(workdir)
-    demo.use_environment(env)
+    env = processes.ros_environment(workdir)
+    processes.use_environment(env)
     table_note = ("shipped models/profile_table.json" if paths.default_profile_table().exists()
                   else "SYNTHETIC profile table (models/profile_table.json missing)")
     import rclpy

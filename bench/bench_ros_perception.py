@@ -27,18 +27,18 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT), str(ROOT / "test")]
 # Loopback discovery; the domain is picked by quiet_domain() (inherited by the node processes).
 os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
 os.environ.setdefault("ROS_LOG_DIR", tempfile.mkdtemp(prefix="adaspring-bench-roslog-"))
 
 import psutil  # noqa: E402
 import rclpy  # noqa: E402
-from ros_harness import NodeProcess, spin_until  # noqa: E402
 
 from adaspring_ros import msg_convert, paths  # noqa: E402
 from adaspring_ros.core.config import DEFAULT_SPACE, CompressionConfig  # noqa: E402
 from adaspring_ros.core.profiler import stratified_sample  # noqa: E402
+from adaspring_ros.processes import ChildProcess as NodeProcess  # noqa: E402
+from adaspring_ros.processes import spin_until  # noqa: E402
 from bench.report import markdown_table, spread, write_section  # noqa: E402
 
 CAMERA = "adaspring_ros.nodes.camera_replay_node"

@@ -30,16 +30,13 @@ from pathlib import Path
 
 import numpy as np
 
+from adaspring_ros.core.budgets import Budgets
 from adaspring_ros.core.config import CompressionConfig
-from adaspring_ros.core.context import (
-    Budgets,
-    Context,
-    Lambdas,
-    ScenarioTrace,
-    shipped_scenarios,
-)
+from adaspring_ros.core.context import Context
 from adaspring_ros.core.evolution import Evolver
+from adaspring_ros.core.lambdas import Lambdas
 from adaspring_ros.core.profile_table import ProfileEntry, ProfileTable
+from adaspring_ros.core.scenario import ScenarioTrace, shipped_scenarios
 from adaspring_ros.core.search import (
     RuntimeSearch,
     default_table,

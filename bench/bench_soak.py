@@ -37,17 +37,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT / "test") not in sys.path:
-    sys.path[:0] = [str(ROOT), str(ROOT / "test")]
 # A private ROS domain on loopback, set before rclpy loads (inherited by the node processes).
 os.environ.setdefault("ROS_DOMAIN_ID", str(random.SystemRandom().randint(102, 232)))
 os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
 os.environ.setdefault("ROS_LOG_DIR", tempfile.mkdtemp(prefix="adaspring-soak-roslog-"))
 
-from ros_harness import NodeProcess, spin_until  # noqa: E402
-
 from adaspring_ros import msg_convert, paths  # noqa: E402
 from adaspring_ros.core.config import CompressionConfig  # noqa: E402
+from adaspring_ros.processes import ChildProcess as NodeProcess  # noqa: E402
+from adaspring_ros.processes import spin_until  # noqa: E402
 
 CAMERA = "adaspring_ros.nodes.camera_replay_node"
 PERCEPTION = "adaspring_ros.nodes.perception_node"
@@ -122,7 +120,7 @@ class Reference:
         """Replayed frame ``seq`` as the camera publishes it (640x480 rgb8 Image)."""
         from sensor_msgs.msg import Image
 
-        from adaspring_ros.nodes.camera_replay_node import fit_frame
+        from adaspring_ros.core.frame_sources import fit_frame
 
         frame = fit_frame(self.images[seq % self.limit], 640, 480, "nearest")
         return msg_convert.numpy_to_image(frame, "rgb8", Image)
@@ -372,7 +370,7 @@ def run_soak(node, workdir: Path, duration_s: float, swap_period_s: float = 2.0,
     """
     import rclpy
 
-    from adaspring_ros.demo import CpuHog
+    from adaspring_ros.processes import CpuHog
 
     backbone, note = prepare_backbone(workdir)
     run = SoakRun(duration_s, note)

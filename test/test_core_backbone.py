@@ -10,7 +10,6 @@ import torch
 
 from adaspring_ros.core.config import DEFAULT_SPACE, CompressionConfig, ConfigError, StageConfig
 from adaspring_ros.core.operators import (
-    CATALOGUE,
     ElasticConvBN,
     SwitchableBatchNorm2d,
     fake_quant_int8,
@@ -151,13 +150,6 @@ def test_low_rank_is_best_approximation_and_exact_at_full_rank():
     s = torch.linalg.svdvals(m)
     err = torch.linalg.matrix_norm(second @ first - m)   # Frobenius: Eckart-Young bound
     torch.testing.assert_close(err, s[3:].norm(), rtol=1e-4, atol=1e-4)
-
-
-def test_catalogue_names_every_config_field():
-    assert {op.name for op in CATALOGUE} == {"width", "depth", "operator", "rank", "int8",
-                                              "resolution"}
-    for op in CATALOGUE:
-        assert hasattr(DEFAULT_SPACE, op.field)
 
 
 @pytest.mark.parametrize("bad", [

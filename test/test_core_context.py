@@ -11,20 +11,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from adaspring_ros.core.context import (
-    BatteryReading,
-    BudgetParams,
-    Context,
-    LambdaParams,
-    Lambdas,
-    PsutilSource,
-    ScenarioError,
-    ScenarioTrace,
-    adapt_lambdas,
-    battery_from_state,
-    compute_budgets,
-    shipped_scenarios,
-)
+from adaspring_ros.core.budgets import BudgetParams, compute_budgets
+from adaspring_ros.core.context import BatteryReading, Context, battery_from_state
+from adaspring_ros.core.lambdas import LambdaParams, Lambdas, adapt_lambdas
+from adaspring_ros.core.psutil_source import PsutilSource
+from adaspring_ros.core.scenario import ScenarioError, ScenarioTrace, shipped_scenarios
 
 NAN = float("nan")
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from adaspring_ros.core.context import BudgetParams, Context, LambdaParams, Lambdas
+from adaspring_ros.core.budgets import BudgetParams
+from adaspring_ros.core.context import Context
 from adaspring_ros.core.evolution import ContentionEstimator, EvolutionParams, Evolver
+from adaspring_ros.core.lambdas import LambdaParams, Lambdas
 from adaspring_ros.core.search import ObjectiveParams
 from adaspring_ros.core.synthetic import synthetic_table, table_from_rows
 
@@ -344,7 +346,7 @@ def default():
 @pytest.mark.parametrize("name", ["battery_drain", "cpu_contention", "latency_tightening",
                                   "memory_pressure", "mixed"])
 def test_shipped_scenarios_keep_deadlines_with_few_swaps(default, name):
-    from adaspring_ros.core.context import ScenarioTrace, shipped_scenarios
+    from adaspring_ros.core.scenario import ScenarioTrace, shipped_scenarios
 
     trace = ScenarioTrace.load(next(p for p in shipped_scenarios() if p.stem == name))
     evolver = Evolver(default, budget_params=trace.budget_params(), mission_start=0.0)

@@ -11,7 +11,9 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from adaspring_ros.core.context import BudgetParams, Budgets, Context, Lambdas
+from adaspring_ros.core.budgets import BudgetParams, Budgets
+from adaspring_ros.core.context import Context
+from adaspring_ros.core.lambdas import Lambdas
 from adaspring_ros.core.profile_table import ProfileTable
 from adaspring_ros.core.search import ObjectiveParams, RuntimeSearch, default_table
 from adaspring_ros.core.synthetic import synthetic_table, table_from_rows

@@ -10,7 +10,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from adaspring_ros.core import search as search_module
-from adaspring_ros.core.context import Budgets, Context, Lambdas
+from adaspring_ros.core.budgets import Budgets
+from adaspring_ros.core.context import Context
+from adaspring_ros.core.lambdas import Lambdas
 from adaspring_ros.core.search import (
     ObjectiveParams,
     RuntimeSearch,
@@ -233,7 +235,7 @@ def test_cli_prints_the_choice(capsys):
 
 
 def test_cli_takes_a_scenario_and_lambda_overrides(capsys):
-    from adaspring_ros.core.context import ScenarioTrace, shipped_scenarios
+    from adaspring_ros.core.scenario import ScenarioTrace, shipped_scenarios
 
     mixed = next(p for p in shipped_scenarios() if p.stem == "mixed")
     assert cli_main(["--scenario", str(mixed), "--at", "45", "--lambda2", "0.25"]) == 0
@@ -252,7 +254,7 @@ def test_cli_reports_bad_input(capsys, tmp_path):
 
 
 def test_cli_cpu_load_predicts_contention_and_moves_the_choice(capsys):
-    from adaspring_ros.core.context import contention_from_load
+    from adaspring_ros.core.budgets import contention_from_load
 
     assert contention_from_load(0) == 1.0 and contention_from_load(95) == pytest.approx(1.95)
     table, _ = default_table()

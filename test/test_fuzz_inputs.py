@@ -1,4 +1,5 @@
-"""Property-based fuzzing of the entry points that read outside data (no ROS processes needed).
+"""Property-based fuzzing of the entry points that read outside data (no ROS processes needed;
+the message decoders need the generated message types: marked ros).
 
 Each property: the decoder either returns a valid value or raises its documented ValueError
 subclass with a message; nothing else escapes. The number of inputs tried per entry point is
@@ -19,8 +20,6 @@ from hypothesis import strategies as st
 from adaspring_ros import msg_convert
 from adaspring_ros.core.config import CompressionConfig, ConfigError
 from adaspring_ros.core.profile_table import ProfileError, ProfileTable
-
-pytestmark = pytest.mark.ros
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "300"))
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, derandomize=True,
@@ -43,6 +42,7 @@ encodings = st.sampled_from(["mono8", "rgb8", "bgr8", "rgba8", "bgra8", "RGB8", 
 dims = st.one_of(st.integers(0, 64), st.sampled_from([2**31 - 1, 2**32 - 1, 65536]))
 
 
+@pytest.mark.ros
 @FUZZ
 @given(encoding=encodings, height=dims, width=dims, step=dims,
        extra=st.integers(-64, 64), bigendian=st.integers(0, 1))
@@ -67,6 +67,7 @@ floats = st.one_of(st.floats(allow_nan=True, allow_infinity=True, width=32),
 stage_lists = st.integers(0, 5)
 
 
+@pytest.mark.ros
 @FUZZ
 @given(n=stage_lists, res=st.integers(0, 65535), data=st.data())
 def test_reconfigure_request_decoder_never_escapes(n, res, data):

@@ -25,8 +25,8 @@ import signal
 import time
 
 import pytest
+from fuzz_harness import Diagnostics, Perception, spin_for
 from ros_harness import NodeProcess, spin_until
-from test_reliability_fuzz import Diagnostics, Perception, spin_for
 
 pytestmark = pytest.mark.ros
 
@@ -57,7 +57,7 @@ class Graph:
                 "-r", f"/diagnostics:={P}/evolution_diagnostics",
                 "-p", f"profile_table:={table}", *FAST_POLICY,
                 *MID_POLICY, "-p", f"stale_after_s:={STALE_S}",
-                "-p", f"safe_variant:={self.full}",
+                "-p", f"safe_config_id:={self.full}",
                 "-p", f"reconfigure_timeout_s:={TIMEOUT_S}", "-p", "reconfigure_retries:=4"])
         self.perception: Perception | None = None
         self.configs: list = []

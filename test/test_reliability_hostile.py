@@ -22,8 +22,8 @@ import math
 
 import numpy as np
 import pytest
+from fuzz_harness import Diagnostics, Perception, spin_for
 from ros_harness import NodeProcess, call_service, spin_until
-from test_reliability_fuzz import Diagnostics, Perception, spin_for
 
 pytestmark = pytest.mark.ros
 

@@ -169,19 +169,3 @@ def test_bad_start_parameters_exit_cleanly(tmp_path, args, message):
     assert code != 0
     assert message in camera.output()
     assert "Traceback" not in camera.output()
-
-
-def test_parameter_file_sections_match_the_declared_parameters():
-    import yaml
-
-    from adaspring_ros import paths
-    from adaspring_ros.nodes import camera_replay_node, perception_node
-
-    sections = yaml.safe_load((paths.config_dir() / "adaspring.yaml").read_text())
-    for node, module in (("camera_replay_node", camera_replay_node),
-                         ("perception_node", perception_node)):
-        declared = {name: default for name, default, _ in module.PARAMETERS}
-        values = sections[node]["ros__parameters"]
-        assert set(values) == set(declared), node
-        for name, value in values.items():  # same types as the declared defaults
-            assert type(value) is type(declared[name]), f"{node}.{name}"

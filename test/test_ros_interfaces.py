@@ -23,6 +23,7 @@ def test_every_interface_imports():
         assert getattr(msg, name)() is not None
     assert srv.Reconfigure.Request().config.config_id == ""
     assert hasattr(srv.Reconfigure.Response(), "swap_ms")
+    assert hasattr(msg.CompressionConfig(), "swap_ms")  # the swap time is a field, not text
 
 
 @pytest.mark.parametrize("type_name", MESSAGE_TYPES + ["Image"])

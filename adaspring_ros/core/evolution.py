@@ -20,8 +20,8 @@ Per decision (``Evolver.decide(now)``):
 5. Otherwise swap only when the best variant's objective beats the running one's by
    ``gain_threshold`` (absolute, in the objective's unit: accuracy points, see core/search.py;
    both judged against the same budgets) and ``min_swap_interval_s`` has passed. An absolute
-   threshold cannot trap: a relative one (5 %) kept a variant 2.6 points below the cold-start
-   choice after a low-battery phase, because its objective was large. Candidates are searched
+   threshold cannot trap the policy on a variant whose objective is large, as a relative one
+   did (docs/benchmarks.md, design measurements). Candidates are searched
    with ``headroom`` less latency and energy budget than the running variant is judged against:
    a Schmitt trigger, so jitter around a budget does not flip between two variants, and a budget
    that keeps shrinking (a draining battery) does not cause a swap at every step. After a
@@ -38,19 +38,13 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 
+from .budgets import BudgetParams, Budgets, compute_budgets
 from .config import CompressionConfig
-from .context import (
-    BudgetParams,
-    Budgets,
-    Context,
-    LambdaParams,
-    Lambdas,
-    adapt_lambdas,
-    compute_budgets,
-    require_number,
-)
+from .context import Context
+from .lambdas import LambdaParams, Lambdas, adapt_lambdas
 from .profile_table import ProfileEntry, ProfileTable
 from .search import ObjectiveParams, Prediction, RuntimeSearch, SearchResult
+from .validation import require_number, setting
 
 __all__ = ["EvolutionParams", "ContentionEstimator", "Decision", "Evolver"]
 
@@ -59,7 +53,8 @@ _MAX_BACKOFF = 6  # the back-off doubles at most 5 times (32 x recovery_s)
 
 @dataclass(frozen=True)
 class EvolutionParams:
-    """Tuning of the trigger policy; every field can be a ROS parameter.
+    """Tuning of the trigger policy; each field with a description is an evolution_node
+    parameter of the same name.
 
     gain_threshold:         objective gain a non-urgent swap needs, in accuracy points
                             (0.15: e.g. 0.15 pt more accuracy at λ1 = 1).
@@ -72,7 +67,7 @@ class EvolutionParams:
     recovery_s:             flap damping: after a violation, no gain swap to a slower variant
     violation_memory_s:     for recovery_s x 2^n, n = the flaps (violations following a swap
                             up to a slower variant) remembered for violation_memory_s (n capped
-                            at 6), so a variant just left for being too slow is not retried at
+                            at 5), so a variant just left for being too slow is not retried at
                             the first calm reading, and ever more rarely if it keeps failing.
     settle_s:               metrics are ignored this long after a swap (mixed windows).
     pending_timeout_s:      a swap not confirmed by then is considered failed.
@@ -84,21 +79,44 @@ class EvolutionParams:
     deadline_miss_trigger:  deadline misses in one metrics window that count as a violation.
     """
 
-    gain_threshold: float = 0.15
-    min_swap_interval_s: float = 5.0
-    min_urgent_interval_s: float = 1.0
-    headroom: float = 0.15
-    stale_after_s: float = 3.0
-    safe_config_id: str | None = None
-    recovery_s: float = 10.0
-    violation_memory_s: float = 600.0
-    settle_s: float = 1.0
-    pending_timeout_s: float = 10.0
-    contention_alpha: float = 0.5
-    contention_min: float = 0.5
-    contention_max: float = 10.0
-    learn_tail: bool = True
-    tail_max: float = 10.0
+    gain_threshold: float = setting(
+        0.15, "hysteresis: objective gain a non-urgent swap needs, in accuracy points "
+        "(absolute)", range=(0.0, 100.0))
+    min_swap_interval_s: float = setting(
+        5.0, "least time between a swap and a non-urgent swap, s", range=(0.0, 86400.0))
+    min_urgent_interval_s: float = setting(
+        1.0, "least time between a swap and a budget-violation swap, s (<= min_swap_interval_s)",
+        range=(0.0, 86400.0))
+    headroom: float = setting(
+        0.15, "fraction of the latency and energy budgets kept free when choosing (Schmitt "
+        "trigger)", range=(0.0, 0.9))
+    stale_after_s: float = setting(
+        3.0, "context older than this is stale: go to safe_config_id, s", range=(0.05, 3600.0))
+    safe_config_id: str | None = setting(
+        None, "config id used while the context is stale ('' = the fastest variant of the "
+        "profile table)", none="")
+    recovery_s: float = setting(
+        10.0, "back-off before re-trying a variant left for a violation, s",
+        range=(0.0, 86400.0))
+    violation_memory_s: float = setting(
+        600.0, "how long budget violations count for the back-off, s", range=(0.0, 86400.0))
+    settle_s: float = setting(1.0, "metrics ignored this long after a swap, s",
+                              range=(0.0, 600.0))
+    pending_timeout_s: float = setting(
+        15.0, "a swap the policy asked for and never saw confirmed is forgotten after this, s",
+        range=(0.1, 3600.0))
+    contention_alpha: float = setting(
+        0.5, "smoothing of the measured contention factor (weight of the newest window)",
+        range=(0.01, 1.0))
+    contention_min: float = setting(0.5, "lower bound of the contention factor",
+                                    range=(0.01, 1.0))
+    contention_max: float = setting(10.0, "upper bound of the contention factor",
+                                    range=(1.0, 1000.0))
+    learn_tail: bool = setting(
+        True, "learn the p95/p50 latency tail ratio from the metrics (false = keep the profile "
+        "table's)")
+    tail_max: float = setting(10.0, "upper bound of the learnt tail ratio", range=(1.0, 1000.0))
+    # Not a node parameter: the evolution node reports at most one deadline miss per window.
     deadline_miss_trigger: int = 1
 
     def __post_init__(self) -> None:

@@ -18,10 +18,11 @@ int8        per-output-channel symmetric weight quantisation (post-training; the
 resolution  input resized to R x R by ``data.preprocess``                               16..28
 =========== ============================================================================ ==========
 
-int8 on this CPU is a *storage / memory* operator: eager PyTorch has no fast int8 conv for these
-tiny layers, so the compact module dequantises once when it is materialised and runs float32
-convolutions. The saving is in the bytes that must be stored or shipped (weights counted as 1 byte
-plus a float32 scale per output channel), not in latency; the profile table reports both honestly.
+In the torch reference engine int8 is a *storage / memory* operator: eager PyTorch has no fast
+int8 conv for these tiny layers, so the compact module dequantises once when it is materialised
+and runs float32 convolutions (weights stored as 1 byte plus a float32 scale per output channel).
+The ONNX Runtime engine (core/engine.py) runs the same variants in int8, with the activation
+ranges of the profile table; each engine's table reports what the variant costs there.
 
 Every operator is reversible: the supernet's weights are only ever read (sliced, factorised,
 quantised into *new* tensors), so materialising any variant after any other gives bit-identical
@@ -35,15 +36,12 @@ able to ``export`` a plain, BN-folded ``nn.Sequential`` for one choice.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 __all__ = [
-    "Operator",
-    "CATALOGUE",
     "channels_for",
     "rank_for",
     "quantise_int8",
@@ -53,26 +51,6 @@ __all__ = [
     "ElasticConvBN",
     "ElasticLinear",
 ]
-
-
-@dataclass(frozen=True)
-class Operator:
-    """One kind of compression operator: its name in CompressionConfig and what it costs."""
-
-    name: str
-    field: str          # attribute of SearchSpace holding the choices
-    scope: str          # "stage" or "input"
-    saves: str          # what it saves on this CPU
-
-
-CATALOGUE: tuple[Operator, ...] = (
-    Operator("width", "widths", "stage", "MACs, params, latency"),
-    Operator("depth", "depths", "stage", "MACs, params, latency (fewer layers: biggest win)"),
-    Operator("operator", "operators", "stage", "MACs, params"),
-    Operator("rank", "ranks", "stage", "MACs, params (adds a layer per conv)"),
-    Operator("int8", "int8", "stage", "storage only (dequantised at materialise)"),
-    Operator("resolution", "resolutions", "input", "MACs, latency"),
-)
 
 
 # -- pure weight transforms, shared by the elastic forward and the compact export -------------
@@ -188,11 +166,6 @@ class SwitchableBatchNorm2d(nn.Module):
         self.register_buffer("running_mean", torch.zeros(num_keys, num_features))
         self.register_buffer("running_var", torch.ones(num_keys, num_features))
         self.register_buffer("num_batches_tracked", torch.zeros(num_keys, dtype=torch.long))
-
-    def reset_running_stats(self) -> None:
-        self.running_mean.zero_()
-        self.running_var.fill_(1.0)
-        self.num_batches_tracked.zero_()
 
     def forward(self, x: Tensor, key: int, stats: Tensor | None = None) -> Tensor:
         c = x.shape[1]

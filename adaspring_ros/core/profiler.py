@@ -48,9 +48,10 @@ import torch
 from torch import Tensor, nn
 
 from .config import CompressionConfig, SearchSpace, StageConfig
-from .data import Dataset, load_fashion_mnist, preprocess, train_val_split
+from .data import FASHION_MNIST_DIR, Dataset, load_fashion_mnist, preprocess, train_val_split
 from .energy import DEFAULT_DEVICE, describe_machine, make_meter
 from .engine import DEFAULT_ENGINE, ENGINES, Engine, Runner, make_engine
+from .frame_stats import percentile
 from .profile_table import ProfileEntry, ProfileTable
 from .supernet import CompactBlock, ElasticBackbone, load_backbone, save_backbone, write_checksum
 from .training import variant_bn_stats
@@ -132,12 +133,6 @@ def peak_memory_bytes(net: nn.Module, resolution: int) -> int:
             h.remove()
     weights = sum(p.numel() * p.element_size() for p in net.parameters())
     return weights + peak
-
-
-def _percentile(values: Sequence[float], p: float) -> float:
-    ordered = sorted(values)
-    k = min(len(ordered) - 1, max(0, round(p / 100.0 * (len(ordered) - 1))))
-    return ordered[k]
 
 
 # -- which configs ------------------------------------------------------------------------------
@@ -227,7 +222,7 @@ def fastest_within(entries: Sequence[ProfileEntry], full_id: str,
 
 
 def bn_calibration_images(n: int, seed: int = 0,
-                          root: str | Path = "/usr/share/datasets/fashion-mnist") -> np.ndarray:
+                          root: str | Path = FASHION_MNIST_DIR) -> np.ndarray:
     """``n`` fixed images of the training part of the train split (never validation or test)."""
     train = load_fashion_mnist("train", root)
     train_idx, _ = train_val_split(len(train), 5000, seed=0)   # the split training used
@@ -281,8 +276,8 @@ def time_round_robin(runners: Mapping[str, Runner], images: np.ndarray, repeats:
     """Batch-1 latencies (ms) and energy per call (mJ) of every runner, timed round-robin.
 
     Each call follows a call of another variant, in a new shuffled order every round, so no
-    variant is timed with the caches warmed by itself (back-to-back timing made the small
-    variants look 1.2-1.8x faster than they run among other work). Inputs come from real images.
+    variant is timed with the caches warmed by itself (back-to-back timing flatters the small
+    variants; docs/benchmarks.md, design measurements). Inputs come from real images.
     Calls follow each other with no idle time; a node at a camera's rate idles between frames
     and runs each forward slower still (bench_engines, section "Idle between frames").
     """
@@ -321,7 +316,7 @@ def profile_config(backbone: ElasticBackbone, config: CompressionConfig, test: D
     (times, energy_mj), = time_round_robin({config.id: runner}, test.images, repeats, warmup,
                                            meter).values()
     return replace(entry, latency_ms_p50=statistics.median(times),
-                   latency_ms_p95=_percentile(times, 95), energy_mj=energy_mj)
+                   latency_ms_p95=percentile(times, 95), energy_mj=energy_mj)
 
 
 def plot_pareto(table: ProfileTable, path: str | Path, highlight: dict[str, str] | None = None,
@@ -415,7 +410,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="engine threads for the batch-1 latency (as the perception node serves)")
     p.add_argument("--device-profile", default=DEFAULT_DEVICE,
                    help="config/devices/<name>.yaml (or a path) used when RAPL is unreadable")
-    p.add_argument("--data", default="/usr/share/datasets/fashion-mnist")
+    p.add_argument("--data", default=str(FASHION_MNIST_DIR))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-progress", dest="progress", action="store_false")
     return p
@@ -465,7 +460,7 @@ def run(args: argparse.Namespace) -> ProfileTable:
                                  args.seed)
         for i, (times, energy_mj) in timed.items():
             measured[i] = replace(measured[i], latency_ms_p50=statistics.median(times),
-                                  latency_ms_p95=_percentile(times, 95), energy_mj=energy_mj)
+                                  latency_ms_p95=percentile(times, 95), energy_mj=energy_mj)
 
     previous = None
     if args.extend:
@@ -497,7 +492,7 @@ def run(args: argparse.Namespace) -> ProfileTable:
                              args.progress)
     for i, (times, energy_mj) in timed.items():
         measured[i] = replace(measured[i], latency_ms_p50=statistics.median(times),
-                              latency_ms_p95=_percentile(times, 95), energy_mj=energy_mj)
+                              latency_ms_p95=percentile(times, 95), energy_mj=energy_mj)
 
     entries = sorted(measured.values(), key=lambda e: e.latency_ms_p50)
     full = CompressionConfig.full(space)

@@ -48,9 +48,9 @@ The predicted latency is a p95: the variant's profiled median times one tail rat
 for the device, times the contention (measured / profiled median of the running variant). The
 tail ratio is the table's median p95/p50 to begin with (``table_tail_ratio``) and the evolution
 policy replaces it by the live one. Why not each variant's own p95: on a shared CPU a profiled
-p95 records mostly the interference during that variant's measurement (ratios from 1.2 to 35 in
-one table), while the medians are stable; the tail of batch-1 inference is a property of the
-device and its load, so it is measured once, live.
+p95 records mostly the interference during that variant's measurement, while the medians are
+stable (docs/benchmarks.md, design measurements); the tail of batch-1 inference is a property of
+the device and its load, so it is measured once, live.
 
 Energy is not scaled by the contention: time-slicing stretches wall-clock latency, not the CPU time
 the energy model charges. Ties go to the smallest config id. When no variant fits, the one closest
@@ -69,21 +69,13 @@ from typing import Sequence
 
 import numpy as np
 
+from .budgets import BudgetParams, Budgets, compute_budgets, contention_from_load
 from .config import DEFAULT_SPACE
-from .context import (
-    BudgetParams,
-    Budgets,
-    Context,
-    LambdaParams,
-    Lambdas,
-    ScenarioError,
-    ScenarioTrace,
-    adapt_lambdas,
-    compute_budgets,
-    contention_from_load,
-    require_number,
-)
+from .context import Context
+from .lambdas import LambdaParams, Lambdas, adapt_lambdas
 from .profile_table import ProfileEntry, ProfileError, ProfileTable
+from .scenario import ScenarioError, ScenarioTrace
+from .validation import require_number, setting
 
 __all__ = [
     "ObjectiveParams",
@@ -112,8 +104,11 @@ class ObjectiveParams:
     energy_pct_per_point:   % of the frame energy worth one accuracy point at λ1 = λ2.
     """
 
-    max_accuracy_loss_pt: float = 3.0
-    energy_pct_per_point: float = 10.0
+    max_accuracy_loss_pt: float = setting(
+        3.0, "most accuracy points the policy may trade for energy against the table's most "
+        "accurate variant", range=(0.0, 100.0))
+    energy_pct_per_point: float = setting(
+        10.0, "% of the frame energy worth one accuracy point at λ1 = λ2", range=(0.01, 1e6))
 
     def __post_init__(self) -> None:
         require_number("max_accuracy_loss_pt", self.max_accuracy_loss_pt, 0.0, 100.0)

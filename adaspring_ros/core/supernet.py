@@ -13,7 +13,8 @@ folds BN statistics into the convs and, for low rank, runs a small SVD: ~5 ms):
    search can pick. This is BN recalibration done once, ahead of time, and stored (a few KB each).
 2. otherwise, the row of each switchable BN for the stage's (width, resolution) choice,
    filled during training. Rows average over the upstream variants that shared them, so an
-   unprofiled narrow or mixed variant can lose many points with them (measured: up to ~40).
+   unprofiled narrow or mixed variant can lose many points with them (docs/benchmarks.md, design
+   measurements).
 
 Checkpoints are plain dicts of tensors/str/int loaded with ``torch.load(weights_only=True)`` and
 verified against the sha256 in the sibling ``<file>.sha256``.
@@ -387,18 +388,19 @@ def verify_checksum(path: str | Path) -> str:
     return digest
 
 
-def _atomic_save(obj: Any, path: Path) -> None:
+def atomic_save(obj: Any, path: str | Path) -> None:
+    """torch.save ``obj`` to ``path`` through a temporary file: a crash leaves the old file."""
+    path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
     torch.save(obj, tmp)
     os.replace(tmp, path)
 
 
-def save_backbone(model: ElasticBackbone, path: str | Path,
-                  meta: dict[str, Any] | None = None) -> str:
-    """Save weights + architecture + space + class names, and the sibling .sha256; returns it."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_save({
+def backbone_checkpoint(model: ElasticBackbone, meta: dict[str, Any] | None = None,
+                        ) -> dict[str, Any]:
+    """The checkpoint format (weights + architecture + space + class names + per-variant BN),
+    as the dict that :func:`backbone_from_checkpoint` reads back."""
+    return {
         "format": CHECKPOINT_FORMAT,
         "version": CHECKPOINT_VERSION,
         "arch": model.arch(),
@@ -406,7 +408,15 @@ def save_backbone(model: ElasticBackbone, path: str | Path,
         "variant_bn": {cid: {n: t.detach().clone() for n, t in units.items()}
                        for cid, units in model.variant_bn.items()},
         "meta": dict(meta or {}),
-    }, path)
+    }
+
+
+def save_backbone(model: ElasticBackbone, path: str | Path,
+                  meta: dict[str, Any] | None = None) -> str:
+    """Save :func:`backbone_checkpoint` and the sibling .sha256; returns the digest."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_save(backbone_checkpoint(model, meta), path)
     return write_checksum(path)
 
 

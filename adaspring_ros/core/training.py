@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import sys
 import time
 from pathlib import Path
@@ -41,9 +40,23 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .config import DEFAULT_SPACE, CompressionConfig, SearchSpace, StageConfig
-from .data import Dataset, load_fashion_mnist, load_image_folder, preprocess, train_val_split
+from .data import (
+    FASHION_MNIST_DIR,
+    Dataset,
+    load_fashion_mnist,
+    load_image_folder,
+    preprocess,
+    train_val_split,
+)
 from .operators import ElasticConvBN
-from .supernet import ElasticBackbone, backbone_from_checkpoint, build_backbone, save_backbone
+from .supernet import (
+    ElasticBackbone,
+    atomic_save,
+    backbone_checkpoint,
+    backbone_from_checkpoint,
+    build_backbone,
+    save_backbone,
+)
 
 __all__ = [
     "sample_config",
@@ -75,8 +88,9 @@ def sample_config(space: SearchSpace, gen: torch.Generator,
     Width, depth, operator and resolution are uniform over the space. By default (training) rank
     and int8 stay at full rank / float: they are post-training operators (truncated SVD and
     quantisation of trained weights), so training never sees them and the supernet's weights are
-    shaped only by the variants that own weights. Sampling them (straight-through) was measured to
-    cost the full-precision subnets several points for the same epochs. ``post_training=True``
+    shaped only by the variants that own weights. Sampling them (straight-through) costs the
+    full-precision subnets accuracy for the same epochs (docs/benchmarks.md, design
+    measurements). ``post_training=True``
     draws them uniformly too: a variant of the whole space.
     """
     def post(choices: Sequence):
@@ -322,13 +336,9 @@ def train(args: argparse.Namespace) -> ElasticBackbone:
                   "cpu_s_total": round(cpu_seconds, 1)}
         history.append(record)
         print(json.dumps(record), flush=True)
-        torch.save({"backbone": {"format": "adaspring-backbone", "version": 1,
-                                 "arch": model.arch(), "state_dict": model.state_dict(),
-                                 "meta": {}},
-                    "optimizer": optimizer.state_dict(), "epoch": epoch + 1,
-                    "history": json.dumps(history), "cpu_seconds": cpu_seconds},
-                   state_path.with_suffix(".tmp"))
-        os.replace(state_path.with_suffix(".tmp"), state_path)
+        atomic_save({"backbone": backbone_checkpoint(model), "optimizer": optimizer.state_dict(),
+                     "epoch": epoch + 1, "history": json.dumps(history),
+                     "cpu_seconds": cpu_seconds}, state_path)
         save_backbone(model, args.out, _meta(args, history, cpu_seconds))
 
     model.eval()
@@ -365,7 +375,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="train only this variant (config id) from scratch: a baseline")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--data", default="/usr/share/datasets/fashion-mnist",
+    p.add_argument("--data", default=str(FASHION_MNIST_DIR),
                    help="directory of the Fashion-MNIST IDX files")
     p.add_argument("--image-folder", default="", help="train on an ImageFolder instead")
     p.add_argument("--out", default="", help="backbone file (default: models/backbone.pt)")

@@ -16,59 +16,29 @@ from __future__ import annotations
 
 import math
 import time
-from pathlib import Path
 
-import rclpy
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from rclpy.exceptions import ParameterException
-from rclpy.executors import ExternalShutdownException
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rclpy.node import Node
 from sensor_msgs.msg import BatteryState
 
-from adaspring_ros import msg_convert, paths
-from adaspring_ros.core.context import BatteryReading, Context, PsutilSource, ScenarioTrace
+from adaspring_ros import msg_convert
+from adaspring_ros.core.context import BatteryReading, Context
+from adaspring_ros.core.psutil_source import PsutilSource
+from adaspring_ros.core.scenario import ScenarioTrace, resolve_scenario
 from adaspring_ros.msg import ContextState
+from adaspring_ros.nodes.common import diagnostic_array, diagnostic_status, run
 from adaspring_ros.nodes.guard import CallbackGuard
-from adaspring_ros.nodes.params import describe
+from adaspring_ros.nodes.params import declare, parameter_table
 from adaspring_ros.nodes.qos import (
-    BATTERY_TOPIC,
     CONTEXT_QOS,
     CONTEXT_TOPIC,
     DIAGNOSTICS_QOS,
     DIAGNOSTICS_TOPIC,
     SENSOR_QOS,
 )
+from adaspring_ros.nodes.settings import CONTEXT_SOURCES, NODE_SETTINGS
 
-SOURCES = ("psutil", "battery_state", "scenario")
-RO = {"read_only": True}
-# name, default, descriptor: read-only ones pick the source, the rest may change at run time.
-PARAMETERS = (
-    ("source", "psutil", describe(f"where the context comes from: one of {SOURCES}", **RO)),
-    ("rate_hz", 2.0, describe("ContextState messages per second", floating=(0.1, 100.0))),
-    ("latency_budget_ms", 100.0,
-     describe("the application's per-frame latency budget, ms (sources psutil and "
-              "battery_state; a scenario sets its own)", floating=(0.1, 60000.0))),
-    ("scenario", "scenarios/mixed.yaml",
-     describe("scenario trace for source scenario: relative to config/, or absolute", **RO)),
-    ("time_scale", 1.0, describe("scenario seconds per second (2 = twice as fast)",
-                                 floating=(0.01, 100.0), **RO)),
-    ("loop", False, describe("restart the scenario at its end (else hold its last step)")),
-    ("start_time_unix", 0.0, describe("wall-clock time (s since 1970) of scenario t = 0, to line "
-                                      "several processes up on one timeline (0 = node start; "
-                                      "before it, t = 0 is held)", floating=(0.0, 1e11), **RO)),
-    ("battery_topic", BATTERY_TOPIC,
-     describe("sensor_msgs/BatteryState topic for source battery_state", **RO)),
-    ("battery_timeout_s", 10.0, describe("a battery reading older than this counts as unknown, s",
-                                         floating=(0.1, 3600.0))),
-)
-
-
-def resolve_scenario(text: str) -> Path:
-    """A scenario path as given if it exists, else relative to the package's config/ dir."""
-    path = Path(text).expanduser()
-    if path.is_absolute() or path.exists():
-        return path
-    return paths.config_dir() / path
+PARAMETERS = parameter_table(*NODE_SETTINGS["context_node"])
 
 
 class ContextNode(Node):
@@ -77,11 +47,10 @@ class ContextNode(Node):
     def __init__(self) -> None:
         super().__init__("context_node")
         self.guard = CallbackGuard(self)
-        for name, default, descriptor in PARAMETERS:
-            self.declare_parameter(name, default, descriptor)
+        declare(self, NODE_SETTINGS["context_node"])
         self.source = self.get_parameter("source").value
-        if self.source not in SOURCES:
-            raise ValueError(f"source={self.source!r} is not one of {SOURCES}")
+        if self.source not in CONTEXT_SOURCES:
+            raise ValueError(f"source={self.source!r} is not one of {CONTEXT_SOURCES}")
         self.add_post_set_parameters_callback(self.guard(self.apply_parameters_callback))
 
         self.started = time.monotonic()
@@ -168,36 +137,22 @@ class ContextNode(Node):
         self.battery = (reading, time.monotonic())
 
     def diagnostics_callback(self) -> None:
-        status = DiagnosticStatus(name="adaspring: context_node", hardware_id="context",
-                                  level=DiagnosticStatus.OK, message=f"source {self.source}")
-        values = {k: str(v) for k, v in self.counts.items()}
-        values["callback_errors"] = str(self.guard.total)
+        level, message = DiagnosticStatus.OK, f"source {self.source}"
+        values = {**self.counts, "callback_errors": self.guard.total}
         if self.trace is not None:
             values["scenario_time_s"] = f"{self.scenario_time():.1f}"
         if self.source == "battery_state":
             age = math.inf if self.battery is None else time.monotonic() - self.battery[1]
             values["battery_age_s"] = f"{age:.1f}"
             if age > self.get_parameter("battery_timeout_s").value:
-                status.level = DiagnosticStatus.WARN
-                status.message = "no valid BatteryState recently: battery published as unknown"
-        status.values = [KeyValue(key=k, value=v) for k, v in values.items()]
-        array = DiagnosticArray(status=[status])
-        array.header.stamp = self.get_clock().now().to_msg()
-        self.diagnostics_publisher.publish(array)
+                level = DiagnosticStatus.WARN
+                message = "no valid BatteryState recently: battery published as unknown"
+        self.diagnostics_publisher.publish(diagnostic_array(self, diagnostic_status(
+            "adaspring: context_node", level, message, values, hardware_id="context")))
 
 
 def main(args: list[str] | None = None) -> None:
-    try:
-        with rclpy.init(args=args):
-            try:
-                node = ContextNode()
-            except (ValueError, OSError, ParameterException) as exc:  # bad source or scenario
-                rclpy.logging.get_logger("context_node").fatal(f"cannot start: {exc}")
-                raise SystemExit(2) from None
-            rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-
+    run(ContextNode, "context_node", args)  # bad source or scenario: exits 2
 
 if __name__ == "__main__":
     main()

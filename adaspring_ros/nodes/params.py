@@ -1,10 +1,21 @@
-"""Parameter descriptors shared by the adaspring nodes (kept apart so a node imports no other)."""
+"""Node parameters from dataclass settings (see core/validation.py ``setting``).
+
+A node declares ``parameter_table(*classes)``: one parameter per setting, named as the field,
+with its default, description, range and read-only flag in a ParameterDescriptor; ``read``
+builds the dataclass back from the node's current (or proposed) parameter values.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from dataclasses import Field
+from typing import Any
+
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 
-__all__ = ["describe"]
+from ..core.validation import from_ros, ros_default, settings_of
+
+__all__ = ["describe", "parameter_table", "declare", "read"]
 
 
 def describe(description: str, read_only: bool = False,
@@ -16,5 +27,44 @@ def describe(description: str, read_only: bool = False,
         descriptor.floating_point_range = [
             FloatingPointRange(from_value=float(floating[0]), to_value=float(floating[1]))]
     if integer is not None:
-        descriptor.integer_range = [IntegerRange(from_value=integer[0], to_value=integer[1])]
+        descriptor.integer_range = [IntegerRange(from_value=int(integer[0]),
+                                                 to_value=int(integer[1]))]
     return descriptor
+
+
+def _descriptor(f: Field) -> ParameterDescriptor:
+    meta, default = f.metadata, ros_default(f)
+    limits = meta["range"]
+    is_float = isinstance(default, float)
+    return describe(meta["description"], meta["read_only"],
+                    floating=limits if limits is not None and is_float else None,
+                    integer=limits if limits is not None and not is_float else None)
+
+
+def parameter_table(*classes: type) -> list[tuple[str, Any, ParameterDescriptor]]:
+    """(name, default, descriptor) of every setting of ``classes``; a name may occur once."""
+    table, seen = [], set()
+    for cls in classes:
+        for f in settings_of(cls):
+            if f.name in seen:
+                raise ValueError(f"parameter {f.name} is declared twice")
+            seen.add(f.name)
+            table.append((f.name, ros_default(f), _descriptor(f)))
+    return table
+
+
+def declare(node: Any, classes: Iterable[type]) -> None:
+    """Declare the settings of ``classes`` as parameters of ``node``."""
+    for name, default, descriptor in parameter_table(*classes):
+        node.declare_parameter(name, default, descriptor)
+
+
+def read(node: Any, cls: type, changed: Iterable[Any] = ()) -> Any:
+    """``cls`` built from the node's parameters, with the ``changed`` rclpy Parameters applied
+    (the proposal an on-set callback validates); ValueError/TypeError if unusable."""
+    proposed = {p.name: p.value for p in changed}
+    values = {}
+    for f in settings_of(cls):
+        value = proposed[f.name] if f.name in proposed else node.get_parameter(f.name).value
+        values[f.name] = from_ros(f, value)
+    return cls(**values)

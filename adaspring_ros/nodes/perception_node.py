@@ -6,9 +6,8 @@ publishes an InferenceResult per frame and PerformanceMetrics + /diagnostics eve
 
 Threading: a MultiThreadedExecutor runs the image callback in one callback group and the
 Reconfigure service and the metrics timer in others, so building a variant (in the service
-callback) never stalls frames. A frame takes ONE reference to the (config, module) pair when it
-starts and uses only that; the service replaces the pair with a single assignment once the new
-module is built and warmed up, so every frame is computed entirely by one variant.
+callback) never stalls frames; core/serving.py swaps it atomically between frames, and
+core/frame_stats.py keeps the counters and latency windows below.
 
 What the counters mean:
   frames_received   images that reached the callback;
@@ -22,145 +21,54 @@ What the counters mean:
                     evolution node's deadline feedback reads (on /diagnostics);
   callback_errors   exceptions caught in any callback of this node (on /diagnostics): none may
                     end the node;
-  frames_dropped    frames a publisher sent that never reached the callback, counted exactly from
-                    the gaps in each publisher's DDS publication sequence number (MessageInfo):
-                    overwritten in the keep-last-1 queue while an earlier frame was processed, or
-                    lost on the wire.
+  frames_dropped    frames a publisher sent that never reached the callback: the gaps in each
+                    publisher's DDS publication sequence number (see FrameStats).
 """
 
 from __future__ import annotations
 
 import math
-import threading
 import time
-from collections import defaultdict
 
-import numpy as np
-import rclpy
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
-from rclpy.exceptions import ParameterException
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.subscription import MessageInfo
 from sensor_msgs.msg import Image
 
 from adaspring_ros import msg_convert, paths
 from adaspring_ros.core import data, energy
-from adaspring_ros.core.config import DEFAULT_SPACE, CompressionConfig, ConfigError, SearchSpace
+from adaspring_ros.core.config import ConfigError
 from adaspring_ros.core.engine import (
-    DEFAULT_ENGINE,
     ENGINES,
     EngineError,
-    Runner,
-    VariantBuilder,
     classify_logits,
     make_engine,
 )
+from adaspring_ros.core.frame_stats import FrameStats, TimingLog, percentile, window_metrics
 from adaspring_ros.core.search import default_table
-from adaspring_ros.core.supernet import VariantCache, freeze_heap, load_backbone, set_num_threads
+from adaspring_ros.core.serving import VariantServer, parse_config
+from adaspring_ros.core.supernet import freeze_heap, load_backbone
 from adaspring_ros.msg import CompressionConfig as ConfigMsg
 from adaspring_ros.msg import InferenceResult, PerformanceMetrics
+from adaspring_ros.nodes.common import diagnostic_array, diagnostic_status, run
 from adaspring_ros.nodes.guard import CallbackGuard
-from adaspring_ros.nodes.params import describe
+from adaspring_ros.nodes.params import declare, parameter_table
 from adaspring_ros.nodes.qos import (
     DIAGNOSTICS_QOS,
     DIAGNOSTICS_TOPIC,
     IMAGE_QOS,
-    IMAGE_TOPIC,
     METRICS_QOS,
     METRICS_TOPIC,
     RECONFIGURE_SERVICE,
     RESULT_QOS,
     RESULT_TOPIC,
 )
+from adaspring_ros.nodes.settings import NODE_SETTINGS
 from adaspring_ros.srv import Reconfigure
 
-# rmw's "this middleware does not number publications" value.
-_SEQ_UNSUPPORTED = 2**64 - 1
-
-
-def _percentile(values: list[float], q: float) -> float:
-    if not values:
-        return math.nan
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, math.ceil(q / 100 * len(ordered)) - 1))]
-
-
-class FrameStats:
-    """Counters since start and per-window latency samples; shared by the callback threads."""
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.counts = defaultdict(int)
-        self.last_seq: dict[bytes, int] = {}
-        self.window: dict[str, list[float]] = defaultdict(list)
-        self.window_start = time.monotonic()
-
-    def add(self, name: str, n: int = 1) -> None:
-        with self.lock:
-            self.counts[name] += n
-
-    def received(self, info: MessageInfo | None) -> None:
-        """Count a frame and the publications of its publisher that never arrived."""
-        gid = seq = None
-        if isinstance(info, dict):
-            seq = info.get("publication_sequence_number")
-            gid = bytes((info.get("publisher_gid") or {}).get("data", b""))
-        with self.lock:
-            self.counts["frames_received"] += 1
-            if not isinstance(seq, int) or seq in (0, _SEQ_UNSUPPORTED):
-                return
-            last = self.last_seq.get(gid)
-            if last is not None and seq > last + 1:
-                self.counts["frames_dropped"] += seq - last - 1
-            self.last_seq[gid] = max(seq, last or 0)
-
-    def sample(self, **values: float) -> None:
-        with self.lock:
-            for name, value in values.items():
-                self.window[name].append(value)
-
-    def take_window(self) -> tuple[dict[str, int], dict[str, list[float]], float]:
-        """Counters, the window's samples and its length in s; starts a new window."""
-        with self.lock:
-            now = time.monotonic()
-            window, self.window = self.window, defaultdict(list)
-            seconds, self.window_start = now - self.window_start, now
-            return dict(self.counts), window, seconds
-
-
-RO = {"read_only": True}
-# name, default, descriptor: read-only ones are fixed at start, the rest may change at run time.
-PARAMETERS = (
-    ("image_topic", IMAGE_TOPIC, describe("sensor_msgs/Image topic to classify", **RO)),
-    ("backbone_path", "", describe("trained backbone checkpoint ('' = the shipped "
-                                   "models/backbone.pt); its .sha256 must match", **RO)),
-    ("engine", DEFAULT_ENGINE, describe(
-        f"inference engine for the variants: {', '.join(ENGINES)} (torch is the reference)",
-        **RO)),
-    ("profile_table", "", describe(
-        "profile table of the engine ('' = the engine's shipped table): its int8 activation "
-        "ranges make profiled int8 variants compute in int8 (onnxruntime)", **RO)),
-    ("initial_config", "full", describe("variant served at start: full, smallest or a config "
-                                        "id", **RO)),
-    ("timing_log", "", describe("CSV file of per-frame timings ('' = off; for profiling)", **RO)),
-    ("num_threads", 1, describe("engine intra-op threads (1 is fastest at batch 1 here; in "
-                                "onnxruntime from the next variant built)",
-                                integer=(1, 64))),
-    ("metrics_period_s", 1.0, describe("period of PerformanceMetrics and /diagnostics, s",
-                                       floating=(0.1, 60.0))),
-    ("max_cached_variants", 8, describe("materialised variants kept for fast swaps",
-                                        integer=(1, 256))),
-    ("stamp_tolerance_s", 10.0, describe("an image stamped further than this from the node's "
-                                         "clock (either way) is classified but counted in "
-                                         "stamps_rejected and left out of the end-to-end "
-                                         "latency, s", floating=(0.001, 86400.0))),
-    ("device_power_profile", energy.DEFAULT_DEVICE,
-     describe("device power model for energy per frame when RAPL is not readable: a name in "
-              "config/devices/ or a .yaml path")),
-)
+PARAMETERS = parameter_table(*NODE_SETTINGS["perception_node"])
 
 
 class PerceptionNode(Node):
@@ -170,8 +78,7 @@ class PerceptionNode(Node):
         super().__init__("perception_node")
         self.timing_log = None  # destroy_node() runs even when start-up fails below
         self.guard = CallbackGuard(self)
-        for name, default, descriptor in PARAMETERS:
-            self.declare_parameter(name, default, descriptor)
+        declare(self, NODE_SETTINGS["perception_node"])
         problem = self._invalid({n: self.get_parameter(n).value for n in
                                  ("initial_config", "device_power_profile", "engine")})
         if problem:
@@ -183,29 +90,22 @@ class PerceptionNode(Node):
 
         path = self.get_parameter("backbone_path").value or paths.default_backbone()
         self.backbone = load_backbone(path)  # verifies the sha256, weights_only=True
-        self.threads = self.get_parameter("num_threads").value
-        set_num_threads(self.threads)
-        self.engine = make_engine(self.get_parameter("engine").value, self.threads)
+        threads = self.get_parameter("num_threads").value
+        engine = make_engine(self.get_parameter("engine").value, threads)
         table = None
-        if self.engine.name != "torch":  # the int8 activation ranges of the profiled variants
+        if engine.name != "torch":  # the int8 activation ranges of the profiled variants
             table, _ = default_table(self.get_parameter("profile_table").value or None,
-                                     engine=self.engine.name)
-        self.cache = VariantCache(VariantBuilder(self.backbone, self.engine, table),
-                                  self.get_parameter("max_cached_variants").value)
-        config = self._parse_config(self.get_parameter("initial_config").value,
-                                    self.backbone.space)
-        self.active = (config, self._build(config))  # replaced whole, never mutated
+                                     engine=engine.name)
+        config = parse_config(self.get_parameter("initial_config").value, self.backbone.space)
+        self.server = VariantServer(self.backbone, engine, table,
+                                    self.get_parameter("max_cached_variants").value, config,
+                                    threads)
         freeze_heap()  # no full garbage-collection pause in a later frame or swap
         self.stats = FrameStats()
         self.reported: dict[str, int] = {}  # counters at the last report, for per-window rates
-        self.swap_lock = threading.Lock()
         self.meter = energy.make_meter(self.get_parameter("device_power_profile").value)
         self.meter.start()
-        timing_log = self.get_parameter("timing_log").value
-        self.timing_log = open(timing_log, "w", buffering=1 << 16) if timing_log else None
-        if self.timing_log:
-            self.timing_log.write("stamp_ns,callback_ms,forward_ms,overhead_ms,config_id,"
-                                  "received_ns,preprocess_ms\n")
+        self.timing_log = TimingLog(self.get_parameter("timing_log").value or None)
 
         self.image_group = MutuallyExclusiveCallbackGroup()
         self.service_group = MutuallyExclusiveCallbackGroup()
@@ -229,19 +129,11 @@ class PerceptionNode(Node):
             f"{self.subscription.topic_name}; energy: {self.meter.method}")
 
     # -- parameters -----------------------------------------------------------------------------
-    @staticmethod
-    def _parse_config(text: str, space: SearchSpace = DEFAULT_SPACE) -> CompressionConfig:
-        if text == "full":
-            return CompressionConfig.full(space)
-        if text == "smallest":
-            return CompressionConfig.smallest(space)
-        return CompressionConfig.from_id(text, space)
-
     def _invalid(self, values: dict) -> str:
         """Why parameter values are unusable, or '' (numeric ranges are checked by rclpy)."""
         if "initial_config" in values:
             try:
-                self._parse_config(values["initial_config"])
+                parse_config(values["initial_config"])
             except ConfigError as exc:
                 return f"initial_config: {exc}"
         if "engine" in values and values["engine"] not in ENGINES:
@@ -263,55 +155,28 @@ class PerceptionNode(Node):
             self.timer.timer_period_ns = int(self.get_parameter("metrics_period_s").value * 1e9)
             self.timer.reset()
         if "max_cached_variants" in names:
-            self.cache.capacity = self.get_parameter("max_cached_variants").value
+            self.server.cache.capacity = self.get_parameter("max_cached_variants").value
         if "stamp_tolerance_s" in names:
             self.stamp_tolerance_ns = round(self.get_parameter("stamp_tolerance_s").value * 1e9)
         if "device_power_profile" in names:
             self.meter = energy.make_meter(self.get_parameter("device_power_profile").value)
             self.meter.start()
 
-    def _apply_threads(self) -> None:
-        # Called from the image thread too: the setting takes effect for the thread that runs
-        # the forward passes.
-        wanted = self.get_parameter("num_threads").value
-        if wanted != self.threads:
-            set_num_threads(wanted)
-            self.threads = wanted
-            if self.engine.name != "torch":
-                # An engine session fixes its thread count: later builds use the new one.
-                self.engine.threads = wanted
-                self.cache.clear()
-
     # -- variants -------------------------------------------------------------------------------
-    def _build(self, config: CompressionConfig) -> Runner:
-        """Look up ``config``, or build it and run one warm-up forward (first-call allocations
-        happen here, off the frame path, not on the first frame it serves)."""
-        if config in self.cache:
-            return self.cache.get(config)
-        runner = self.cache.get(config)
-        blank = np.zeros((config.resolution, config.resolution), np.uint8)
-        runner(data.preprocess(blank, config.resolution).numpy())
-        return runner
-
     def reconfigure_callback(self, request, response):
         start = time.perf_counter()
-        config, _ = self.active
+        config, _ = self.server.active
         response.swap_ms = math.nan
         response.swapped = False
         try:
             wanted = msg_convert.config_from_msg(request.config, self.backbone.space)
-            with self.swap_lock:
-                cached = wanted in self.cache
-                if wanted != config:
-                    net = self._build(wanted)
-                    self.active = (wanted, net)  # the swap: one reference assignment
-                    response.swapped = True
-                    swap_ms = (time.perf_counter() - start) * 1e3
-                    with self.stats.lock:
-                        self.stats.counts["swaps"] += 1
-                        self.stats.counts["last_swap_us"] = round(swap_ms * 1e3)
-                config = wanted
+            response.swapped, cached = self.server.swap(wanted)
             swap_ms = (time.perf_counter() - start) * 1e3
+            if response.swapped:
+                with self.stats.lock:
+                    self.stats.counts["swaps"] += 1
+                    self.stats.counts["last_swap_us"] = round(swap_ms * 1e3)
+            config = wanted
             response.success = True
             response.swap_ms = swap_ms
             how = ("swapped, " if response.swapped else "already serving, ") \
@@ -339,7 +204,7 @@ class PerceptionNode(Node):
         self.stats.received(info)
         try:
             pixels = msg_convert.image_to_numpy(msg)
-            config, net = self.active  # one reference per frame: one variant computes it
+            config, net = self.server.active  # one reference per frame: one variant computes it
             x = data.preprocess(pixels, config.resolution)
         except (msg_convert.ImageError, data.DataError) as exc:
             self.stats.add("frames_rejected")
@@ -349,7 +214,8 @@ class PerceptionNode(Node):
             self.stats.add("frame_errors")
             raise
         try:
-            self._apply_threads()
+            # Here, not in the parameter callback: it must take effect for this thread.
+            self.server.set_threads(self.get_parameter("num_threads").value)
             forward_start = time.perf_counter()
             preprocess_ms = (forward_start - start) * 1e3  # decoding + preprocessing
             class_id, score = classify_logits(net(x.numpy()))
@@ -377,99 +243,59 @@ class PerceptionNode(Node):
         self.stats.add("frames_processed")
         self.stats.sample(model_ms=forward_ms, e2e_ms=e2e_ms, overhead_ms=callback_ms - forward_ms,
                           non_model_ms=e2e_ms - forward_ms)
-        if self.timing_log:
-            try:
-                raw_ns = msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec
-                self.timing_log.write(f"{raw_ns},{callback_ms:.4f},{forward_ms:.4f},"
-                                      f"{callback_ms - forward_ms:.4f},{config.id},"
-                                      f"{received_ns},{preprocess_ms:.4f}\n")
-            except (ValueError, OSError):  # closed at shutdown, or the disk is full
-                pass
+        raw_ns = msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec
+        self.timing_log.write(raw_ns, callback_ms, forward_ms, config.id, received_ns,
+                              preprocess_ms)
 
     # -- reporting ------------------------------------------------------------------------------
     def metrics_callback(self) -> None:
         counts, window, seconds = self.stats.take_window()
-        processed = len(window["model_ms"])
-        e2e = [v for v in window["e2e_ms"] if math.isfinite(v)]
-        non_model = [v for v in window["non_model_ms"] if math.isfinite(v)]
         meter = self.meter  # the parameter callback may replace it meanwhile
         reading = meter.stop()
         meter.start()
-        config, _ = self.active
-        values = dict(counts)
-        values.update(
-            config_id=config.id,
-            model_latency_ms_p50=_percentile(window["model_ms"], 50),
-            model_latency_ms_p95=_percentile(window["model_ms"], 95),
-            end_to_end_latency_ms_p50=_percentile(e2e, 50),
-            end_to_end_latency_ms_p95=_percentile(e2e, 95),
-            # what the policy subtracts from the frame budget to budget the forward pass
-            non_model_latency_ms_p50=_percentile(non_model, 50),
-            non_model_latency_ms_p95=_percentile(non_model, 95),
-            fps=processed / seconds if seconds > 0 else math.nan,
-            energy_per_frame_mj=reading.joules * 1e3 / processed if processed else math.nan,
-            energy_method=reading.method,
-            last_swap_ms=counts["last_swap_us"] / 1e3 if "last_swap_us" in counts else math.nan,
-        )
+        config, _ = self.server.active
+        values = {**counts, **window_metrics(counts, window, seconds, reading.joules),
+                  "config_id": config.id, "energy_method": reading.method}
         metrics = msg_convert.metrics_to_msg(values, PerformanceMetrics)
         metrics.header.stamp = self.get_clock().now().to_msg()
         self.metrics_publisher.publish(metrics)
-        self._publish_diagnostics(counts, window, processed, metrics)
+        self._publish_diagnostics(counts, window, len(window["model_ms"]), metrics)
 
     def _publish_diagnostics(self, counts, window, processed: int, metrics) -> None:
-        status = DiagnosticStatus(name="adaspring: perception_node", hardware_id="cpu")
         previous, self.reported = self.reported, counts
         dropped = counts.get("frames_dropped", 0) - previous.get("frames_dropped", 0)
+        level, message = DiagnosticStatus.OK, f"serving {metrics.config_id}"
         if not processed:
-            status.level, status.message = DiagnosticStatus.WARN, "no frames classified"
+            level, message = DiagnosticStatus.WARN, "no frames classified"
         elif dropped > processed:  # most frames never reach the callback: load or transport
-            status.level = DiagnosticStatus.WARN
-            status.message = (f"serving {metrics.config_id}, but {dropped} of "
-                              f"{dropped + processed} frames were dropped")
-        else:
-            status.level, status.message = DiagnosticStatus.OK, f"serving {metrics.config_id}"
+            level = DiagnosticStatus.WARN
+            message = (f"serving {metrics.config_id}, but {dropped} of {dropped + processed} "
+                       f"frames were dropped")
         values = {
             "config_id": metrics.config_id, "fps": f"{metrics.fps:.2f}",
-            "cached_variants": str(len(self.cache)), "backbone_sha256": self.backbone.sha256,
-            "overhead_ms_p50": f"{_percentile(window['overhead_ms'], 50):.3f}",
-            "overhead_ms_p95": f"{_percentile(window['overhead_ms'], 95):.3f}",
-            "frame_errors": str(counts.get("frame_errors", 0)),
-            "stamps_rejected": str(counts.get("stamps_rejected", 0)),
-            "callback_errors": str(self.guard.total),
+            "cached_variants": len(self.server.cache), "backbone_sha256": self.backbone.sha256,
+            "overhead_ms_p50": f"{percentile(window['overhead_ms'], 50):.3f}",
+            "overhead_ms_p95": f"{percentile(window['overhead_ms'], 95):.3f}",
+            "callback_errors": self.guard.total,
+            **{name: counts.get(name, 0) for name in (
+                "frame_errors", "stamps_rejected", "frames_received", "frames_processed",
+                "frames_dropped", "frames_rejected", "reconfigure_rejected", "swaps")},
         }
-        for name in ("frames_received", "frames_processed", "frames_dropped", "frames_rejected",
-                     "reconfigure_rejected", "swaps"):
-            values[name] = str(counts.get(name, 0))
-        status.values = [KeyValue(key=k, value=v) for k, v in values.items()]
-        array = DiagnosticArray(status=[status])
+        array = diagnostic_array(self, diagnostic_status("adaspring: perception_node", level,
+                                                         message, values))
         array.header.stamp = metrics.header.stamp
         self.diagnostics_publisher.publish(array)
 
     def destroy_node(self) -> None:
-        if self.timing_log:
+        if self.timing_log is not None:
             self.timing_log.close()
-            self.timing_log = None
         super().destroy_node()
 
 
 def main(args: list[str] | None = None) -> None:
-    try:
-        with rclpy.init(args=args):
-            try:
-                node = PerceptionNode()
-            # Bad weights, a table of another engine (ValueError), a missing engine.
-            except (ValueError, OSError, ParameterException, EngineError) as exc:
-                rclpy.logging.get_logger("perception_node").fatal(f"cannot start: {exc}")
-                raise SystemExit(2) from None
-            executor = MultiThreadedExecutor(num_threads=3)
-            executor.add_node(node)
-            try:
-                executor.spin()
-            finally:
-                node.destroy_node()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-
+    # Bad weights, a table of another engine (ValueError), a missing engine: exits 2. Three
+    # threads: frames, the Reconfigure service and the metrics timer run in parallel.
+    run(PerceptionNode, "perception_node", args, (EngineError,), threads=3)
 
 if __name__ == "__main__":
     main()

@@ -21,14 +21,16 @@ from rclpy.qos import (
     qos_profile_sensor_data,
 )
 
-IMAGE_TOPIC = "/camera/image_raw"
-BATTERY_TOPIC = "/battery_state"
-CONTEXT_TOPIC = "/adaspring/context"
-RESULT_TOPIC = "/adaspring/result"
-METRICS_TOPIC = "/adaspring/metrics"
-CONFIG_TOPIC = "/adaspring/config"
-RECONFIGURE_SERVICE = "/adaspring/perception/reconfigure"
-DIAGNOSTICS_TOPIC = "/diagnostics"
+from .names import (  # noqa: F401  (re-exported: the nodes import names and QoS from here)
+    BATTERY_TOPIC,
+    CONFIG_TOPIC,
+    CONTEXT_TOPIC,
+    DIAGNOSTICS_TOPIC,
+    IMAGE_TOPIC,
+    METRICS_TOPIC,
+    RECONFIGURE_SERVICE,
+    RESULT_TOPIC,
+)
 
 # Camera frames: never queue stale frames behind the one being processed.
 IMAGE_QOS = QoSProfile(

@@ -1,0 +1,321 @@
+"""The demo's record and report: what one pass recorded, its per-phase summary next to the static
+full model, the verdict, the timeline PNG and the raw events (``adaspring demo`` writes them under
+runs/<time>/). Reads records only; demo.py runs the passes that fill them.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .core.frame_stats import percentile
+from .core.scenario import ScenarioTrace
+
+__all__ = ["Phase", "scenario_phases", "Frame", "RunRecord", "phase_stats", "summarise",
+           "format_table", "swap_label", "verdict", "plot_timeline", "write_outputs"]
+
+
+@dataclass(frozen=True)
+class Phase:
+    """A stretch of the scenario between two steps, in scenario seconds."""
+
+    start: float
+    end: float
+    budget_ms: float
+    hog: int
+    label: str
+
+
+def scenario_phases(trace: ScenarioTrace) -> list[Phase]:
+    """One phase per scenario step (the last one runs to ``duration_s``); empty ones dropped."""
+    phases = []
+    for i, step in enumerate(trace.steps):
+        end = trace.steps[i + 1].t if i + 1 < len(trace.steps) else trace.duration_s
+        if end <= step.t:
+            continue
+        label = f"{step.t:g}-{end:g} s: budget {step.latency_budget_ms:g} ms"
+        first, last = trace.step_at(step.t).battery_percent, trace.step_at(end).battery_percent
+        if first is not None and last is not None:
+            label += f", battery {first:.0f}->{last:.0f}%"
+        if step.cpu_hog:
+            label += f", CPU hog x{step.cpu_hog}"
+        phases.append(Phase(step.t, end, step.latency_budget_ms, step.cpu_hog, label))
+    return phases
+
+
+# -- what one run records --------------------------------------------------------------------
+@dataclass
+class Frame:
+    seq: int
+    label: int | None
+    class_id: int
+    config_id: str
+    stamp: float      # image stamp, wall seconds
+    received: float   # result received by the demo, wall seconds
+    model_ms: float
+
+    @property
+    def e2e_ms(self) -> float:
+        return (self.received - self.stamp) * 1e3
+
+
+@dataclass
+class RunRecord:
+    name: str
+    evolution: bool
+    t0: float               # wall time of scenario t = 0
+    time_scale: float       # scenario seconds per wall second
+    frames: list[Frame] = field(default_factory=list)
+    events: list[dict[str, Any]] = field(default_factory=list)
+    contexts: list[dict[str, float]] = field(default_factory=list)
+    metrics: list[dict[str, Any]] = field(default_factory=list)
+    hog: list[tuple[float, int]] = field(default_factory=list)
+    interrupted: bool = False
+
+    def scenario_time(self, wall: float) -> float:
+        return (wall - self.t0) * self.time_scale
+
+
+# -- summary ---------------------------------------------------------------------------------
+def phase_stats(record: RunRecord, start: float, end: float, budget_ms: float) -> dict[str, Any]:
+    """Accuracy, latency, deadline hit rate and energy of the frames stamped in [start, end).
+
+    Frames the camera sent that never produced a result (dropped in the keep-last-1 queue or
+    lost) are found from gaps in the camera's sequence numbers and count as missed deadlines.
+    """
+    frames = sorted((f for f in record.frames if record.scenario_time(f.stamp) >= 0),
+                    key=lambda f: f.seq)
+    inside = [f for f in frames if start <= record.scenario_time(f.stamp) < end]
+    dropped = 0
+    for prev, frame in zip(frames, frames[1:], strict=False):
+        gap = frame.seq - prev.seq
+        for k in range(1, gap):  # a missing frame's stamp, interpolated between its neighbours
+            stamp = prev.stamp + k / gap * (frame.stamp - prev.stamp)
+            dropped += start <= record.scenario_time(stamp) < end
+    latencies = [f.e2e_ms for f in inside]
+    labelled = [f for f in inside if f.label is not None]
+    energy = weighted = 0.0
+    previous = None
+    for m in record.metrics:
+        count = m["frames_processed"] - previous if previous is not None else 0
+        previous = m["frames_processed"]
+        if (start <= record.scenario_time(m["time"]) < end and count > 0
+                and math.isfinite(m["energy_per_frame_mj"])):
+            energy += m["energy_per_frame_mj"] * count
+            weighted += count
+    variants: dict[str, int] = {}
+    for f in inside:
+        variants[f.config_id] = variants.get(f.config_id, 0) + 1
+    sent = len(inside) + dropped
+    return {
+        "frames": len(inside), "dropped": dropped,
+        "accuracy_percent": (100.0 * sum(f.class_id == f.label for f in labelled) / len(labelled)
+                             if labelled else math.nan),
+        "latency_ms_p50": percentile(latencies, 50), "latency_ms_p95": percentile(latencies, 95),
+        "deadline_hit_percent": (100.0 * sum(v <= budget_ms for v in latencies) / sent
+                                 if sent else math.nan),
+        "energy_mj_per_frame": energy / weighted if weighted else math.nan,
+        "variants": dict(sorted(variants.items(), key=lambda kv: -kv[1])),
+    }
+
+
+def summarise(records: list[RunRecord], trace: ScenarioTrace) -> list[dict[str, Any]]:
+    rows = []
+    phases = scenario_phases(trace)
+    for phase in phases:
+        for record in records:
+            rows.append({"phase": phase.label, "run": record.name,
+                         **phase_stats(record, phase.start, phase.end, phase.budget_ms)})
+    for record in records:  # the whole run; deadlines against each frame's own phase budget
+        whole = [phase_stats(record, p.start, p.end, p.budget_ms) for p in phases]
+        sent = sum(w["frames"] + w["dropped"] for w in whole)
+        hits = sum(w["deadline_hit_percent"] * (w["frames"] + w["dropped"]) / 100
+                   for w in whole if w["frames"] + w["dropped"])
+        all_stats = phase_stats(record, 0.0, math.inf, math.inf)
+        all_stats["deadline_hit_percent"] = 100.0 * hits / sent if sent else math.nan
+        rows.append({"phase": "whole scenario", "run": record.name, **all_stats})
+    return rows
+
+
+def _fmt(value: Any, digits: int = 1) -> str:
+    if isinstance(value, float):
+        return "n/a" if math.isnan(value) else f"{value:.{digits}f}"
+    return str(value)
+
+
+def format_table(rows: list[dict[str, Any]]) -> str:
+    headers = ["phase", "run", "frames", "acc %", "lat p50 ms", "lat p95 ms", "deadline hit %",
+               "mJ/frame", "main variant"]
+    body = []
+    for r in rows:
+        variants = list(r["variants"])
+        main = variants[0] if variants else "-"
+        if len(variants) > 1:
+            main += f" (+{len(variants) - 1})"
+        body.append([r["phase"], r["run"], f"{r['frames']}+{r['dropped']} dropped"
+                     if r["dropped"] else str(r["frames"]), _fmt(r["accuracy_percent"]),
+                     _fmt(r["latency_ms_p50"]), _fmt(r["latency_ms_p95"]),
+                     _fmt(r["deadline_hit_percent"]), _fmt(r["energy_mj_per_frame"], 3), main])
+    widths = [max(len(str(x)) for x in col) for col in zip(headers, *body, strict=True)]
+    lines = [" | ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)),
+             "-+-".join("-" * w for w in widths)]
+    previous = None
+    for row in body:
+        shown = list(row)
+        if row[0] == previous:
+            shown[0] = ""
+        previous = row[0]
+        lines.append(" | ".join(str(x).ljust(w) for x, w in zip(shown, widths, strict=True)))
+    return "\n".join(lines)
+
+
+def swap_label(event: dict[str, Any]) -> str:
+    """A short label of one swap for the timeline: the variant and why, e.g.
+    ``r24-w50d2… 91.7% 4.1 mJ (budget)``."""
+    reason = event["reason"]
+    why = "gain"
+    for prefix, word in (("initial", "initial"), ("re-applied", "re-applied"),
+                         ("context is", "stale"), ("no context", "stale")):
+        if reason.startswith(prefix):
+            why = word
+            break
+    else:
+        if " violates " in reason.split(":")[0]:
+            why = "budget"
+    return (f"{event['config_id'][:9]}… {event['predicted_accuracy_percent']:.1f}% "
+            f"{event['predicted_energy_mj']:.3g} mJ ({why})")
+
+
+def verdict(rows: list[dict[str, Any]]) -> str:
+    """One line: adaptive against static full over the whole scenario, and whether adaptive is
+    at least as good on deadline hits and energy with at most 2 points less live accuracy."""
+    whole = {r["run"]: r for r in rows if r["phase"] == "whole scenario"}
+    if "adaptive" not in whole or "static full" not in whole:
+        return "adaptive vs static full: no static run to compare with"
+    a, f = whole["adaptive"], whole["static full"]
+    hits_ok = a["deadline_hit_percent"] >= f["deadline_hit_percent"]
+    energy_ok = a["energy_mj_per_frame"] <= f["energy_mj_per_frame"]
+    acc_ok = a["accuracy_percent"] >= f["accuracy_percent"] - 2.0
+    ok = hits_ok and energy_ok and acc_ok
+    return (f"adaptive vs static full, whole scenario: deadline hits "
+            f"{_fmt(a['deadline_hit_percent'])} vs {_fmt(f['deadline_hit_percent'])} %, "
+            f"energy {_fmt(a['energy_mj_per_frame'], 2)} vs {_fmt(f['energy_mj_per_frame'], 2)} "
+            f"mJ/frame, live accuracy {_fmt(a['accuracy_percent'])} vs "
+            f"{_fmt(f['accuracy_percent'])} %: "
+            + ("adaptive is at least as good on deadlines and energy, within 2 points of "
+               "accuracy" if ok else "NOT better: " + ", ".join(
+                   what for what, good in (("deadline hits", hits_ok), ("energy", energy_ok),
+                                           ("accuracy (> 2 points lower)", acc_ok))
+                   if not good)))
+
+
+# -- timeline --------------------------------------------------------------------------------
+def plot_timeline(records: list[RunRecord], trace: ScenarioTrace, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(4, 1, sharex=True, figsize=(12, 11))
+    phases = scenario_phases(trace)
+    for ax in axes:
+        for phase in phases:
+            if phase.hog:
+                ax.axvspan(phase.start, phase.end, color="tab:red", alpha=0.08)
+    ax = axes[0]
+    main = records[0]
+    ctx_t = [main.scenario_time(c["time"]) for c in main.contexts]
+    ax.plot(ctx_t, [c["battery_percent"] for c in main.contexts], label="battery %")
+    ax.plot(ctx_t, [c["cpu_load_other_percent"] for c in main.contexts],
+            label="CPU load of others %")
+    ax.set_ylabel("%")
+    twin = ax.twinx()
+    twin.step(ctx_t, [c["latency_budget_ms"] for c in main.contexts], where="post",
+              color="black", linestyle="--", label="latency budget ms")
+    twin.set_ylabel("budget, ms")
+    ax.legend(loc="upper left", fontsize=8)
+    twin.legend(loc="upper right", fontsize=8)
+    ax.set_title(f"scenario {trace.name!r} (red: competing CPU load running)")
+
+    colours = ["tab:blue", "tab:orange", "tab:green"]
+    ax = axes[1]
+    for record, colour in zip(records, colours, strict=False):
+        ax.scatter([record.scenario_time(f.stamp) for f in record.frames],
+                   [max(f.e2e_ms, 1e-2) for f in record.frames], s=4, color=colour,
+                   label=f"{record.name}: end-to-end latency")
+    budget_t = [p.start for p in phases] + [phases[-1].end]
+    ax.step(budget_t, [p.budget_ms for p in phases] + [phases[-1].budget_ms], where="post",
+            color="black", linestyle="--", label="deadline")
+    ax.set_yscale("log")
+    ax.set_ylabel("ms")
+    ax.legend(loc="upper left", fontsize=8)
+
+    ax = axes[2]
+    for record, colour in zip(records, colours, strict=False):
+        if not record.events:
+            continue
+        times = [record.scenario_time(e["time"]) for e in record.events]
+        accs = [e["predicted_accuracy_percent"] for e in record.events]
+        ax.step(times + [trace.duration_s], accs + accs[-1:], where="post", color=colour,
+                label=f"{record.name}: predicted accuracy of the active variant")
+        ax.scatter(times, accs, color=colour, marker="v")
+        for k, (t, acc, event) in enumerate(zip(times, accs, record.events, strict=True)):
+            ax.annotate(swap_label(event), (max(t, 0.0), acc), textcoords="offset points",
+                        xytext=(3, 8 if k % 2 else -14), fontsize=7, color=colour)
+    ax.set_ylabel("accuracy %")
+    ax.legend(loc="lower left", fontsize=8)
+
+    ax = axes[3]
+    for record, colour in zip(records, colours, strict=False):
+        frames = sorted((f for f in record.frames if f.label is not None), key=lambda f: f.stamp)
+        window = 50
+        times, accs = [], []
+        for i in range(window, len(frames) + 1, 5):
+            chunk = frames[i - window:i]
+            times.append(record.scenario_time(chunk[-1].stamp))
+            accs.append(100.0 * sum(f.class_id == f.label for f in chunk) / window)
+        ax.plot(times, accs, color=colour, label=f"{record.name}: live accuracy (last 50)")
+        energy = [(record.scenario_time(m["time"]), m["energy_per_frame_mj"])
+                  for m in record.metrics if math.isfinite(m["energy_per_frame_mj"])]
+        if energy:
+            twin = ax.twinx() if record is records[0] else twin
+            twin.plot(*zip(*energy, strict=True), color=colour, linestyle=":",
+                      label=f"{record.name}: mJ/frame")
+            twin.set_ylabel("mJ / frame (dotted)")
+    ax.set_ylabel("accuracy %")
+    ax.set_xlabel("scenario time, s")
+    ax.legend(loc="lower left", fontsize=8)
+    for ax in axes:
+        ax.set_xlim(0, trace.duration_s)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_outputs(records: list[RunRecord], rows: list[dict[str, Any]], table: str,
+                  trace: ScenarioTrace, out: Path) -> None:
+    def clean(value: Any) -> Any:  # JSON has no NaN
+        if isinstance(value, float) and not math.isfinite(value):
+            return None
+        if isinstance(value, dict):
+            return {k: clean(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [clean(v) for v in value]
+        return value
+
+    data = {"scenario": trace.name, "scenario_path": trace.path, "summary": rows,
+            "runs": [asdict(r) for r in records]}
+    (out / "events.json").write_text(json.dumps(clean(data), indent=1))
+    (out / "summary.txt").write_text(table + "\n")
+    plot_timeline(records, trace, out / "timeline.png")
+    energy = {m["energy_method"] for r in records for m in r.metrics if m["energy_method"]}
+    print(f"\nenergy: {', '.join(sorted(energy)) or 'n/a'}")
+    print(f"timeline: {out / 'timeline.png'}\nraw events: {out / 'events.json'}")
+    swap_ms = [e["swap_ms"] for r in records for e in r.events if math.isfinite(e["swap_ms"])]
+    median = statistics.median(swap_ms) if swap_ms else math.nan
+    print(f"evolution events: {sum(len(r.events) for r in records)}; median swap "
+          f"{_fmt(median)} ms")

@@ -1,0 +1,59 @@
+"""VariantServer: the served variant, built and warmed up off the frame path, swapped whole."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from adaspring_ros.core.config import CompressionConfig, ConfigError
+from adaspring_ros.core.engine import make_engine
+from adaspring_ros.core.serving import VariantServer, parse_config
+from adaspring_ros.core.supernet import build_backbone
+
+
+@pytest.fixture(scope="module")
+def server():
+    torch.manual_seed(0)
+    backbone = build_backbone(stage_channels=(4, 8, 8)).eval()
+    return VariantServer(backbone, make_engine("torch"), None, capacity=2,
+                         initial=CompressionConfig.full(backbone.space))
+
+
+def test_parse_config_names_and_ids():
+    assert parse_config("full") == CompressionConfig.full()
+    assert parse_config("smallest") == CompressionConfig.smallest()
+    assert parse_config(CompressionConfig.smallest().id) == CompressionConfig.smallest()
+    with pytest.raises(ConfigError):
+        parse_config("toaster")
+
+
+def test_swap_replaces_the_pair_whole_and_reports_what_it_did(server):
+    full, small = CompressionConfig.full(), CompressionConfig.smallest()
+    before = server.active
+    assert before[0] == full and full in server.cache  # built and warmed up at start
+    assert server.swap(small) == (True, False)  # swapped, built
+    assert server.active[0] == small and server.active is not before
+    assert before[0] == full  # a frame holding the old pair still has the old variant
+    assert server.swap(small) == (False, True)  # already serving
+    assert server.swap(full) == (True, True)  # back, from the cache
+
+
+def test_a_failing_build_leaves_the_served_variant(server, monkeypatch):
+    served = server.active
+    assert served[0] == CompressionConfig.full()
+
+    def no_room(config):
+        raise MemoryError("no room")
+
+    monkeypatch.setattr(server.cache, "build", no_room)
+    server.cache.clear()
+    with pytest.raises(MemoryError):
+        server.swap(CompressionConfig.smallest())
+    assert server.active is served
+
+
+def test_set_threads_follows_the_parameter(server):
+    server.set_threads(2)
+    assert server.threads == 2 and torch.get_num_threads() == 2
+    server.set_threads(1)
+    assert server.threads == 1 and torch.get_num_threads() == 1

@@ -4,11 +4,15 @@ Subscribes sensor_msgs/Image (IMAGE_QOS: best effort, keep last 1, so stale fram
 publishes an InferenceResult per frame and PerformanceMetrics + /diagnostics every
 ``metrics_period_s``, and serves Reconfigure, which swaps the variant atomically between frames.
 
-Threading: a MultiThreadedExecutor runs the image callback in one callback group and the
-Reconfigure service and the metrics timer in others, so building a variant (in the service
-callback) never stalls frames. A frame takes ONE reference to the (config, module) pair when it
-starts and uses only that; the service replaces the pair with a single assignment once the new
-module is built and warmed up, so every frame is computed entirely by one variant.
+Threading: one SingleThreadedExecutor runs every callback in turn. A MultiThreadedExecutor
+(tried first, so that building a variant would not hold up frames) hands each ready callback to
+a thread pool, and that handoff was the largest tail of a 640x480 frame: transport + wake-up p95
+5.95 -> 0.99 ms and end-to-end p95 9.9 -> 8.4 ms with the single-threaded one (docs/benchmarks.md,
+section *Where a 640x480 frame's time goes*). The price is that a frame arriving while the
+Reconfigure service builds a variant (5-20 ms, a few times a minute) waits for it; with the GIL a
+concurrent build slowed frames anyway. A frame takes ONE reference to the (config, module) pair
+when it starts and the service replaces the pair with a single assignment once the new module is
+built and warmed up, so every frame is computed entirely by one variant.
 
 What the counters mean:
   frames_received   images that reached the callback;
@@ -39,9 +43,8 @@ import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import SetParametersResult
-from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.exceptions import ParameterException
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.subscription import MessageInfo
 from sensor_msgs.msg import Image
@@ -198,7 +201,6 @@ class PerceptionNode(Node):
         freeze_heap()  # no full garbage-collection pause in a later frame or swap
         self.stats = FrameStats()
         self.reported: dict[str, int] = {}  # counters at the last report, for per-window rates
-        self.swap_lock = threading.Lock()
         self.meter = energy.make_meter(self.get_parameter("device_power_profile").value)
         self.meter.start()
         timing_log = self.get_parameter("timing_log").value
@@ -207,9 +209,6 @@ class PerceptionNode(Node):
             self.timing_log.write("stamp_ns,callback_ms,forward_ms,overhead_ms,config_id,"
                                   "received_ns,preprocess_ms\n")
 
-        self.image_group = MutuallyExclusiveCallbackGroup()
-        self.service_group = MutuallyExclusiveCallbackGroup()
-        self.timer_group = MutuallyExclusiveCallbackGroup()
         self.result_publisher = self.create_publisher(InferenceResult, RESULT_TOPIC, RESULT_QOS)
         self.metrics_publisher = self.create_publisher(PerformanceMetrics, METRICS_TOPIC,
                                                        METRICS_QOS)
@@ -217,13 +216,11 @@ class PerceptionNode(Node):
                                                            DIAGNOSTICS_QOS)
         self.subscription = self.create_subscription(
             Image, self.get_parameter("image_topic").value, self.guard(self.image_callback),
-            IMAGE_QOS, callback_group=self.image_group)
+            IMAGE_QOS)
         self.service = self.create_service(Reconfigure, RECONFIGURE_SERVICE,
-                                           self.guard.service(self.reconfigure_callback),
-                                           callback_group=self.service_group)
+                                           self.guard.service(self.reconfigure_callback))
         self.timer = self.create_timer(self.get_parameter("metrics_period_s").value,
-                                       self.guard(self.metrics_callback),
-                                       callback_group=self.timer_group)
+                                       self.guard(self.metrics_callback))
         self.get_logger().info(
             f"serving {config.id} from {path} (sha256 {self.backbone.sha256[:12]}) on "
             f"{self.subscription.topic_name}; energy: {self.meter.method}")
@@ -300,17 +297,16 @@ class PerceptionNode(Node):
         response.swapped = False
         try:
             wanted = msg_convert.config_from_msg(request.config, self.backbone.space)
-            with self.swap_lock:
-                cached = wanted in self.cache
-                if wanted != config:
-                    net = self._build(wanted)
-                    self.active = (wanted, net)  # the swap: one reference assignment
-                    response.swapped = True
-                    swap_ms = (time.perf_counter() - start) * 1e3
-                    with self.stats.lock:
-                        self.stats.counts["swaps"] += 1
-                        self.stats.counts["last_swap_us"] = round(swap_ms * 1e3)
-                config = wanted
+            cached = wanted in self.cache
+            if wanted != config:
+                net = self._build(wanted)
+                self.active = (wanted, net)  # the swap: one reference assignment
+                response.swapped = True
+                swap_ms = (time.perf_counter() - start) * 1e3
+                with self.stats.lock:
+                    self.stats.counts["swaps"] += 1
+                    self.stats.counts["last_swap_us"] = round(swap_ms * 1e3)
+            config = wanted
             swap_ms = (time.perf_counter() - start) * 1e3
             response.success = True
             response.swap_ms = swap_ms
@@ -461,7 +457,7 @@ def main(args: list[str] | None = None) -> None:
             except (ValueError, OSError, ParameterException, EngineError) as exc:
                 rclpy.logging.get_logger("perception_node").fatal(f"cannot start: {exc}")
                 raise SystemExit(2) from None
-            executor = MultiThreadedExecutor(num_threads=3)
+            executor = SingleThreadedExecutor()
             executor.add_node(node)
             try:
                 executor.spin()

@@ -13,6 +13,8 @@ import sys
 COMMANDS = {
     "train": ("adaspring_ros.core.training", "train the self-evolutionary backbone"),
     "profile": ("adaspring_ros.core.profiler", "measure every variant -> profile table"),
+    "size-backbone": ("adaspring_ros.core.backbone_sizing",
+                      "pick the backbone's width, depth, resolution for a device"),
     "search": ("adaspring_ros.core.search", "pick the best variant for a context"),
     "demo": ("adaspring_ros.demo", "run the whole ROS pipeline on replayed data"),
     "bench": ("adaspring_ros.bench_runner", "run the benchmarks in bench/"),
@@ -21,7 +23,7 @@ COMMANDS = {
 
 def _usage() -> str:
     lines = ["usage: adaspring <command> [options]", "", "commands:"]
-    lines += [f"  {name:<8} {help_}" for name, (_, help_) in COMMANDS.items()]
+    lines += [f"  {name:<13} {help_}" for name, (_, help_) in COMMANDS.items()]
     lines.append("\n`adaspring <command> --help` for the options of one command.")
     return "\n".join(lines)
 

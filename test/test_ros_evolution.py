@@ -104,9 +104,10 @@ def start_evolution(tmp_path, table, extra=(), name="evolution_node"):
         "-p", f"profile_table:={table}", *FAST_POLICY, *extra])
 
 
-def start_fake(tmp_path, initial: str, delay_s: float = 0.0, name: str = "fake_perception"):
+def start_fake(tmp_path, initial: str, delay_s: float = 0.0, name: str = "fake_perception",
+               extra=()):
     return NodeProcess([__file__, "fake_perception", "--ros-args", "-p", f"initial:={initial}",
-                        "-p", f"delay_s:={delay_s}"], tmp_path, name)
+                        "-p", f"delay_s:={delay_s}", *extra], tmp_path, name)
 
 
 def test_context_change_swaps_and_late_subscriber_sees_it(rclpy_node, tmp_path):
@@ -143,6 +144,28 @@ def test_context_change_swaps_and_late_subscriber_sees_it(rclpy_node, tmp_path):
             p.stop()
     log = procs[1].log_path.read_text()
     assert "swap" in log and "violates" in log
+
+
+def test_first_choice_waits_for_the_measured_cost_of_a_frame(rclpy_node, tmp_path):
+    # Like the real perception node, the fake answers Reconfigure at once but reports its first
+    # metrics a second later. A frame costs 1000 mJ besides the model, so MID's 16 mJ saving is
+    # 1.6 % of a frame, not worth 4 points (MID_POLICY: worth it above 4.7 %); counted against
+    # the forward pass alone (80 % saved), the first choice would have been MID.
+    table, full, _fast, _mid = write_table(tmp_path)
+    graph = Graph(rclpy_node)
+    graph.context = context_msg(100.0)
+    procs = [start_fake(tmp_path, full, extra=["-p", "first_metrics_s:=1.0",
+                                                "-p", "frame_rest_mj:=1000.0"]),
+             start_evolution(tmp_path, table, MID_POLICY)]
+    try:
+        graph.wait_config(full, procs, 20)
+        end = time.monotonic() + 3.0  # 60 decision periods with measured metrics
+        spin_until(rclpy_node, lambda: time.monotonic() > end, 10, "3 s of decisions", procs)
+        assert {c.config_id for c in graph.configs} == {full}, \
+            [(c.config_id, c.reason) for c in graph.configs]
+    finally:
+        for p in procs:
+            p.stop()
 
 
 def test_climbs_back_to_the_accurate_variant_after_a_low_battery(rclpy_node, tmp_path):
@@ -312,6 +335,9 @@ def fake_perception() -> None:
             super().__init__("fake_perception")
             initial = self.declare_parameter("initial", "").value
             self.delay_s = self.declare_parameter("delay_s", 0.0).value
+            self.first_metrics_at = time.monotonic() + \
+                self.declare_parameter("first_metrics_s", 0.0).value
+            self.rest_mj = self.declare_parameter("frame_rest_mj", float("nan")).value
             self.active = CompressionConfig.from_id(initial)
             self.swaps = 0
             self.service = self.create_service(Reconfigure, RECONFIGURE_SERVICE,
@@ -319,9 +345,10 @@ def fake_perception() -> None:
             self.publisher = self.create_publisher(PerformanceMetrics, METRICS_TOPIC,
                                                    METRICS_QOS)
             self.timer = self.create_timer(0.25, self.metrics_callback)
-            self.latency = {}
+            self.latency, self.energy = {}, {}
             for row, config in zip(ROWS, _table_configs(), strict=True):
                 self.latency[config] = row["latency_ms_p50"]
+                self.energy[config] = row["energy_mj"]
 
         def reconfigure_callback(self, request, response):
             time.sleep(self.delay_s)  # a slow swap (blocks this fake's only thread on purpose)
@@ -337,10 +364,13 @@ def fake_perception() -> None:
             return response
 
         def metrics_callback(self) -> None:
+            if time.monotonic() < self.first_metrics_at:
+                return
             latency = self.latency.get(self.active.id, 1.0)
             msg = msg_convert.metrics_to_msg(
                 {"config_id": self.active.id, "model_latency_ms_p50": latency,
-                 "model_latency_ms_p95": latency * 1.15, "swaps": self.swaps},
+                 "model_latency_ms_p95": latency * 1.15, "swaps": self.swaps,
+                 "energy_per_frame_mj": self.energy.get(self.active.id, 0.0) + self.rest_mj},
                 PerformanceMetrics)
             msg.header.stamp = self.get_clock().now().to_msg()
             self.publisher.publish(msg)

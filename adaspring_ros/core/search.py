@@ -513,7 +513,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="measured / profiled median latency of the running variant (default: "
                         "from --cpu-load)")
     p.add_argument("--non-model-ms", type=float,
-                   help="measured p95 of a frame outside the forward pass, ms (default: "
+                   help="measured median of a frame outside the forward pass, ms (default: "
                         "unknown, the forward gets latency_margin of the budget)")
     p.add_argument("--overhead-mj", type=float, default=0.0,
                    help="measured energy of a frame outside the forward pass, mJ (0)")

@@ -31,6 +31,7 @@ import json
 import math
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
@@ -253,6 +254,17 @@ def _train_step(model: ElasticBackbone, images: np.ndarray, labels: Tensor,
     return teacher_loss
 
 
+def sized_space(max_depth: int, max_resolution: int) -> SearchSpace:
+    """The default space cut to a backbone of at most ``max_depth`` blocks per stage and
+    ``max_resolution`` input pixels (``adaspring size-backbone`` picks them for a device)."""
+    space = DEFAULT_SPACE
+    if max_depth not in space.depths or max_resolution not in space.resolutions:
+        raise ValueError(f"max depth must be one of {space.depths} and max resolution one of "
+                         f"{space.resolutions}, got {max_depth} and {max_resolution}")
+    return replace(space, depths=tuple(d for d in space.depths if d <= max_depth),
+                   resolutions=tuple(r for r in space.resolutions if r <= max_resolution))
+
+
 def train(args: argparse.Namespace) -> ElasticBackbone:
     from tqdm import tqdm
 
@@ -268,7 +280,7 @@ def train(args: argparse.Namespace) -> ElasticBackbone:
         train_idx = train_idx[:args.subset]
         val_idx = val_idx[:max(100, args.subset // 10)]
     train_set, val_set = full_train.subset(train_idx), full_train.subset(val_idx)
-    space = DEFAULT_SPACE
+    space = sized_space(args.max_depth, args.max_resolution)
     channels = tuple(int(c) for c in args.channels.split(","))
     model = build_backbone(space, channels, full_train.classes)
     model.train()
@@ -369,6 +381,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--student-label-weight", type=float, default=0.0, metavar="W",
                    help="students' loss: (1-W) distillation + W labels (0: distillation only)")
     p.add_argument("--channels", default="24,48,96", help="full-width channels of each stage")
+    p.add_argument("--max-depth", type=int, default=max(DEFAULT_SPACE.depths),
+                   help="blocks per stage of the full backbone")
+    p.add_argument("--max-resolution", type=int, default=max(DEFAULT_SPACE.resolutions),
+                   help="input side of the full backbone, pixels")
     p.add_argument("--subset", type=int, default=0, help="train on the first N images (smoke)")
     p.add_argument("--val-size", type=int, default=5000, help="held-out validation images")
     p.add_argument("--fixed-config", default="",
@@ -393,6 +409,11 @@ def cli_main(argv: Sequence[str] | None = None) -> int:
         args.out = str(default_backbone())
     if args.epochs < 1 or args.warmup_epochs < 0:
         print("adaspring train: --epochs must be >= 1 and --warmup-epochs >= 0", file=sys.stderr)
+        return 2
+    try:
+        sized_space(args.max_depth, args.max_resolution)
+    except ValueError as exc:
+        print(f"adaspring train: {exc}", file=sys.stderr)
         return 2
     for name in ("uniform_subnets", "student_label_weight"):
         if not 0.0 <= getattr(args, name) <= 1.0:

@@ -7,7 +7,7 @@ from collections.abc import Callable, Mapping
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rclpy.exceptions import ParameterException
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 
 __all__ = ["run", "diagnostic_status", "diagnostic_array"]
@@ -17,12 +17,10 @@ START_ERRORS: tuple[type[BaseException], ...] = (ValueError, OSError, ParameterE
 
 
 def run(factory: Callable[[], Node], name: str, args: list[str] | None = None,
-        start_errors: tuple[type[BaseException], ...] = (), threads: int = 0) -> None:
-    """Initialise rclpy, build the node and spin it until Ctrl-C or an external shutdown.
-
-    ``threads`` > 0 spins a MultiThreadedExecutor with that many threads (callback groups run
-    in parallel), else the single-threaded default. ``start_errors`` are added to
-    :data:`START_ERRORS`: any of them at construction is logged as fatal and exits with 2.
+        start_errors: tuple[type[BaseException], ...] = ()) -> None:
+    """Initialise rclpy, build the node and spin it (one thread, every callback in turn) until
+    Ctrl-C or an external shutdown. ``start_errors`` are added to :data:`START_ERRORS`: any of
+    them at construction is logged as fatal and exits with 2.
     """
     try:
         with rclpy.init(args=args):
@@ -32,12 +30,7 @@ def run(factory: Callable[[], Node], name: str, args: list[str] | None = None,
                 rclpy.logging.get_logger(name).fatal(f"cannot start: {exc}")
                 raise SystemExit(2) from None
             try:
-                if threads > 0:
-                    executor = MultiThreadedExecutor(num_threads=threads)
-                    executor.add_node(node)
-                    executor.spin()
-                else:
-                    rclpy.spin(node)
+                rclpy.spin(node)
             finally:
                 node.destroy_node()
     except (KeyboardInterrupt, ExternalShutdownException):

@@ -208,8 +208,13 @@ class EvolutionNode(Node):
                 self._service_changed(ready)
             if not ready or not self.swaps.may_send(now):
                 return
-            if self.context_msg is None and now - self.started < self.evolver.params.stale_after_s:
-                return  # at start, give the context node one stale period to be heard
+            if now - self.started < self.evolver.params.stale_after_s and (
+                    self.context_msg is None or self.evolver.active_id is None):
+                # At start, give the context node one stale period to be heard, and the
+                # perception node one to report the variant it serves and what the rest of a
+                # frame costs: chosen without that measure, the first variant assumed a frame
+                # costs only its forward pass and anchored the demo on a cheaper variant.
+                return
             decision = self.evolver.decide(now)
             # Until a variant is confirmed, also "keep" one: the perception node then serves a
             # known variant and /adaspring/config announces it (a no-op swap if it ran already).

@@ -4,9 +4,15 @@ Subscribes sensor_msgs/Image (IMAGE_QOS: best effort, keep last 1, so stale fram
 publishes an InferenceResult per frame and PerformanceMetrics + /diagnostics every
 ``metrics_period_s``, and serves Reconfigure, which swaps the variant atomically between frames.
 
-Threading: a MultiThreadedExecutor runs the image callback in one callback group and the
-Reconfigure service and the metrics timer in others, so building a variant (in the service
-callback) never stalls frames; core/serving.py swaps it atomically between frames, and
+Threading: one SingleThreadedExecutor runs every callback in turn. A MultiThreadedExecutor
+(tried first, so that building a variant would not hold up frames) hands each ready callback to
+a thread pool, and that handoff was the largest tail of a 640x480 frame: transport + wake-up p95
+5.95 -> 0.99 ms and end-to-end p95 9.9 -> 8.4 ms with the single-threaded one (docs/benchmarks.md,
+section *Where a 640x480 frame's time goes*). The price is that a frame arriving while the
+Reconfigure service builds a variant (5-20 ms, a few times a minute) waits for it; with the GIL a
+concurrent build slowed frames anyway. A frame takes ONE reference to the (config, module) pair
+when it starts and the service replaces the pair with a single assignment once the new module is
+built and warmed up, so every frame is computed entirely by one variant (core/serving.py);
 core/frame_stats.py keeps the counters and latency windows below.
 
 What the counters mean:
@@ -32,7 +38,6 @@ import time
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rcl_interfaces.msg import SetParametersResult
-from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.node import Node
 from rclpy.subscription import MessageInfo
 from sensor_msgs.msg import Image
@@ -107,9 +112,6 @@ class PerceptionNode(Node):
         self.meter.start()
         self.timing_log = TimingLog(self.get_parameter("timing_log").value or None)
 
-        self.image_group = MutuallyExclusiveCallbackGroup()
-        self.service_group = MutuallyExclusiveCallbackGroup()
-        self.timer_group = MutuallyExclusiveCallbackGroup()
         self.result_publisher = self.create_publisher(InferenceResult, RESULT_TOPIC, RESULT_QOS)
         self.metrics_publisher = self.create_publisher(PerformanceMetrics, METRICS_TOPIC,
                                                        METRICS_QOS)
@@ -117,13 +119,11 @@ class PerceptionNode(Node):
                                                            DIAGNOSTICS_QOS)
         self.subscription = self.create_subscription(
             Image, self.get_parameter("image_topic").value, self.guard(self.image_callback),
-            IMAGE_QOS, callback_group=self.image_group)
+            IMAGE_QOS)
         self.service = self.create_service(Reconfigure, RECONFIGURE_SERVICE,
-                                           self.guard.service(self.reconfigure_callback),
-                                           callback_group=self.service_group)
+                                           self.guard.service(self.reconfigure_callback))
         self.timer = self.create_timer(self.get_parameter("metrics_period_s").value,
-                                       self.guard(self.metrics_callback),
-                                       callback_group=self.timer_group)
+                                       self.guard(self.metrics_callback))
         self.get_logger().info(
             f"serving {config.id} from {path} (sha256 {self.backbone.sha256[:12]}) on "
             f"{self.subscription.topic_name}; energy: {self.meter.method}")
@@ -293,9 +293,10 @@ class PerceptionNode(Node):
 
 
 def main(args: list[str] | None = None) -> None:
-    # Bad weights, a table of another engine (ValueError), a missing engine: exits 2. Three
-    # threads: frames, the Reconfigure service and the metrics timer run in parallel.
-    run(PerceptionNode, "perception_node", args, (EngineError,), threads=3)
+    # Bad weights, a table of another engine (ValueError), a missing engine: exits 2. One
+    # thread runs every callback in turn (see the module docstring).
+    run(PerceptionNode, "perception_node", args, (EngineError,))
+
 
 if __name__ == "__main__":
     main()

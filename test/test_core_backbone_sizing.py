@@ -1,0 +1,91 @@
+"""`adaspring size-backbone`: candidates, the choice rule, and one tiny real run."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from adaspring_ros.core import backbone_sizing as sizing
+from adaspring_ros.core.data import FASHION_MNIST_DIR
+from adaspring_ros.core.training import sized_space
+
+
+def row(latency: float, acc: float | None, macs: int = 1_000_000) -> sizing.Measured:
+    c = sizing.Candidate((8, 16, 32), 3, 28)
+    return sizing.Measured(c, latency, latency * 1.2, macs, 1000, acc)
+
+
+def test_candidates_span_the_grid_and_refuse_what_the_space_lacks():
+    cands = sizing.candidates([8, 16], [2, 3], [24, 28])
+    assert len(cands) == 8 and len({c.id for c in cands}) == 8
+    assert sizing.Candidate((16, 32, 64), 2, 24) in cands
+    assert cands[0].full_config().id == "r24-w100d2ck100f-w100d2ck100f-w100d2ck100f"
+    with pytest.raises(ValueError, match="depth 4"):
+        sizing.candidates([8], [4], [28])
+    with pytest.raises(ValueError, match="resolution 30"):
+        sizing.candidates([8], [3], [30])
+    with pytest.raises(ValueError, match=">= 4"):
+        sizing.candidates([2], [3], [28])
+
+
+def test_choice_is_the_fastest_within_tolerance_of_the_best_that_fits():
+    rows = [row(1.0, 0.940), row(0.5, 0.938), row(0.3, 0.930), row(2.0, 0.950), row(0.1, None)]
+    assert sizing.choose(rows, 0.3) is rows[3]  # 95.0 best; nothing else within 0.3 pt
+    assert sizing.choose(rows, 0.3, latency_ms=1.5) is rows[1]  # 93.8 is 0.2 pt below 94.0
+    assert sizing.choose(rows, 0.0, latency_ms=1.5) is rows[0]
+    assert sizing.choose(rows, 0.3, max_mmacs=0.5) is None  # every MACs count is 1 M
+    assert sizing.choose([row(0.1, None)], 0.3) is None  # untrained rows are never chosen
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.floats(0.05, 5.0), st.floats(0.5, 0.96)), min_size=1, max_size=12),
+       st.floats(0.05, 5.0), st.floats(0.05, 5.0), st.floats(0.0, 2.0))
+def test_a_tighter_latency_budget_never_picks_a_slower_backbone(points, b1, b2, tolerance):
+    rows = [row(lat, acc) for lat, acc in points]
+    loose, tight = max(b1, b2), min(b1, b2)
+    a, b = sizing.choose(rows, tolerance, loose), sizing.choose(rows, tolerance, tight)
+    if b is not None:
+        assert a is not None and b.latency_ms_p50 <= a.latency_ms_p50
+
+
+def test_sized_space_cuts_the_default_space():
+    space = sized_space(2, 24)
+    assert space.depths == (1, 2) and space.resolutions == (16, 20, 24)
+    with pytest.raises(ValueError, match="max depth"):
+        sized_space(4, 28)
+
+
+def test_bad_options_are_refused_with_exit_code_2(capsys):
+    assert sizing.cli_main(["--latency-ms", "-1"]) == 2
+    assert sizing.cli_main(["--depths", "5"]) == 2
+    assert "not in the search space" in capsys.readouterr().err
+    from adaspring_ros.core.training import cli_main as train_main
+
+    assert train_main(["--max-depth", "7"]) == 2
+
+
+@pytest.mark.skipif(not FASHION_MNIST_DIR.is_dir(), reason="dataset-fashion-mnist not installed")
+def test_tiny_run_times_trains_and_reports(tmp_path, capsys):
+    out = tmp_path / "size"
+    code = sizing.cli_main(["--bases", "4,8", "--depths", "1", "--resolutions", "16",
+                            "--epochs", "1", "--subset", "300", "--repeats", "5",
+                            "--engine", "torch", "--latency-ms", "1000", "--out", str(out),
+                            "--no-progress"])
+    assert code == 0
+    report = json.loads((out / "sizing.json").read_text())
+    assert report["chosen"] in {"c4-8-16_d1_r16", "c8-16-32_d1_r16"}
+    assert "--max-depth 1 --max-resolution 16" in report["train_command"]
+    rows = {r["candidate"]: r for r in report["rows"]}
+    assert rows["c4-8-16_d1_r16"]["macs"] < rows["c8-16-32_d1_r16"]["macs"]
+    assert all(0.0 <= r["val_accuracy"] <= 1.0 and math.isfinite(r["latency_ms_p50"])
+               for r in rows.values())
+    assert (out / "sizing.png").stat().st_size > 0
+    # a budget no candidate meets: exit 1, the table still printed
+    assert sizing.cli_main(["--bases", "4", "--depths", "1", "--resolutions", "16",
+                            "--repeats", "5", "--engine", "torch", "--latency-ms", "0",
+                            "--out", str(out), "--no-progress"]) == 1
+    assert "no candidate meets the budgets" in capsys.readouterr().err

@@ -12,10 +12,10 @@ import sys
 
 COMMANDS = {
     "train": ("adaspring_ros.core.training", "train the self-evolutionary backbone"),
-    "profile": ("adaspring_ros.core.profiler", "measure every variant -> profile table"),
+    "profile": ("adaspring_ros.core.profile_command", "measure every variant -> profile table"),
     "size-backbone": ("adaspring_ros.core.backbone_sizing",
                       "pick the backbone's width, depth, resolution for a device"),
-    "search": ("adaspring_ros.core.search", "pick the best variant for a context"),
+    "search": ("adaspring_ros.core.search_cli", "pick the best variant for a context"),
     "demo": ("adaspring_ros.demo", "run the whole ROS pipeline on replayed data"),
     "bench": ("adaspring_ros.bench_runner", "run the benchmarks in bench/"),
 }

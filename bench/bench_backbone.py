@@ -28,6 +28,7 @@ from pathlib import Path
 import torch
 
 from adaspring_ros.core import training  # noqa: E402
+from adaspring_ros.core.checkpoint import load_backbone  # noqa: E402
 from adaspring_ros.core.config import CompressionConfig, StageConfig  # noqa: E402
 from adaspring_ros.core.data import load_fashion_mnist  # noqa: E402
 from adaspring_ros.core.energy import DEFAULT_DEVICE, make_meter  # noqa: E402
@@ -37,7 +38,7 @@ from adaspring_ros.core.profiler import (  # noqa: E402
     count_macs,
     fastest_within,
 )
-from adaspring_ros.core.supernet import VariantCache, freeze_heap, load_backbone  # noqa: E402
+from adaspring_ros.core.serving import VariantCache, freeze_heap  # noqa: E402
 from adaspring_ros.paths import default_backbone, default_profile_table  # noqa: E402
 from bench.report import markdown_table, spread, write_section  # noqa: E402
 

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
+from adaspring_ros.core.checkpoint import load_backbone  # noqa: E402
 from adaspring_ros.core.config import CompressionConfig, StageConfig  # noqa: E402
 from adaspring_ros.core.data import load_fashion_mnist, preprocess  # noqa: E402
 from adaspring_ros.core.engine import make_engine, onnx_graph  # noqa: E402
@@ -35,12 +36,7 @@ from adaspring_ros.core.profiler import (  # noqa: E402
     pareto_front,
     time_round_robin,
 )
-from adaspring_ros.core.supernet import (  # noqa: E402
-    VariantCache,
-    freeze_heap,
-    load_backbone,
-    set_num_threads,
-)
+from adaspring_ros.core.serving import VariantCache, freeze_heap, set_num_threads  # noqa: E402
 from adaspring_ros.paths import default_profile_table  # noqa: E402
 from bench.report import markdown_table, spread, write_section  # noqa: E402
 

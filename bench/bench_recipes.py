@@ -23,10 +23,11 @@ import sys
 from pathlib import Path
 
 from adaspring_ros.core import training  # noqa: E402
+from adaspring_ros.core.checkpoint import load_backbone  # noqa: E402
 from adaspring_ros.core.config import DEFAULT_SPACE, CompressionConfig  # noqa: E402
 from adaspring_ros.core.data import load_fashion_mnist, train_val_split  # noqa: E402
 from adaspring_ros.core.profiler import bn_calibration_images  # noqa: E402
-from adaspring_ros.core.supernet import ElasticBackbone, load_backbone  # noqa: E402
+from adaspring_ros.core.supernet import ElasticBackbone  # noqa: E402
 from bench.report import markdown_table, write_section  # noqa: E402
 
 RECIPES = {

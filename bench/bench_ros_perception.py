@@ -104,12 +104,8 @@ def quiet_domain(listen_s: float = 2.0, tries: int = 10):
 
 
 def backbone_path(workdir: Path) -> tuple[Path, str]:
-    from adaspring_ros.core.supernet import (
-        CheckpointError,
-        build_backbone,
-        load_backbone,
-        save_backbone,
-    )
+    from adaspring_ros.core.checkpoint import CheckpointError, load_backbone, save_backbone
+    from adaspring_ros.core.supernet import build_backbone
 
     try:
         load_backbone(paths.default_backbone())

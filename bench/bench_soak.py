@@ -66,12 +66,8 @@ PROFILE = paths.config_dir() / "fastdds_large_images.xml"
 def prepare_backbone(workdir: Path) -> tuple[Path, str]:
     """A private copy of the shipped backbone (training may rewrite models/ meanwhile), or a
     randomly initialised one of the same architecture when it is missing or does not verify."""
-    from adaspring_ros.core.supernet import (
-        CheckpointError,
-        build_backbone,
-        load_backbone,
-        save_backbone,
-    )
+    from adaspring_ros.core.checkpoint import CheckpointError, load_backbone, save_backbone
+    from adaspring_ros.core.supernet import build_backbone
 
     path = workdir / "backbone.pt"
     try:
@@ -95,9 +91,9 @@ class Reference:
         import torch
 
         from adaspring_ros.core import data
+        from adaspring_ros.core.checkpoint import load_backbone
         from adaspring_ros.core.engine import DEFAULT_ENGINE, VariantBuilder, make_engine
         from adaspring_ros.core.search import default_table
-        from adaspring_ros.core.supernet import load_backbone
 
         torch.set_num_threads(1)  # as the node: the same kernels, the same float results
         self.model = load_backbone(backbone)

@@ -8,6 +8,12 @@ import random
 import pytest
 import torch
 
+from adaspring_ros.core.checkpoint import (
+    CheckpointError,
+    load_backbone,
+    save_backbone,
+    write_checksum,
+)
 from adaspring_ros.core.config import DEFAULT_SPACE, CompressionConfig, ConfigError, StageConfig
 from adaspring_ros.core.operators import (
     ElasticConvBN,
@@ -17,15 +23,8 @@ from adaspring_ros.core.operators import (
     quantise_int8,
     rank_for,
 )
-from adaspring_ros.core.supernet import (
-    CheckpointError,
-    CompactNet,
-    VariantCache,
-    build_backbone,
-    load_backbone,
-    save_backbone,
-    write_checksum,
-)
+from adaspring_ros.core.serving import VariantCache
+from adaspring_ros.core.supernet import CompactNet, build_backbone
 
 
 @pytest.fixture(scope="module")
@@ -267,7 +266,7 @@ def test_shipped_backbone_checksum():
 def test_freeze_heap_moves_live_objects_out_of_the_collector():
     import gc
 
-    from adaspring_ros.core.supernet import freeze_heap
+    from adaspring_ros.core.serving import freeze_heap
 
     try:
         freeze_heap()

@@ -13,6 +13,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
+from adaspring_ros.core.checkpoint import load_backbone
 from adaspring_ros.core.config import DEFAULT_SPACE, CompressionConfig, StageConfig
 from adaspring_ros.core.data import load_fashion_mnist, preprocess
 from adaspring_ros.core.engine import (
@@ -23,7 +24,6 @@ from adaspring_ros.core.engine import (
 )
 from adaspring_ros.core.profile_table import ProfileError, ProfileTable
 from adaspring_ros.core.profiler import bn_calibration_images, time_round_robin
-from adaspring_ros.core.supernet import load_backbone
 
 pytest.importorskip("onnxruntime")
 

@@ -85,7 +85,7 @@ def test_profile_table_round_trip_and_rejection(tmp_path):
                          backbone_sha256="ab" * 32, energy_method="cpu_time_x_power_model:x")
     path = tmp_path / "t.json"
     table.save(path)
-    from adaspring_ros.core.supernet import sha256_of
+    from adaspring_ros.core.checkpoint import sha256_of
 
     loaded = ProfileTable.load(path, expected_sha256=sha256_of(path))
     assert loaded.to_dict() == table.to_dict()
@@ -107,7 +107,7 @@ def test_profile_table_round_trip_and_rejection(tmp_path):
 
 
 def test_shipped_profile_table_matches_shipped_backbone():
-    from adaspring_ros.core.supernet import sha256_of
+    from adaspring_ros.core.checkpoint import sha256_of
     from adaspring_ros.paths import default_backbone, default_profile_table
 
     path = default_profile_table()

@@ -16,10 +16,10 @@ from adaspring_ros.core.lambdas import Lambdas
 from adaspring_ros.core.search import (
     ObjectiveParams,
     RuntimeSearch,
-    cli_main,
     default_table,
     exhaustive_search,
 )
+from adaspring_ros.core.search_cli import cli_main
 from adaspring_ros.core.synthetic import synthetic_table, table_from_rows
 
 INF = math.inf

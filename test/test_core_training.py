@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 import torch
 
+from adaspring_ros.core.checkpoint import load_backbone
 from adaspring_ros.core.config import DEFAULT_SPACE, CompressionConfig
 from adaspring_ros.core.data import FASHION_MNIST_DIR, preprocess
-from adaspring_ros.core.supernet import build_backbone, load_backbone
+from adaspring_ros.core.supernet import build_backbone
 from adaspring_ros.core.training import (
     _train_step,
     cli_main,

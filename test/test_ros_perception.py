@@ -67,7 +67,7 @@ class Pipeline:
 
 @pytest.fixture(scope="module")
 def pipeline(tmp_path_factory):
-    from adaspring_ros.core.supernet import CheckpointError, load_backbone
+    from adaspring_ros.core.checkpoint import CheckpointError, load_backbone
 
     log_dir = tmp_path_factory.mktemp("pipeline")
     # A private copy: the node and the offline reference must read the same weights even if
@@ -82,7 +82,8 @@ def pipeline(tmp_path_factory):
     except (CheckpointError, OSError):
         import torch
 
-        from adaspring_ros.core.supernet import build_backbone, save_backbone
+        from adaspring_ros.core.checkpoint import save_backbone
+        from adaspring_ros.core.supernet import build_backbone
 
         torch.manual_seed(0)
         backbone, trained = log_dir / "tiny_backbone.pt", False

@@ -1,43 +1,11 @@
-"""``adaspring profile``: measure variants of a trained backbone -> the profile table.
-
-The space holds ~12M configs, far too many to measure, so the profiler measures
-
-1. a stratified sample: every operator field (each stage's width, depth, operator, rank, int8 and
-   the resolution) cycles through all its choices in shuffled balanced order, so every choice of
-   every operator appears about ``sample / len(choices)`` times; plus the full, the smallest and
-   the "uniform" variants (every stage at the same width and depth);
-2. refinement around the accuracy/latency Pareto front of what was measured: one-step neighbours
-   (one operator moved by one choice) of each front member, ``--refine`` of them per round.
-
-Before a variant is measured, the exact BN statistics of that whole variant are computed on
-``--bn-images`` training images (``training.variant_bn_stats``, never test images) and stored in
-the backbone (``variant_bn``); the backbone file is re-saved with them at the end, so the table's
-``backbone_sha256`` is the file that holds every profiled variant's statistics.
-
-For each variant (all on the compact, materialised module, run in ``--engine``, the engine the
-perception node will serve it in; the table records the engine, its version and thread count):
-
-* int8 calibration (ONNX Runtime): activation ranges on the same training images, stored in the
-  entry, so int8 stages compute in int8 and a swap needs no data;
-* accuracy: top-1 in the engine on the Fashion-MNIST *test* split (never used for training or
-  tuning);
-* latency: batch-1 wall time with 1 engine thread, median and p95, timed round-robin among all
-  variants (each call follows another variant's, as frames follow other work on a robot);
-* MACs: counted by forward hooks on every Conv2d/Linear (exact for this architecture);
-* params and storage bytes (int8 weights count 1 byte + a float32 scale per output channel);
-* peak memory: resident float32 weights + the largest set of activations alive at once during one
-  inference, from the shapes forward hooks see (a residual block's input stays alive across its
-  body). Measured analytically because the CPU allocator exposes no peak counter and RSS deltas
-  of a few hundred KB are noise;
-* energy: ``energy.make_meter`` — RAPL where readable, else CPU time x device power model.
+"""Measuring variants for the profile table: static costs (MACs, params, peak memory), which
+variants to measure (stratified sample, Pareto neighbours), accuracy in an engine, and
+round-robin batch-1 timing. ``adaspring profile`` (core/profile_command.py) puts them together.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import statistics
-import sys
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -49,11 +17,10 @@ from torch import Tensor, nn
 
 from .config import CompressionConfig, SearchSpace, StageConfig
 from .data import FASHION_MNIST_DIR, Dataset, load_fashion_mnist, preprocess, train_val_split
-from .energy import DEFAULT_DEVICE, describe_machine, make_meter
-from .engine import DEFAULT_ENGINE, ENGINES, Engine, Runner, make_engine
+from .engine import Engine, Runner, make_engine
 from .frame_stats import percentile
-from .profile_table import ProfileEntry, ProfileTable
-from .supernet import CompactBlock, ElasticBackbone, load_backbone, save_backbone, write_checksum
+from .profile_table import ProfileEntry
+from .supernet import CompactBlock, ElasticBackbone
 from .training import variant_bn_stats
 
 __all__ = [
@@ -68,8 +35,6 @@ __all__ = [
     "fastest_within",
     "bn_calibration_images",
     "profile_config",
-    "plot_pareto",
-    "cli_main",
 ]
 
 _STAGE_FIELDS = ("widths", "depths", "operators", "ranks", "int8")
@@ -166,10 +131,10 @@ def stratified_sample(space: SearchSpace, n: int, seed: int = 0) -> list[Compres
                         int8=columns[s, "int8"][i])
             for s in range(space.num_stages))
         configs.append(CompressionConfig(stages, resolutions[i]))
-    return _unique(configs)
+    return unique_configs(configs)
 
 
-def _unique(configs: Iterable[CompressionConfig]) -> list[CompressionConfig]:
+def unique_configs(configs: Iterable[CompressionConfig]) -> list[CompressionConfig]:
     seen: dict[str, CompressionConfig] = {}
     for c in configs:
         seen.setdefault(c.id, c)
@@ -317,249 +282,3 @@ def profile_config(backbone: ElasticBackbone, config: CompressionConfig, test: D
                                            meter).values()
     return replace(entry, latency_ms_p50=statistics.median(times),
                    latency_ms_p95=percentile(times, 95), energy_mj=energy_mj)
-
-
-def plot_pareto(table: ProfileTable, path: str | Path, highlight: dict[str, str] | None = None,
-                compare: ProfileTable | None = None) -> None:
-    """Accuracy vs median latency: every entry (left) and the region of the front (right);
-    with ``compare``, the front of another engine's table in grey on both panels.
-
-    The right panel exists because a few very lossy variants stretch the accuracy axis so far
-    that the front, which is what the runtime search picks from, looks flat on the left one.
-    """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
-
-    lat = [e.latency_ms_p50 for e in table.entries]
-    acc = [100 * e.accuracy for e in table.entries]
-    front = pareto_front(table.entries)
-    front_lat = [e.latency_ms_p50 for e in front]
-    front_acc = [100 * e.accuracy for e in front]
-    top = max(acc) + 1
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.5), dpi=120)
-    for ax, bottom in zip(axes, (max(0.0, min(acc) - 2), min(front_acc) - 1.5), strict=True):
-        ax.scatter(lat, acc, s=9, alpha=0.45, label=f"profiled variants ({len(table)})")
-        ax.plot(front_lat, front_acc, "-o", ms=3, color="C3",
-                label=f"Pareto front, {table.engine_name} ({len(front)})")
-        if compare is not None:
-            other = pareto_front(compare.entries)
-            ax.plot([e.latency_ms_p50 for e in other], [100 * e.accuracy for e in other],
-                    "-s", ms=3, color="0.45", alpha=0.8,
-                    label=f"Pareto front, {compare.engine_name} ({len(other)})")
-        for label, config_id in (highlight or {}).items():
-            e = table.get(config_id)
-            if e is not None:
-                ax.scatter([e.latency_ms_p50], [100 * e.accuracy], s=60, marker="*", zorder=5)
-                ax.annotate(label, (e.latency_ms_p50, 100 * e.accuracy), fontsize=8,
-                            xytext=(4, -10), textcoords="offset points")
-        ax.set_xscale("log")
-        # Plain numbers (0.2, 0.5, 1, 2, 5 ms) instead of overlapping powers of ten.
-        ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
-        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
-        ax.xaxis.set_minor_formatter(NullFormatter())
-        ax.set_xlabel("batch-1 latency, median (ms, 1 thread, round-robin, log scale)")
-        every = lat + ([e.latency_ms_p50 for e in compare.entries] if compare else [])
-        ax.set_xlim(min(every) / 1.15, max(every) * 1.4)  # room for the labels of the extremes
-        ax.set_ylim(bottom, top)
-        ax.grid(alpha=0.3)
-    axes[0].set_ylabel("top-1 on Fashion-MNIST test (%)")
-    axes[0].set_title("every profiled variant", fontsize=9)
-    axes[1].set_title("near the front (zoomed)", fontsize=9)
-    axes[1].legend(loc="upper left", fontsize=8)
-    fig.suptitle("AdaSpring backbone: variants from one set of weights", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-
-
-# -- command ------------------------------------------------------------------------------------
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="adaspring profile", description=__doc__.split("\n")[0])
-    p.add_argument("--backbone", default="", help="default: models/backbone.pt")
-    p.add_argument("--out", default="", help="default: models/profile_table.json")
-    p.add_argument("--plot", default="", help="default: models/pareto.png")
-    p.add_argument("--sample", type=int, default=200, help="stratified random variants")
-    p.add_argument("--refine", type=int, default=40,
-                   help="Pareto-neighbour variants measured per refinement round")
-    p.add_argument("--rounds", type=int, default=2, help="refinement rounds")
-    p.add_argument("--engine", default=DEFAULT_ENGINE, choices=ENGINES,
-                   help="inference engine the variants are measured (and will be served) in")
-    p.add_argument("--compare-table", default="",
-                   help="also draw the Pareto front of this table (another engine) on the plot")
-    p.add_argument("--plot-only", action="store_true",
-                   help="only redraw the plot of --out (with --compare-table), no profiling")
-    p.add_argument("--extend", action="store_true",
-                   help="keep the variants already in --out (their accuracy and int8 ranges), "
-                        "measure the refinement rounds around their front, then time every "
-                        "variant again (with --rounds 0: only re-time; resumable profiling)")
-    p.add_argument("--variants-from", default="",
-                   help="measure the variants of this profile table instead of a fresh "
-                        "stratified sample (e.g. to profile the same variants in another engine)")
-    p.add_argument("--repeats", type=int, default=60,
-                   help="timed batch-1 runs per variant (round-robin among all variants)")
-    p.add_argument("--warmup", type=int, default=10)
-    p.add_argument("--test-size", type=int, default=0, help="first N test images (0: all)")
-    p.add_argument("--bn-images", type=int, default=512,
-                   help="training images for each variant's BN statistics (0: keep the rows)")
-    p.add_argument("--eval-threads", type=int, default=2,
-                   help="threads for the batched accuracy pass (latency always uses 1)")
-    p.add_argument("--threads", type=int, default=1,
-                   help="engine threads for the batch-1 latency (as the perception node serves)")
-    p.add_argument("--device-profile", default=DEFAULT_DEVICE,
-                   help="config/devices/<name>.yaml (or a path) used when RAPL is unreadable")
-    p.add_argument("--data", default=str(FASHION_MNIST_DIR))
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--no-progress", dest="progress", action="store_false")
-    return p
-
-
-def run(args: argparse.Namespace) -> ProfileTable:
-    from tqdm import tqdm
-
-    from ..paths import default_backbone, default_profile_table
-
-    backbone_path = Path(args.backbone or default_backbone())
-    out = Path(args.out or default_profile_table())
-    plot = Path(args.plot or out.with_name("pareto.png"))
-    compare = ProfileTable.load(args.compare_table) if args.compare_table else None
-    if args.plot_only:
-        table = ProfileTable.load(out)
-        plot_pareto(table, plot, _highlights(table), compare)
-        print(f"wrote {plot}")
-        return table
-    backbone = load_backbone(backbone_path)
-    space = backbone.space
-    test = load_fashion_mnist("test", args.data)
-    if args.test_size:
-        test = test.subset(np.arange(min(args.test_size, len(test))))
-    bn_images = bn_calibration_images(args.bn_images, args.seed, args.data) \
-        if args.bn_images else None
-    calib_images = bn_images if bn_images is not None else \
-        bn_calibration_images(512, args.seed, args.data)
-    bn_before = set(backbone.variant_bn)
-    meter = make_meter(args.device_profile)
-    engine = make_engine(args.engine, args.threads)
-    eval_engine = make_engine(args.engine, args.eval_threads)
-    torch.set_num_threads(args.eval_threads)
-    cpu0, wall0 = time.process_time(), time.perf_counter()
-
-    measured: dict[str, ProfileEntry] = {}
-    runners: dict[str, Runner] = {}
-
-    def measure(configs: list[CompressionConfig], desc: str) -> None:
-        todo = [c for c in configs if c.id not in measured]
-        for config in tqdm(todo, desc=desc, disable=not args.progress, mininterval=2.0):
-            measured[config.id], runners[config.id] = measure_static(
-                backbone, config, test, eval_engine, bn_images, serving=engine,
-                calib_images=calib_images)
-        # Latencies of everything so far (the refinement walks the front they make).
-        timed = time_round_robin(runners, test.images, max(5, args.repeats // 4), 2, meter,
-                                 args.seed)
-        for i, (times, energy_mj) in timed.items():
-            measured[i] = replace(measured[i], latency_ms_p50=statistics.median(times),
-                                  latency_ms_p95=percentile(times, 95), energy_mj=energy_mj)
-
-    previous = None
-    if args.extend:
-        previous = ProfileTable.load(out)
-        previous.require_engine(engine.name)
-        if previous.backbone_sha256 != backbone.sha256:
-            raise SystemExit(f"adaspring profile --extend: {out} was measured on backbone "
-                             f"{previous.backbone_sha256[:12]}, not {backbone.sha256[:12]}")
-        for entry in tqdm(previous.entries, desc="prepare profiled variants",
-                          disable=not args.progress, mininterval=2.0):
-            measured[entry.id] = entry
-            runners[entry.id] = engine.prepare(backbone.materialise(entry.config),
-                                               dict(entry.int8_ranges) or None)
-    elif args.variants_from:
-        measure([e.config for e in ProfileTable.load(args.variants_from).entries], "variants")
-    else:
-        measure(stratified_sample(space, args.sample, args.seed), "variants")
-    rng = np.random.default_rng(args.seed + 1)
-    for round_ in range(args.rounds):
-        candidates = _unique(n for e in pareto_front(list(measured.values()))
-                             for n in neighbours(e.config, space))
-        candidates = [c for c in candidates if c.id not in measured]
-        if not candidates:
-            break
-        pick = rng.permutation(len(candidates))[:args.refine]
-        measure([candidates[i] for i in pick], f"Pareto refinement {round_ + 1}")
-    torch.set_num_threads(1)
-    timed = time_round_robin(runners, test.images, args.repeats, args.warmup, meter, args.seed,
-                             args.progress)
-    for i, (times, energy_mj) in timed.items():
-        measured[i] = replace(measured[i], latency_ms_p50=statistics.median(times),
-                              latency_ms_p95=percentile(times, 95), energy_mj=energy_mj)
-
-    entries = sorted(measured.values(), key=lambda e: e.latency_ms_p50)
-    full = CompressionConfig.full(space)
-    if set(backbone.variant_bn) != bn_before:
-        meta = dict(getattr(backbone, "meta", {}))
-        meta["variant_bn"] = (f"exact BN statistics of {len(backbone.variant_bn)} profiled "
-                              f"variants on {len(bn_images)} training images")
-        backbone.sha256 = save_backbone(backbone, backbone_path, meta)
-    table = ProfileTable(
-        space=space,
-        entries=entries,
-        backbone_sha256=backbone.sha256,
-        device={"machine": describe_machine(), "threads": args.threads,
-                "torch": torch.__version__, "power_model": args.device_profile},
-        engine=engine.info.to_dict(),
-        energy_method=meter.method,
-        meta={
-            **(previous.meta if args.extend else {}),
-            "sample": previous.meta.get("sample") if args.extend else args.sample,
-            "refine": args.refine, "rounds": args.rounds,
-            "test_images": len(test), "latency_repeats": args.repeats, "warmup": args.warmup,
-            "latency_method": "batch 1, round-robin among all variants (each call after "
-                              "another variant), a real test image as input",
-            "int8_method": "static: per-channel symmetric int8 weights, per-tensor uint8 "
-                           "activations calibrated (min/max) on the BN training images"
-                           if args.engine == "onnxruntime" else "weight-only int8",
-            "memory_method": "float32 weights + peak live activations from forward hooks",
-            "macs_method": "forward hooks on Conv2d/Linear",
-            "pareto_front": [e.id for e in pareto_front(entries)],
-            "profiling_cpu_s": round(time.process_time() - cpu0, 1),
-            "profiling_wall_s": round(time.perf_counter() - wall0, 1),
-            "created": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        },
-    )
-    out.parent.mkdir(parents=True, exist_ok=True)
-    table.save(out)
-    write_checksum(out)
-    best = fastest_within(entries, full.id)
-    plot_pareto(table, plot, _highlights(table), compare)
-    f = table.get(full.id)
-    print(f"wrote {out} ({len(table)} variants, {len(pareto_front(entries))} on the front) "
-          f"and {plot}")
-    if f is not None and best is not None:
-        print(f"full {f.accuracy:.4f} @ {f.latency_ms_p50:.3f} ms; fastest within 1.5 pt: "
-              f"{best.id} {best.accuracy:.4f} @ {best.latency_ms_p50:.3f} ms "
-              f"({f.latency_ms_p50 / best.latency_ms_p50:.2f}x)")
-    print(json.dumps({k: table.meta[k] for k in ("profiling_cpu_s", "profiling_wall_s")}))
-    return table
-
-
-def _highlights(table: ProfileTable) -> dict[str, str]:
-    full = CompressionConfig.full(table.space)
-    out = {"full": full.id}
-    best = fastest_within(table.entries, full.id)
-    if best is not None:
-        out["fastest within 1.5 pt"] = best.id
-    return out
-
-
-def cli_main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    if args.sample < 0 or args.repeats < 1:
-        print("adaspring profile: --sample must be >= 0 and --repeats >= 1", file=sys.stderr)
-        return 2
-    run(args)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(cli_main())

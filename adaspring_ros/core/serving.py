@@ -8,17 +8,83 @@ built and warmed up, so every frame is computed entirely by one variant.
 
 from __future__ import annotations
 
+import gc
 import threading
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Generic, TypeVar
 
 import numpy as np
+import torch
 
 from . import data
 from .config import DEFAULT_SPACE, CompressionConfig, SearchSpace
 from .engine import Engine, Runner, VariantBuilder
 from .profile_table import ProfileTable
-from .supernet import ElasticBackbone, VariantCache, set_num_threads
+from .supernet import ElasticBackbone
 
-__all__ = ["parse_config", "VariantServer"]
+__all__ = ["parse_config", "VariantCache", "VariantServer", "freeze_heap", "set_num_threads"]
+
+T = TypeVar("T")
+
+
+class VariantCache(Generic[T]):
+    """LRU of variants ready to serve, so switching between known variants is a dict lookup.
+
+    ``get(config)`` calls ``build(config)`` on a miss (materialise + engine session: a few ms).
+    Thread-safe; a build runs outside the lock so a lookup never waits for one.
+    """
+
+    def __init__(self, build: Callable[[CompressionConfig], T], capacity: int = 8) -> None:
+        if capacity < 1:
+            raise ValueError(f"capacity must be >= 1, got {capacity}")
+        self.build = build
+        self.capacity = capacity
+        self._items: OrderedDict[str, T] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __contains__(self, config: CompressionConfig) -> bool:
+        return config.id in self._items
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+
+    def get(self, config: CompressionConfig) -> T:
+        with self._lock:
+            item = self._items.get(config.id)
+            if item is not None:
+                self._items.move_to_end(config.id)
+                return item
+        item = self.build(config)
+        with self._lock:
+            self._items[config.id] = item
+            self._items.move_to_end(config.id)
+            while len(self._items) > self.capacity:
+                self._items.popitem(last=False)
+        return item
+
+
+def freeze_heap() -> None:
+    """Exempt every object alive now from Python's cyclic garbage collector (``gc.freeze``).
+
+    Call once a process has loaded its backbone: the many objects that torch and the weights leave
+    behind make every full collection walk them all, a pause that a swap or a frame which happens
+    to trigger one would pay (it was the slowest ``materialise`` seen). After the freeze,
+    collections only walk objects created later.
+    """
+    gc.collect()
+    gc.freeze()
+
+
+def set_num_threads(n: int) -> None:
+    """torch intra-op threads for the calling process (1 is fastest at batch 1 on small CPUs)."""
+    if int(n) < 1:
+        raise ValueError(f"num_threads must be >= 1, got {n}")
+    torch.set_num_threads(int(n))
 
 
 def parse_config(text: str, space: SearchSpace = DEFAULT_SPACE) -> CompressionConfig:

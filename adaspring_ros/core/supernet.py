@@ -16,52 +16,28 @@ folds BN statistics into the convs and, for low rank, runs a small SVD: ~5 ms):
    unprofiled narrow or mixed variant can lose many points with them (docs/benchmarks.md, design
    measurements).
 
-Checkpoints are plain dicts of tensors/str/int loaded with ``torch.load(weights_only=True)`` and
-verified against the sha256 in the sibling ``<file>.sha256``.
+Saving and loading a backbone: core/checkpoint.py.
 """
 
 from __future__ import annotations
 
-import gc
-import hashlib
-import os
-import threading
-from collections import OrderedDict
-from pathlib import Path
-from typing import Any, Callable, Generic, Sequence, TypeVar
+from typing import Any, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .config import DEFAULT_SPACE, CompressionConfig, ConfigError, SearchSpace, StageConfig
+from .config import DEFAULT_SPACE, CompressionConfig, SearchSpace, StageConfig
 from .operators import ElasticConvBN, ElasticLinear, channels_for
 
 __all__ = [
-    "CheckpointError",
     "CompactBlock",
     "CompactNet",
     "ElasticBlock",
     "ElasticBackbone",
-    "VariantCache",
     "build_backbone",
-    "classify",
-    "load_backbone",
-    "save_backbone",
-    "set_num_threads",
-    "freeze_heap",
-    "sha256_of",
     "storage_bytes",
 ]
-
-T = TypeVar("T")
-
-CHECKPOINT_FORMAT = "adaspring-backbone"
-CHECKPOINT_VERSION = 1
-
-
-class CheckpointError(ValueError):
-    """A backbone checkpoint that is missing, corrupt, or does not match its checksum/shape."""
 
 
 # -- compact (materialised) network -------------------------------------------------------------
@@ -347,214 +323,3 @@ def build_backbone(space: SearchSpace = DEFAULT_SPACE,
     """The default backbone for Fashion-MNIST-sized inputs (10 classes unless ``classes``)."""
     num_classes = len(classes) if classes is not None else 10
     return ElasticBackbone(space, stage_channels, num_classes, classes)
-
-
-# -- checkpoints --------------------------------------------------------------------------------
-def sha256_of(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def _checksum_path(path: Path) -> Path:
-    return path.with_name(path.name + ".sha256")
-
-
-def write_checksum(path: str | Path) -> str:
-    """Write ``<path>.sha256`` in sha256sum format; returns the digest."""
-    path = Path(path)
-    digest = sha256_of(path)
-    _checksum_path(path).write_text(f"{digest}  {path.name}\n")
-    return digest
-
-
-def verify_checksum(path: str | Path) -> str:
-    """Check ``path`` against ``<path>.sha256``; returns the digest or raises CheckpointError."""
-    path = Path(path)
-    sums = _checksum_path(path)
-    if not path.is_file():
-        raise CheckpointError(f"backbone checkpoint {path} does not exist")
-    if not sums.is_file():
-        raise CheckpointError(f"checksum file {sums} is missing (cannot verify {path.name})")
-    fields = sums.read_text().split()
-    expected = fields[0].lower() if fields else ""
-    digest = sha256_of(path)
-    if digest != expected:
-        raise CheckpointError(
-            f"{path} does not match {sums.name}: sha256 {digest} != {expected or '(empty)'}; "
-            "the file is corrupt, truncated or from another training run")
-    return digest
-
-
-def atomic_save(obj: Any, path: str | Path) -> None:
-    """torch.save ``obj`` to ``path`` through a temporary file: a crash leaves the old file."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
-def backbone_checkpoint(model: ElasticBackbone, meta: dict[str, Any] | None = None,
-                        ) -> dict[str, Any]:
-    """The checkpoint format (weights + architecture + space + class names + per-variant BN),
-    as the dict that :func:`backbone_from_checkpoint` reads back."""
-    return {
-        "format": CHECKPOINT_FORMAT,
-        "version": CHECKPOINT_VERSION,
-        "arch": model.arch(),
-        "state_dict": {k: v.detach().clone() for k, v in model.state_dict().items()},
-        "variant_bn": {cid: {n: t.detach().clone() for n, t in units.items()}
-                       for cid, units in model.variant_bn.items()},
-        "meta": dict(meta or {}),
-    }
-
-
-def save_backbone(model: ElasticBackbone, path: str | Path,
-                  meta: dict[str, Any] | None = None) -> str:
-    """Save :func:`backbone_checkpoint` and the sibling .sha256; returns the digest."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_save(backbone_checkpoint(model, meta), path)
-    return write_checksum(path)
-
-
-def backbone_from_checkpoint(ckpt: Any, where: str = "checkpoint") -> ElasticBackbone:
-    """Rebuild a backbone from a loaded checkpoint dict (checks format and every shape)."""
-    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(f"{where} is not an adaspring backbone checkpoint")
-    if ckpt.get("version") != CHECKPOINT_VERSION:
-        raise CheckpointError(f"{where}: checkpoint version {ckpt.get('version')!r} "
-                              f"is not supported (expected {CHECKPOINT_VERSION})")
-    try:
-        arch = ckpt["arch"]
-        space = SearchSpace.from_dict(arch["space"])
-        model = ElasticBackbone(space, arch["stage_channels"], int(arch["num_classes"]),
-                                arch.get("classes"))
-    except (KeyError, TypeError, ValueError, ConfigError) as exc:
-        raise CheckpointError(f"{where}: bad architecture description: {exc}") from exc
-    state = ckpt.get("state_dict")
-    if not isinstance(state, dict):
-        raise CheckpointError(f"{where} has no state_dict")
-    expected = model.state_dict()
-    missing, unexpected = set(expected) - set(state), set(state) - set(expected)
-    if missing or unexpected:
-        raise CheckpointError(f"{where}: missing tensors {sorted(missing)[:5]}, "
-                              f"unexpected {sorted(unexpected)[:5]}")
-    for name, tensor in expected.items():
-        if tuple(state[name].shape) != tuple(tensor.shape):
-            raise CheckpointError(f"{where}: {name} has shape {tuple(state[name].shape)}, "
-                                  f"expected {tuple(tensor.shape)}")
-    model.load_state_dict(state)
-    model.variant_bn = _checked_variant_bn(model, ckpt.get("variant_bn", {}), where)
-    return model.eval()
-
-
-def _checked_variant_bn(model: ElasticBackbone, bank: Any, where: str) -> dict:
-    """Validate stored whole-variant BN statistics (optional; older checkpoints have none)."""
-    if not isinstance(bank, dict):
-        raise CheckpointError(f"{where}: variant_bn must be a mapping")
-    units = {n: m for n, m in model.named_modules() if isinstance(m, ElasticConvBN)}
-    for config_id, stats in bank.items():
-        try:
-            CompressionConfig.from_id(config_id, model.space)
-        except ConfigError as exc:
-            raise CheckpointError(f"{where}: variant_bn: {exc}") from exc
-        for name, t in stats.items():
-            unit = units.get(name)
-            if unit is None or not isinstance(t, Tensor) or t.ndim != 2 or t.shape[0] != 2 \
-                    or t.shape[1] > unit.out_channels:
-                raise CheckpointError(f"{where}: variant_bn[{config_id}][{name}] is not a "
-                                      "(2, C) mean/var tensor of that unit")
-    return bank
-
-
-def load_backbone(path: str | Path | None = None, verify: bool = True) -> ElasticBackbone:
-    """Load a trained backbone (default: the shipped ``models/backbone.pt``), in eval mode.
-
-    The file's sha256 must match ``<path>.sha256`` (unless ``verify=False``); it is loaded with
-    ``weights_only=True``. The digest is kept as ``model.sha256``.
-    """
-    if path is None:
-        from ..paths import default_backbone
-
-        path = default_backbone()
-    path = Path(path)
-    digest = verify_checksum(path) if verify else sha256_of(path)
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # pickle/zip errors of a damaged file come in many types
-        raise CheckpointError(f"cannot load {path}: {exc}") from exc
-    model = backbone_from_checkpoint(ckpt, str(path))
-    model.sha256 = digest
-    model.meta = dict(ckpt.get("meta", {}))
-    return model
-
-
-# -- the cache the perception node uses ----------------------------------------------------------
-class VariantCache(Generic[T]):
-    """LRU of variants ready to serve, so switching between known variants is a dict lookup.
-
-    ``get(config)`` calls ``build(config)`` on a miss (materialise + engine session: a few ms).
-    Thread-safe; a build runs outside the lock so a lookup never waits for one.
-    """
-
-    def __init__(self, build: Callable[[CompressionConfig], T], capacity: int = 8) -> None:
-        if capacity < 1:
-            raise ValueError(f"capacity must be >= 1, got {capacity}")
-        self.build = build
-        self.capacity = capacity
-        self._items: OrderedDict[str, T] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def __contains__(self, config: CompressionConfig) -> bool:
-        return config.id in self._items
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-    def clear(self) -> None:
-        with self._lock:
-            self._items.clear()
-
-    def get(self, config: CompressionConfig) -> T:
-        with self._lock:
-            item = self._items.get(config.id)
-            if item is not None:
-                self._items.move_to_end(config.id)
-                return item
-        item = self.build(config)
-        with self._lock:
-            self._items[config.id] = item
-            self._items.move_to_end(config.id)
-            while len(self._items) > self.capacity:
-                self._items.popitem(last=False)
-        return item
-
-
-def classify(net: nn.Module, x: Tensor) -> tuple[int, float]:
-    """Top-1 class and its softmax probability for the first image of a preprocessed batch."""
-    with torch.inference_mode():
-        probs = torch.softmax(net(x)[0], dim=0)
-        score, index = torch.max(probs, dim=0)
-    return int(index), float(score)
-
-
-def freeze_heap() -> None:
-    """Exempt every object alive now from Python's cyclic garbage collector (``gc.freeze``).
-
-    Call once a process has loaded its backbone: the many objects that torch and the weights leave
-    behind make every full collection walk them all, a pause that a swap or a frame which happens
-    to trigger one would pay (it was the slowest ``materialise`` seen). After the freeze,
-    collections only walk objects created later.
-    """
-    gc.collect()
-    gc.freeze()
-
-
-def set_num_threads(n: int) -> None:
-    """torch intra-op threads for the calling process (1 is fastest at batch 1 on small CPUs)."""
-    if int(n) < 1:
-        raise ValueError(f"num_threads must be >= 1, got {n}")
-    torch.set_num_threads(int(n))

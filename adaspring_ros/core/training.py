@@ -40,6 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .checkpoint import atomic_save, backbone_checkpoint, backbone_from_checkpoint, save_backbone
 from .config import DEFAULT_SPACE, CompressionConfig, SearchSpace, StageConfig
 from .data import (
     FASHION_MNIST_DIR,
@@ -50,14 +51,7 @@ from .data import (
     train_val_split,
 )
 from .operators import ElasticConvBN
-from .supernet import (
-    ElasticBackbone,
-    atomic_save,
-    backbone_checkpoint,
-    backbone_from_checkpoint,
-    build_backbone,
-    save_backbone,
-)
+from .supernet import ElasticBackbone, build_backbone
 
 __all__ = [
     "sample_config",

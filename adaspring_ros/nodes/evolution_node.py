@@ -1,24 +1,14 @@
 """evolution_node: keeps the perception node on the variant that fits the current context.
 
-Subscribes /adaspring/context and /adaspring/metrics and feeds them to the evolution policy
-(core/evolution.py ``Evolver`` over the profile table); when the policy decides to swap, it calls
-the perception node's Reconfigure service asynchronously (never blocking the executor, never two
-requests in flight) and, once the swap took effect, publishes the active variant with its
-predictions, reason, swap time and triggering context on /adaspring/config (latched) and logs it.
-
-What a late, lost or refused call and metrics naming another variant mean is decided by
-core/swap_tracker.py (``SwapTracker``; its docstring has the rules). The node waits for the
-service at start (it may start before the perception node) and announces the first variant even
-when the policy keeps what perception runs, so /adaspring/config always holds the active one.
-PerformanceMetrics that cannot come from the perception node serving now are counted and
-ignored: a variant outside the profile table, a stamp that is zero, negative or further than
-``stamp_tolerance_s`` from this node's clock (``metrics_rejected``), or a window closed before the
-last confirmed swap or naming another variant while a call is in flight (``metrics_stale``).
-Stale context (none for ``stale_after_s``) sends the perception node to ``safe_config_id`` (the
-policy decides that) and /diagnostics reports the context as STALE.
-
-Every parameter is a setting of core/evolution.py, core/budgets.py, core/lambdas.py,
-core/search.py or nodes/settings.py ``EvolutionNodeSettings``, under the same name.
+Context and metrics go to the policy (core/evolution.py ``Evolver``); a swap it decides is sent
+as an asynchronous Reconfigure call (never two in flight), whose late, lost or refused replies
+and metrics naming another variant core/swap_tracker.py interprets. A swap that took effect is
+published with its predictions, reason, swap time and triggering context on /adaspring/config
+(latched). The first variant is announced even when perception runs it already. Metrics that
+cannot come from the serving perception node are counted and ignored (``metrics_rejected``:
+unknown variant, stamp outside ``stamp_tolerance_s``; ``metrics_stale``: a window from before
+the last swap, or another variant while a call is in flight). Stale context sends perception to
+``safe_config_id`` and /diagnostics says STALE. Parameters: nodes/settings.py.
 """
 
 from __future__ import annotations

@@ -44,6 +44,7 @@ from sensor_msgs.msg import Image
 
 from adaspring_ros import msg_convert, paths
 from adaspring_ros.core import data, energy
+from adaspring_ros.core.checkpoint import load_backbone
 from adaspring_ros.core.config import ConfigError
 from adaspring_ros.core.engine import (
     ENGINES,
@@ -53,8 +54,7 @@ from adaspring_ros.core.engine import (
 )
 from adaspring_ros.core.frame_stats import FrameStats, TimingLog, percentile, window_metrics
 from adaspring_ros.core.search import default_table
-from adaspring_ros.core.serving import VariantServer, parse_config
-from adaspring_ros.core.supernet import freeze_heap, load_backbone
+from adaspring_ros.core.serving import VariantServer, freeze_heap, parse_config
 from adaspring_ros.msg import CompressionConfig as ConfigMsg
 from adaspring_ros.msg import InferenceResult, PerformanceMetrics
 from adaspring_ros.nodes.common import diagnostic_array, diagnostic_status, run

@@ -1,0 +1,174 @@
+"""Backbone checkpoints: one format, one writer, verified on load.
+
+Checkpoints are plain dicts of tensors/str/int loaded with ``torch.load(weights_only=True)`` and
+verified against the sha256 in the sibling ``<file>.sha256``. :func:`backbone_checkpoint` is the
+format, :func:`atomic_save` the only way one reaches the disk (training's resumable state wraps
+the same format), :func:`backbone_from_checkpoint` checks the format and every shape.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from .config import CompressionConfig, ConfigError, SearchSpace
+from .operators import ElasticConvBN
+from .supernet import ElasticBackbone
+
+__all__ = ["CheckpointError", "CHECKPOINT_FORMAT", "CHECKPOINT_VERSION", "sha256_of",
+           "write_checksum", "verify_checksum", "atomic_save", "backbone_checkpoint",
+           "save_backbone", "backbone_from_checkpoint", "load_backbone"]
+
+CHECKPOINT_FORMAT = "adaspring-backbone"
+CHECKPOINT_VERSION = 1
+
+
+class CheckpointError(ValueError):
+    """A backbone checkpoint that is missing, corrupt, or does not match its checksum/shape."""
+
+
+def sha256_of(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _checksum_path(path: Path) -> Path:
+    return path.with_name(path.name + ".sha256")
+
+
+def write_checksum(path: str | Path) -> str:
+    """Write ``<path>.sha256`` in sha256sum format; returns the digest."""
+    path = Path(path)
+    digest = sha256_of(path)
+    _checksum_path(path).write_text(f"{digest}  {path.name}\n")
+    return digest
+
+
+def verify_checksum(path: str | Path) -> str:
+    """Check ``path`` against ``<path>.sha256``; returns the digest or raises CheckpointError."""
+    path = Path(path)
+    sums = _checksum_path(path)
+    if not path.is_file():
+        raise CheckpointError(f"backbone checkpoint {path} does not exist")
+    if not sums.is_file():
+        raise CheckpointError(f"checksum file {sums} is missing (cannot verify {path.name})")
+    fields = sums.read_text().split()
+    expected = fields[0].lower() if fields else ""
+    digest = sha256_of(path)
+    if digest != expected:
+        raise CheckpointError(
+            f"{path} does not match {sums.name}: sha256 {digest} != {expected or '(empty)'}; "
+            "the file is corrupt, truncated or from another training run")
+    return digest
+
+
+def atomic_save(obj: Any, path: str | Path) -> None:
+    """torch.save ``obj`` to ``path`` through a temporary file: a crash leaves the old file."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def backbone_checkpoint(model: ElasticBackbone, meta: dict[str, Any] | None = None,
+                        ) -> dict[str, Any]:
+    """The checkpoint format (weights + architecture + space + class names + per-variant BN),
+    as the dict that :func:`backbone_from_checkpoint` reads back."""
+    return {
+        "format": CHECKPOINT_FORMAT,
+        "version": CHECKPOINT_VERSION,
+        "arch": model.arch(),
+        "state_dict": {k: v.detach().clone() for k, v in model.state_dict().items()},
+        "variant_bn": {cid: {n: t.detach().clone() for n, t in units.items()}
+                       for cid, units in model.variant_bn.items()},
+        "meta": dict(meta or {}),
+    }
+
+
+def save_backbone(model: ElasticBackbone, path: str | Path,
+                  meta: dict[str, Any] | None = None) -> str:
+    """Save :func:`backbone_checkpoint` and the sibling .sha256; returns the digest."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_save(backbone_checkpoint(model, meta), path)
+    return write_checksum(path)
+
+
+def backbone_from_checkpoint(ckpt: Any, where: str = "checkpoint") -> ElasticBackbone:
+    """Rebuild a backbone from a loaded checkpoint dict (checks format and every shape)."""
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{where} is not an adaspring backbone checkpoint")
+    if ckpt.get("version") != CHECKPOINT_VERSION:
+        raise CheckpointError(f"{where}: checkpoint version {ckpt.get('version')!r} "
+                              f"is not supported (expected {CHECKPOINT_VERSION})")
+    try:
+        arch = ckpt["arch"]
+        space = SearchSpace.from_dict(arch["space"])
+        model = ElasticBackbone(space, arch["stage_channels"], int(arch["num_classes"]),
+                                arch.get("classes"))
+    except (KeyError, TypeError, ValueError, ConfigError) as exc:
+        raise CheckpointError(f"{where}: bad architecture description: {exc}") from exc
+    state = ckpt.get("state_dict")
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{where} has no state_dict")
+    expected = model.state_dict()
+    missing, unexpected = set(expected) - set(state), set(state) - set(expected)
+    if missing or unexpected:
+        raise CheckpointError(f"{where}: missing tensors {sorted(missing)[:5]}, "
+                              f"unexpected {sorted(unexpected)[:5]}")
+    for name, tensor in expected.items():
+        if tuple(state[name].shape) != tuple(tensor.shape):
+            raise CheckpointError(f"{where}: {name} has shape {tuple(state[name].shape)}, "
+                                  f"expected {tuple(tensor.shape)}")
+    model.load_state_dict(state)
+    model.variant_bn = _checked_variant_bn(model, ckpt.get("variant_bn", {}), where)
+    return model.eval()
+
+
+def _checked_variant_bn(model: ElasticBackbone, bank: Any, where: str) -> dict:
+    """Validate stored whole-variant BN statistics (optional; older checkpoints have none)."""
+    if not isinstance(bank, dict):
+        raise CheckpointError(f"{where}: variant_bn must be a mapping")
+    units = {n: m for n, m in model.named_modules() if isinstance(m, ElasticConvBN)}
+    for config_id, stats in bank.items():
+        try:
+            CompressionConfig.from_id(config_id, model.space)
+        except ConfigError as exc:
+            raise CheckpointError(f"{where}: variant_bn: {exc}") from exc
+        for name, t in stats.items():
+            unit = units.get(name)
+            if unit is None or not isinstance(t, Tensor) or t.ndim != 2 or t.shape[0] != 2 \
+                    or t.shape[1] > unit.out_channels:
+                raise CheckpointError(f"{where}: variant_bn[{config_id}][{name}] is not a "
+                                      "(2, C) mean/var tensor of that unit")
+    return bank
+
+
+def load_backbone(path: str | Path | None = None, verify: bool = True) -> ElasticBackbone:
+    """Load a trained backbone (default: the shipped ``models/backbone.pt``), in eval mode.
+
+    The file's sha256 must match ``<path>.sha256`` (unless ``verify=False``); it is loaded with
+    ``weights_only=True``. The digest is kept as ``model.sha256``.
+    """
+    if path is None:
+        from ..paths import default_backbone
+
+        path = default_backbone()
+    path = Path(path)
+    digest = verify_checksum(path) if verify else sha256_of(path)
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # pickle/zip errors of a damaged file come in many types
+        raise CheckpointError(f"cannot load {path}: {exc}") from exc
+    model = backbone_from_checkpoint(ckpt, str(path))
+    model.sha256 = digest
+    model.meta = dict(ckpt.get("meta", {}))
+    return model

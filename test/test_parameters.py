@@ -77,3 +77,13 @@ def test_none_maps_to_the_parameter_value_that_means_none():
 def test_a_setting_defaulting_to_none_needs_its_none_value():
     with pytest.raises(ValueError, match="none"):
         setting(None, "no value for none")
+
+
+def test_choices_hold_the_default_and_name_the_allowed_values():
+    with pytest.raises(ValueError, match="choices"):
+        setting("webcam", "a source", choices=("psutil", "scenario"))
+    for node, classes in NODE_SETTINGS.items():
+        for cls in classes:
+            for f in settings_of(cls):
+                choices = f.metadata["choices"]
+                assert choices is None or f.default in choices, f"{node}.{f.name}"

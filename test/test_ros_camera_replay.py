@@ -155,7 +155,7 @@ def test_bag_source(rclpy_node, tmp_path):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["-p", "source:=webcam"], "source='webcam' is not one of"),
+    (["-p", "source:=webcam"], "source: 'webcam' is not one of"),
     (["-p", "source:=image_folder"], "needs a path"),
     (["-p", "source:=bag", "-p", "path:=/nonexistent.bag"], "cannot read bag"),
     (["-p", "rate_hz:=0.0"], "rate_hz"),

@@ -42,17 +42,21 @@ def optional_reading(value: Any) -> float | None:
 
 
 def setting(default: Any, description: str, *, range: tuple[float, float] | None = None,
-            read_only: bool = False, none: Any = None) -> Any:
+            read_only: bool = False, none: Any = None, choices: tuple | None = None) -> Any:
     """A dataclass field that is also a node parameter.
 
     ``range`` is the inclusive range a parameter value must lie in (rclpy rejects others);
+    ``choices`` the values it may take (the node's parameter callback rejects others);
     ``read_only`` parameters are fixed at start; ``none`` is the parameter value that stands for
     a default of None (a ROS parameter has one type and no null: 0 or "" means "none").
     """
     if default is None and none is None:
         raise ValueError("a setting defaulting to None needs the parameter value for none")
+    if choices is not None and default not in choices:
+        raise ValueError(f"default {default!r} is not one of the choices {choices}")
     return field(default=default, metadata={
-        "description": description, "range": range, "read_only": read_only, "none": none})
+        "description": description, "range": range, "read_only": read_only, "none": none,
+        "choices": choices})
 
 
 def settings_of(cls: type) -> list[Field]:

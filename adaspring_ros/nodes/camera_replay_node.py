@@ -27,13 +27,13 @@ from adaspring_ros.core import data
 from adaspring_ros.core.frame_sources import Frame, dataset_frames, fit_frame, open_bag
 from adaspring_ros.nodes.common import diagnostic_array, diagnostic_status, run
 from adaspring_ros.nodes.guard import CallbackGuard
-from adaspring_ros.nodes.params import declare, parameter_table
+from adaspring_ros.nodes.params import declare, invalid_choice, parameter_table
 from adaspring_ros.nodes.qos import (
     DIAGNOSTICS_QOS,
     DIAGNOSTICS_TOPIC,
     SENSOR_QOS,
 )
-from adaspring_ros.nodes.settings import CAMERA_SOURCES, INTERPOLATIONS, NODE_SETTINGS
+from adaspring_ros.nodes.settings import NODE_SETTINGS
 
 PARAMETERS = parameter_table(*NODE_SETTINGS["camera_replay_node"])
 
@@ -69,13 +69,9 @@ class CameraReplayNode(Node):
     @staticmethod
     def _invalid(values: dict) -> str:
         """Why a set of parameter values is unusable, or '' (ranges are checked by rclpy)."""
-        checks = {
-            "source": CAMERA_SOURCES, "encoding": tuple(msg_convert.ENCODINGS),
-            "interpolation": INTERPOLATIONS, "split": ("test", "train"),
-        }
-        for name, allowed in checks.items():
-            if name in values and values[name] not in allowed:
-                return f"{name}={values[name]!r} is not one of {allowed}"
+        problem = invalid_choice(NODE_SETTINGS["camera_replay_node"], values)
+        if problem:
+            return problem
         if values.get("source") in ("image_folder", "bag") and not values.get("path", "x"):
             return f"source {values['source']} needs a path"
         return ""

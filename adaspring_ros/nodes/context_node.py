@@ -28,7 +28,7 @@ from adaspring_ros.core.scenario import ScenarioTrace, resolve_scenario
 from adaspring_ros.msg import ContextState
 from adaspring_ros.nodes.common import diagnostic_array, diagnostic_status, run
 from adaspring_ros.nodes.guard import CallbackGuard
-from adaspring_ros.nodes.params import declare, parameter_table
+from adaspring_ros.nodes.params import declare, invalid_choice, parameter_table
 from adaspring_ros.nodes.qos import (
     CONTEXT_QOS,
     CONTEXT_TOPIC,
@@ -36,7 +36,7 @@ from adaspring_ros.nodes.qos import (
     DIAGNOSTICS_TOPIC,
     SENSOR_QOS,
 )
-from adaspring_ros.nodes.settings import CONTEXT_SOURCES, NODE_SETTINGS
+from adaspring_ros.nodes.settings import NODE_SETTINGS
 
 PARAMETERS = parameter_table(*NODE_SETTINGS["context_node"])
 
@@ -49,8 +49,9 @@ class ContextNode(Node):
         self.guard = CallbackGuard(self)
         declare(self, NODE_SETTINGS["context_node"])
         self.source = self.get_parameter("source").value
-        if self.source not in CONTEXT_SOURCES:
-            raise ValueError(f"source={self.source!r} is not one of {CONTEXT_SOURCES}")
+        problem = invalid_choice(NODE_SETTINGS["context_node"], {"source": self.source})
+        if problem:
+            raise ValueError(problem)
         self.add_post_set_parameters_callback(self.guard(self.apply_parameters_callback))
 
         self.started = time.monotonic()

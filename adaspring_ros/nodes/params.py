@@ -15,7 +15,7 @@ from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescri
 
 from ..core.validation import from_ros, ros_default, settings_of
 
-__all__ = ["describe", "parameter_table", "declare", "read"]
+__all__ = ["describe", "parameter_table", "declare", "read", "invalid_choice"]
 
 
 def describe(description: str, read_only: bool = False,
@@ -36,9 +36,12 @@ def _descriptor(f: Field) -> ParameterDescriptor:
     meta, default = f.metadata, ros_default(f)
     limits = meta["range"]
     is_float = isinstance(default, float)
-    return describe(meta["description"], meta["read_only"],
-                    floating=limits if limits is not None and is_float else None,
-                    integer=limits if limits is not None and not is_float else None)
+    descriptor = describe(meta["description"], meta["read_only"],
+                          floating=limits if limits is not None and is_float else None,
+                          integer=limits if limits is not None and not is_float else None)
+    if meta["choices"] is not None:
+        descriptor.additional_constraints = f"one of {', '.join(map(str, meta['choices']))}"
+    return descriptor
 
 
 def parameter_table(*classes: type) -> list[tuple[str, Any, ParameterDescriptor]]:
@@ -57,6 +60,18 @@ def declare(node: Any, classes: Iterable[type]) -> None:
     """Declare the settings of ``classes`` as parameters of ``node``."""
     for name, default, descriptor in parameter_table(*classes):
         node.declare_parameter(name, default, descriptor)
+
+
+def invalid_choice(classes: Iterable[type], values: dict[str, Any]) -> str:
+    """Why one of ``values`` (parameter name -> value) is not among its setting's choices, or
+    ''."""
+    for cls in classes:
+        for f in settings_of(cls):
+            choices = f.metadata["choices"]
+            if choices is not None and f.name in values and values[f.name] not in choices:
+                return (f"{f.name}: {values[f.name]!r} is not one of "
+                        f"{', '.join(map(str, choices))}")
+    return ""
 
 
 def read(node: Any, cls: type, changed: Iterable[Any] = ()) -> Any:

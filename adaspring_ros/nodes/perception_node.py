@@ -47,7 +47,6 @@ from adaspring_ros.core import data, energy
 from adaspring_ros.core.checkpoint import load_backbone
 from adaspring_ros.core.config import ConfigError
 from adaspring_ros.core.engine import (
-    ENGINES,
     EngineError,
     classify_logits,
     make_engine,
@@ -59,7 +58,7 @@ from adaspring_ros.msg import CompressionConfig as ConfigMsg
 from adaspring_ros.msg import InferenceResult, PerformanceMetrics
 from adaspring_ros.nodes.common import diagnostic_array, diagnostic_status, run
 from adaspring_ros.nodes.guard import CallbackGuard
-from adaspring_ros.nodes.params import declare, parameter_table
+from adaspring_ros.nodes.params import declare, invalid_choice, parameter_table
 from adaspring_ros.nodes.qos import (
     DIAGNOSTICS_QOS,
     DIAGNOSTICS_TOPIC,
@@ -136,8 +135,9 @@ class PerceptionNode(Node):
                 parse_config(values["initial_config"])
             except ConfigError as exc:
                 return f"initial_config: {exc}"
-        if "engine" in values and values["engine"] not in ENGINES:
-            return f"engine: {values['engine']!r} is not one of {', '.join(ENGINES)}"
+        problem = invalid_choice(NODE_SETTINGS["perception_node"], values)
+        if problem:
+            return problem
         if "device_power_profile" in values:
             try:
                 energy.load_device(values["device_power_profile"])

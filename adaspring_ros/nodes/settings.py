@@ -42,8 +42,8 @@ class PerceptionSettings:
                                read_only=True)
     backbone_path: str = setting("", "trained backbone checkpoint ('' = the shipped "
                                  "models/backbone.pt); its .sha256 must match", read_only=True)
-    engine: str = setting(DEFAULT_ENGINE, f"inference engine for the variants: "
-                          f"{', '.join(ENGINES)} (torch is the reference)", read_only=True)
+    engine: str = setting(DEFAULT_ENGINE, "inference engine for the variants (torch is the "
+                          "reference)", read_only=True, choices=ENGINES)
     profile_table: str = setting(
         "", "profile table of the engine ('' = the engine's shipped table): its int8 activation "
         "ranges make profiled int8 variants compute in int8 (onnxruntime)", read_only=True)
@@ -70,10 +70,11 @@ class PerceptionSettings:
 class CameraReplaySettings:
     """camera_replay_node: read-only ones pick the source, the rest may change at run time."""
 
-    source: str = setting("fashion_mnist", f"one of {CAMERA_SOURCES}", read_only=True)
+    source: str = setting("fashion_mnist", "where the frames come from", read_only=True,
+                          choices=CAMERA_SOURCES)
     path: str = setting("", "dataset dir (default: Fashion-MNIST's), image folder or bag",
                         read_only=True)
-    split: str = setting("test", "Fashion-MNIST split: test or train", read_only=True)
+    split: str = setting("test", "Fashion-MNIST split", read_only=True, choices=("test", "train"))
     bag_topic: str = setting("", "Image topic inside the bag ('' = the first one)",
                              read_only=True)
     image_topic: str = setting(IMAGE_TOPIC, "topic the frames are published on",
@@ -91,16 +92,16 @@ class CameraReplaySettings:
                          range=(0, MAX_SIDE))
     height: int = setting(480, "output height, px (0 = from the aspect ratio / source)",
                           range=(0, MAX_SIDE))
-    encoding: str = setting("rgb8", f"one of {tuple(ENCODINGS)}")
-    interpolation: str = setting("nearest", f"upscaling: one of {INTERPOLATIONS}")
+    encoding: str = setting("rgb8", "encoding of the published frames", choices=tuple(ENCODINGS))
+    interpolation: str = setting("nearest", "upscaling", choices=INTERPOLATIONS)
 
 
 @dataclass(frozen=True)
 class ContextSettings:
     """context_node: read-only ones pick the source, the rest may change at run time."""
 
-    source: str = setting("psutil", f"where the context comes from: one of {CONTEXT_SOURCES}",
-                          read_only=True)
+    source: str = setting("psutil", "where the context comes from", read_only=True,
+                          choices=CONTEXT_SOURCES)
     rate_hz: float = setting(2.0, "ContextState messages per second", range=(0.1, 100.0))
     latency_budget_ms: float = setting(
         100.0, "the application's per-frame latency budget, ms (sources psutil and "

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
-from ros_harness import NodeProcess, call_service, spin_until
+from ros_harness import NodeProcess, PerceptionEnds, spin_until
 
 from adaspring_ros import msg_convert
 from adaspring_ros.core.config import CompressionConfig
@@ -83,31 +83,23 @@ def reference(tmp_path_factory):
     return ref
 
 
-class Perception:
+class Perception(PerceptionEnds):
     """A real perception_node on private names (``prefix``/...), and this process's ends of its
     image topic, results, metrics and Reconfigure service."""
 
     def __init__(self, node, log_dir: Path, backbone: Path, prefix: str, name: str,
                  extra: list[str] = (), address_space_bytes: int = 0) -> None:
-        from adaspring_ros.msg import InferenceResult, PerformanceMetrics
-        from adaspring_ros.srv import Reconfigure
         from sensor_msgs.msg import Image
 
-        from adaspring_ros.nodes.qos import METRICS_QOS, RESULT_QOS, SENSOR_QOS
+        from adaspring_ros.nodes.qos import SENSOR_QOS
 
-        self.node, self.log_dir, self.backbone = node, log_dir, backbone
+        super().__init__(node, prefix, f"{prefix}/reconfigure")
+        self.log_dir, self.backbone = log_dir, backbone
         self.prefix, self.name, self.extra = prefix, name, list(extra)
         self.address_space_bytes = address_space_bytes
-        self.results: list = []
-        self.metrics: list = []
         self.restarts = 0
         self.proc = self._start()
-        node.create_subscription(InferenceResult, f"{prefix}/result", self.results.append,
-                                 RESULT_QOS)
-        node.create_subscription(PerformanceMetrics, f"{prefix}/metrics", self.metrics.append,
-                                 METRICS_QOS)
         self.publisher = node.create_publisher(Image, f"{prefix}/image", SENSOR_QOS)
-        self.client = node.create_client(Reconfigure, f"{prefix}/reconfigure")
         self.published = 0
         self.first_copies = 0  # copies the first frame needed: those lost are never countable
 
@@ -128,24 +120,13 @@ class Perception:
         self.restarts += 1
         self.proc = self._start()
 
-    def wait(self, predicate, what: str, timeout: float = 20.0, procs=()) -> None:
-        spin_until(self.node, predicate, timeout, what, [self.proc, *procs])
+    def watched(self) -> list[NodeProcess]:
+        return [self.proc]
 
     def ready(self) -> None:
         self.wait(self.client.service_is_ready, "the Reconfigure service", 60)
         self.wait(lambda: self.publisher.get_subscription_count() > 0, "the image subscription")
         self.fresh_metrics()
-
-    def fresh_metrics(self):
-        start = len(self.metrics)
-        self.wait(lambda: len(self.metrics) > start, "a PerformanceMetrics message")
-        return self.metrics[-1]
-
-    def reconfigure(self, config_msg):
-        from adaspring_ros.srv import Reconfigure
-
-        return call_service(self.node, self.client, Reconfigure.Request(config=config_msg),
-                            "the Reconfigure reply", [self.proc])
 
     def send_image(self, msg) -> object:
         """Publish ``msg`` until the node has received it and counted it; the metrics that do.

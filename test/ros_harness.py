@@ -45,3 +45,46 @@ def call_service(node, client, request, what: str, procs: list[NodeProcess] = ()
                 raise
             continue
         return next(f for f in futures if f.done()).result()
+
+
+class PerceptionEnds:
+    """This test process's ends of a perception node: its results, its metrics and its
+    Reconfigure service under ``prefix`` (the node's defaults: "/adaspring")."""
+
+    wait_timeout = 20.0
+
+    def __init__(self, node, prefix: str = "/adaspring",
+                 reconfigure: str = "/adaspring/perception/reconfigure") -> None:
+        from adaspring_ros.msg import InferenceResult, PerformanceMetrics
+        from adaspring_ros.srv import Reconfigure
+
+        from adaspring_ros.nodes.qos import METRICS_QOS, RESULT_QOS
+
+        self.node = node
+        self.results: list = []
+        self.metrics: list = []
+        node.create_subscription(InferenceResult, f"{prefix}/result", self.results.append,
+                                 RESULT_QOS)
+        node.create_subscription(PerformanceMetrics, f"{prefix}/metrics", self.metrics.append,
+                                 METRICS_QOS)
+        self.client = node.create_client(Reconfigure, reconfigure)
+
+    def watched(self) -> list[NodeProcess]:
+        """The processes whose death fails a wait."""
+        return []
+
+    def wait(self, predicate, what: str, timeout: float | None = None, procs=()) -> None:
+        spin_until(self.node, predicate, timeout or self.wait_timeout, what,
+                   [*self.watched(), *procs])
+
+    def fresh_metrics(self):
+        """The first PerformanceMetrics published after now."""
+        start = len(self.metrics)
+        self.wait(lambda: len(self.metrics) > start, "a PerformanceMetrics message")
+        return self.metrics[-1]
+
+    def reconfigure(self, config_msg):
+        from adaspring_ros.srv import Reconfigure
+
+        return call_service(self.node, self.client, Reconfigure.Request(config=config_msg),
+                            "the Reconfigure reply", self.watched())

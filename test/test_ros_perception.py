@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from ros_harness import NodeProcess, call_service, spin_until
+from ros_harness import NodeProcess, PerceptionEnds, spin_until
 
 from adaspring_ros import msg_convert, paths
 from adaspring_ros.core import data
@@ -103,43 +103,22 @@ def pipeline(tmp_path_factory):
     assert perception.stop() == 0, perception.output()[-3000:]
 
 
-class Listener:
-    """Results and metrics of the perception node, as seen by the test process."""
+class Listener(PerceptionEnds):
+    """Results and metrics of the pipeline's perception node, as seen by the test process."""
+
+    wait_timeout = 60.0
 
     def __init__(self, node, pipe: Pipeline) -> None:
-        from adaspring_ros.msg import InferenceResult, PerformanceMetrics
-        from adaspring_ros.srv import Reconfigure
+        super().__init__(node)
+        self.pipe = pipe
 
-        from adaspring_ros.nodes.qos import METRICS_QOS, RESULT_QOS
-
-        self.node, self.pipe = node, pipe
-        self.results: list = []
-        self.metrics: list = []
-        node.create_subscription(InferenceResult, "/adaspring/result", self.results.append,
-                                 RESULT_QOS)
-        node.create_subscription(PerformanceMetrics, "/adaspring/metrics", self.metrics.append,
-                                 METRICS_QOS)
-        self.client = node.create_client(Reconfigure, "/adaspring/perception/reconfigure")
-
-    def wait(self, predicate, what: str, timeout: float = 60.0) -> None:
-        spin_until(self.node, predicate, timeout, what, self.pipe.procs)
+    def watched(self) -> list[NodeProcess]:
+        return self.pipe.procs
 
     def results_after(self, count: int, what: str = "results") -> list:
         start = len(self.results)
         self.wait(lambda: len(self.results) >= start + count, f"{count} {what}")
         return self.results[start:]
-
-    def fresh_metrics(self):
-        """The first PerformanceMetrics published after now."""
-        start = len(self.metrics)
-        self.wait(lambda: len(self.metrics) > start, "a PerformanceMetrics message")
-        return self.metrics[-1]
-
-    def reconfigure(self, config_msg):
-        from adaspring_ros.srv import Reconfigure
-
-        return call_service(self.node, self.client, Reconfigure.Request(config=config_msg),
-                            "the Reconfigure reply", self.pipe.procs)
 
 
 def config_msg(config: CompressionConfig):

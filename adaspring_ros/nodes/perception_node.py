@@ -6,14 +6,13 @@ publishes an InferenceResult per frame and PerformanceMetrics + /diagnostics eve
 
 Threading: one SingleThreadedExecutor runs every callback in turn. A MultiThreadedExecutor
 (tried first, so that building a variant would not hold up frames) hands each ready callback to
-a thread pool, and that handoff was the largest tail of a 640x480 frame: transport + wake-up p95
-5.95 -> 0.99 ms and end-to-end p95 9.9 -> 8.4 ms with the single-threaded one (docs/benchmarks.md,
+a thread pool, and that handoff was the largest tail of a camera frame (docs/benchmarks.md,
 section *Where a 640x480 frame's time goes*). The price is that a frame arriving while the
-Reconfigure service builds a variant (5-20 ms, a few times a minute) waits for it; with the GIL a
-concurrent build slowed frames anyway. A frame takes ONE reference to the (config, module) pair
-when it starts and the service replaces the pair with a single assignment once the new module is
-built and warmed up, so every frame is computed entirely by one variant (core/serving.py);
-core/frame_stats.py keeps the counters and latency windows below.
+Reconfigure service builds a variant waits for it; under the GIL a concurrent build slowed
+frames anyway. A frame takes ONE reference to the (config, module) pair when it starts and the
+service replaces the pair with a single assignment once the new module is built and warmed up,
+so every frame is computed entirely by one variant (core/serving.py); core/frame_stats.py keeps
+the counters and latency windows below.
 
 What the counters mean:
   frames_received   images that reached the callback;

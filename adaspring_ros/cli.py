@@ -15,13 +15,15 @@ COMMANDS = {
     "profile": ("adaspring_ros.core.profiler", "measure every variant -> profile table"),
     "search": ("adaspring_ros.core.search", "pick the best variant for a context"),
     "demo": ("adaspring_ros.demo", "run the whole ROS pipeline on replayed data"),
+    "tune-variants": ("adaspring_ros.core.variant_tuning",
+                      "tune each chosen variant's own BN scale/shift (weights stay shared)"),
     "bench": ("adaspring_ros.bench_runner", "run the benchmarks in bench/"),
 }
 
 
 def _usage() -> str:
     lines = ["usage: adaspring <command> [options]", "", "commands:"]
-    lines += [f"  {name:<8} {help_}" for name, (_, help_) in COMMANDS.items()]
+    lines += [f"  {name:<13} {help_}" for name, (_, help_) in COMMANDS.items()]
     lines.append("\n`adaspring <command> --help` for the options of one command.")
     return "\n".join(lines)
 

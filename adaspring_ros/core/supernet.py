@@ -15,6 +15,11 @@ folds BN statistics into the convs and, for low rank, runs a small SVD: ~5 ms):
    filled during training. Rows average over the upstream variants that shared them, so an
    unprofiled narrow or mixed variant can lose many points with them (measured: up to ~40).
 
+A variant with exact statistics can also carry its own BN scale/shift and classifier bias
+(``variant_affine``, by config id, a few KB each): fine-tuned for that variant alone with every
+convolution frozen (``variant_tuning``). They fold into the convs like the shared ones, so the
+materialised variant is as fast; variants without them use the shared affine parameters.
+
 Checkpoints are plain dicts of tensors/str/int loaded with ``torch.load(weights_only=True)`` and
 verified against the sha256 in the sibling ``<file>.sha256``.
 """
@@ -216,6 +221,10 @@ class ElasticBackbone(nn.Module):
         # Filled offline by the profiler for every profiled variant (the ones the runtime search
         # can pick); other variants use the per-choice rows of the switchable BNs.
         self.variant_bn: dict[str, dict[str, Tensor]] = {}
+        # Per-variant tuned affine, by config id -> unit name -> (2, C) BN weight/bias, and
+        # "classifier" -> (num_classes,) bias; only for variants that have ``variant_bn`` (it is
+        # normalised with those statistics). Filled by ``variant_tuning``; others use the shared.
+        self.variant_affine: dict[str, dict[str, Tensor]] = {}
 
     # -- configuration ----------------------------------------------------------------------
     def arch(self) -> dict[str, Any]:
@@ -244,12 +253,23 @@ class ElasticBackbone(nn.Module):
         return sp.widths.index(stage.width) * len(sp.resolutions) + sp.resolutions.index(
             resolution)
 
+    def unit_stats(self, config_id: str, name: str) -> Tensor | None:
+        """A unit's stored statistics for a variant: (2, C) mean/var, or (4, C) with the
+        variant's own BN weight/bias appended when it has them; None if none stored."""
+        stats = self.variant_bn.get(config_id, {}).get(name)
+        affine = self.variant_affine.get(config_id, {}).get(name)
+        if stats is None or affine is None:
+            return stats
+        return torch.cat([stats, affine])
+
     def _stats(self, config: CompressionConfig, stage: int, block: int) -> list[Tensor | None]:
         """Stored whole-variant BN statistics for one block's units (Nones if none stored)."""
-        bank = self.variant_bn.get(config.id, {})
         names = ElasticBlock.unit_names(f"stages.{stage}.{block}",
                                         config.stages[stage].operator)
-        return [bank.get(n) for n in names]
+        return [self.unit_stats(config.id, n) for n in names]
+
+    def _classifier_bias(self, config: CompressionConfig) -> Tensor | None:
+        return self.variant_affine.get(config.id, {}).get("classifier")
 
     # -- elastic forward --------------------------------------------------------------------
     def forward(self, x: Tensor) -> Tensor:
@@ -260,14 +280,14 @@ class ElasticBackbone(nn.Module):
         widths = self.channels(cfg)
         st0 = cfg.stages[0]
         x = F.relu(self.stem(x, widths[0], 1.0, st0.int8, self.bn_key(st0, cfg.resolution),
-                             self.variant_bn.get(cfg.id, {}).get("stem")))
+                             self.unit_stats(cfg.id, "stem")))
         for s, (blocks, stage, c) in enumerate(zip(self.stages, cfg.stages, widths,
                                                    strict=True)):
             key = self.bn_key(stage, cfg.resolution)
             for b, block in enumerate(blocks[:stage.depth]):
                 x = block(x, c, stage, key, self._stats(cfg, s, b))
         x = torch.flatten(F.adaptive_avg_pool2d(x, 1), 1)
-        return self.classifier(x, cfg.stages[-1].int8)
+        return self.classifier(x, cfg.stages[-1].int8, self._classifier_bias(cfg))
 
     # -- materialise ------------------------------------------------------------------------
     @torch.no_grad()
@@ -278,7 +298,7 @@ class ElasticBackbone(nn.Module):
         st0 = cfg.stages[0]
         stem = nn.Sequential(
             *self.stem.export(1, widths[0], 1.0, st0.int8, self.bn_key(st0, cfg.resolution),
-                              self.variant_bn.get(cfg.id, {}).get("stem")),
+                              self.unit_stats(cfg.id, "stem")),
             nn.ReLU(inplace=True),
         )
         blocks, in_c = [], widths[0]
@@ -288,7 +308,8 @@ class ElasticBackbone(nn.Module):
             for b, block in enumerate(s_blocks[:stage.depth]):
                 blocks.append(block.export(in_c, c, stage, key, self._stats(cfg, s, b)))
                 in_c = c
-        classifier = self.classifier.export(in_c, cfg.stages[-1].int8)
+        classifier = self.classifier.export(in_c, cfg.stages[-1].int8,
+                                            self._classifier_bias(cfg))
         storage = storage_bytes(stem, st0.int8) + storage_bytes(classifier, cfg.stages[-1].int8)
         b = 0
         for stage in cfg.stages:
@@ -405,6 +426,9 @@ def save_backbone(model: ElasticBackbone, path: str | Path,
         "state_dict": {k: v.detach().clone() for k, v in model.state_dict().items()},
         "variant_bn": {cid: {n: t.detach().clone() for n, t in units.items()}
                        for cid, units in model.variant_bn.items()},
+        # A separate key, so that code which predates it still loads the file (shared affine).
+        "variant_affine": {cid: {n: t.detach().clone() for n, t in units.items()}
+                           for cid, units in model.variant_affine.items()},
         "meta": dict(meta or {}),
     }, path)
     return write_checksum(path)
@@ -438,6 +462,7 @@ def backbone_from_checkpoint(ckpt: Any, where: str = "checkpoint") -> ElasticBac
                                   f"expected {tuple(tensor.shape)}")
     model.load_state_dict(state)
     model.variant_bn = _checked_variant_bn(model, ckpt.get("variant_bn", {}), where)
+    model.variant_affine = _checked_variant_affine(model, ckpt.get("variant_affine", {}), where)
     return model.eval()
 
 
@@ -457,6 +482,40 @@ def _checked_variant_bn(model: ElasticBackbone, bank: Any, where: str) -> dict:
                     or t.shape[1] > unit.out_channels:
                 raise CheckpointError(f"{where}: variant_bn[{config_id}][{name}] is not a "
                                       "(2, C) mean/var tensor of that unit")
+    return bank
+
+
+def _checked_variant_affine(model: ElasticBackbone, bank: Any, where: str) -> dict:
+    """Validate stored per-variant BN weight/bias and classifier bias (optional; older
+    checkpoints have none). Each belongs to a variant with stored statistics of the same units."""
+    if not isinstance(bank, dict):
+        raise CheckpointError(f"{where}: variant_affine must be a mapping")
+    for config_id, params in bank.items():
+        what = f"{where}: variant_affine[{config_id}]"
+        try:
+            CompressionConfig.from_id(config_id, model.space)
+        except ConfigError as exc:
+            raise CheckpointError(f"{where}: variant_affine: {exc}") from exc
+        stats = model.variant_bn.get(config_id)
+        if stats is None:
+            raise CheckpointError(f"{what}: the variant has no stored BN statistics (variant_bn)"
+                                  " to normalise with")
+        if not isinstance(params, dict):
+            raise CheckpointError(f"{what} must be a mapping of unit name to tensor")
+        for name, t in params.items():
+            if name == "classifier":
+                shape, expected = (tuple(t.shape) if isinstance(t, Tensor) else None,
+                                   (model.num_classes,))
+            else:
+                ref = stats.get(name)
+                shape = tuple(t.shape) if isinstance(t, Tensor) else None
+                expected = (2, ref.shape[1]) if ref is not None else None
+            if expected is None or shape != expected:
+                raise CheckpointError(
+                    f"{what}[{name}] is not a BN weight/bias tensor of that variant's units "
+                    f"(shape {shape}, expected {expected or 'a unit with variant_bn'})")
+            if not t.is_floating_point() or not bool(torch.isfinite(t).all()):
+                raise CheckpointError(f"{what}[{name}] holds non-finite or non-float values")
     return bank
 
 

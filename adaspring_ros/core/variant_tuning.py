@@ -99,7 +99,7 @@ def _lr_at(step: int, total: int, base: float) -> float:
 
 
 def tune_variant(model: ElasticBackbone, config: CompressionConfig, images: np.ndarray,
-                 teacher: Tensor, epochs: int = 2, batch_size: int = 256, lr: float = 3e-3,
+                 teacher: Tensor, epochs: int = 2, batch_size: int = 256, lr: float = 1e-2,
                  temperature: float = 1.0, seed: int = 0, progress: bool = False,
                  desc: str = "") -> tuple[dict[str, Tensor], float]:
     """Tune ``config``'s own BN weight/bias and classifier bias on ``images`` -> ``teacher``.
@@ -312,7 +312,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--images", type=int, default=20000,
                    help="tuning images drawn from the training part of the split (0: all)")
     p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--lr", type=float, default=3e-3, help="Adam, cosine decay to zero")
+    p.add_argument("--lr", type=float, default=1e-2, help="Adam, cosine decay to zero")
     p.add_argument("--temperature", type=float, default=1.0, help="distillation temperature")
     p.add_argument("--bn-images", type=int, default=512,
                    help="training images for the BN statistics of variants that lack them")

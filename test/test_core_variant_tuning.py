@@ -221,3 +221,20 @@ def test_cli_smoke_and_resume(tmp_path, model):
     assert new in tuned.variant_bn
     for k, v in model.state_dict().items():
         assert torch.equal(tuned.state_dict()[k], v), k
+
+
+@pytest.mark.parametrize("engine_name", ["torch", "onnxruntime"])
+def test_engines_serve_the_tuned_variant(model, engine_name):
+    if engine_name == "onnxruntime":
+        pytest.importorskip("onnxruntime")
+    from adaspring_ros.core.engine import make_engine
+
+    cid = "r16-w100d3ck100f-w100d1ck100f-w50d3ck100f"         # float: no activation ranges
+    config = CompressionConfig.from_id(cid)
+    model.variant_affine[cid] = _random_affine(model, cid, seed=7)
+    x = preprocess(_images(5, seed=8), config.resolution)
+    with torch.no_grad():
+        model.set_active(config)
+        elastic = model(x).numpy()
+    runner = make_engine(engine_name).prepare(model.materialise(config), batch=None)
+    np.testing.assert_allclose(runner(x.numpy()), elastic, rtol=1e-4, atol=1e-4)

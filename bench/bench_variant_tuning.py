@@ -39,6 +39,14 @@ TUNED = ROOT / "runs" / "tuned"
 BENCH_SUBNETS = {HALF_WIDTH: "half width", SUBNETS[0]: "subnet A", SUBNETS[1]: "subnet B"}
 
 
+def _shown(path: Path) -> str:
+    """``path`` relative to the checkout when inside it (as the docs name files)."""
+    try:
+        return str(path.resolve().relative_to(ROOT))
+    except ValueError:
+        return str(path)
+
+
 def alone_checkpoint(config_id: str) -> Path | None:
     """A net trained alone on ``config_id`` by bench_backbone, if one is there."""
     found = sorted((ROOT / "runs" / "bench").glob(f"alone-{config_id}-e*.pt"))
@@ -131,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
         markdown_table(headers, rows),
         "",
         "- Mean gain, " + "; ".join(summary) + ".",
-        f"- Shared: `models/backbone.pt` (`{base.sha256[:12]}`); tuned: `{tuned_path}` "
+        f"- Shared: `models/backbone.pt` (`{base.sha256[:12]}`); tuned: `{_shown(tuned_path)}` "
         f"(`{tuned.sha256[:12]}`), made by `adaspring tune-variants --variants-from "
         f"{Path(table_path).name} --front-only --variants <the three subnets> --epochs "
         f"{targs.get('epochs', '?')} --images {targs.get('images', '?')} --lr "

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -41,14 +43,20 @@ def _images(n: int, seed: int = 0) -> np.ndarray:
     return (255 * x[:, 0]).round().clamp(0, 255).to(torch.uint8).numpy()
 
 
-@pytest.fixture()
-def model():
+@pytest.fixture(scope="module")
+def trained():
     torch.manual_seed(0)
     m = build_backbone(stage_channels=(8, 12, 16)).eval()
     images = _images(128, seed=1)
     for cid in CONFIGS:
         m.variant_bn[cid] = variant_bn_stats(m, CompressionConfig.from_id(cid), images)
     return m
+
+
+@pytest.fixture()
+def model(trained):
+    """A fresh copy per test (tests add tuned variants to it)."""
+    return copy.deepcopy(trained)
 
 
 def _random_affine(model, config_id: str, seed: int) -> dict:
@@ -238,3 +246,15 @@ def test_engines_serve_the_tuned_variant(model, engine_name):
         elastic = model(x).numpy()
     runner = make_engine(engine_name).prepare(model.materialise(config), batch=None)
     np.testing.assert_allclose(runner(x.numpy()), elastic, rtol=1e-4, atol=1e-4)
+
+
+@needs_data
+def test_resume_refuses_another_recipe(tmp_path, model):
+    bb = tmp_path / "bb.pt"
+    save_backbone(model, bb)
+    common = ["--backbone", str(bb), "--variants", CONFIGS[0], "--images", "128", "--val-size",
+              "100", "--batch-size", "128", "--out", str(tmp_path / "tuned.pt"), "--workdir",
+              str(tmp_path / "work"), "--no-progress", "--resume"]
+    assert cli_main(common) == 0
+    with pytest.raises(SystemExit, match="was tuned with"):
+        cli_main(common[:-1] + ["--epochs", "3", "--resume"])

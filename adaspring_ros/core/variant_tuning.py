@@ -213,16 +213,22 @@ def run(args: argparse.Namespace) -> dict:
     workdir = Path(args.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     state_path = workdir / "state.pt"
+    recipe = {k: getattr(args, k) for k in ("epochs", "images", "batch_size", "lr",
+                                            "temperature", "bn_images", "seed")}
     results: dict[str, dict] = {}
+    restored_bn: dict[str, dict[str, Tensor]] = {}
     cpu_before = 0.0
     if args.resume and state_path.exists():
         state = torch.load(state_path, map_location="cpu", weights_only=True)
         if state.get("source_sha256") != source_sha:
             raise SystemExit(f"{state_path} was tuned from another backbone; remove it or drop "
                              "--resume")
+        if json.loads(state.get("recipe", "{}")) != recipe:
+            raise SystemExit(f"{state_path} was tuned with {state.get('recipe')}, not {recipe}; "
+                             "use the same options, another --workdir, or drop --resume")
         results = json.loads(state["results"])
         for cid, bn in state["variant_bn"].items():
-            model.variant_bn[cid] = bn
+            model.variant_bn[cid] = restored_bn[cid] = bn
         for cid, affine in state["variant_affine"].items():
             model.variant_affine[cid] = affine
         cpu_before = float(state["cpu_seconds"])
@@ -235,7 +241,7 @@ def run(args: argparse.Namespace) -> dict:
         val = Dataset(val.images[:args.val_size], val.labels[:args.val_size], val.classes)
 
     # BN statistics for variants the profiler did not store (as the profiler computes them).
-    added_bn: dict[str, dict[str, Tensor]] = {}
+    added_bn: dict[str, dict[str, Tensor]] = dict(restored_bn)
     missing = [c for c in configs if c.id not in model.variant_bn]
     if missing:
         bn_images = bn_calibration_images(args.bn_images, args.seed, args.data)
@@ -254,7 +260,8 @@ def run(args: argparse.Namespace) -> dict:
 
     def save_state(cpu_total: float) -> None:
         done = {cid for cid in results}
-        _atomic_save({"source_sha256": source_sha, "results": json.dumps(results),
+        _atomic_save({"source_sha256": source_sha, "recipe": json.dumps(recipe),
+                      "results": json.dumps(results),
                       "variant_bn": {c: model.variant_bn[c] for c in added_bn if c in done},
                       "variant_affine": {c: model.variant_affine[c] for c in done
                                          if c in model.variant_affine},

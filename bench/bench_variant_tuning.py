@@ -27,8 +27,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from adaspring_ros.core import training, variant_tuning  # noqa: E402
 from adaspring_ros.core.config import CompressionConfig  # noqa: E402
-from adaspring_ros.core.data import load_fashion_mnist, train_val_split  # noqa: E402
-from adaspring_ros.core.profiler import bn_calibration_images, count_macs  # noqa: E402
+from adaspring_ros.core.data import load_fashion_mnist, preprocess, train_val_split  # noqa: E402
+from adaspring_ros.core.engine import make_engine  # noqa: E402
+from adaspring_ros.core.profiler import (  # noqa: E402
+    bn_calibration_images,
+    count_macs,
+    runner_accuracy,
+)
 from adaspring_ros.core.supernet import load_backbone  # noqa: E402
 from adaspring_ros.paths import default_backbone, default_profile_table  # noqa: E402
 from bench.bench_backbone import HALF_WIDTH, SUBNETS  # noqa: E402
@@ -60,6 +65,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--epochs", type=int, default=2, help="tuning epochs, if tuning here")
     p.add_argument("--images", type=int, default=20000, help="tuning images, if tuning here")
     p.add_argument("--test", action="store_true", help="also measure on the test split")
+    p.add_argument("--engine", default="torch", choices=("torch", "onnxruntime"),
+                   help="engine the accuracy is measured in (onnxruntime: int8 stages compute "
+                        "in int8 with ranges calibrated on the BN images, as the profiler does)")
     args = p.parse_args(argv)
     table_path = default_profile_table()
     tuned_path = Path(args.tuned)
@@ -92,13 +100,15 @@ def main(argv: list[str] | None = None) -> int:
         splits["test"] = load_fashion_mnist("test")
     bn_images = bn_calibration_images(512)
     torch.set_num_threads(2)
+    engine = make_engine(args.engine, threads=2)
 
     def accuracy(model, config) -> dict[str, float]:
         if config.id not in model.variant_bn:      # as the profiler and the tuning compute them
             model.variant_bn[config.id] = training.variant_bn_stats(model, config, bn_images)
-        net = model.materialise(config)
-        return {k: 100 * training.evaluate(net, d, config.resolution) for k, d in
-                splits.items()}
+        net, r = model.materialise(config), config.resolution
+        ranges = engine.calibrate(net, preprocess(bn_images, r).numpy())
+        runner = engine.prepare(net, ranges or None, batch=None)
+        return {k: 100 * runner_accuracy(runner, d, r) for k, d in splits.items()}
 
     rows, gains = [], {k: [] for k in splits}
     for config_id in ids:
@@ -149,7 +159,11 @@ def main(argv: list[str] | None = None) -> int:
         "validation. "
         f"CPU time of the whole tuning: {tuning.get('cpu_seconds', 0) / 60:.1f} min "
         "(the teacher's outputs included).",
-        "- Both columns are the same compact torch module but for the folded BN scale/shift "
+        f"- Accuracy in {args.engine}"
+        + (" (int8 stages compute in int8, activation ranges calibrated on the 512 BN images "
+           "of each variant, as the profiler does)" if args.engine == "onnxruntime" else
+           " (int8: weights only)")
+        + ". Shared and tuned are the same compact module but for the folded BN scale/shift "
         "and classifier bias (same MACs, same latency); each variant uses its exact BN "
         "statistics.",
         "- Validation: the 5 000 held-out training images (the tuning recipe was chosen on "
@@ -157,10 +171,13 @@ def main(argv: list[str] | None = None) -> int:
         + (" (10 000 images) is measured once, for the final figure." if args.test
            else " is not used."),
     ]
-    write_section("variant-tuning",
-                  "Per-variant BN scale/shift tuned by distillation (weights shared)",
+    suffix = "" if args.engine == "torch" else f"-{args.engine}"
+    write_section("variant-tuning" + suffix,
+                  "Per-variant BN scale/shift tuned by distillation (weights shared)"
+                  + (f", in {args.engine}" if suffix else ""),
                   ".venv/bin/python bench/bench_variant_tuning.py"
-                  + (" --test" if args.test else ""), "\n".join(body))
+                  + (" --test" if args.test else "")
+                  + (f" --engine {args.engine}" if suffix else ""), "\n".join(body))
     return 0
 
 

@@ -145,7 +145,8 @@ def _saved_with_bank(tmp_path, model, bank) -> object:
     ("not a tensor", "not a BN weight/bias tensor"),
     ("classifier shape", "not a BN weight/bias tensor"),
     ("nan", "non-finite"),
-    ("integer", "non-float"),
+    ("integer", "non-float32"),
+    ("float64", "non-float32"),
 ])
 def test_bad_banks_are_refused(tmp_path, model, case, message):
     cid = CONFIGS[0]
@@ -163,6 +164,7 @@ def test_bad_banks_are_refused(tmp_path, model, case, message):
         "classifier shape": {cid: {**good, "classifier": torch.zeros(11)}},
         "nan": {cid: {**good, "stem": torch.full_like(stem, float("nan"))}},
         "integer": {cid: {**good, "stem": torch.zeros(stem.shape, dtype=torch.long)}},
+        "float64": {cid: {**good, "classifier": good["classifier"].double()}},
     }[case]
     path = _saved_with_bank(tmp_path, model, bank)
     with pytest.raises(CheckpointError, match=message):

@@ -514,8 +514,8 @@ def _checked_variant_affine(model: ElasticBackbone, bank: Any, where: str) -> di
                 raise CheckpointError(
                     f"{what}[{name}] is not a BN weight/bias tensor of that variant's units "
                     f"(shape {shape}, expected {expected or 'a unit with variant_bn'})")
-            if not t.is_floating_point() or not bool(torch.isfinite(t).all()):
-                raise CheckpointError(f"{what}[{name}] holds non-finite or non-float values")
+            if t.dtype != torch.float32 or not bool(torch.isfinite(t).all()):
+                raise CheckpointError(f"{what}[{name}] holds non-finite or non-float32 values")
     return bank
 
 

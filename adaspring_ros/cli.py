@@ -17,6 +17,8 @@ COMMANDS = {
                       "pick the backbone's width, depth, resolution for a device"),
     "search": ("adaspring_ros.core.search_cli", "pick the best variant for a context"),
     "demo": ("adaspring_ros.demo", "run the whole ROS pipeline on replayed data"),
+    "tune-variants": ("adaspring_ros.core.variant_tuning",
+                      "tune each chosen variant's own BN scale/shift (weights stay shared)"),
     "bench": ("adaspring_ros.bench_runner", "run the benchmarks in bench/"),
 }
 

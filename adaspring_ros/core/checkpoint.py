@@ -89,6 +89,9 @@ def backbone_checkpoint(model: ElasticBackbone, meta: dict[str, Any] | None = No
         "state_dict": {k: v.detach().clone() for k, v in model.state_dict().items()},
         "variant_bn": {cid: {n: t.detach().clone() for n, t in units.items()}
                        for cid, units in model.variant_bn.items()},
+        # A separate key, so that code which predates it still loads the file (shared affine).
+        "variant_affine": {cid: {n: t.detach().clone() for n, t in units.items()}
+                           for cid, units in model.variant_affine.items()},
         "meta": dict(meta or {}),
     }
 
@@ -130,6 +133,7 @@ def backbone_from_checkpoint(ckpt: Any, where: str = "checkpoint") -> ElasticBac
                                   f"expected {tuple(tensor.shape)}")
     model.load_state_dict(state)
     model.variant_bn = _checked_variant_bn(model, ckpt.get("variant_bn", {}), where)
+    model.variant_affine = _checked_variant_affine(model, ckpt.get("variant_affine", {}), where)
     return model.eval()
 
 
@@ -149,6 +153,40 @@ def _checked_variant_bn(model: ElasticBackbone, bank: Any, where: str) -> dict:
                     or t.shape[1] > unit.out_channels:
                 raise CheckpointError(f"{where}: variant_bn[{config_id}][{name}] is not a "
                                       "(2, C) mean/var tensor of that unit")
+    return bank
+
+
+def _checked_variant_affine(model: ElasticBackbone, bank: Any, where: str) -> dict:
+    """Validate stored per-variant BN weight/bias and classifier bias (optional; older
+    checkpoints have none). Each belongs to a variant with stored statistics of the same units."""
+    if not isinstance(bank, dict):
+        raise CheckpointError(f"{where}: variant_affine must be a mapping")
+    for config_id, params in bank.items():
+        what = f"{where}: variant_affine[{config_id}]"
+        try:
+            CompressionConfig.from_id(config_id, model.space)
+        except ConfigError as exc:
+            raise CheckpointError(f"{where}: variant_affine: {exc}") from exc
+        stats = model.variant_bn.get(config_id)
+        if stats is None:
+            raise CheckpointError(f"{what}: the variant has no stored BN statistics (variant_bn)"
+                                  " to normalise with")
+        if not isinstance(params, dict):
+            raise CheckpointError(f"{what} must be a mapping of unit name to tensor")
+        for name, t in params.items():
+            if name == "classifier":
+                shape, expected = (tuple(t.shape) if isinstance(t, Tensor) else None,
+                                   (model.num_classes,))
+            else:
+                ref = stats.get(name)
+                shape = tuple(t.shape) if isinstance(t, Tensor) else None
+                expected = (2, ref.shape[1]) if ref is not None else None
+            if expected is None or shape != expected:
+                raise CheckpointError(
+                    f"{what}[{name}] is not a BN weight/bias tensor of that variant's units "
+                    f"(shape {shape}, expected {expected or 'a unit with variant_bn'})")
+            if t.dtype != torch.float32 or not bool(torch.isfinite(t).all()):
+                raise CheckpointError(f"{what}[{name}] holds non-finite or non-float32 values")
     return bank
 
 

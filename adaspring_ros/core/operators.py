@@ -153,7 +153,9 @@ class SwitchableBatchNorm2d(nn.Module):
     statistics of one whole variant, see ``training.variant_bn_stats``).
 
     ``stats`` (a (2, C) tensor of mean and variance), when given, replaces the key's row in eval
-    mode: the exact statistics of one variant, stored per config id by the profiler.
+    mode: the exact statistics of one variant, stored per config id by the profiler. A (4, C)
+    ``stats`` also carries that variant's own scale and shift (rows 2 and 3, see
+    ``variant_tuning``), which then replace the shared affine parameters.
     """
 
     def __init__(self, num_features: int, num_keys: int, eps: float = 1e-5,
@@ -174,7 +176,8 @@ class SwitchableBatchNorm2d(nn.Module):
             return F.batch_norm(x, None, None, self.weight[:c], self.bias[:c], True, 0.0,
                                 self.eps)
         if not self.training and stats is not None:
-            return F.batch_norm(x, stats[0], stats[1], self.weight[:c], self.bias[:c], False,
+            weight, bias = self._affine(c, stats)     # (4, C) stats may carry tuned ones
+            return F.batch_norm(x, stats[0].detach(), stats[1].detach(), weight, bias, False,
                                 0.0, self.eps)
         if self.training:
             self.num_batches_tracked[key] += 1
@@ -185,14 +188,21 @@ class SwitchableBatchNorm2d(nn.Module):
                             self.weight[:c], self.bias[:c], self.training, momentum or 0.0,
                             self.eps)
 
+    def _affine(self, c: int, stats: Tensor | None) -> tuple[Tensor, Tensor]:
+        """(weight, bias) for ``c`` channels: a variant's own (rows 2-3 of ``stats``) or shared."""
+        if stats is not None and stats.shape[0] == 4:
+            return stats[2], stats[3]
+        return self.weight[:c], self.bias[:c]
+
     def folded(self, c: int, key: int, stats: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """(scale, shift) of the eval-mode BN for the first ``c`` channels of ``key``."""
         if stats is None:
             mean, var = self.running_mean[key, :c], self.running_var[key, :c]
         else:
             mean, var = stats[0], stats[1]
-        scale = self.weight[:c] / torch.sqrt(var + self.eps)
-        return scale.detach(), (self.bias[:c] - mean * scale).detach()
+        weight, bias = self._affine(c, stats)
+        scale = weight / torch.sqrt(var + self.eps)
+        return scale.detach(), (bias - mean * scale).detach()
 
     def permute(self, order: Tensor) -> None:
         for t in (self.weight, self.bias):
@@ -326,14 +336,16 @@ class ElasticLinear(nn.Module):
         w = self.weight[:, :in_features]
         return fake_quant_int8(w) if int8 else w
 
-    def forward(self, x: Tensor, int8: bool = False) -> Tensor:
-        return F.linear(x, self._weight(x.shape[1], int8), self.bias)
+    def forward(self, x: Tensor, int8: bool = False, bias: Tensor | None = None) -> Tensor:
+        """``bias``, when given, replaces the shared one (a variant's own, see variant_tuning)."""
+        return F.linear(x, self._weight(x.shape[1], int8), self.bias if bias is None else bias)
 
     @torch.no_grad()
-    def export(self, in_features: int, int8: bool = False) -> nn.Linear:
+    def export(self, in_features: int, int8: bool = False,
+               bias: Tensor | None = None) -> nn.Linear:
         linear = _CopiedLinear(in_features, self.out_features)
         linear.weight.copy_(self._weight(in_features, int8))
-        linear.bias.copy_(self.bias)
+        linear.bias.copy_(self.bias if bias is None else bias)
         return linear
 
     @torch.no_grad()

@@ -16,6 +16,11 @@ folds BN statistics into the convs and, for low rank, runs a small SVD: ~5 ms):
    unprofiled narrow or mixed variant can lose many points with them (docs/benchmarks.md, design
    measurements).
 
+A variant with exact statistics can also carry its own BN scale/shift and classifier bias
+(``variant_affine``, by config id, a few KB each): fine-tuned for that variant alone with every
+convolution frozen (``variant_tuning``). They fold into the convs like the shared ones, so the
+materialised variant is as fast; variants without them use the shared affine parameters.
+
 Saving and loading a backbone: core/checkpoint.py.
 """
 
@@ -193,6 +198,10 @@ class ElasticBackbone(nn.Module):
         # Filled offline by the profiler for every profiled variant (the ones the runtime search
         # can pick); other variants use the per-choice rows of the switchable BNs.
         self.variant_bn: dict[str, dict[str, Tensor]] = {}
+        # Per-variant tuned affine, by config id -> unit name -> (2, C) BN weight/bias, and
+        # "classifier" -> (num_classes,) bias; only for variants that have ``variant_bn`` (it is
+        # normalised with those statistics). Filled by ``variant_tuning``; others use the shared.
+        self.variant_affine: dict[str, dict[str, Tensor]] = {}
 
     # -- configuration ----------------------------------------------------------------------
     def arch(self) -> dict[str, Any]:
@@ -221,12 +230,23 @@ class ElasticBackbone(nn.Module):
         return sp.widths.index(stage.width) * len(sp.resolutions) + sp.resolutions.index(
             resolution)
 
+    def unit_stats(self, config_id: str, name: str) -> Tensor | None:
+        """A unit's stored statistics for a variant: (2, C) mean/var, or (4, C) with the
+        variant's own BN weight/bias appended when it has them; None if none stored."""
+        stats = self.variant_bn.get(config_id, {}).get(name)
+        affine = self.variant_affine.get(config_id, {}).get(name)
+        if stats is None or affine is None:
+            return stats
+        return torch.cat([stats, affine])
+
     def _stats(self, config: CompressionConfig, stage: int, block: int) -> list[Tensor | None]:
         """Stored whole-variant BN statistics for one block's units (Nones if none stored)."""
-        bank = self.variant_bn.get(config.id, {})
         names = ElasticBlock.unit_names(f"stages.{stage}.{block}",
                                         config.stages[stage].operator)
-        return [bank.get(n) for n in names]
+        return [self.unit_stats(config.id, n) for n in names]
+
+    def _classifier_bias(self, config: CompressionConfig) -> Tensor | None:
+        return self.variant_affine.get(config.id, {}).get("classifier")
 
     # -- elastic forward --------------------------------------------------------------------
     def forward(self, x: Tensor) -> Tensor:
@@ -237,14 +257,14 @@ class ElasticBackbone(nn.Module):
         widths = self.channels(cfg)
         st0 = cfg.stages[0]
         x = F.relu(self.stem(x, widths[0], 1.0, st0.int8, self.bn_key(st0, cfg.resolution),
-                             self.variant_bn.get(cfg.id, {}).get("stem")))
+                             self.unit_stats(cfg.id, "stem")))
         for s, (blocks, stage, c) in enumerate(zip(self.stages, cfg.stages, widths,
                                                    strict=True)):
             key = self.bn_key(stage, cfg.resolution)
             for b, block in enumerate(blocks[:stage.depth]):
                 x = block(x, c, stage, key, self._stats(cfg, s, b))
         x = torch.flatten(F.adaptive_avg_pool2d(x, 1), 1)
-        return self.classifier(x, cfg.stages[-1].int8)
+        return self.classifier(x, cfg.stages[-1].int8, self._classifier_bias(cfg))
 
     # -- materialise ------------------------------------------------------------------------
     @torch.no_grad()
@@ -255,7 +275,7 @@ class ElasticBackbone(nn.Module):
         st0 = cfg.stages[0]
         stem = nn.Sequential(
             *self.stem.export(1, widths[0], 1.0, st0.int8, self.bn_key(st0, cfg.resolution),
-                              self.variant_bn.get(cfg.id, {}).get("stem")),
+                              self.unit_stats(cfg.id, "stem")),
             nn.ReLU(inplace=True),
         )
         blocks, in_c = [], widths[0]
@@ -265,7 +285,8 @@ class ElasticBackbone(nn.Module):
             for b, block in enumerate(s_blocks[:stage.depth]):
                 blocks.append(block.export(in_c, c, stage, key, self._stats(cfg, s, b)))
                 in_c = c
-        classifier = self.classifier.export(in_c, cfg.stages[-1].int8)
+        classifier = self.classifier.export(in_c, cfg.stages[-1].int8,
+                                            self._classifier_bias(cfg))
         storage = storage_bytes(stem, st0.int8) + storage_bytes(classifier, cfg.stages[-1].int8)
         b = 0
         for stage in cfg.stages:

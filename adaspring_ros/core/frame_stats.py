@@ -34,7 +34,8 @@ def percentile(values: Sequence[float], q: float) -> float:
 
 
 class FrameStats:
-    """Counters since start and per-window latency samples; shared by the callback threads.
+    """Counters since start and per-window latency samples (locked, so the metrics timer may
+    run on another thread than the frames in a multi-threaded host).
 
     ``frames_dropped`` is counted exactly from the gaps in each publisher's DDS publication
     sequence number (rclpy's MessageInfo): frames overwritten in the keep-last-1 queue while an

@@ -155,6 +155,8 @@ class PerceptionNode(Node):
             self.timer.reset()
         if "max_cached_variants" in names:
             self.server.cache.capacity = self.get_parameter("max_cached_variants").value
+        if "num_threads" in names:  # the executor's one thread runs the frames too
+            self.server.set_threads(self.get_parameter("num_threads").value)
         if "stamp_tolerance_s" in names:
             self.stamp_tolerance_ns = round(self.get_parameter("stamp_tolerance_s").value * 1e9)
         if "device_power_profile" in names:
@@ -213,8 +215,6 @@ class PerceptionNode(Node):
             self.stats.add("frame_errors")
             raise
         try:
-            # Here, not in the parameter callback: it must take effect for this thread.
-            self.server.set_threads(self.get_parameter("num_threads").value)
             forward_start = time.perf_counter()
             preprocess_ms = (forward_start - start) * 1e3  # decoding + preprocessing
             class_id, score = classify_logits(net(x.numpy()))

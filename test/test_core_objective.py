@@ -255,5 +255,6 @@ def test_an_energy_budget_out_of_reach_keeps_the_shipped_policy_within_the_limit
     search = RuntimeSearch(shipped)
     choice = search.search(Budgets(energy_mj=15.0), Lambdas(0.52, 0.48), overhead_mj=20.0)
     best = max(e.accuracy for e in shipped.entries)
-    assert 100 * (best - choice.entry.accuracy) <= search.objective_params.max_accuracy_loss_pt
+    limit = search.objective_params.max_accuracy_loss_pt
+    assert 100 * (best - choice.entry.accuracy) <= limit + 1e-9   # the mask's tolerance
     assert "no variant meets the energy budget" in choice.reason

@@ -132,3 +132,65 @@ def test_training_smoke_and_resume(tmp_path):
     history = json.loads(model.meta["history"])
     assert [h["epoch"] for h in history if "epoch" in h] == [1, 2]
     assert model.meta["cpu_seconds"] > 0
+
+
+def test_a_given_teacher_replaces_in_place_distillation_for_students_only():
+    torch.manual_seed(0)
+    model = build_backbone(stage_channels=(4, 8, 8)).train()
+    images = np.random.default_rng(1).integers(0, 256, (16, 28, 28), dtype=np.uint8)
+    labels = torch.randint(10, (16,))
+    sandwich = [CompressionConfig.full(), smallest_trained(DEFAULT_SPACE, "conv")]
+    uniform = torch.full((16, 10), 0.1)
+
+    def step(configs, teacher):
+        model.zero_grad(set_to_none=True)
+        loss = _train_step(model, images, labels, configs, 0.1, 0.0, teacher)
+        return loss, torch.cat([p.grad.flatten() for p in model.parameters()
+                                if p.grad is not None])
+
+    (l0, g0), (l1, g1) = step(sandwich[:1], None), step(sandwich[:1], uniform)
+    assert l0 == l1 and torch.equal(g0, g1)          # the largest variant learns the labels
+    (l2, g2), (l3, g3) = step(sandwich, None), step(sandwich, uniform)
+    assert l2 == l3 and not torch.allclose(g2, g3)   # the student follows the given teacher
+
+
+@needs_data
+def test_init_from_continues_a_trained_backbone(tmp_path):
+    common = ["--subset", "256", "--batch-size", "64", "--channels", "4,8,8", "--no-progress",
+              "--threads", "1", "--val-size", "500"]
+    first = tmp_path / "first.pt"
+    assert cli_main(["--epochs", "1", "--out", str(first), "--workdir",
+                     str(tmp_path / "a")] + common) == 0
+    trained = load_backbone(first)
+    # lr 0: the continued run must start from, and so keep, the trained weights exactly
+    second = tmp_path / "second.pt"
+    assert cli_main(["--epochs", "1", "--warmup-epochs", "0", "--lr", "0", "--init-from",
+                     str(first), "--out", str(second), "--workdir", str(tmp_path / "b")]
+                    + common) == 0
+    continued = load_backbone(second)
+    for name, tensor in trained.state_dict().items():
+        if name.endswith(("weight", "bias")):
+            assert torch.equal(tensor, continued.state_dict()[name]), name
+    fresh = build_backbone(stage_channels=(4, 8, 8))
+    assert not torch.equal(fresh.stem.weight, continued.stem.weight)
+
+
+@needs_data
+def test_init_from_refuses_a_file_it_cannot_continue(tmp_path, capsys):
+    first = tmp_path / "first.pt"
+    common = ["--subset", "256", "--batch-size", "64", "--no-progress", "--threads", "1",
+              "--val-size", "500", "--epochs", "1"]
+    assert cli_main(common + ["--channels", "4,8,8", "--out", str(first), "--workdir",
+                              str(tmp_path / "a")]) == 0
+    # other channels: refused before any work, nothing written
+    out = tmp_path / "never.pt"
+    assert cli_main(common + ["--channels", "8,8,8", "--init-from", str(first), "--out",
+                              str(out), "--workdir", str(tmp_path / "b")]) == 2
+    assert "differ" in capsys.readouterr().err and not out.exists()
+    # a checksum that does not match
+    first.with_name("first.pt.sha256").write_text("0" * 64 + "  first.pt\n")
+    assert cli_main(common + ["--channels", "4,8,8", "--init-from", str(first), "--out",
+                              str(out)]) == 2
+    assert "sha256" in capsys.readouterr().err.lower() and not out.exists()
+    assert cli_main(common + ["--init-from", str(first), "--fixed-config",
+                              CompressionConfig.full().id]) == 2

@@ -260,3 +260,55 @@ def test_resume_refuses_another_recipe(tmp_path, model):
     assert cli_main(common) == 0
     with pytest.raises(SystemExit, match="was tuned with"):
         cli_main(common[:-1] + ["--epochs", "3", "--resume"])
+
+
+@needs_data
+def test_profile_remeasures_the_tuned_variants_of_a_table(tmp_path, model):
+    import json
+
+    from adaspring_ros.core.profile_command import cli_main as profile_main
+    from adaspring_ros.core.profile_table import ProfileTable
+
+    bb, table_path = tmp_path / "bb.pt", tmp_path / "table.json"
+    save_backbone(model, bb)
+    common = ["--out", str(table_path), "--plot", str(tmp_path / "p.png"), "--engine", "torch",
+              "--test-size", "300", "--bn-images", "64", "--no-progress", "--warmup", "1"]
+    assert profile_main(["--backbone", str(bb), "--sample", "4", "--rounds", "0",
+                         "--repeats", "3"] + common) == 0
+    before = ProfileTable.load(table_path)
+    shared = load_backbone(bb)                    # with the BN statistics the profiler stored
+    cid = before.entries[1].id
+    shared.variant_affine[cid] = _random_affine(shared, cid, seed=3)
+    shared.variant_affine[cid]["classifier"] = torch.linspace(-4, 4, 10)  # moves the argmax
+    tuned_path = tmp_path / "tuned.pt"
+    save_backbone(shared, tuned_path, {"variant_tuning": json.dumps(
+        {"source_sha256": before.backbone_sha256})})
+    remeasure = ["--backbone", str(tuned_path), "--extend", "--rounds", "0", "--repeats", "0"]
+    with pytest.raises(SystemExit, match="--remeasure-tuned"):
+        profile_main(remeasure + common)
+    assert profile_main(remeasure + ["--remeasure-tuned"] + common) == 0
+    after = ProfileTable.load(table_path)
+    tuned = load_backbone(tuned_path)
+    assert after.backbone_sha256 == tuned.sha256 != before.backbone_sha256
+    assert after.meta["remeasured_tuned"] == [cid]
+    for old in before.entries:
+        new = after.get(old.id)
+        assert (new.latency_ms_p50, new.energy_mj) == (old.latency_ms_p50, old.energy_mj)
+        if old.id != cid:
+            assert new == old
+    from adaspring_ros.core.data import load_fashion_mnist
+    from adaspring_ros.core.engine import make_engine
+    from adaspring_ros.core.profiler import runner_accuracy
+
+    config = CompressionConfig.from_id(cid)
+    test = load_fashion_mnist("test").subset(np.arange(300))
+    runner = make_engine("torch").prepare(tuned.materialise(config), batch=None)
+    assert after.get(cid).accuracy == runner_accuracy(runner, test, config.resolution)
+    assert after.get(cid).accuracy != before.get(cid).accuracy
+    # a backbone that was not tuned from the table's one is refused
+    other = tmp_path / "other.pt"
+    save_backbone(build_backbone(stage_channels=(8, 12, 16)), other)
+    with pytest.raises(SystemExit, match="was measured on backbone"):
+        profile_main(["--backbone", str(other), "--extend", "--rounds", "0", "--repeats", "0",
+                      "--remeasure-tuned"] + common)
+    assert profile_main(["--backbone", str(bb), "--repeats", "0"] + common) == 2

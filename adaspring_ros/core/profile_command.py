@@ -142,6 +142,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="keep the variants already in --out (their accuracy and int8 ranges), "
                         "measure the refinement rounds around their front, then time every "
                         "variant again (with --rounds 0: only re-time; resumable profiling)")
+    p.add_argument("--remeasure-tuned", action="store_true",
+                   help="with --extend: measure again the accuracy and int8 ranges of every "
+                        "variant of --out that the backbone tunes (adaspring tune-variants), "
+                        "on a backbone tuned from the table's one; latencies are kept with "
+                        "--repeats 0 (a tuned scale/shift folds into the same operations)")
     p.add_argument("--variants-from", default="",
                    help="measure the variants of this profile table instead of a fresh "
                         "stratified sample (e.g. to profile the same variants in another engine)")
@@ -210,17 +215,32 @@ def run(args: argparse.Namespace) -> ProfileTable:
                                   latency_ms_p95=percentile(times, 95), energy_mj=energy_mj)
 
     previous = None
+    tuned: set[str] = set()
     if args.extend:
         previous = ProfileTable.load(out)
         previous.require_engine(engine.name)
-        if previous.backbone_sha256 != backbone.sha256:
+        if previous.backbone_sha256 not in (backbone.sha256, _tuned_from(backbone)):
             raise SystemExit(f"adaspring profile --extend: {out} was measured on backbone "
-                             f"{previous.backbone_sha256[:12]}, not {backbone.sha256[:12]}")
+                             f"{previous.backbone_sha256[:12]}, not {backbone.sha256[:12]}"
+                             + (" or the one it was tuned from" if args.remeasure_tuned else ""))
+        if previous.backbone_sha256 != backbone.sha256 and not args.remeasure_tuned:
+            raise SystemExit(f"adaspring profile --extend: {backbone_path} was tuned from the "
+                             "backbone of the table: add --remeasure-tuned")
+        tuned = set(backbone.variant_affine) if args.remeasure_tuned else set()
         for entry in tqdm(previous.entries, desc="prepare profiled variants",
                           disable=not args.progress, mininterval=2.0):
+            if entry.id in tuned:  # its stored BN statistics stay (the tuning used them)
+                fresh, runners[entry.id] = measure_static(
+                    backbone, entry.config, test, eval_engine, None, serving=engine,
+                    calib_images=calib_images)
+                measured[entry.id] = replace(fresh, latency_ms_p50=entry.latency_ms_p50,
+                                             latency_ms_p95=entry.latency_ms_p95,
+                                             energy_mj=entry.energy_mj)
+                continue
             measured[entry.id] = entry
-            runners[entry.id] = engine.prepare(backbone.materialise(entry.config),
-                                               dict(entry.int8_ranges) or None)
+            if args.repeats:  # else nothing is timed again (and --rounds is 0)
+                runners[entry.id] = engine.prepare(backbone.materialise(entry.config),
+                                                   dict(entry.int8_ranges) or None)
     elif args.variants_from:
         measure([e.config for e in ProfileTable.load(args.variants_from).entries], "variants")
     else:
@@ -235,8 +255,9 @@ def run(args: argparse.Namespace) -> ProfileTable:
         pick = rng.permutation(len(candidates))[:args.refine]
         measure([candidates[i] for i in pick], f"Pareto refinement {round_ + 1}")
     torch.set_num_threads(1)
+    # --extend --repeats 0 keeps every latency of the table (nothing else was measured).
     timed = time_round_robin(runners, test.images, args.repeats, args.warmup, meter, args.seed,
-                             args.progress)
+                             args.progress) if args.repeats else {}
     for i, (times, energy_mj) in timed.items():
         measured[i] = replace(measured[i], latency_ms_p50=statistics.median(times),
                               latency_ms_p95=percentile(times, 95), energy_mj=energy_mj)
@@ -269,6 +290,7 @@ def run(args: argparse.Namespace) -> ProfileTable:
             "memory_method": "float32 weights + peak live activations from forward hooks",
             "macs_method": "forward hooks on Conv2d/Linear",
             "pareto_front": [e.id for e in pareto_front(entries)],
+            **({"remeasured_tuned": sorted(tuned & set(measured))} if tuned else {}),
             "profiling_cpu_s": round(time.process_time() - cpu0, 1),
             "profiling_wall_s": round(time.perf_counter() - wall0, 1),
             "created": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
@@ -290,6 +312,14 @@ def run(args: argparse.Namespace) -> ProfileTable:
     return table
 
 
+def _tuned_from(backbone) -> str | None:
+    """The sha256 of the backbone ``adaspring tune-variants`` tuned this one from, if any."""
+    try:
+        return json.loads(backbone.meta["variant_tuning"])["source_sha256"]
+    except (AttributeError, KeyError, TypeError, ValueError):
+        return None
+
+
 def _highlights(table: ProfileTable) -> dict[str, str]:
     full = CompressionConfig.full(table.space)
     out = {"full": full.id}
@@ -301,8 +331,16 @@ def _highlights(table: ProfileTable) -> dict[str, str]:
 
 def cli_main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.sample < 0 or args.repeats < 1:
-        print("adaspring profile: --sample must be >= 0 and --repeats >= 1", file=sys.stderr)
+    if args.sample < 0 or args.repeats < (0 if args.extend else 1):
+        print("adaspring profile: --sample must be >= 0 and --repeats >= 1 (0 only with "
+              "--extend: keep the table's latencies)", file=sys.stderr)
+        return 2
+    if args.repeats == 0 and args.rounds:
+        print("adaspring profile: --repeats 0 measures no new variant: use --rounds 0",
+              file=sys.stderr)
+        return 2
+    if args.remeasure_tuned and not args.extend:
+        print("adaspring profile: --remeasure-tuned needs --extend", file=sys.stderr)
         return 2
     run(args)
     return 0

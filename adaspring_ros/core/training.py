@@ -17,6 +17,12 @@ Recipe (once-for-all / BigNAS style, sized for a CPU):
 ``--uniform-subnets P`` and ``--student-label-weight W`` are recipe variants (off in the shipped
 recipe; ``bench/bench_recipes.py`` compares them in short runs).
 
+``--init-from FILE`` continues from a trained backbone instead of a fresh one (progressive
+shrinking, as once-for-all: the full network is trained first, then the variants are trained
+from it): the students learn from a frozen copy of that file's full network, which a sandwich
+run from scratch only has at its end, and the full network itself keeps learning the labels.
+Use it with ``--warmup-epochs 0`` (the channels are already sorted) and a smaller ``--lr``.
+
 ``--fixed-config ID`` instead trains one variant alone from scratch (the baselines of the
 benchmark). Training uses the train split minus a fixed validation hold-out
 (``data.train_val_split``); the test split is never touched here. A resumable state is written
@@ -225,21 +231,22 @@ def _lr_at(step: int, total: int, warmup: int, base: float) -> float:
 
 def _train_step(model: ElasticBackbone, images: np.ndarray, labels: Tensor,
                 configs: Sequence[CompressionConfig], label_smoothing: float,
-                student_label_weight: float = 0.0) -> float:
-    """Forward/backward of each config (the first is the teacher); returns the teacher loss.
+                student_label_weight: float = 0.0, teacher: Tensor | None = None) -> float:
+    """Forward/backward of each config (the first is the largest); returns its label loss.
 
-    Students learn from the teacher's predictions, mixed with the labels at
-    ``student_label_weight`` (0: pure in-place distillation)."""
-    teacher: Tensor | None = None
+    Students learn from the largest variant's predictions (or from ``teacher``, the
+    probabilities of a frozen network, when given), mixed with the labels at
+    ``student_label_weight`` (0: pure distillation)."""
     teacher_loss = 0.0
-    for config in configs:
+    for k, config in enumerate(configs):
         model.set_active(config)
         logits = model(preprocess(images, config.resolution))
-        if teacher is None:
+        if k == 0:
             loss = F.cross_entropy(logits, labels, label_smoothing=label_smoothing)
-            teacher = logits.detach().softmax(1)
+            if teacher is None:
+                teacher = logits.detach().softmax(1)
             teacher_loss = float(loss.detach())
-        else:  # in-place distillation from the largest variant
+        else:  # distillation from the largest variant (in place) or the frozen network
             loss = F.kl_div(logits.log_softmax(1), teacher, reduction="batchmean")
             if student_label_weight > 0:
                 loss = (1.0 - student_label_weight) * loss + student_label_weight * \
@@ -277,6 +284,11 @@ def train(args: argparse.Namespace) -> ElasticBackbone:
     space = sized_space(args.max_depth, args.max_resolution)
     channels = tuple(int(c) for c in args.channels.split(","))
     model = build_backbone(space, channels, full_train.classes)
+    frozen: ElasticBackbone | None = None
+    if args.init_from:
+        frozen = _initial_backbone(args.init_from, space, channels)
+        model.load_state_dict(frozen.state_dict())
+        frozen.set_active(CompressionConfig.full(space))
     model.train()
     optimizer = _optimizer(model, args.lr, args.weight_decay)
 
@@ -325,8 +337,12 @@ def train(args: argparse.Namespace) -> ElasticBackbone:
             images = _augment(train_set.images[idx], rng)
             labels = torch.from_numpy(train_set.labels[idx])
             optimizer.zero_grad(set_to_none=True)
+            teacher = None
+            if frozen is not None and len(configs) > 1:
+                with torch.no_grad():
+                    teacher = frozen(preprocess(images, full.resolution)).softmax(1)
             loss = _train_step(model, images, labels, configs, args.label_smoothing,
-                               args.student_label_weight)
+                               args.student_label_weight, teacher)
             optimizer.step()
             running = loss if i == 0 else 0.98 * running + 0.02 * loss
             bar.set_postfix(loss=f"{running:.3f}", refresh=False)
@@ -352,6 +368,22 @@ def train(args: argparse.Namespace) -> ElasticBackbone:
     digest = save_backbone(model, args.out, _meta(args, history, cpu_seconds))
     print(f"wrote {args.out} (sha256 {digest}); CPU time {cpu_seconds / 60:.1f} min", flush=True)
     return model
+
+
+def _initial_backbone(path: str, space: SearchSpace, channels: tuple[int, ...]
+                      ) -> ElasticBackbone:
+    """The trained backbone ``--init-from`` continues from (checksum verified), in eval mode,
+    refused unless it has the architecture being trained."""
+    from .checkpoint import load_backbone
+
+    initial = load_backbone(path)
+    if initial.space != space or tuple(initial.arch()["stage_channels"]) != channels:
+        raise ValueError(f"--init-from {path}: its space or channels "
+                         f"{initial.arch()['stage_channels']} differ from the ones being trained "
+                         f"{list(channels)} (set --channels, --max-depth, --max-resolution)")
+    for p in initial.parameters():
+        p.requires_grad_(False)
+    return initial.eval()
 
 
 def _meta(args: argparse.Namespace, history: list, cpu_seconds: float) -> dict:
@@ -381,6 +413,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="input side of the full backbone, pixels")
     p.add_argument("--subset", type=int, default=0, help="train on the first N images (smoke)")
     p.add_argument("--val-size", type=int, default=5000, help="held-out validation images")
+    p.add_argument("--init-from", default="",
+                   help="continue from this trained backbone; students learn from its frozen "
+                        "full network (progressive shrinking)")
     p.add_argument("--fixed-config", default="",
                    help="train only this variant (config id) from scratch: a baseline")
     p.add_argument("--seed", type=int, default=0)
@@ -413,6 +448,17 @@ def cli_main(argv: Sequence[str] | None = None) -> int:
         if not 0.0 <= getattr(args, name) <= 1.0:
             print(f"adaspring train: --{name.replace('_', '-')} must be in [0, 1]",
                   file=sys.stderr)
+            return 2
+    if args.init_from:
+        if args.fixed_config:
+            print("adaspring train: --init-from and --fixed-config exclude each other",
+                  file=sys.stderr)
+            return 2
+        try:  # refused here, before any work: a missing, corrupt or mismatched file
+            _initial_backbone(args.init_from, sized_space(args.max_depth, args.max_resolution),
+                              tuple(int(c) for c in args.channels.split(",")))
+        except (ValueError, OSError) as exc:
+            print(f"adaspring train: {exc}", file=sys.stderr)
             return 2
     train(args)
     return 0

@@ -1,6 +1,8 @@
 """Benchmark of the self-evolutionary backbone: one set of weights vs nets trained alone.
 
-Side by side in one run, all as compact materialised modules, batch 1, one thread:
+Side by side in one run, all as compact materialised modules served by ``--engine`` (default:
+the perception node's default, ONNX Runtime; int8 stages computing in int8 with activation
+ranges calibrated as the profiler does), batch 1, one thread:
 
 * the full backbone;
 * the fastest variant within 1.5 points of the full backbone's test top-1 (from the shipped
@@ -32,14 +34,17 @@ from adaspring_ros.core.checkpoint import load_backbone  # noqa: E402
 from adaspring_ros.core.config import CompressionConfig, StageConfig  # noqa: E402
 from adaspring_ros.core.data import load_fashion_mnist  # noqa: E402
 from adaspring_ros.core.energy import DEFAULT_DEVICE, make_meter  # noqa: E402
-from adaspring_ros.core.profile_table import ProfileTable  # noqa: E402
+from adaspring_ros.core.engine import DEFAULT_ENGINE, ENGINES, Runner, make_engine  # noqa: E402
 from adaspring_ros.core.profiler import (  # noqa: E402
     bn_calibration_images,
     count_macs,
     fastest_within,
+    measure_static,
 )
+from adaspring_ros.core.search import default_table  # noqa: E402
 from adaspring_ros.core.serving import VariantCache, freeze_heap  # noqa: E402
-from adaspring_ros.paths import default_backbone, default_profile_table  # noqa: E402
+from adaspring_ros.core.supernet import ElasticBackbone  # noqa: E402
+from adaspring_ros.paths import default_backbone  # noqa: E402
 from bench.report import markdown_table, spread, write_section  # noqa: E402
 
 HALF_WIDTH = "r28-w50d3ck100f-w50d3ck100f-w50d3ck100f"      # hand-crafted: half width
@@ -70,12 +75,14 @@ def train_alone(config_id: str, epochs: int, retrain: bool, subset: int = 0) -> 
     return out
 
 
-def interleaved_latency(nets: dict[str, torch.nn.Module], rounds: int, calls: int,
+def interleaved_latency(nets: dict[str, Runner], rounds: int, calls: int,
                         meter) -> tuple[dict[str, list[float]], dict[str, float]]:
     """Round-robin timing so that machine noise hits every net alike; ms per call, mJ per call."""
     times: dict[str, list[float]] = {k: [] for k in nets}
     joules: dict[str, float] = {k: 0.0 for k in nets}
-    inputs = {k: torch.randn(1, 1, n.resolution, n.resolution) for k, n in nets.items()}
+    gen = torch.Generator().manual_seed(0)
+    inputs = {k: torch.randn(1, 1, n.config.resolution, n.config.resolution,
+                             generator=gen).numpy() for k, n in nets.items()}
     with torch.inference_mode():
         for name, net in nets.items():
             for _ in range(20):
@@ -102,6 +109,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--baseline-subset", type=int, default=0, help=argparse.SUPPRESS)
     p.add_argument("--rounds", type=int, default=30)
     p.add_argument("--calls", type=int, default=20)
+    p.add_argument("--engine", default=DEFAULT_ENGINE, choices=ENGINES,
+                   help="engine every net is served and measured in (its profile table picks)")
     p.add_argument("--points", default="1.5,3,5",
                    help="accuracy tolerances (points below full) for the fastest-variant rows")
     args = p.parse_args(argv)
@@ -114,9 +123,7 @@ def main(argv: list[str] | None = None) -> int:
             train_alone(config_id, args.baseline_epochs, args.retrain, args.baseline_subset)
         return 0
 
-    table_path = default_profile_table()
-    table = ProfileTable.load(table_path, (table_path.with_name(table_path.name + ".sha256")
-                                           .read_text().split()[0]))
+    table, table_path = default_table(engine=args.engine)
     if table.backbone_sha256 != backbone.sha256:
         print("warning: the profile table was measured on another backbone", file=sys.stderr)
     full_cfg = CompressionConfig.full(backbone.space)
@@ -125,41 +132,45 @@ def main(argv: list[str] | None = None) -> int:
     if any(e is None for e in picks.values()):
         raise SystemExit("the profile table has no full-backbone entry")
     test = load_fashion_mnist("test")
-    bn_images = bn_calibration_images(512)     # as the profiler: for variants it did not profile
+    bn_images = bn_calibration_images(512)     # as the profiler: BN statistics and int8 ranges
 
-    # name -> (net, how it was obtained)
-    nets: dict[str, tuple[torch.nn.Module, str]] = {
-        "full backbone": (backbone.materialise(full_cfg), "shared weights"),
+    # name -> (the backbone it is sliced from, config, how it was obtained)
+    nets: dict[str, tuple[ElasticBackbone, CompressionConfig, str]] = {
+        "full backbone": (backbone, full_cfg, "shared weights"),
     }
     for pt, entry in picks.items():
-        nets[f"fastest within {pt:g} pt"] = (backbone.materialise(entry.config), "shared weights")
+        nets[f"fastest within {pt:g} pt"] = (backbone, entry.config, "shared weights")
     train_cpu = {}
     labels = ["hand-crafted half width"] + [f"subnet {'AB'[i]}" for i in range(len(SUBNETS))]
     for label, config_id in zip(labels, (HALF_WIDTH, *SUBNETS), strict=True):
         path = train_alone(config_id, args.baseline_epochs, args.retrain, args.baseline_subset)
         alone = load_backbone(path)
         train_cpu[config_id] = float(alone.meta.get("cpu_seconds", 0.0))
-        nets[f"{label} (alone)"] = (
-            alone.materialise(CompressionConfig.from_id(config_id)),
-            f"trained alone, {args.baseline_epochs} epochs")
         config = CompressionConfig.from_id(config_id)
+        nets[f"{label} (alone)"] = (alone, config,
+                                    f"trained alone, {args.baseline_epochs} epochs")
         if config_id not in backbone.variant_bn:
             backbone.variant_bn[config_id] = training.variant_bn_stats(backbone, config,
                                                                        bn_images)
-        nets[f"{label} (shared)"] = (backbone.materialise(config), "shared weights")
+        nets[f"{label} (shared)"] = (backbone, config, "shared weights")
 
+    # Accuracy in the engine (batched, 2 threads) and a batch-1 runner on 1 thread each.
     torch.set_num_threads(2)
-    accuracy = {k: training.evaluate(n, test, n.resolution) for k, (n, _) in nets.items()}
+    eval_engine, engine = make_engine(args.engine, 2), make_engine(args.engine, 1)
+    accuracy, runners, compact = {}, {}, {}
+    for name, (model, config, _) in nets.items():
+        entry, runners[name] = measure_static(model, config, test, eval_engine, None,
+                                              serving=engine, calib_images=bn_images)
+        accuracy[name], compact[name] = entry.accuracy, model.materialise(config)
     torch.set_num_threads(1)
     meter = make_meter(DEFAULT_DEVICE)
-    times, energy = interleaved_latency({k: n for k, (n, _) in nets.items()}, args.rounds,
-                                        args.calls, meter)
+    times, energy = interleaved_latency(runners, args.rounds, args.calls, meter)
 
     full_key = "full backbone"
     full_lat = spread(times[full_key])["p50"]
     rows = []
-    for name, (net, origin) in nets.items():
-        s = spread(times[name])
+    for name, (_, _, origin) in nets.items():
+        net, s = compact[name], spread(times[name])
         rows.append([
             name, net.config.id, origin, f"{100 * accuracy[name]:.2f}",
             f"{s['p50']:.3f}", f"{s['p95']:.3f}", f"{s['min']:.3f}-{s['max']:.3f}",
@@ -209,7 +220,11 @@ def main(argv: list[str] | None = None) -> int:
              ["switch between two cached variants (VariantCache.get)", f"{ss['p50']:.4f}",
               f"{ss['p95']:.4f}", f"{ss['max']:.4f}", len(switch)]]),
         "",
-        f"- Top-1 on the 10k Fashion-MNIST test split; latency is batch 1, 1 thread, "
+        f"- Engine: {engine.info.name} {engine.info.version}; int8 stages as the perception "
+        "node serves them (activation ranges calibrated on the 512 training images the "
+        "profiler uses).",
+        f"- Top-1 on the 10k Fashion-MNIST test split, in the engine; latency is batch 1, "
+        "1 thread, "
         f"{args.rounds} rounds x {args.calls} calls per net, round-robin so machine noise hits "
         f"all nets alike. Energy: `{meter.method}` (no RAPL in this container).",
         f"- Shared weights: `{backbone.sha256[:12]}` (models/backbone.pt), trained "
@@ -225,7 +240,8 @@ def main(argv: list[str] | None = None) -> int:
     ]
     write_section("backbone", "Self-evolutionary backbone vs nets trained alone",
                   ".venv/bin/python bench/bench_backbone.py "
-                  f"--baseline-epochs {args.baseline_epochs}", "\n".join(body))
+                  f"--baseline-epochs {args.baseline_epochs} --engine {args.engine}",
+                  "\n".join(body))
     return 0
 
 

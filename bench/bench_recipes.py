@@ -63,7 +63,10 @@ def train_recipe(name: str, epochs: int, subset: int) -> Path:
 
 
 def panel_accuracy(model: ElasticBackbone, val, bn_images) -> dict[str, float]:
-    """Validation top-1 (%) of every panel variant, each with its own exact BN statistics."""
+    """Validation top-1 (%) of every panel variant, each with its own exact BN statistics and
+    the shared BN scale/shift: per-variant tuning (``tune-variants``) is a later step that
+    applies to any backbone, so a tuned bank in the file is left out of a recipe comparison."""
+    model.variant_affine.clear()
     out = {}
     for config_id in PANEL:
         config = CompressionConfig.from_id(config_id, DEFAULT_SPACE)

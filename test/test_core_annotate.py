@@ -5,10 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from adaspring_ros.core.annotate import MIN_WIDTH, annotate
+from adaspring_ros.core.annotate import MIN_WIDTH, annotate, decision_lines
 
-LINES = ["Trouser  0.97", "variant r28-w100d2ck100f-w100d2ck100f-w100d2ck100f",
-         "end-to-end 3.2 ms"]
+LINES = decision_lines("Trouser", 0.971, "r28-w100d2ck100f-w100d2ck100f-w100d2ck100f", 3.24)
+
+
+def test_the_lines_name_class_score_variant_and_latency():
+    assert LINES == ["Trouser  0.97", "variant r28-w100d2ck100f-w100d2ck100f-w100d2ck100f",
+                     "end-to-end 3.2 ms"]
+    assert decision_lines("Bag", 0.5, "full", float("nan"))[2] == "end-to-end unknown (stamp)"
 
 
 def test_text_is_drawn_on_a_copy_at_the_top_of_an_rgb_frame():

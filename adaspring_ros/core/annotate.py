@@ -10,13 +10,14 @@ downloaded at run time.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from functools import lru_cache
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-__all__ = ["annotate", "MIN_WIDTH"]
+__all__ = ["annotate", "decision_lines", "MIN_WIDTH"]
 
 MIN_WIDTH = 320  # px; narrower frames are enlarged before the text is drawn
 
@@ -24,6 +25,12 @@ MIN_WIDTH = 320  # px; narrower frames are enlarged before the text is drawn
 @lru_cache(maxsize=8)
 def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
     return ImageFont.load_default(size=size)
+
+
+def decision_lines(label: str, score: float, config_id: str, e2e_ms: float) -> list[str]:
+    """What the debug view says about one frame; NaN latency: the stamp was not usable."""
+    latency = f"{e2e_ms:.1f} ms" if math.isfinite(e2e_ms) else "unknown (stamp)"
+    return [f"{label}  {score:.2f}", f"variant {config_id}", f"end-to-end {latency}"]
 
 
 def annotate(pixels: np.ndarray, lines: Sequence[str]) -> np.ndarray:

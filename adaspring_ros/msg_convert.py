@@ -191,6 +191,7 @@ __all__ += [
     "labelled_frame_id",
     "parse_labelled_frame_id",
     "result_to_msg",
+    "model_info_to_msg",
     "metrics_to_msg",
 ]
 
@@ -224,6 +225,21 @@ def parse_labelled_frame_id(frame_id: str) -> tuple[int | None, int | None]:
     return label, seq
 
 
+def model_info_to_msg(class_names: list[str], backbone_path: str, backbone_sha256: str,
+                      table_path: str, table_sha256: str, engine: Any, msg_type: Any) -> Any:
+    """Fill an adaspring_ros/ModelInfo: what decodes the InferenceResults of one configuration
+    (``engine``: an EngineInfo, its name and version)."""
+    msg = msg_type()
+    msg.class_names = [str(c) for c in class_names]
+    msg.backbone_path = str(backbone_path)
+    msg.backbone_sha256 = str(backbone_sha256)
+    msg.profile_table_path = str(table_path)
+    msg.profile_table_sha256 = str(table_sha256)
+    msg.engine = str(engine.name)
+    msg.engine_version = str(engine.version)
+    return msg
+
+
 def result_to_msg(header: Any, class_id: int, label: str, score: float, config_id: str,
                   latency_ms: float, msg_type: Any) -> Any:
     """Fill an adaspring_ros/InferenceResult; ``header`` is the input image's header."""
@@ -238,10 +254,10 @@ def result_to_msg(header: Any, class_id: int, label: str, score: float, config_i
 
 
 _METRIC_COUNTS = ("frames_received", "frames_processed", "frames_dropped", "frames_rejected",
-                  "reconfigure_rejected")
+                  "frames_skipped", "reconfigure_rejected")
 _METRIC_FLOATS = ("model_latency_ms_p50", "model_latency_ms_p95", "end_to_end_latency_ms_p50",
                   "end_to_end_latency_ms_p95", "fps", "energy_per_frame_mj", "last_swap_ms",
-                  "non_model_latency_ms_p50", "non_model_latency_ms_p95")
+                  "non_model_latency_ms_p50", "non_model_latency_ms_p95", "max_rate_hz")
 
 
 def metrics_to_msg(values: dict[str, Any], msg_type: Any) -> Any:

@@ -7,13 +7,29 @@ topic is remapped, so any driver publishing sensor_msgs/Image works unchanged. T
 node's ``source`` and ``scenario`` come from the ``context_source`` / ``scenario`` launch
 arguments (they override the YAML), e.g. ``context_source:=battery_state`` on a robot with a
 battery driver.
+
+``managed:=true`` starts the perception node as a managed (lifecycle) node: with
+``autostart:=true`` (the default) this file takes it through configure and activate itself; with
+``autostart:=false`` it waits, unconfigured, for a lifecycle manager (e.g. nav2's
+lifecycle_manager listing ``perception_node``). The default is a plain node that configures and
+activates itself, as most ROS 2 drivers do. The transitions are requested with launch events
+rather than LifecycleNode's ``autostart`` argument, so the file also runs on Humble.
 """
 
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument
-from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
-from launch_ros.actions import Node
+from launch.actions import DeclareLaunchArgument, EmitEvent, RegisterEventHandler
+from launch.conditions import IfCondition, UnlessCondition
+from launch.events import matches_action
+from launch.substitutions import (
+    AndSubstitution,
+    LaunchConfiguration,
+    PathJoinSubstitution,
+)
+from launch_ros.actions import LifecycleNode, Node
+from launch_ros.event_handlers import OnStateTransition
+from launch_ros.events.lifecycle import ChangeState
 from launch_ros.substitutions import FindPackageShare
+from lifecycle_msgs.msg import Transition
 
 PACKAGE = 'adaspring_ros'
 
@@ -23,6 +39,8 @@ def generate_launch_description():
     image_topic = LaunchConfiguration('image_topic')
     context_source = LaunchConfiguration('context_source')
     scenario = LaunchConfiguration('scenario')
+    managed = LaunchConfiguration('managed')
+    autostart = LaunchConfiguration('autostart')
     arguments = [
         DeclareLaunchArgument(
             'params_file',
@@ -38,15 +56,43 @@ def generate_launch_description():
         DeclareLaunchArgument(
             'scenario', default_value='scenarios/mixed.yaml',
             description='scenario trace (relative to config/) when context_source is scenario'),
+        DeclareLaunchArgument(
+            'managed', default_value='false',
+            description='true: run perception_node as a managed (lifecycle) node'),
+        DeclareLaunchArgument(
+            'autostart', default_value='true',
+            description='with managed:=true, take perception_node to active from this file '
+                        '(false: leave it to a lifecycle manager)'),
+    ]
+    camera_remap = [('/camera/image_raw', image_topic)]
+    managed_perception = LifecycleNode(
+        package=PACKAGE, executable='perception_node', name='perception_node', namespace='',
+        parameters=[params_file, {'managed': True}], remappings=camera_remap, output='screen',
+        condition=IfCondition(managed))
+    drive = IfCondition(AndSubstitution(managed, autostart))
+
+    def transition(transition_id, **kwargs):
+        return EmitEvent(event=ChangeState(
+            lifecycle_node_matcher=matches_action(managed_perception),
+            transition_id=transition_id), **kwargs)
+
+    # configure now; activate once configure has succeeded (a failed one stays unconfigured).
+    lifecycle = [
+        RegisterEventHandler(OnStateTransition(
+            target_lifecycle_node=managed_perception, start_state='configuring',
+            goal_state='inactive', entities=[transition(Transition.TRANSITION_ACTIVATE)]),
+            condition=drive),
+        transition(Transition.TRANSITION_CONFIGURE, condition=drive),
     ]
     nodes = [
         Node(package=PACKAGE, executable='perception_node', name='perception_node',
-             parameters=[params_file], remappings=[('/camera/image_raw', image_topic)],
-             output='screen'),
+             parameters=[params_file], remappings=camera_remap, output='screen',
+             condition=UnlessCondition(managed)),
+        managed_perception,
         Node(package=PACKAGE, executable='context_node', name='context_node',
              parameters=[params_file, {'source': context_source, 'scenario': scenario}],
              output='screen'),
         Node(package=PACKAGE, executable='evolution_node', name='evolution_node',
              parameters=[params_file], output='screen'),
     ]
-    return LaunchDescription(arguments + nodes)
+    return LaunchDescription(arguments + nodes + lifecycle)

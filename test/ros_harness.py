@@ -10,6 +10,7 @@ benchmarks.
 from __future__ import annotations
 
 import signal
+import time
 
 from adaspring_ros import processes
 from adaspring_ros.processes import spin_until  # noqa: F401  (the tests import it from here)
@@ -22,6 +23,15 @@ class NodeProcess(processes.ChildProcess):
     behind in a later run's graph."""
 
     death_signal = signal.SIGKILL
+
+
+def spin_for(node, seconds: float) -> None:
+    """Spin ``node`` for ``seconds`` (to see that something does NOT happen)."""
+    import rclpy
+
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        rclpy.spin_once(node, timeout_sec=0.02)
 
 
 def call_service(node, client, request, what: str, procs: list[NodeProcess] = (),
@@ -45,6 +55,19 @@ def call_service(node, client, request, what: str, procs: list[NodeProcess] = ()
                 raise
             continue
         return next(f for f in futures if f.done()).result()
+
+
+def set_parameters(node, remote: str, values: dict, procs: list[NodeProcess]):
+    """Set parameters of ``remote`` at run time; returns the SetParametersResult list."""
+    from rclpy.parameter import Parameter
+    from rclpy.parameter_client import AsyncParameterClient
+
+    client = AsyncParameterClient(node, remote)
+    spin_until(node, lambda: client.services_are_ready(), 15, f"{remote}'s parameter services",
+               procs)
+    future = client.set_parameters([Parameter(k, value=v) for k, v in values.items()])
+    spin_until(node, future.done, 10, "the set_parameters reply", procs)
+    return future.result().results
 
 
 class PerceptionEnds:
@@ -76,6 +99,12 @@ class PerceptionEnds:
     def wait(self, predicate, what: str, timeout: float | None = None, procs=()) -> None:
         spin_until(self.node, predicate, timeout or self.wait_timeout, what,
                    [*self.watched(), *procs])
+
+    def results_after(self, count: int, what: str = "results") -> list:
+        """The next ``count`` results (waits for them)."""
+        start = len(self.results)
+        self.wait(lambda: len(self.results) >= start + count, f"{count} {what}")
+        return self.results[start:]
 
     def fresh_metrics(self):
         """The first PerformanceMetrics published after now."""

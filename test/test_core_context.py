@@ -218,6 +218,24 @@ def test_energy_budget_spreads_the_battery_share_over_the_mission():
     assert compute_budgets(ctx, BudgetParams()).energy_mj == math.inf  # no mission
 
 
+def test_energy_budget_uses_the_rate_perception_is_capped_at():
+    # fps 10 but perception classifies at most 4 frames/s: the same joules over 2.5x fewer
+    # frames, so each frame may cost 2.5x more; a cap above fps changes nothing.
+    params = BudgetParams(fps=10, battery_capacity_wh=20, perception_energy_share=0.05,
+                          mission_duration_s=1800)
+    ctx = Context(battery_percent=50)
+    uncapped = compute_budgets(ctx, params)
+    capped = compute_budgets(ctx, params, max_rate_hz=4.0)
+    assert capped.energy_mj == pytest.approx(uncapped.energy_mj * 2.5)
+    assert any("4 fps (perception's max_rate_hz)" in n for n in capped.notes)
+    assert compute_budgets(ctx, params, max_rate_hz=30.0).energy_mj == \
+        pytest.approx(uncapped.energy_mj)
+    assert compute_budgets(ctx, params, max_rate_hz=0.0).energy_mj == \
+        pytest.approx(uncapped.energy_mj)
+    with pytest.raises(ValueError, match="max_rate_hz"):
+        compute_budgets(ctx, params, max_rate_hz=-1.0)
+
+
 @pytest.mark.parametrize("kwargs", [
     {"fps": 0}, {"battery_capacity_wh": -1}, {"perception_energy_share": 1.5},
     {"latency_margin": 0}, {"mission_duration_s": 0}, {"memory_reserve_mb": NAN},

@@ -289,14 +289,35 @@ def test_a_failed_swap_leaves_the_active_variant(table):
     assert evolver.active_id == mid and evolver.swaps == 0
 
 
-def test_energy_budget_follows_the_mission_clock(table):
+@pytest.fixture
+def mission_evolver(table) -> Evolver:
+    """An evolver with an energy budget: a 100 s mission at 10 fps, half the battery left."""
     params = BudgetParams(mission_duration_s=100.0, fps=10, battery_capacity_wh=1.0,
                           perception_energy_share=0.01)
     evolver = Evolver(table, budget_params=params, mission_start=0.0)
     evolver.observe_context(Context(battery_percent=50), 0.0)
+    return evolver
+
+
+def test_energy_budget_follows_the_mission_clock(mission_evolver):
+    evolver = mission_evolver
     early, _ = evolver.budgets(0.0)
     late, _ = evolver.budgets(90.0)
     assert late.energy_mj == pytest.approx(early.energy_mj * 10)
+
+
+def test_energy_budget_follows_the_perception_rate_cap_in_the_metrics(mission_evolver):
+    evolver = mission_evolver
+    uncapped, _ = evolver.budgets(0.0)
+    active = evolver.search.fastest.id
+    evolver.observe_metrics(active, 1.0, 1.0, 0.0, max_rate_hz=2.0)
+    capped, _ = evolver.budgets(0.0)
+    assert capped.energy_mj == pytest.approx(uncapped.energy_mj * 5)  # 10 fps -> 2 fps
+    assert evolver.status()["perception_max_rate_hz"] == 2.0
+    evolver.observe_metrics(active, 1.0, 1.0, 0.0, max_rate_hz=float("nan"))  # unknown: kept
+    assert evolver.budgets(0.0)[0].energy_mj == pytest.approx(capped.energy_mj)
+    evolver.observe_metrics(active, 1.0, 1.0, 0.0, max_rate_hz=0.0)  # cap lifted
+    assert evolver.budgets(0.0)[0].energy_mj == pytest.approx(uncapped.energy_mj)
 
 
 def test_contention_estimator_is_smoothed_and_bounded():

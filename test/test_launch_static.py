@@ -27,10 +27,12 @@ LAUNCH_FILES = sorted((REPO / "launch").glob("*.launch.py"))
 PACKAGE = "adaspring_ros"
 # Declared by rclpy itself for every node.
 BUILT_IN = {"use_sim_time", "start_type_description_service"}
+NODE_ACTIONS = ("Node", "LifecycleNode")
 
 
 def launch_nodes(path: Path) -> list[dict]:
-    """The Node(...) actions of a launch file: their keyword arguments, constants resolved."""
+    """The Node(...) and LifecycleNode(...) actions of a launch file: their keyword arguments,
+    constants resolved."""
     tree = ast.parse(path.read_text())
     constants = {t.id: n.value.value for n in tree.body if isinstance(n, ast.Assign)
                  for t in n.targets if isinstance(t, ast.Name) and isinstance(n.value,
@@ -45,7 +47,7 @@ def launch_nodes(path: Path) -> list[dict]:
 
     nodes = []
     for call in ast.walk(tree):
-        if isinstance(call, ast.Call) and getattr(call.func, "id", "") == "Node":
+        if isinstance(call, ast.Call) and getattr(call.func, "id", "") in NODE_ACTIONS:
             kwargs = {k.arg: value(k.value) for k in call.keywords}
             kwargs["line"] = call.lineno
             nodes.append(kwargs)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from ros_harness import NodeProcess, spin_until
+from ros_harness import NodeProcess, set_parameters, spin_until
 
 from adaspring_ros import msg_convert
 from adaspring_ros.core import data
@@ -24,19 +24,6 @@ def receive(node, topic: str, count: int, procs: list[NodeProcess], timeout: flo
     node.create_subscription(Image, topic, got.append, SENSOR_QOS)
     spin_until(node, lambda: len(got) >= count, timeout, f"{count} images on {topic}", procs)
     return got
-
-
-def set_parameters(node, remote: str, values: dict, procs: list[NodeProcess]):
-    """Set parameters of ``remote`` at run time; returns the SetParametersResult list."""
-    from rclpy.parameter import Parameter
-    from rclpy.parameter_client import AsyncParameterClient
-
-    client = AsyncParameterClient(node, remote)
-    spin_until(node, lambda: client.services_are_ready(), 15, f"{remote}'s parameter services",
-               procs)
-    future = client.set_parameters([Parameter(k, value=v) for k, v in values.items()])
-    spin_until(node, future.done, 10, "the set_parameters reply", procs)
-    return future.result().results
 
 
 def test_fashion_mnist_frames_size_encoding_labels(rclpy_node, tmp_path):

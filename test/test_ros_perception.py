@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from ros_harness import NodeProcess, PerceptionEnds, spin_until
+from ros_harness import NodeProcess, PerceptionEnds, spin_for, spin_until
 
 from adaspring_ros import msg_convert, paths
 from adaspring_ros.core import data
@@ -114,11 +114,6 @@ class Listener(PerceptionEnds):
 
     def watched(self) -> list[NodeProcess]:
         return self.pipe.procs
-
-    def results_after(self, count: int, what: str = "results") -> list:
-        start = len(self.results)
-        self.wait(lambda: len(self.results) >= start + count, f"{count} {what}")
-        return self.results[start:]
 
 
 def config_msg(config: CompressionConfig):
@@ -294,14 +289,6 @@ def test_bad_images_are_rejected_and_counted(rclpy_node, pipeline, kind):
     listen.wait(lambda: listen.metrics[-1].frames_processed > before.frames_processed + 3,
                 "frames classified after the bad image")  # still serving
     assert pipeline.perception.alive()
-
-
-def spin_for(node, seconds: float) -> None:
-    import rclpy
-
-    end = time.monotonic() + seconds
-    while time.monotonic() < end:
-        rclpy.spin_once(node, timeout_sec=0.02)
 
 
 def test_diagnostics_report_node_health(rclpy_node, pipeline):

@@ -97,6 +97,7 @@ def compute_budgets(
     latency_drift: float = 1.0,
     mission_remaining_s: float | None = None,
     non_model_ms: float | None = None,
+    max_rate_hz: float = 0.0,
 ) -> Budgets:
     """The search's budgets for ``context``.
 
@@ -115,7 +116,9 @@ def compute_budgets(
         unknown available memory leaves only the configured limit.
     storage_bytes = storage_limit_bytes (the context carries no storage reading).
     min_accuracy  = min_accuracy (an application requirement, not a context reading).
-    energy_mj  = E / (remaining_s x fps) x 1000 with
+    energy_mj  = E / (remaining_s x rate) x 1000 with rate = min(fps, max_rate_hz), the frames
+        perception really classifies per second (``max_rate_hz``: the perception node's cap,
+        0 = none, then fps), and
         E = battery_percent / 100 x battery_capacity_wh x 3600 x perception_energy_share  [J]:
         the energy per frame that keeps perception alive until the mission ends.
         ``mission_remaining_s`` defaults to mission_duration_s (the mission is just starting).
@@ -123,6 +126,7 @@ def compute_budgets(
         mission; a mission already over leaves inf as well (nothing left to save for).
     """
     params = params or BudgetParams()
+    require_number("max_rate_hz", max_rate_hz, 0.0, math.inf)
     notes = []
     tighten = 1.0
     if latency_drift > 1.0 + params.drift_tolerance:
@@ -155,8 +159,10 @@ def compute_budgets(
     elif remaining > 0:
         joules = (context.battery_percent / 100.0 * params.battery_capacity_wh * 3600.0
                   * params.perception_energy_share)
-        energy = joules / (remaining * params.fps) * 1000.0
-        notes.append(f"{joules:.0f} J for {remaining:.0f} s of mission at {params.fps:g} fps")
+        rate = min(params.fps, max_rate_hz) if max_rate_hz > 0 else params.fps
+        energy = joules / (remaining * rate) * 1000.0
+        capped = " (perception's max_rate_hz)" if rate < params.fps else ""
+        notes.append(f"{joules:.0f} J for {remaining:.0f} s of mission at {rate:g} fps{capped}")
     return Budgets(latency_ms=latency, memory_mb=memory, storage_bytes=storage,
                    energy_mj=energy, min_accuracy=params.min_accuracy, notes=tuple(notes))
 

@@ -239,6 +239,7 @@ class Evolver:
         # energy of the running variant subtracted from the measured frame energy).
         self.non_model_ms: float | None = None
         self.overhead_mj = 0.0
+        self.max_rate_hz = 0.0  # the perception node's frame-rate cap, from its metrics
         self.swaps = 0
         self.mission_start = mission_start
         self._context: Context | None = None
@@ -287,12 +288,14 @@ class Evolver:
     def observe_metrics(self, config_id: str, latency_ms_p50: float, latency_ms_p95: float,
                         now: float, deadline_misses: int = 0,
                         non_model_ms: float = math.nan,
-                        energy_per_frame_mj: float = math.nan) -> None:
+                        energy_per_frame_mj: float = math.nan,
+                        max_rate_hz: float = math.nan) -> None:
         """Measured forward-pass latency of ``config_id`` over the last window, and optionally
         the median of the rest of a frame (transport, decoding, preprocessing, publishing) and
         the energy of a whole frame: the latency budget of the forward pass is the frame budget
         minus that measured rest, and the energy budget is compared with the forward's table
-        energy plus the measured rest.
+        energy plus the measured rest. ``max_rate_hz`` is the perception node's frame-rate cap
+        (0 = none): the energy budget is spread over min(fps, cap) frames per second.
 
         Metrics of the variant a pending swap asked for confirm that swap. Metrics of another
         known variant while nothing is pending mean the perception node runs something else
@@ -300,6 +303,8 @@ class Evolver:
         of a swap are ignored because the window may mix two variants.
         """
         self._start(now)
+        if math.isfinite(max_rate_hz) and max_rate_hz >= 0:  # about the node, whatever variant
+            self.max_rate_hz = max_rate_hz
         if self._pending is not None and config_id == self._pending[0]:
             self.swap_done(config_id, now)
         if config_id not in self.search:
@@ -364,7 +369,8 @@ class Evolver:
         budgets = compute_budgets(self._context, self.budget_params,
                                   latency_drift=self.latency_drift,
                                   mission_remaining_s=self._mission_remaining(now),
-                                  non_model_ms=self.non_model_ms)
+                                  non_model_ms=self.non_model_ms,
+                                  max_rate_hz=self.max_rate_hz)
         lambdas = self.fixed_lambdas or adapt_lambdas(self._context, self.lambda_params)
         return budgets, lambdas
 
@@ -397,6 +403,7 @@ class Evolver:
             "non_model_ms": round(self.non_model_ms, 3) if self.non_model_ms is not None
             else "unmeasured",
             "frame_overhead_mj": round(self.overhead_mj, 3),
+            "perception_max_rate_hz": self.max_rate_hz,
             "swaps": self.swaps,
             "violations_remembered": len(self._violations),
             "safe": self.safe_id,

@@ -179,7 +179,8 @@ class EvolutionNode(Node):
         self.evolver.observe_metrics(msg.config_id, msg.model_latency_ms_p50,
                                      msg.model_latency_ms_p95, now, deadline_misses=misses,
                                      non_model_ms=msg.non_model_latency_ms_p50,
-                                     energy_per_frame_mj=msg.energy_per_frame_mj)
+                                     energy_per_frame_mj=msg.energy_per_frame_mj,
+                                     max_rate_hz=msg.max_rate_hz)
 
     def _log_rejected(self, why: str) -> None:
         self.get_logger().warning(f"ignored PerformanceMetrics ({self.counts['metrics_rejected']} "

@@ -3,6 +3,16 @@
 Subscribes sensor_msgs/Image (IMAGE_QOS: best effort, keep last 1, so stale frames never queue),
 publishes an InferenceResult per frame and PerformanceMetrics + /diagnostics every
 ``metrics_period_s``, and serves Reconfigure, which swaps the variant atomically between frames.
+Once per configuration it publishes ModelInfo (class names, backbone and profile table sha256,
+engine) latched; with ``debug_image`` it also publishes annotated frames at a capped rate.
+
+A managed (lifecycle) node: ``configure`` loads and verifies the backbone and the profile table
+and creates the publishers, ``activate`` subscribes to the camera and serves Reconfigure,
+``deactivate`` stops both and keeps the served variant, its cache and the counters, ``cleanup``
+and ``shutdown`` release everything. With ``managed`` false (the default, as for most ROS 2
+drivers and image_pipeline nodes) it takes configure and activate itself at start and fails
+the start, exit code 2, if configuring fails; with ``managed`` true it waits, unconfigured, for
+a lifecycle manager or the launch file (``managed:=true``).
 
 Threading: one SingleThreadedExecutor runs every callback in turn. A MultiThreadedExecutor
 (tried first, so that building a variant would not hold up frames) hands each ready callback to
@@ -19,7 +29,9 @@ What the counters mean:
   frames_processed  images that produced an InferenceResult;
   frames_rejected   images refused as bad input (encoding, size, step, empty, huge);
   frame_errors      images that failed for any other reason (on /diagnostics; e.g. MemoryError);
-                    frames_received = frames_processed + frames_rejected + frame_errors;
+  frames_skipped    images left unclassified to hold ``max_rate_hz``;
+                    frames_received = frames_processed + frames_rejected + frame_errors
+                                      + frames_skipped;
   stamps_rejected   classified images whose stamp cannot be right (negative, or further than
                     ``stamp_tolerance_s`` from this node's clock): their result is published,
                     stamp copied as is, but they are left out of the end-to-end latency that the
@@ -37,13 +49,14 @@ import time
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rcl_interfaces.msg import SetParametersResult
-from rclpy.node import Node
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.subscription import MessageInfo
 from sensor_msgs.msg import Image
 
 from adaspring_ros import msg_convert, paths
 from adaspring_ros.core import data, energy
-from adaspring_ros.core.checkpoint import load_backbone
+from adaspring_ros.core.annotate import annotate, decision_lines
+from adaspring_ros.core.checkpoint import load_backbone, sha256_of
 from adaspring_ros.core.config import ConfigError
 from adaspring_ros.core.engine import (
     EngineError,
@@ -51,19 +64,24 @@ from adaspring_ros.core.engine import (
     make_engine,
 )
 from adaspring_ros.core.frame_stats import FrameStats, TimingLog, percentile, window_metrics
+from adaspring_ros.core.rate_cap import RateCap
 from adaspring_ros.core.search import default_table
 from adaspring_ros.core.serving import VariantServer, freeze_heap, parse_config
 from adaspring_ros.msg import CompressionConfig as ConfigMsg
-from adaspring_ros.msg import InferenceResult, PerformanceMetrics
+from adaspring_ros.msg import InferenceResult, ModelInfo, PerformanceMetrics
 from adaspring_ros.nodes.common import diagnostic_array, diagnostic_status, run
 from adaspring_ros.nodes.guard import CallbackGuard
 from adaspring_ros.nodes.params import declare, invalid_choice, parameter_table
 from adaspring_ros.nodes.qos import (
+    DEBUG_IMAGE_QOS,
+    DEBUG_IMAGE_TOPIC,
     DIAGNOSTICS_QOS,
     DIAGNOSTICS_TOPIC,
     IMAGE_QOS,
     METRICS_QOS,
     METRICS_TOPIC,
+    MODEL_INFO_QOS,
+    MODEL_INFO_TOPIC,
     RECONFIGURE_SERVICE,
     RESULT_QOS,
     RESULT_TOPIC,
@@ -72,14 +90,20 @@ from adaspring_ros.nodes.settings import NODE_SETTINGS
 from adaspring_ros.srv import Reconfigure
 
 PARAMETERS = parameter_table(*NODE_SETTINGS["perception_node"])
+# What a configure that cannot load the model raises: it fails, and the node stays unconfigured.
+LOAD_ERRORS = (ValueError, OSError, EngineError)
+SUCCESS, FAILURE = TransitionCallbackReturn.SUCCESS, TransitionCallbackReturn.FAILURE
 
 
-class PerceptionNode(Node):
-    """Camera frames in; InferenceResult, PerformanceMetrics and /diagnostics out; Reconfigure."""
+class PerceptionNode(LifecycleNode):
+    """Camera frames in; InferenceResult, PerformanceMetrics and /diagnostics out; Reconfigure;
+    a lifecycle node (see the module docstring for what each transition does)."""
 
     def __init__(self) -> None:
         super().__init__("perception_node")
         self.timing_log = None  # destroy_node() runs even when start-up fails below
+        self.server = None  # set by configure
+        self.configure_error = ""
         self.guard = CallbackGuard(self)
         declare(self, NODE_SETTINGS["perception_node"])
         problem = self._invalid({n: self.get_parameter(n).value for n in
@@ -90,31 +114,37 @@ class PerceptionNode(Node):
             self.guard.parameters(self.validate_parameters_callback))
         self.add_post_set_parameters_callback(self.guard(self.apply_parameters_callback))
         self.stamp_tolerance_ns = round(self.get_parameter("stamp_tolerance_s").value * 1e9)
+        self.rate_cap = RateCap(self.get_parameter("max_rate_hz").value)
+        self.debug_cap = RateCap(self.get_parameter("debug_image_rate_hz").value)
+        # Created by configure (publishers) and activate (the rest), destroyed by their undoing.
+        self.result_publisher = self.metrics_publisher = self.diagnostics_publisher = None
+        self.model_info_publisher = self.debug_publisher = None
+        self.subscription = self.service = self.timer = None
+        self.backbone = None
 
-        path = self.get_parameter("backbone_path").value or paths.default_backbone()
-        self.backbone = load_backbone(path)  # verifies the sha256, weights_only=True
-        threads = self.get_parameter("num_threads").value
-        engine = make_engine(self.get_parameter("engine").value, threads)
-        table = None
-        if engine.name != "torch":  # the int8 activation ranges of the profiled variants
-            table, _ = default_table(self.get_parameter("profile_table").value or None,
-                                     engine=engine.name)
-        config = parse_config(self.get_parameter("initial_config").value, self.backbone.space)
-        self.server = VariantServer(self.backbone, engine, table,
-                                    self.get_parameter("max_cached_variants").value, config,
-                                    threads)
-        freeze_heap()  # no full garbage-collection pause in a later frame or swap
-        self.stats = FrameStats()
-        self.reported: dict[str, int] = {}  # counters at the last report, for per-window rates
-        self.meter = energy.make_meter(self.get_parameter("device_power_profile").value)
-        self.meter.start()
-        self.timing_log = TimingLog(self.get_parameter("timing_log").value or None)
-
+    # -- lifecycle ------------------------------------------------------------------------------
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        try:
+            self._load()
+        except LOAD_ERRORS as exc:
+            self.configure_error = str(exc)
+            self.get_logger().error(f"configure failed, still unconfigured: {exc}")
+            self._release()
+            return FAILURE
         self.result_publisher = self.create_publisher(InferenceResult, RESULT_TOPIC, RESULT_QOS)
         self.metrics_publisher = self.create_publisher(PerformanceMetrics, METRICS_TOPIC,
                                                        METRICS_QOS)
         self.diagnostics_publisher = self.create_publisher(DiagnosticArray, DIAGNOSTICS_TOPIC,
                                                            DIAGNOSTICS_QOS)
+        self.model_info_publisher = self.create_publisher(ModelInfo, MODEL_INFO_TOPIC,
+                                                          MODEL_INFO_QOS)
+        self.model_info_publisher.publish(self.model_info)
+        self._set_debug_view(self.get_parameter("debug_image").value)
+        return SUCCESS
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self.stats.take_window()  # the first window starts now, not at configure
+        self.meter.start()
         self.subscription = self.create_subscription(
             Image, self.get_parameter("image_topic").value, self.guard(self.image_callback),
             IMAGE_QOS)
@@ -122,9 +152,82 @@ class PerceptionNode(Node):
                                            self.guard.service(self.reconfigure_callback))
         self.timer = self.create_timer(self.get_parameter("metrics_period_s").value,
                                        self.guard(self.metrics_callback))
+        config, _ = self.server.active
         self.get_logger().info(
-            f"serving {config.id} from {path} (sha256 {self.backbone.sha256[:12]}) on "
+            f"serving {config.id} (sha256 {self.backbone.sha256[:12]}) on "
             f"{self.subscription.topic_name}; energy: {self.meter.method}")
+        return SUCCESS
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        # The served variant, its cache and the counters stay: activate resumes where it was.
+        for entity, destroy in ((self.subscription, self.destroy_subscription),
+                                (self.service, self.destroy_service),
+                                (self.timer, self.destroy_timer)):
+            if entity is not None:
+                destroy(entity)
+        self.subscription = self.service = self.timer = None
+        config, _ = self.server.active
+        self.get_logger().info(f"inactive, {config.id} kept; frames are not classified")
+        return SUCCESS
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._release()
+        return SUCCESS
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        if self.subscription is not None:
+            self.on_deactivate(state)
+        self._release()
+        return SUCCESS
+
+    def _load(self) -> None:
+        """Load and verify the backbone and the profile table, build the initial variant."""
+        path = self.get_parameter("backbone_path").value or str(paths.default_backbone())
+        self.backbone = load_backbone(path)  # verifies the sha256, weights_only=True
+        threads = self.get_parameter("num_threads").value
+        engine = make_engine(self.get_parameter("engine").value, threads)
+        table_path = self.get_parameter("profile_table").value
+        table = None
+        if engine.name != "torch":  # the int8 activation ranges of the profiled variants
+            table, note = default_table(table_path or None, engine=engine.name)
+            if not table_path and note.startswith("shipped"):
+                table_path = str(paths.default_profile_table(engine.name))
+        config = parse_config(self.get_parameter("initial_config").value, self.backbone.space)
+        self.server = VariantServer(self.backbone, engine, table,
+                                    self.get_parameter("max_cached_variants").value, config,
+                                    threads)
+        freeze_heap()  # no full garbage-collection pause in a later frame or swap
+        self.model_info = msg_convert.model_info_to_msg(
+            self.backbone.classes, path, self.backbone.sha256, table_path,
+            sha256_of(table_path) if table_path else "", engine.info, ModelInfo)
+        self.model_info.header.stamp = self.get_clock().now().to_msg()
+        self.stats = FrameStats()
+        self.reported: dict[str, int] = {}  # counters at the last report, for per-window rates
+        self.meter = energy.make_meter(self.get_parameter("device_power_profile").value)
+        self.meter.start()
+        self.timing_log = TimingLog(self.get_parameter("timing_log").value or None)
+        self.configure_error = ""
+
+    def _release(self) -> None:
+        """Back to unconfigured: no model, no publishers."""
+        self._set_debug_view(False)
+        for name in ("result_publisher", "metrics_publisher", "diagnostics_publisher",
+                     "model_info_publisher"):
+            if getattr(self, name) is not None:
+                self.destroy_publisher(getattr(self, name))
+                setattr(self, name, None)
+        if self.timing_log is not None:
+            self.timing_log.close()
+        self.server = self.timing_log = self.backbone = None
+
+    def _set_debug_view(self, on: bool) -> None:
+        """The debug publisher exists only while configured with debug_image on: no cost off."""
+        if on and self.debug_publisher is None and self.server is not None:
+            self.debug_publisher = self.create_publisher(Image, DEBUG_IMAGE_TOPIC,
+                                                         DEBUG_IMAGE_QOS)
+        elif not on and self.debug_publisher is not None:
+            self.destroy_publisher(self.debug_publisher)
+            self.debug_publisher = None
 
     # -- parameters -----------------------------------------------------------------------------
     def _invalid(self, values: dict) -> str:
@@ -149,19 +252,27 @@ class PerceptionNode(Node):
         return SetParametersResult(successful=not problem, reason=problem)
 
     def apply_parameters_callback(self, params) -> None:
-        names = {p.name for p in params}
-        if "metrics_period_s" in names:
-            self.timer.timer_period_ns = int(self.get_parameter("metrics_period_s").value * 1e9)
+        # What configure or activate creates is changed only while it exists; they read the
+        # parameters afresh.
+        value = {p.name: p.value for p in params}
+        if "metrics_period_s" in value and self.timer is not None:
+            self.timer.timer_period_ns = int(value["metrics_period_s"] * 1e9)
             self.timer.reset()
-        if "max_cached_variants" in names:
-            self.server.cache.capacity = self.get_parameter("max_cached_variants").value
-        if "num_threads" in names:  # the executor's one thread runs the frames too
-            self.server.set_threads(self.get_parameter("num_threads").value)
-        if "stamp_tolerance_s" in names:
-            self.stamp_tolerance_ns = round(self.get_parameter("stamp_tolerance_s").value * 1e9)
-        if "device_power_profile" in names:
-            self.meter = energy.make_meter(self.get_parameter("device_power_profile").value)
+        if "max_cached_variants" in value and self.server is not None:
+            self.server.cache.capacity = value["max_cached_variants"]
+        if "num_threads" in value and self.server is not None:  # the executor's one thread
+            self.server.set_threads(value["num_threads"])      # runs the frames too
+        if "stamp_tolerance_s" in value:
+            self.stamp_tolerance_ns = round(value["stamp_tolerance_s"] * 1e9)
+        if "device_power_profile" in value and self.server is not None:
+            self.meter = energy.make_meter(value["device_power_profile"])
             self.meter.start()
+        if "max_rate_hz" in value:
+            self.rate_cap.max_rate_hz = value["max_rate_hz"]
+        if "debug_image_rate_hz" in value:
+            self.debug_cap.max_rate_hz = value["debug_image_rate_hz"]
+        if "debug_image" in value:
+            self._set_debug_view(value["debug_image"])
 
     # -- variants -------------------------------------------------------------------------------
     def reconfigure_callback(self, request, response):
@@ -203,6 +314,9 @@ class PerceptionNode(Node):
         start = time.perf_counter()
         received_ns = time.time_ns()  # wall clock, comparable with the image stamp
         self.stats.received(info)
+        if not self.rate_cap.admit(start):  # held below the camera rate: nothing else is done
+            self.stats.add("frames_skipped")
+            return
         try:
             pixels = msg_convert.image_to_numpy(msg)
             config, net = self.server.active  # one reference per frame: one variant computes it
@@ -245,6 +359,17 @@ class PerceptionNode(Node):
         raw_ns = msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec
         self.timing_log.write(raw_ns, callback_ms, forward_ms, config.id, received_ns,
                               preprocess_ms)
+        if self.debug_publisher is not None and self.debug_cap.admit(time.perf_counter()):
+            self._publish_debug_view(msg.header, pixels, result, e2e_ms)
+
+    def _publish_debug_view(self, header, pixels, result: InferenceResult, e2e_ms: float) -> None:
+        """The frame with the decision drawn on it, for a person to look at (after the result,
+        so the drawing never delays it)."""
+        view = msg_convert.numpy_to_image(
+            annotate(pixels, decision_lines(result.label, result.score, result.config_id,
+                                            e2e_ms)), "rgb8", Image)
+        view.header = header
+        self.debug_publisher.publish(view)
 
     # -- reporting ------------------------------------------------------------------------------
     def metrics_callback(self) -> None:
@@ -254,7 +379,8 @@ class PerceptionNode(Node):
         meter.start()
         config, _ = self.server.active
         values = {**counts, **window_metrics(counts, window, seconds, reading.joules),
-                  "config_id": config.id, "energy_method": reading.method}
+                  "config_id": config.id, "energy_method": reading.method,
+                  "max_rate_hz": self.rate_cap.max_rate_hz}
         metrics = msg_convert.metrics_to_msg(values, PerformanceMetrics)
         metrics.header.stamp = self.get_clock().now().to_msg()
         self.metrics_publisher.publish(metrics)
@@ -278,7 +404,8 @@ class PerceptionNode(Node):
             "callback_errors": self.guard.total,
             **{name: counts.get(name, 0) for name in (
                 "frame_errors", "stamps_rejected", "frames_received", "frames_processed",
-                "frames_dropped", "frames_rejected", "reconfigure_rejected", "swaps")},
+                "frames_dropped", "frames_rejected", "frames_skipped", "reconfigure_rejected",
+                "swaps")},
         }
         array = diagnostic_array(self, diagnostic_status("adaspring: perception_node", level,
                                                          message, values))
@@ -291,10 +418,25 @@ class PerceptionNode(Node):
         super().destroy_node()
 
 
+def start(managed: bool | None = None) -> PerceptionNode:
+    """A perception node; unless ``managed``, configured and activated (ValueError if the
+    configure fails, e.g. bad weights or a table of another engine)."""
+    node = PerceptionNode()
+    if managed is None:
+        managed = node.get_parameter("managed").value
+    if not managed:
+        if node.trigger_configure() != SUCCESS:
+            reason = node.configure_error or "configure failed (see the log)"
+            node.destroy_node()
+            raise ValueError(reason)
+        node.trigger_activate()
+    return node
+
+
 def main(args: list[str] | None = None) -> None:
-    # Bad weights, a table of another engine (ValueError), a missing engine: exits 2. One
-    # thread runs every callback in turn (see the module docstring).
-    run(PerceptionNode, "perception_node", args, (EngineError,))
+    # Bad parameters or weights, a table of another engine, a missing engine: exits 2 unless
+    # managed. One thread runs every callback in turn (see the module docstring).
+    run(start, "perception_node", args, (EngineError,))
 
 
 if __name__ == "__main__":

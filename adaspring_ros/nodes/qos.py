@@ -8,6 +8,8 @@
 | /adaspring/result                 | InferenceResult   | reliable, keep last 10                |
 | /adaspring/metrics                | PerformanceMetrics| reliable, keep last 10                |
 | /adaspring/config                 | CompressionConfig | reliable, transient local, depth 1    |
+| /adaspring/model_info             | ModelInfo         | reliable, transient local, depth 1    |
+| /adaspring/debug_image            | sensor_msgs/Image | sensor data (only when debug_image)   |
 | /adaspring/perception/reconfigure | srv/Reconfigure   | (services)                            |
 """
 
@@ -25,9 +27,11 @@ from .names import (  # noqa: F401  (re-exported: the nodes import names and QoS
     BATTERY_TOPIC,
     CONFIG_TOPIC,
     CONTEXT_TOPIC,
+    DEBUG_IMAGE_TOPIC,
     DIAGNOSTICS_TOPIC,
     IMAGE_TOPIC,
     METRICS_TOPIC,
+    MODEL_INFO_TOPIC,
     RECONFIGURE_SERVICE,
     RESULT_TOPIC,
 )
@@ -52,4 +56,9 @@ CONFIG_QOS = QoSProfile(
     history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.RELIABLE,
     durability=DurabilityPolicy.TRANSIENT_LOCAL,
 )
+# Latched too: published once per configuration, yet a late subscriber or a rosbag recording
+# started later still gets the class names and the backbone's identity to decode results.
+MODEL_INFO_QOS = CONFIG_QOS
+# Annotated frames for a person to look at: the newest one only, like any camera stream.
+DEBUG_IMAGE_QOS = SENSOR_QOS
 DIAGNOSTICS_QOS = 10

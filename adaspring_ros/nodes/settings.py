@@ -64,6 +64,16 @@ class PerceptionSettings:
     device_power_profile: str = setting(
         DEFAULT_DEVICE, "device power model for energy per frame when RAPL is not readable: a "
         "name in config/devices/ or a .yaml path")
+    managed: bool = setting(False, "false: the node configures and activates itself at start; "
+                            "true: it waits, unconfigured, for lifecycle transitions (a "
+                            "lifecycle manager or the launch file)", read_only=True)
+    max_rate_hz: float = setting(0.0, "classify at most this many frames per second, the rest "
+                                 "are counted in frames_skipped (0 = every frame)",
+                                 range=(0.0, 1000.0))
+    debug_image: bool = setting(False, "publish annotated frames (class, score, variant, "
+                                "end-to-end latency) on /adaspring/debug_image")
+    debug_image_rate_hz: float = setting(2.0, "most annotated frames per second when "
+                                         "debug_image is on", range=(0.1, 30.0))
 
 
 @dataclass(frozen=True)

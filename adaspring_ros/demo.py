@@ -18,9 +18,10 @@ import os
 import signal
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from . import msg_convert, paths
 from .core.scenario import ScenarioTrace, resolve_scenario
@@ -185,8 +186,8 @@ def run_pass(name: str, evolution: bool, duration: float, trace: ScenarioTrace,
         camera = {"rate_hz": float(trace.budgets.get("fps", 10.0))}
         children.start_node("perception_node", params_file, {"initial_config": "full"})
         children.start_node("camera_replay_node", params_file, camera)
-        spin_until(recorder.node, lambda: len(record.frames) >= 5, 90, "the perception node to "
-                   "classify frames", children.procs.values(), GraphError)
+        spin_until(recorder.node, _until(lambda: len(record.frames) >= 5), 90,
+                   "the perception node to classify frames", children.procs.values(), GraphError)
         record.t0 = time.time() + start_margin  # scenario t = 0, for the context node and hog
         children.start_node("context_node", params_file, {
             "source": "scenario", "scenario": str(scenario_path), "time_scale": time_scale,
@@ -194,13 +195,14 @@ def run_pass(name: str, evolution: bool, duration: float, trace: ScenarioTrace,
         if evolution:
             children.start_node("evolution_node", params_file,
                                 {**evolution_overrides(trace), **(evolution_params or {})})
-            spin_until(recorder.node, lambda: bool(record.events), 60, "the evolution node to "
-                       "choose a first variant", children.procs.values(), GraphError)
+            spin_until(recorder.node, _until(lambda: bool(record.events)), 60,
+                       "the evolution node to choose a first variant", children.procs.values(),
+                       GraphError)
         if time.time() > record.t0:
             print(f"  (the first variant came {time.time() - record.t0:.1f} s after the "
                   f"scenario started)")
-        spin_until(recorder.node, lambda: time.time() >= record.t0, math.inf, "t = 0",
-                   children.procs.values(), GraphError)
+        spin_until(recorder.node, _until(lambda: time.time() >= record.t0), math.inf,
+                   "t = 0", children.procs.values(), GraphError)
         print(f"  scenario {trace.name!r} running ({duration:g} s, x{time_scale:.2f})",
               flush=True)
         t0 = record.t0
@@ -208,6 +210,8 @@ def run_pass(name: str, evolution: bool, duration: float, trace: ScenarioTrace,
         current = None
         end = t0 + duration
         while time.time() < end:
+            if _STOPPING.is_set():
+                raise KeyboardInterrupt
             t = record.scenario_time(time.time())
             phase = next((p for p in phases if p.start <= t < p.end), phases[-1])
             if phase is not current:
@@ -263,8 +267,24 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+# Set by Ctrl-C or SIGTERM, and checked by the loops below: the KeyboardInterrupt the handler
+# raises can land inside a library call that swallows it (seen once in a fresh-clone test run:
+# the demo played on for 30 s after a Ctrl-C), the flag cannot.
+_STOPPING = threading.Event()
+
+
 def _raise_interrupt(signum: int, frame: Any) -> None:
+    _STOPPING.set()
     raise KeyboardInterrupt
+
+
+def _until(predicate: Callable[[], bool]) -> Callable[[], bool]:
+    """``predicate`` for spin_until, which also ends the wait on a Ctrl-C or SIGTERM."""
+    def check() -> bool:
+        if _STOPPING.is_set():
+            raise KeyboardInterrupt
+        return predicate()
+    return check
 
 
 def cli_main(argv: list[str] | None = None) -> int:
@@ -282,7 +302,9 @@ def cli_main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     env = ros_environment(out / "logs")
     use_environment(env)
+    _STOPPING.clear()
     previous_term = signal.signal(signal.SIGTERM, _raise_interrupt)
+    previous_int = signal.signal(signal.SIGINT, _raise_interrupt)
     runs = [("adaptive", True, args.duration)]
     if not args.no_baseline:
         runs.append(("static full", False, args.baseline_duration or args.duration / 2))
@@ -318,6 +340,7 @@ def cli_main(argv: list[str] | None = None) -> int:
     finally:
         rclpy.try_shutdown()
         signal.signal(signal.SIGTERM, previous_term)
+        signal.signal(signal.SIGINT, previous_int)
     if not records or not any(r.frames for r in records):
         return code or 1
     rows = summarise(records, trace)

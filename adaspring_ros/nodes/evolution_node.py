@@ -85,7 +85,7 @@ class EvolutionNode(Node):
         self.counts["context_rejected"] = 0
         self.context_msg: ContextState | None = None
         self.context_at = -math.inf
-        self.started = time.monotonic()
+        self.started = time.monotonic()  # reset when the perception service appears
         self.service_ready = False
 
         self.client = self.create_client(Reconfigure, RECONFIGURE_SERVICE)
@@ -204,7 +204,9 @@ class EvolutionNode(Node):
                 # At start, give the context node one stale period to be heard, and the
                 # perception node one to report the variant it serves and what the rest of a
                 # frame costs: chosen without that measure, the first variant assumed a frame
-                # costs only its forward pass and anchored the demo on a cheaper variant.
+                # costs only its forward pass and anchored the demo on a cheaper variant. The
+                # period counts from when the perception service appears (see _service_changed),
+                # since a perception node loading its model starts reporting only then.
                 return
             decision = self.evolver.decide(now)
             # Until a variant is confirmed, also "keep" one: the perception node then serves a
@@ -222,6 +224,8 @@ class EvolutionNode(Node):
             self.get_logger().warning(f"{self.client.service_name} went away; waiting for it")
             return
         self.get_logger().info(f"{self.client.service_name} is available")
+        if self.swaps.applied is None:  # nothing chosen yet: its first report is due from now
+            self.started = time.monotonic()
         if self.swaps.should_reapply_on_return():
             self._reapply("the perception service is back (restarted?)", None)
 

@@ -37,7 +37,6 @@ from adaspring_ros.core.energy import DEFAULT_DEVICE, make_meter  # noqa: E402
 from adaspring_ros.core.engine import DEFAULT_ENGINE, ENGINES, Runner, make_engine  # noqa: E402
 from adaspring_ros.core.profiler import (  # noqa: E402
     bn_calibration_images,
-    count_macs,
     fastest_within,
     measure_static,
 )
@@ -157,11 +156,10 @@ def main(argv: list[str] | None = None) -> int:
     # Accuracy in the engine (batched, 2 threads) and a batch-1 runner on 1 thread each.
     torch.set_num_threads(2)
     eval_engine, engine = make_engine(args.engine, 2), make_engine(args.engine, 1)
-    accuracy, runners, compact = {}, {}, {}
+    measured, runners = {}, {}
     for name, (model, config, _) in nets.items():
-        entry, runners[name] = measure_static(model, config, test, eval_engine, None,
-                                              serving=engine, calib_images=bn_images)
-        accuracy[name], compact[name] = entry.accuracy, model.materialise(config)
+        measured[name], runners[name] = measure_static(model, config, test, eval_engine, None,
+                                                       serving=engine, calib_images=bn_images)
     torch.set_num_threads(1)
     meter = make_meter(DEFAULT_DEVICE)
     times, energy = interleaved_latency(runners, args.rounds, args.calls, meter)
@@ -169,14 +167,14 @@ def main(argv: list[str] | None = None) -> int:
     full_key = "full backbone"
     full_lat = spread(times[full_key])["p50"]
     rows = []
-    for name, (_, _, origin) in nets.items():
-        net, s = compact[name], spread(times[name])
+    for name, (_, config, origin) in nets.items():
+        entry, s = measured[name], spread(times[name])
         rows.append([
-            name, net.config.id, origin, f"{100 * accuracy[name]:.2f}",
+            name, config.id, origin, f"{100 * entry.accuracy:.2f}",
             f"{s['p50']:.3f}", f"{s['p95']:.3f}", f"{s['min']:.3f}-{s['max']:.3f}",
             f"{full_lat / s['p50']:.2f}x", f"{energy[name]:.3f}",
             f"{energy[full_key] / energy[name]:.2f}x",
-            f"{count_macs(net, net.resolution) / 1e6:.2f}", f"{net.storage_bytes / 1024:.1f}",
+            f"{entry.macs / 1e6:.2f}", f"{entry.storage_bytes / 1024:.1f}",
         ])
 
     # Materialise and switch times (1 thread, as on the robot's hot path): profiled variants

@@ -189,9 +189,9 @@ class PerceptionNode(LifecycleNode):
         table_path = self.get_parameter("profile_table").value
         table = None
         if engine.name != "torch":  # the int8 activation ranges of the profiled variants
-            table, note = default_table(table_path or None, engine=engine.name)
-            if not table_path and note.startswith("shipped"):
-                table_path = str(paths.default_profile_table(engine.name))
+            shipped = paths.default_profile_table(engine.name)
+            table_path = table_path or (str(shipped) if shipped.is_file() else "")
+            table, _ = default_table(table_path or None, engine=engine.name)
         config = parse_config(self.get_parameter("initial_config").value, self.backbone.space)
         self.server = VariantServer(self.backbone, engine, table,
                                     self.get_parameter("max_cached_variants").value, config,

@@ -22,7 +22,6 @@ time: it prints a table and writes the ``backbone`` section of docs/benchmarks.m
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -114,9 +113,12 @@ def main(argv: list[str] | None = None) -> int:
                    help="accuracy tolerances (points below full) for the fastest-variant rows")
     args = p.parse_args(argv)
     backbone = load_backbone(default_backbone())
-    backbone_epochs = json.loads(backbone.meta.get("args", "{}")).get("epochs")
+    backbone_epochs = training.epochs_trained(backbone.meta)
     if args.baseline_epochs <= 0:
-        args.baseline_epochs = int(backbone_epochs or 10)
+        if backbone_epochs is None:
+            p.error("the backbone does not record how many epochs it was trained in all (it "
+                    "continues another file); give --baseline-epochs")
+        args.baseline_epochs = backbone_epochs
     if args.train_only:
         for config_id in (HALF_WIDTH, *SUBNETS):
             train_alone(config_id, args.baseline_epochs, args.retrain, args.baseline_subset)
@@ -226,8 +228,8 @@ def main(argv: list[str] | None = None) -> int:
         f"{args.rounds} rounds x {args.calls} calls per net, round-robin so machine noise hits "
         f"all nets alike. Energy: `{meter.method}` (no RAPL in this container).",
         f"- Shared weights: `{backbone.sha256[:12]}` (models/backbone.pt), trained "
-        f"{backbone_epochs or '?'} epochs with the "
-        "sandwich rule; every row marked shared is a slice of that one file, no retraining, "
+        f"{backbone_epochs or args.baseline_epochs} epochs in all (recipe and commands in "
+        "models/README.md); every row marked shared is a slice of that one file, no retraining, "
         "with the variant's own BN statistics (stored in the file by the profiler; for subnets "
         "it did not profile, computed here the same way on 512 training images).",
         f"- Trained alone: `adaspring train --fixed-config <id> --epochs {args.baseline_epochs}` "

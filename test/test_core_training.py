@@ -14,7 +14,10 @@ from adaspring_ros.core.data import FASHION_MNIST_DIR, preprocess
 from adaspring_ros.core.supernet import build_backbone
 from adaspring_ros.core.training import (
     _train_step,
+    adaptive_alpha_loss,
+    alpha_divergence,
     cli_main,
+    epochs_trained,
     sample_config,
     sample_student,
     smallest_trained,
@@ -66,30 +69,104 @@ def test_uniform_students_make_one_choice_for_every_stage():
     assert 120 < mixed < 280          # P(all stages equal by chance) is small: ~half are mixed
 
 
-def test_student_label_weight_changes_only_the_students_loss():
+def _stepper(seed: int):
+    """One training step of a tiny backbone on fixed random images: (label loss, gradients)."""
     torch.manual_seed(0)
     model = build_backbone(stage_channels=(4, 8, 8)).train()
-    images = np.random.default_rng(0).integers(0, 256, (16, 28, 28), dtype=np.uint8)
+    images = np.random.default_rng(seed).integers(0, 256, (16, 28, 28), dtype=np.uint8)
     labels = torch.randint(10, (16,))
-    teacher_only = [CompressionConfig.full()]
-    sandwich = teacher_only + [smallest_trained(DEFAULT_SPACE, "conv")]
 
-    def step(configs, weight):
+    def step(configs, **options):
         model.zero_grad(set_to_none=True)
-        loss = _train_step(model, images, labels, configs, 0.1, weight)
+        loss = _train_step(model, images, labels, configs, 0.1, **options)
         return loss, torch.cat([p.grad.flatten() for p in model.parameters()
                                 if p.grad is not None])
+    return step
 
-    (l0, g0), (l1, g1) = step(teacher_only, 0.0), step(teacher_only, 0.5)
+
+SANDWICH = [CompressionConfig.full(), smallest_trained(DEFAULT_SPACE, "conv")]
+
+
+def test_student_label_weight_changes_only_the_students_loss():
+    step = _stepper(0)
+    (l0, g0), (l1, g1) = step(SANDWICH[:1], student_label_weight=0.0), \
+        step(SANDWICH[:1], student_label_weight=0.5)
     assert l0 == l1 and torch.equal(g0, g1)               # the teacher always learns from labels
-    (l2, g2), (l3, g3) = step(sandwich, 0.0), step(sandwich, 0.5)
+    (l2, g2), (l3, g3) = step(SANDWICH, student_label_weight=0.0), \
+        step(SANDWICH, student_label_weight=0.5)
     assert l2 == l3 and not torch.allclose(g2, g3)       # the student's loss mixes in the labels
 
 
-@pytest.mark.parametrize("option", ["--uniform-subnets", "--student-label-weight"])
-def test_recipe_options_out_of_range_are_refused(option, capsys):
-    assert cli_main(["--epochs", "1", option, "1.5"]) == 2
+@pytest.mark.parametrize("option, value", [("--uniform-subnets", "1.5"),
+                                           ("--student-label-weight", "1.5"),
+                                           ("--clip-grad", "-1"), ("--clip-grad", "nan")])
+def test_recipe_options_out_of_range_are_refused(option, value, capsys):
+    assert cli_main(["--epochs", "1", option, value]) == 2
     assert option in capsys.readouterr().err
+
+
+def test_epochs_trained_reads_the_whole_chain_or_says_it_cannot():
+    assert epochs_trained({"args": json.dumps({"epochs": 18, "init_from": ""})}) == 18
+    assert epochs_trained({"args": json.dumps({"epochs": 8, "init_from": "a.pt"}),
+                           "epochs_total": 26}) == 26
+    # a continued file written before the total was recorded: unknown, not its last run's 8
+    assert epochs_trained({"args": json.dumps({"epochs": 8, "init_from": "a.pt"})}) is None
+    assert epochs_trained({}) is None
+
+
+def _logits_pair(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    student = torch.randn(6, 10, generator=gen, dtype=torch.float64)
+    teacher = torch.randn(6, 10, generator=gen, dtype=torch.float64).softmax(1)
+    return student, teacher
+
+
+@pytest.mark.parametrize("alpha", [1.0, -1.0, 0.5])
+def test_alpha_divergence_value_and_gradient(alpha):
+    student, teacher = _logits_pair()
+    value, surrogate = alpha_divergence(student.requires_grad_(), teacher, alpha, clip=1e9)
+    # Independent: D_alpha = sum q f(p/q), f(t) = (t^a - 1) / (a (a - 1)), KL(p||q) at a = 1.
+    q = student.softmax(1)
+    if alpha == 1.0:
+        exact = (teacher * (teacher.log() - q.log())).sum(1)
+    else:
+        exact = (q * ((teacher / q) ** alpha - 1)).sum(1) / (alpha * (alpha - 1))
+    torch.testing.assert_close(value, exact.detach())
+    assert (value >= 0).all()
+    (grad,) = torch.autograd.grad(surrogate.sum(), student)
+    (expected,) = torch.autograd.grad(exact.sum(), student)
+    torch.testing.assert_close(grad, expected)
+    # zero, with no gradient, when the student already predicts the teacher
+    logits = teacher.log().requires_grad_()
+    same, same_surrogate = alpha_divergence(logits, teacher, alpha)
+    assert same.abs().max() < 1e-9
+    assert torch.autograd.grad(same_surrogate.sum(), logits)[0].abs().max() < 1e-9
+
+
+def test_adaptive_alpha_loss_takes_the_larger_divergence_per_sample():
+    student, teacher = _logits_pair(1)
+    student.requires_grad_()
+    low, low_s = alpha_divergence(student, teacher, -1.0)
+    high, high_s = alpha_divergence(student, teacher, 1.0)
+    pick = low > high
+    assert pick.any() and (~pick).any()          # the batch has both cases
+    loss = adaptive_alpha_loss(student, teacher)
+    torch.testing.assert_close(loss, torch.where(pick, low_s, high_s).mean())
+    # A student confident where the teacher is not: alpha = -1 says so more loudly than KL,
+    # and the clip bounds how loudly.
+    teacher1 = torch.tensor([[0.5, 0.5, 1e-9]], dtype=torch.float64)
+    confident = torch.tensor([[0.0, -10.0, 8.0]], dtype=torch.float64)
+    kl = alpha_divergence(confident, teacher1, 1.0)[0]
+    assert alpha_divergence(confident, teacher1, -1.0, clip=1e9)[0] > 1e3 * kl
+    assert alpha_divergence(confident, teacher1, -1.0, clip=5.0)[0] <= 0.5 * (5.0 - 1.0)
+
+
+def test_alpha_distillation_trains_the_students_only():
+    step = _stepper(0)
+    (l0, g0), (l1, g1) = step(SANDWICH[:1]), step(SANDWICH[:1], distill_loss="alpha")
+    assert l0 == l1 and torch.equal(g0, g1)
+    (l2, g2), (l3, g3) = step(SANDWICH), step(SANDWICH, distill_loss="alpha")
+    assert l2 == l3 and torch.isfinite(g3).all() and not torch.allclose(g2, g3)
 
 
 def test_variant_bn_stats_are_exact_and_leave_the_supernet_alone():
@@ -135,22 +212,11 @@ def test_training_smoke_and_resume(tmp_path):
 
 
 def test_a_given_teacher_replaces_in_place_distillation_for_students_only():
-    torch.manual_seed(0)
-    model = build_backbone(stage_channels=(4, 8, 8)).train()
-    images = np.random.default_rng(1).integers(0, 256, (16, 28, 28), dtype=np.uint8)
-    labels = torch.randint(10, (16,))
-    sandwich = [CompressionConfig.full(), smallest_trained(DEFAULT_SPACE, "conv")]
+    step = _stepper(1)
     uniform = torch.full((16, 10), 0.1)
-
-    def step(configs, teacher):
-        model.zero_grad(set_to_none=True)
-        loss = _train_step(model, images, labels, configs, 0.1, 0.0, teacher)
-        return loss, torch.cat([p.grad.flatten() for p in model.parameters()
-                                if p.grad is not None])
-
-    (l0, g0), (l1, g1) = step(sandwich[:1], None), step(sandwich[:1], uniform)
+    (l0, g0), (l1, g1) = step(SANDWICH[:1]), step(SANDWICH[:1], teacher=uniform)
     assert l0 == l1 and torch.equal(g0, g1)          # the largest variant learns the labels
-    (l2, g2), (l3, g3) = step(sandwich, None), step(sandwich, uniform)
+    (l2, g2), (l3, g3) = step(SANDWICH), step(SANDWICH, teacher=uniform)
     assert l2 == l3 and not torch.allclose(g2, g3)   # the student follows the given teacher
 
 
@@ -168,6 +234,8 @@ def test_init_from_continues_a_trained_backbone(tmp_path):
                      str(first), "--out", str(second), "--workdir", str(tmp_path / "b")]
                     + common) == 0
     continued = load_backbone(second)
+    # the baselines of the benchmark must match the epochs of the whole chain, not the last run
+    assert epochs_trained(trained.meta) == 1 and epochs_trained(continued.meta) == 2
     for name, tensor in trained.state_dict().items():
         if name.endswith(("weight", "bias")):
             assert torch.equal(tensor, continued.state_dict()[name]), name

@@ -14,8 +14,9 @@ Recipe (once-for-all / BigNAS style, sized for a CPU):
    during training; the profiler then stores the exact statistics of each profiled variant
    (``variant_bn_stats``) in the checkpoint, so ``materialise`` needs no data.
 
-``--uniform-subnets P`` and ``--student-label-weight W`` are recipe variants (off in the shipped
-recipe; ``bench/bench_recipes.py`` compares them in short runs).
+``--uniform-subnets P``, ``--student-label-weight W``, ``--distill-loss alpha`` and
+``--clip-grad NORM`` are recipe variants (``bench/bench_recipes.py`` compares them in short runs;
+models/README.md says which the shipped backbone used).
 
 ``--init-from FILE`` continues from a trained backbone instead of a fresh one (progressive
 shrinking, as once-for-all: the full network is trained first, then the variants are trained
@@ -66,6 +67,8 @@ __all__ = [
     "smallest_trained",
     "evaluate",
     "variant_bn_stats",
+    "alpha_divergence",
+    "adaptive_alpha_loss",
     "train",
     "cli_main",
 ]
@@ -229,14 +232,56 @@ def _lr_at(step: int, total: int, warmup: int, base: float) -> float:
     return 0.5 * base * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
+def alpha_divergence(student_logits: Tensor, teacher_prob: Tensor, alpha: float,
+                     clip: float = 5.0) -> tuple[Tensor, Tensor]:
+    """Per-sample alpha-divergence D_alpha(p || q) of the student ``q`` from the teacher ``p``,
+    and a surrogate whose gradient (through the student only) is that of D_alpha.
+
+    D_alpha = sum_i q_i f(p_i / q_i) with f(t) = (t^alpha - 1) / (alpha (alpha - 1)); alpha = 1 is
+    KL(p || q), the usual distillation loss, which averages over the teacher's modes; negative
+    alpha penalises a student that is confident where the teacher is not. The importance weights
+    (p/q)^alpha are clipped at ``clip`` so that one near-zero student probability cannot blow up
+    the gradient (AlphaNet, Wang et al. 2021).
+    """
+    log_q = student_logits.log_softmax(1)
+    q = log_q.detach().exp()
+    p = teacher_prob.detach()
+    if abs(alpha - 1.0) < 1e-6:
+        value = (p * (p.clamp_min(1e-12).log() - log_q.detach())).sum(1)
+        rho = p / q
+    else:
+        weight = (p / q).pow(alpha).clamp(max=clip)
+        base = 1.0 / (alpha * (alpha - 1.0))
+        value = (q * (weight - 1.0)).sum(1) * base
+        rho = weight / alpha + base
+    # d/dlogits sum_i q_i f(p_i/q_i) = -sum_i q_i rho_i dlog q_i with rho = t^alpha/alpha + base.
+    surrogate = -(q * rho * log_q).sum(1)
+    return value, surrogate
+
+
+def adaptive_alpha_loss(student_logits: Tensor, teacher_prob: Tensor, alpha_min: float = -1.0,
+                        alpha_max: float = 1.0, clip: float = 5.0) -> Tensor:
+    """AlphaNet's distillation loss: per sample, the larger of D_alpha_min and D_alpha_max, so
+    the student is pushed both to cover the teacher's modes and not to be over-confident;
+    batch mean of the matching surrogate (its value is not the divergence, its gradient is)."""
+    low, low_grad = alpha_divergence(student_logits, teacher_prob, alpha_min, clip)
+    high, high_grad = alpha_divergence(student_logits, teacher_prob, alpha_max, clip)
+    return torch.where(low > high, low_grad, high_grad).mean()
+
+
+DISTILL_LOSSES = ("kl", "alpha")
+
+
 def _train_step(model: ElasticBackbone, images: np.ndarray, labels: Tensor,
                 configs: Sequence[CompressionConfig], label_smoothing: float,
-                student_label_weight: float = 0.0, teacher: Tensor | None = None) -> float:
+                student_label_weight: float = 0.0, teacher: Tensor | None = None,
+                distill_loss: str = "kl") -> float:
     """Forward/backward of each config (the first is the largest); returns its label loss.
 
     Students learn from the largest variant's predictions (or from ``teacher``, the
-    probabilities of a frozen network, when given), mixed with the labels at
-    ``student_label_weight`` (0: pure distillation)."""
+    probabilities of a frozen network, when given) through ``distill_loss`` (KL(p || q) or
+    AlphaNet's adaptive alpha-divergence), mixed with the labels at ``student_label_weight``
+    (0: pure distillation)."""
     teacher_loss = 0.0
     for k, config in enumerate(configs):
         model.set_active(config)
@@ -247,7 +292,10 @@ def _train_step(model: ElasticBackbone, images: np.ndarray, labels: Tensor,
                 teacher = logits.detach().softmax(1)
             teacher_loss = float(loss.detach())
         else:  # distillation from the largest variant (in place) or the frozen network
-            loss = F.kl_div(logits.log_softmax(1), teacher, reduction="batchmean")
+            if distill_loss == "alpha":
+                loss = adaptive_alpha_loss(logits, teacher)
+            else:
+                loss = F.kl_div(logits.log_softmax(1), teacher, reduction="batchmean")
             if student_label_weight > 0:
                 loss = (1.0 - student_label_weight) * loss + student_label_weight * \
                     F.cross_entropy(logits, labels, label_smoothing=label_smoothing)
@@ -285,8 +333,10 @@ def train(args: argparse.Namespace) -> ElasticBackbone:
     channels = tuple(int(c) for c in args.channels.split(","))
     model = build_backbone(space, channels, full_train.classes)
     frozen: ElasticBackbone | None = None
+    args.prior_epochs = 0
     if args.init_from:
         frozen = _initial_backbone(args.init_from, space, channels)
+        args.prior_epochs = epochs_trained(frozen.meta)     # None: the file does not say
         model.load_state_dict(frozen.state_dict())
         frozen.set_active(CompressionConfig.full(space))
     model.train()
@@ -342,7 +392,9 @@ def train(args: argparse.Namespace) -> ElasticBackbone:
                 with torch.no_grad():
                     teacher = frozen(preprocess(images, full.resolution)).softmax(1)
             loss = _train_step(model, images, labels, configs, args.label_smoothing,
-                               args.student_label_weight, teacher)
+                               args.student_label_weight, teacher, args.distill_loss)
+            if args.clip_grad > 0:
+                nn.utils.clip_grad_norm_(model.parameters(), args.clip_grad)
             optimizer.step()
             running = loss if i == 0 else 0.98 * running + 0.02 * loss
             bar.set_postfix(loss=f"{running:.3f}", refresh=False)
@@ -386,10 +438,25 @@ def _initial_backbone(path: str, space: SearchSpace, channels: tuple[int, ...]
     return initial.eval()
 
 
+def epochs_trained(meta: dict) -> int | None:
+    """Epochs a backbone was trained in all, ``--init-from`` chains included (what a baseline
+    trained alone must match); None when a file written before this was recorded does not say."""
+    if "epochs_total" in meta:
+        return int(meta["epochs_total"])
+    args = json.loads(meta.get("args", "{}"))
+    if args.get("init_from") or "epochs" not in args:
+        return None
+    return int(args["epochs"])
+
+
 def _meta(args: argparse.Namespace, history: list, cpu_seconds: float) -> dict:
-    return {"args": json.dumps({k: v for k, v in vars(args).items() if k != "progress"}),
+    meta = {"args": json.dumps({k: v for k, v in vars(args).items() if k != "progress"}),
             "history": json.dumps(history), "cpu_seconds": round(cpu_seconds, 1),
             "torch": str(torch.__version__)}
+    prior = getattr(args, "prior_epochs", 0)
+    if prior is not None:
+        meta["epochs_total"] = len(history) + prior
+    return meta
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -406,6 +473,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="probability that a random variant uses one stage config everywhere")
     p.add_argument("--student-label-weight", type=float, default=0.0, metavar="W",
                    help="students' loss: (1-W) distillation + W labels (0: distillation only)")
+    p.add_argument("--distill-loss", choices=DISTILL_LOSSES, default="kl",
+                   help="students' distillation loss: KL(teacher || student) or AlphaNet's "
+                        "adaptive alpha-divergence (alpha in {-1, 1}, weights clipped at 5)")
+    p.add_argument("--clip-grad", type=float, default=0.0, metavar="NORM",
+                   help="clip the summed gradient to this L2 norm (0: off)")
     p.add_argument("--channels", default="24,48,96", help="full-width channels of each stage")
     p.add_argument("--max-depth", type=int, default=max(DEFAULT_SPACE.depths),
                    help="blocks per stage of the full backbone")
@@ -443,6 +515,9 @@ def cli_main(argv: Sequence[str] | None = None) -> int:
         sized_space(args.max_depth, args.max_resolution)
     except ValueError as exc:
         print(f"adaspring train: {exc}", file=sys.stderr)
+        return 2
+    if args.clip_grad < 0 or not math.isfinite(args.clip_grad):
+        print("adaspring train: --clip-grad must be a finite norm >= 0", file=sys.stderr)
         return 2
     for name in ("uniform_subnets", "student_label_weight"):
         if not 0.0 <= getattr(args, name) <= 1.0:

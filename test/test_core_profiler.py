@@ -20,6 +20,7 @@ from adaspring_ros.core.profile_table import ProfileEntry, ProfileError, Profile
 from adaspring_ros.core.profiler import (
     count_macs,
     fastest_within,
+    most_accurate_within,
     neighbours,
     pareto_front,
     peak_memory_bytes,
@@ -67,6 +68,11 @@ def test_pareto_front_and_fastest_within():
     assert fastest_within(entries, FULL, 1.5).id == MID
     assert fastest_within(entries, FULL, 0.5).id == FULL
     assert fastest_within(entries, "r16-nope", 1.5) is None
+    # the best at a given speed: never slower than asked, and the most accurate of those
+    assert most_accurate_within(entries, 0.6).id == MID
+    assert most_accurate_within(entries, 0.3).id == SMALL
+    assert most_accurate_within(entries, 5.0).id == FULL
+    assert most_accurate_within(entries, 0.1) is None
 
 
 def test_costs_of_a_compact_net():

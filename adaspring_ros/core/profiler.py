@@ -186,6 +186,13 @@ def fastest_within(entries: Sequence[ProfileEntry], full_id: str,
     return min(ok, key=lambda e: e.latency_ms_p50) if ok else None
 
 
+def most_accurate_within(entries: Sequence[ProfileEntry], latency_ms: float
+                         ) -> ProfileEntry | None:
+    """The most accurate entry whose p50 latency is at most ``latency_ms`` (ties: the faster)."""
+    ok = [e for e in entries if e.latency_ms_p50 <= latency_ms]
+    return max(ok, key=lambda e: (e.accuracy, -e.latency_ms_p50)) if ok else None
+
+
 def bn_calibration_images(n: int, seed: int = 0,
                           root: str | Path = FASHION_MNIST_DIR) -> np.ndarray:
     """``n`` fixed images of the training part of the train split (never validation or test)."""

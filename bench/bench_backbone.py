@@ -157,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
                                                                        bn_images)
         nets[f"{label} (shared)"] = (backbone, config, "shared weights")
         # The dominance question: the best the one file offers at that net's speed or faster.
-        same = next((e for e in table.entries if e.id == config_id), None)
+        same = table.get(config_id)
         best = most_accurate_within(table.entries, same.latency_ms_p50) if same else None
         if best is not None:
             nets[f"best shared at most as slow as {label}"] = (backbone, best.config,

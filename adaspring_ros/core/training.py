@@ -333,10 +333,10 @@ def train(args: argparse.Namespace) -> ElasticBackbone:
     channels = tuple(int(c) for c in args.channels.split(","))
     model = build_backbone(space, channels, full_train.classes)
     frozen: ElasticBackbone | None = None
-    args.prior_epochs = 0
+    prior_epochs: int | None = 0
     if args.init_from:
         frozen = _initial_backbone(args.init_from, space, channels)
-        args.prior_epochs = epochs_trained(frozen.meta)     # None: the file does not say
+        prior_epochs = epochs_trained(frozen.meta)          # None: the file does not say
         model.load_state_dict(frozen.state_dict())
         frozen.set_active(CompressionConfig.full(space))
     model.train()
@@ -413,11 +413,11 @@ def train(args: argparse.Namespace) -> ElasticBackbone:
         atomic_save({"backbone": backbone_checkpoint(model), "optimizer": optimizer.state_dict(),
                      "epoch": epoch + 1, "history": json.dumps(history),
                      "cpu_seconds": cpu_seconds}, state_path)
-        save_backbone(model, args.out, _meta(args, history, cpu_seconds))
+        save_backbone(model, args.out, _meta(args, history, cpu_seconds, prior_epochs))
 
     model.eval()
     model.set_active(full)
-    digest = save_backbone(model, args.out, _meta(args, history, cpu_seconds))
+    digest = save_backbone(model, args.out, _meta(args, history, cpu_seconds, prior_epochs))
     print(f"wrote {args.out} (sha256 {digest}); CPU time {cpu_seconds / 60:.1f} min", flush=True)
     return model
 
@@ -449,13 +449,13 @@ def epochs_trained(meta: dict) -> int | None:
     return int(args["epochs"])
 
 
-def _meta(args: argparse.Namespace, history: list, cpu_seconds: float) -> dict:
+def _meta(args: argparse.Namespace, history: list, cpu_seconds: float,
+          prior_epochs: int | None) -> dict:
     meta = {"args": json.dumps({k: v for k, v in vars(args).items() if k != "progress"}),
             "history": json.dumps(history), "cpu_seconds": round(cpu_seconds, 1),
             "torch": str(torch.__version__)}
-    prior = getattr(args, "prior_epochs", 0)
-    if prior is not None:
-        meta["epochs_total"] = len(history) + prior
+    if prior_epochs is not None:
+        meta["epochs_total"] = len(history) + prior_epochs
     return meta
 
 

@@ -175,6 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     # the table's latency of that config; a config the table lacks gets the table-equivalent
     # latency table_full * t(config) / t(full), timed here round-robin against full.
     torch.set_num_threads(1)
+    best_of: dict[str, str] = {}      # "<label> (shared)" -> the row that answers it
     for label, config_id in zip(labels, (HALF_WIDTH, *SUBNETS), strict=True):
         same = table.get(config_id)
         if same is not None:
@@ -183,24 +184,19 @@ def main(argv: list[str] | None = None) -> int:
             unprofiled.append(config_id)
             pair = {"full": runners["full backbone"], "x": runners[f"{label} (shared)"]}
             t = time_round_robin(pair, bn_images, 100, 10, None)
-            full_entry = table.get(full_cfg.id)
-            budget = (full_entry.latency_ms_p50 * statistics.median(t["x"][0])
+            budget = (table.get(full_cfg.id).latency_ms_p50 * statistics.median(t["x"][0])
                       / statistics.median(t["full"][0]))
         best = most_accurate_within(table.entries, budget)
         if best is not None:
-            name = f"best shared at most as slow as {label}"
-            nets[name] = (backbone, best.config, "shared weights")
-            torch.set_num_threads(2)
-            measure(name)
-            torch.set_num_threads(1)
-    ordered = {}                      # each "best shared" row after the net it answers
-    for name, net in nets.items():
-        if not name.startswith("best shared"):
-            ordered[name] = net
-            best_name = "best shared at most as slow as " + name.removesuffix(" (shared)")
-            if name.endswith(" (shared)") and best_name in nets:
-                ordered[best_name] = nets[best_name]
-    nets = ordered
+            best_of[f"{label} (shared)"] = f"best shared at most as slow as {label}"
+            nets[best_of[f"{label} (shared)"]] = (backbone, best.config, "shared weights")
+    torch.set_num_threads(2)
+    for name in best_of.values():
+        measure(name)
+    torch.set_num_threads(1)
+    order = [n for name in nets if name not in best_of.values()
+             for n in (name, best_of.get(name)) if n is not None]
+    nets = {name: nets[name] for name in order}
 
     meter = make_meter(DEFAULT_DEVICE)
     times, energy = interleaved_latency(runners, args.rounds, args.calls, meter)

@@ -62,13 +62,13 @@ def train_recipe(name: str, epochs: int, subset: int) -> Path:
     return out
 
 
-def panel_accuracy(model: ElasticBackbone, val, bn_images) -> dict[str, float]:
+def panel_accuracy(model: ElasticBackbone, val, bn_images, panel: list[str]) -> dict[str, float]:
     """Validation top-1 (%) of every panel variant, each with its own exact BN statistics and
     the shared BN scale/shift: per-variant tuning (``tune-variants``) is a later step that
     applies to any backbone, so a tuned bank in the file is left out of a recipe comparison."""
     model.variant_affine.clear()
     out = {}
-    for config_id in PANEL:
+    for config_id in panel:
         config = CompressionConfig.from_id(config_id, DEFAULT_SPACE)
         model.variant_bn[config_id] = training.variant_bn_stats(model, config, bn_images)
         net = model.materialise(config).eval()
@@ -83,8 +83,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--bn-images", type=int, default=2000)
     p.add_argument("--backbones", default="",
                    help="name=path,...: compare these trained backbones instead of training")
+    p.add_argument("--front-of", default="", metavar="TABLE",
+                   help="also evaluate the Pareto front of this profile table (full-rank float "
+                        "forms): the variants the search can pick")
     p.add_argument("--subset", type=int, default=0, help=argparse.SUPPRESS)   # smoke runs
     args = p.parse_args(argv)
+    front: list[str] = []
+    if args.front_of:
+        if not Path(args.front_of).is_file():
+            p.error(f"no such profile table: {args.front_of}")
+        front = [c.id for c in training.student_pool(DEFAULT_SPACE, [], args.front_of)]
+    panel = list(PANEL) + [cid for cid in front if cid not in PANEL]
     if args.backbones:
         try:
             given = dict(pair.split("=", 1) for pair in args.backbones.split(",") if pair)
@@ -112,24 +121,30 @@ def main(argv: list[str] | None = None) -> int:
         cpu[name] = float(model.meta.get("cpu_seconds", 0.0))
         epochs = len(json.loads(model.meta.get("history", "[]")))
         about[name] = f"`{path}` (sha256 {model.sha256[:12]}, {epochs} epochs)"
-        results[name] = panel_accuracy(model, val, bn_images)
+        results[name] = panel_accuracy(model, val, bn_images, panel)
         print(json.dumps({"recipe": name, "val_top1": results[name]}), flush=True)
 
-    rows = [[cid] + [f"{results[n][cid]:.2f}" for n in names] for cid in PANEL]
+    rows = [[cid] + [f"{results[n][cid]:.2f}" for n in names] for cid in panel]
     rows.append(["mean of the subnets (all but full)"]
-                + [f"{statistics.mean(list(results[n].values())[1:]):.2f}" for n in names])
+                + [f"{statistics.mean(results[n][c] for c in PANEL[1:]):.2f}" for n in names])
+    if front:
+        rows.append([f"mean of the front of `{args.front_of}` ({len(front)} variants, full "
+                     "left out)"]
+                    + [f"{statistics.mean(results[n][c] for c in front):.2f}" for n in names])
     rows.append(["training CPU min"] + [f"{cpu[n] / 60:.0f}" for n in names])
     if args.backbones:
         origin = ["- Backbones: " + "; ".join(f"{n}: {about[n]}" for n in names) + "."]
         section = ("recipes-backbones", "Trained backbones side by side (validation split)",
-                   f".venv/bin/python bench/bench_recipes.py --backbones {args.backbones}")
+                   f".venv/bin/python bench/bench_recipes.py --backbones {args.backbones}"
+                   + (f" --front-of {args.front_of}" if args.front_of else ""))
     else:
         origin = [f"- Each recipe: `adaspring train --epochs {args.epochs}` from scratch (1 "
                   "warm-up epoch, seed 0) plus its options: "
                   + "; ".join(f"{n}: `{' '.join(RECIPES[n]) or '(none)'}`" for n in names) + "."]
         section = ("recipes", "Training recipes side by side (short runs, validation split)",
                    f".venv/bin/python bench/bench_recipes.py --epochs {args.epochs}"
-                   + (f" --subset {args.subset}" if args.subset else ""))
+                   + (f" --subset {args.subset}" if args.subset else "")
+                   + (f" --front-of {args.front_of}" if args.front_of else ""))
     body = [
         markdown_table(["variant (validation top-1 %)", *names], rows),
         "",

@@ -21,6 +21,7 @@ from adaspring_ros.core.training import (
     sample_config,
     sample_student,
     smallest_trained,
+    student_pool,
     variant_bn_stats,
 )
 
@@ -67,6 +68,43 @@ def test_uniform_students_make_one_choice_for_every_stage():
     half = [sample_student(DEFAULT_SPACE, gen, 0.5) for _ in range(400)]
     mixed = sum(len(set(c.stages)) > 1 for c in half)
     assert 120 < mixed < 280          # P(all stages equal by chance) is small: ~half are mixed
+
+
+HALF = "r28-w50d3ck100f-w50d3ck100f-w50d3ck100f"
+
+
+def test_student_pool_holds_trained_forms_once_and_never_the_teacher():
+    ids = [HALF, "r28-w50d3ck50q-w50d3ck100q-w50d3ck25f", CompressionConfig.full().id,
+           "r20-w50d1sk100f-w25d1ck100f-w50d2ck100q"]
+    pool = student_pool(DEFAULT_SPACE, ids)
+    # low rank / int8 forms share their float full-rank form; the full network is the teacher
+    assert [c.id for c in pool] == [HALF, "r20-w50d1sk100f-w25d1ck100f-w50d2ck100f"]
+    assert student_pool(DEFAULT_SPACE, []) == []
+
+
+def test_pool_students_come_from_the_pool_at_its_share():
+    pool = student_pool(DEFAULT_SPACE, [HALF, "r20-w50d1ck100f-w50d1ck100f-w50d1ck100f"])
+    ids = {c.id for c in pool}
+    gen = torch.Generator().manual_seed(11)
+    assert all(sample_student(DEFAULT_SPACE, gen, 0.0, pool, 1.0).id in ids for _ in range(50))
+    drawn = [sample_student(DEFAULT_SPACE, gen, 0.0, pool, 0.5).id in ids for _ in range(400)]
+    assert 140 < sum(drawn) < 260         # ~half from the pool, the rest from the whole space
+    both = {sample_student(DEFAULT_SPACE, gen, 0.0, pool, 1.0).id for _ in range(50)}
+    assert both == ids                    # every pool member gets drawn
+    # a share of 0 (or no pool) draws exactly what the shipped recipe drew
+    a, b = torch.Generator().manual_seed(7), torch.Generator().manual_seed(7)
+    assert [sample_student(DEFAULT_SPACE, a, 0.0, pool, 0.0).id for _ in range(20)] == \
+        [sample_config(DEFAULT_SPACE, b).id for _ in range(20)]
+
+
+@pytest.mark.parametrize("option, value, says", [
+    ("--students", "r28-bogus", "--students"),
+    ("--students-from", "/nonexistent/table.json", "--students"),
+    ("--pool-share", "1.5", "--pool-share")])
+def test_bad_student_pools_are_refused_before_any_work(option, value, says, tmp_path, capsys):
+    out = tmp_path / "never.pt"
+    assert cli_main(["--epochs", "1", option, value, "--out", str(out)]) == 2
+    assert says in capsys.readouterr().err and not out.exists()
 
 
 def _stepper(seed: int):
@@ -203,9 +241,12 @@ def test_training_smoke_and_resume(tmp_path):
               "--out", str(out), "--workdir", str(work),
               "--no-progress", "--threads", "1", "--val-size", "500"]
     assert cli_main(["--epochs", "1", "--warmup-epochs", "1"] + common) == 0
-    assert cli_main(["--epochs", "2", "--warmup-epochs", "1", "--resume"] + common) == 0
+    # the sandwich epoch draws its students from a pool (smoke of the option end to end)
+    assert cli_main(["--epochs", "2", "--warmup-epochs", "1", "--resume", "--students", HALF,
+                     "--pool-share", "1"] + common) == 0
     model = load_backbone(out)                              # verifies the .sha256 too
     assert model.stage_channels == (4, 8, 8)
+    assert json.loads(model.meta["args"])["students"] == HALF
     history = json.loads(model.meta["history"])
     assert [h["epoch"] for h in history if "epoch" in h] == [1, 2]
     assert model.meta["cpu_seconds"] > 0

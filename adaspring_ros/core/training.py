@@ -24,6 +24,11 @@ from it): the students learn from a frozen copy of that file's full network, whi
 run from scratch only has at its end, and the full network itself keeps learning the labels.
 Use it with ``--warmup-epochs 0`` (the channels are already sorted) and a smaller ``--lr``.
 
+``--students-from TABLE`` / ``--students IDS`` give a student pool: with probability
+``--pool-share`` a random student is one of the pool (the Pareto front of a profile table, the
+variants the search can actually pick, in their full-rank float form) instead of a draw from the
+whole space, whose 55,296 trained forms each get almost no step of their own otherwise.
+
 ``--fixed-config ID`` instead trains one variant alone from scratch (the baselines of the
 benchmark). Training uses the train split minus a fixed validation hold-out
 (``data.train_val_split``); the test split is never touched here. A resumable state is written
@@ -64,6 +69,8 @@ __all__ = [
     "sample_config",
     "sample_uniform_config",
     "sample_student",
+    "student_pool",
+    "trained_form",
     "smallest_trained",
     "evaluate",
     "variant_bn_stats",
@@ -113,13 +120,41 @@ def sample_uniform_config(space: SearchSpace, gen: torch.Generator) -> Compressi
 
 
 def sample_student(space: SearchSpace, gen: torch.Generator,
-                   uniform_fraction: float = 0.0) -> CompressionConfig:
-    """A random sandwich student: with probability ``uniform_fraction`` a stage-uniform variant,
-    else one of the whole training space. At 0 the generator is consumed exactly as
-    ``sample_config`` alone does, so the shipped recipe draws the same students."""
+                   uniform_fraction: float = 0.0,
+                   pool: Sequence[CompressionConfig] = (), pool_share: float = 0.0
+                   ) -> CompressionConfig:
+    """A random sandwich student: with probability ``pool_share`` one of ``pool`` (the
+    variants the search can pick), else with probability ``uniform_fraction`` a stage-uniform
+    variant, else one of the whole training space. With neither, the generator is consumed
+    exactly as ``sample_config`` alone does, so the shipped recipe draws the same students."""
+    if pool and pool_share > 0 and float(torch.rand(1, generator=gen)) < pool_share:
+        return _pick(pool, gen)
     if uniform_fraction > 0 and float(torch.rand(1, generator=gen)) < uniform_fraction:
         return sample_uniform_config(space, gen)
     return sample_config(space, gen)
+
+
+def trained_form(space: SearchSpace, config: CompressionConfig) -> CompressionConfig:
+    """The variant whose weights training shapes for ``config``: full rank and float in every
+    stage (low rank and int8 are applied to the trained weights afterwards)."""
+    return replace(config, stages=tuple(replace(s, rank=space.ranks[-1], int8=space.int8[-1])
+                                        for s in config.stages))
+
+
+def student_pool(space: SearchSpace, ids: Sequence[str], table_path: str = ""
+                 ) -> list[CompressionConfig]:
+    """The distinct trained forms of ``ids`` and of the Pareto front of the profile table at
+    ``table_path`` (if given), the full network left out (it is the teacher)."""
+    if table_path:
+        from .variant_tuning import front_ids
+
+        ids = [*front_ids(table_path), *ids]
+    full, pool = CompressionConfig.full(space), {}
+    for config_id in ids:
+        config = trained_form(space, CompressionConfig.from_id(config_id, space))
+        if config.id != full.id:
+            pool.setdefault(config.id, config)
+    return list(pool.values())
 
 
 def smallest_trained(space: SearchSpace, operator: str) -> CompressionConfig:
@@ -358,6 +393,10 @@ def train(args: argparse.Namespace) -> ElasticBackbone:
     steps_per_epoch = math.ceil(len(train_set) / args.batch_size)
     total_steps = steps_per_epoch * args.epochs
     full, smallest = CompressionConfig.full(space), smallest_trained(space, space.operators[-1])
+    pool = student_pool(space, [v for v in args.students.split(",") if v], args.students_from)
+    if pool:
+        print(f"student pool: {len(pool)} variants, drawn with probability {args.pool_share}",
+              file=sys.stderr)
     if args.fixed_config:
         # A baseline trained alone: one variant on the labels, no sandwich, no distillation,
         # no channel sorting (so "full" and "smallest" below both mean that variant).
@@ -382,7 +421,8 @@ def train(args: argparse.Namespace) -> ElasticBackbone:
             configs = [full]
             if sandwich:
                 low = smallest_trained(space, space.operators[i % len(space.operators)])
-                configs += [low] + [sample_student(space, gen, args.uniform_subnets)
+                configs += [low] + [sample_student(space, gen, args.uniform_subnets,
+                                                   pool, args.pool_share)
                                     for _ in range(args.random_subnets)]
             images = _augment(train_set.images[idx], rng)
             labels = torch.from_numpy(train_set.labels[idx])
@@ -476,6 +516,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--distill-loss", choices=DISTILL_LOSSES, default="kl",
                    help="students' distillation loss: KL(teacher || student) or AlphaNet's "
                         "adaptive alpha-divergence (alpha in {-1, 1}, weights clipped at 5)")
+    p.add_argument("--students-from", default="", metavar="TABLE",
+                   help="student pool: the Pareto front of this profile table (the variants "
+                        "the search can pick), trained in their full-rank float form")
+    p.add_argument("--students", default="", metavar="IDS",
+                   help="student pool: these comma-separated config ids as well")
+    p.add_argument("--pool-share", type=float, default=0.5, metavar="P",
+                   help="probability that a random student comes from the pool (when one "
+                        "is given) instead of the whole space")
     p.add_argument("--clip-grad", type=float, default=0.0, metavar="NORM",
                    help="clip the summed gradient to this L2 norm (0: off)")
     p.add_argument("--channels", default="24,48,96", help="full-width channels of each stage")
@@ -519,7 +567,7 @@ def cli_main(argv: Sequence[str] | None = None) -> int:
     if args.clip_grad < 0 or not math.isfinite(args.clip_grad):
         print("adaspring train: --clip-grad must be a finite norm >= 0", file=sys.stderr)
         return 2
-    for name in ("uniform_subnets", "student_label_weight"):
+    for name in ("uniform_subnets", "student_label_weight", "pool_share"):
         if not 0.0 <= getattr(args, name) <= 1.0:
             print(f"adaspring train: --{name.replace('_', '-')} must be in [0, 1]",
                   file=sys.stderr)
@@ -535,6 +583,12 @@ def cli_main(argv: Sequence[str] | None = None) -> int:
         except (ValueError, OSError) as exc:
             print(f"adaspring train: {exc}", file=sys.stderr)
             return 2
+    try:    # a missing table or a bad id is refused before any work
+        student_pool(sized_space(args.max_depth, args.max_resolution),
+                     [v for v in args.students.split(",") if v], args.students_from)
+    except (ValueError, OSError) as exc:
+        print(f"adaspring train: --students / --students-from: {exc}", file=sys.stderr)
+        return 2
     train(args)
     return 0
 

@@ -161,6 +161,19 @@ def evolution_overrides(trace: ScenarioTrace) -> dict[str, object]:
         out[name] = float(value) if isinstance(defaults[name], float) else int(value)
     return out
 
+def served_accuracy() -> dict[str, float]:
+    """Config id -> top-1 % of the shipped profile table (the test split), for the summary's
+    accuracy of the variants served; empty when the table is missing or unreadable."""
+    from .core.profile_table import ProfileTable
+
+    try:
+        table = ProfileTable.load(paths.default_profile_table())
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        print(f"(no accuracy of the variants served: {exc})", file=sys.stderr)
+        return {}
+    return {e.id: 100.0 * e.accuracy for e in table.entries}
+
+
 def run_pass(name: str, evolution: bool, duration: float, trace: ScenarioTrace,
              scenario_path: Path, out: Path, env: dict[str, str], hog_per_unit: int = 1,
              quiet: bool = False, start_margin: float = 4.0,
@@ -343,7 +356,7 @@ def cli_main(argv: list[str] | None = None) -> int:
         signal.signal(signal.SIGINT, previous_int)
     if not records or not any(r.frames for r in records):
         return code or 1
-    rows = summarise(records, trace)
+    rows = summarise(records, trace, served_accuracy())
     table = format_table(rows) + "\n\n" + verdict(rows)
     print(f"\n=== summary (deadline = the phase's latency budget; dropped frames count as "
           f"missed; the static run is a separate, time-scaled pass) ===\n{table}")

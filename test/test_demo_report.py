@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 
@@ -24,6 +26,13 @@ def test_phase_stats_counts_dropped_frames_as_missed_deadlines():
     early = phase_stats(record, 0, 4, 20)  # seq 0..3: 3 received in time, seq 3 dropped
     assert (early["frames"], early["dropped"]) == (3, 1)
     assert early["deadline_hit_percent"] == 75.0 and early["accuracy_percent"] == 100 * 2 / 3
+    assert early["accuracy_ci95"] == pytest.approx(196 * (2 / 9 / 3) ** 0.5)
+    assert math.isnan(early["table_accuracy_percent"])              # no table given
+    # the variants served, frame-weighted, from the table's accuracies
+    record.frames[1].config_id = "d"
+    served = phase_stats(record, 0, 4, 20, {"c": 94.0, "d": 91.0})
+    assert served["table_accuracy_percent"] == pytest.approx((94.0 + 91.0 + 94.0) / 3)
+    assert math.isnan(phase_stats(record, 0, 4, 20, {"c": 94.0})["table_accuracy_percent"])
     late = phase_stats(record, 4, 10, 5)  # seq 4..9: 5 received (8 ms > 5 ms), seq 6 dropped
     assert (late["frames"], late["dropped"]) == (5, 1)
     assert late["deadline_hit_percent"] == 0.0
@@ -43,6 +52,17 @@ def test_summary_verdict_and_swap_labels():
     assert "NOT better" in bad and "accuracy" in bad and "energy" not in bad.split("NOT")[1]
     slow = verdict([whole("adaptive", 50.0, 31.0, 95.0), whole("static full", 60.0, 30.0, 95.0)])
     assert "deadline hits, energy" in slow
+    # live accuracies 3.5 points apart by chance; the variants served are 0.2 apart: judged
+    # on those, and all four figures shown
+    noisy = verdict([{**whole("adaspring", 80.0, 20.0, 92.5), "run": "adaptive",
+                      "accuracy_ci95": 1.9, "table_accuracy_percent": 93.96},
+                     {**whole("static full", 60.0, 30.0, 96.0), "accuracy_ci95": 2.2,
+                      "table_accuracy_percent": 94.16}])
+    assert "at least as good" in noisy and "92.5 vs 96.0 % (±1.9 / ±2.2)" in noisy
+    assert "variants served (test split) 93.96 vs 94.16 %" in noisy
+    far = verdict([{**whole("adaptive", 80.0, 20.0, 95.0), "table_accuracy_percent": 91.0},
+                   {**whole("static full", 60.0, 30.0, 95.0), "table_accuracy_percent": 94.16}])
+    assert "NOT better: accuracy" in far
     event = {"config_id": "r24-w50d2ck100f-w50d2ck100f-w50d2ck100f", "reason":
              "r28-x violates energy 37 mJ > 27 mJ (contention 1.2x): swap to ...",
              "predicted_accuracy_percent": 91.67, "predicted_energy_mj": 21.1}

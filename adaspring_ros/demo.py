@@ -161,6 +161,7 @@ def evolution_overrides(trace: ScenarioTrace) -> dict[str, object]:
         out[name] = float(value) if isinstance(defaults[name], float) else int(value)
     return out
 
+
 def served_accuracy() -> dict[str, float]:
     """Config id -> top-1 % of the shipped profile table (the test split), for the summary's
     accuracy of the variants served; empty when the table is missing or unreadable."""

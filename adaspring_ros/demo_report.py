@@ -215,14 +215,14 @@ def verdict(rows: list[dict[str, Any]]) -> str:
     hits_ok = a["deadline_hit_percent"] >= f["deadline_hit_percent"]
     energy_ok = a["energy_mj_per_frame"] <= f["energy_mj_per_frame"]
     served = (a.get("table_accuracy_percent", math.nan), f.get("table_accuracy_percent", math.nan))
-    judged = served if all(math.isfinite(v) for v in served) else \
-        (a["accuracy_percent"], f["accuracy_percent"])
+    by_table = all(math.isfinite(v) for v in served)
+    judged = served if by_table else (a["accuracy_percent"], f["accuracy_percent"])
     acc_ok = judged[0] >= judged[1] - 2.0
     ok = hits_ok and energy_ok and acc_ok
     spread = (f" (±{_fmt(a['accuracy_ci95'])} / ±{_fmt(f['accuracy_ci95'])})"
               if "accuracy_ci95" in a and "accuracy_ci95" in f else "")
     of_served = (f", of the variants served (test split) {served[0]:.2f} vs {served[1]:.2f} %"
-                 if judged is served else "")
+                 if by_table else "")
     return (f"adaptive vs static full, whole scenario: deadline hits "
             f"{_fmt(a['deadline_hit_percent'])} vs {_fmt(f['deadline_hit_percent'])} %, "
             f"energy {_fmt(a['energy_mj_per_frame'], 2)} vs {_fmt(f['energy_mj_per_frame'], 2)} "

@@ -54,7 +54,7 @@ def test_summary_verdict_and_swap_labels():
     assert "deadline hits, energy" in slow
     # live accuracies 3.5 points apart by chance; the variants served are 0.2 apart: judged
     # on those, and all four figures shown
-    noisy = verdict([{**whole("adaspring", 80.0, 20.0, 92.5), "run": "adaptive",
+    noisy = verdict([{**whole("adaptive", 80.0, 20.0, 92.5),
                       "accuracy_ci95": 1.9, "table_accuracy_percent": 93.96},
                      {**whole("static full", 60.0, 30.0, 96.0), "accuracy_ci95": 2.2,
                       "table_accuracy_percent": 94.16}])

@@ -157,6 +157,10 @@ def student_pool(space: SearchSpace, ids: Sequence[str], table_path: str = ""
     return list(pool.values())
 
 
+def _ids(csv: str) -> list[str]:
+    return [v for v in csv.split(",") if v]
+
+
 def smallest_trained(space: SearchSpace, operator: str) -> CompressionConfig:
     """The sandwich rule's smallest variant: narrowest, shallowest, lowest resolution, with
     ``operator`` in every stage (the trainer alternates it so both unit sets get the bound)."""
@@ -393,7 +397,7 @@ def train(args: argparse.Namespace) -> ElasticBackbone:
     steps_per_epoch = math.ceil(len(train_set) / args.batch_size)
     total_steps = steps_per_epoch * args.epochs
     full, smallest = CompressionConfig.full(space), smallest_trained(space, space.operators[-1])
-    pool = student_pool(space, [v for v in args.students.split(",") if v], args.students_from)
+    pool = student_pool(space, _ids(args.students), args.students_from)
     if pool:
         print(f"student pool: {len(pool)} variants, drawn with probability {args.pool_share}",
               file=sys.stderr)
@@ -584,8 +588,8 @@ def cli_main(argv: Sequence[str] | None = None) -> int:
             print(f"adaspring train: {exc}", file=sys.stderr)
             return 2
     try:    # a missing table or a bad id is refused before any work
-        student_pool(sized_space(args.max_depth, args.max_resolution),
-                     [v for v in args.students.split(",") if v], args.students_from)
+        student_pool(sized_space(args.max_depth, args.max_resolution), _ids(args.students),
+                     args.students_from)
     except (ValueError, OSError) as exc:
         print(f"adaspring train: --students / --students-from: {exc}", file=sys.stderr)
         return 2

@@ -86,6 +86,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--front-of", default="", metavar="TABLE",
                    help="also evaluate the Pareto front of this profile table (full-rank float "
                         "forms): the variants the search can pick")
+    p.add_argument("--operator-twins", default="", metavar="OP",
+                   help="also evaluate that front with OP in every stage (what `adaspring train "
+                        "--only-operator OP` trains)")
     p.add_argument("--subset", type=int, default=0, help=argparse.SUPPRESS)   # smoke runs
     args = p.parse_args(argv)
     front: list[str] = []
@@ -93,7 +96,14 @@ def main(argv: list[str] | None = None) -> int:
         if not Path(args.front_of).is_file():
             p.error(f"no such profile table: {args.front_of}")
         front = [c.id for c in training.student_pool(DEFAULT_SPACE, [], args.front_of)]
-    panel = list(PANEL) + [cid for cid in front if cid not in PANEL]
+    twins: list[str] = []
+    if args.operator_twins:
+        if not front or args.operator_twins not in DEFAULT_SPACE.operators:
+            p.error(f"--operator-twins needs --front-of and one of {DEFAULT_SPACE.operators}")
+        twins = list(dict.fromkeys(
+            training.with_operator(CompressionConfig.from_id(cid), args.operator_twins).id
+            for cid in front))
+    panel = list(dict.fromkeys([*PANEL, *front, *twins]))
     if args.backbones:
         try:
             given = dict(pair.split("=", 1) for pair in args.backbones.split(",") if pair)
@@ -131,6 +141,10 @@ def main(argv: list[str] | None = None) -> int:
         rows.append([f"mean of the front of `{args.front_of}` ({len(front)} variants, full "
                      "left out)"]
                     + [f"{statistics.mean(results[n][c] for c in front):.2f}" for n in names])
+    if twins:
+        rows.append([f"mean of that front with {args.operator_twins} in every stage "
+                     f"({len(twins)} variants)"]
+                    + [f"{statistics.mean(results[n][c] for c in twins):.2f}" for n in names])
     rows.append(["training CPU min"] + [f"{cpu[n] / 60:.0f}" for n in names])
     if args.backbones:
         origin = ["- Backbones: " + "; ".join(f"{n}: {about[n]}" for n in names) + "."]

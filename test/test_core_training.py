@@ -303,3 +303,40 @@ def test_init_from_refuses_a_file_it_cannot_continue(tmp_path, capsys):
     assert "sha256" in capsys.readouterr().err.lower() and not out.exists()
     assert cli_main(common + ["--init-from", str(first), "--fixed-config",
                               CompressionConfig.full().id]) == 2
+
+
+@needs_data
+def test_operator_stage_trains_only_that_operators_units(tmp_path):
+    common = ["--subset", "256", "--batch-size", "64", "--channels", "4,8,8", "--no-progress",
+              "--threads", "1", "--val-size", "500"]
+    first = tmp_path / "first.pt"
+    assert cli_main(["--epochs", "2", "--warmup-epochs", "1", "--out", str(first),
+                     "--workdir", str(tmp_path / "a")] + common) == 0
+    second = tmp_path / "second.pt"
+    assert cli_main(["--epochs", "1", "--warmup-epochs", "0", "--lr", "0.05", "--init-from",
+                     str(first), "--only-operator", "dwsep", "--students", HALF,
+                     "--pool-share", "0.5", "--out", str(second),
+                     "--workdir", str(tmp_path / "b")] + common) == 0
+    before, after = load_backbone(first).state_dict(), load_backbone(second).state_dict()
+    changed = {name for name, t in before.items() if not torch.equal(t, after[name])}
+    # the conv variants come out bit for bit identical: nothing outside dwsep's units moved,
+    # not even a BN row of the shared stem or shortcuts
+    assert changed and all(".units.dwsep." in name for name in changed), sorted(changed)
+    assert any(name.endswith("depthwise") for name in changed)
+    assert any(".units.dwsep." in n and n.endswith("running_mean") for n in changed)
+
+
+@needs_data
+@pytest.mark.parametrize("extra, says", [
+    (["--only-operator", "dwsep"], "--init-from"),
+    (["--only-operator", "winograd", "--init-from", "FIRST"], "one of"),
+    (["--only-operator", "dwsep", "--init-from", "FIRST", "--warmup-epochs", "1"],
+     "--warmup-epochs 0")])
+def test_operator_stage_refuses_what_it_cannot_do(extra, says, tmp_path, capsys):
+    first = tmp_path / "first.pt"
+    first.write_bytes(b"")       # never read: the options are refused before the file is
+    out = tmp_path / "never.pt"
+    argv = ["--epochs", "1", "--warmup-epochs", "0", "--out", str(out)] + \
+        [str(first) if a == "FIRST" else a for a in extra]
+    assert cli_main(argv) == 2
+    assert says in capsys.readouterr().err and not out.exists()

@@ -29,6 +29,12 @@ Use it with ``--warmup-epochs 0`` (the channels are already sorted) and a smalle
 variants the search can actually pick, in their full-rank float form) instead of a draw from the
 whole space, whose 55,296 trained forms each get almost no step of their own otherwise.
 
+``--only-operator OP`` (with ``--init-from``) is an operator stage after shrinking: only the
+weights private to OP's units (e.g. the depthwise and pointwise weights of "dwsep" and their BN)
+learn, everything the other operators use is frozen bit for bit (parameters and BN rows), so the
+variants without OP come out identical. Every student, pool members included, runs OP in every
+stage; the full network is not trained, it only teaches (the frozen copy of the file).
+
 ``--fixed-config ID`` instead trains one variant alone from scratch (the baselines of the
 benchmark). Training uses the train split minus a fixed validation hold-out
 (``data.train_val_split``); the test split is never touched here. A resumable state is written
@@ -72,6 +78,9 @@ __all__ = [
     "student_pool",
     "trained_form",
     "smallest_trained",
+    "with_operator",
+    "freeze_all_but",
+    "restore_frozen_buffers",
     "evaluate",
     "variant_bn_stats",
     "alpha_divergence",
@@ -159,6 +168,36 @@ def student_pool(space: SearchSpace, ids: Sequence[str], table_path: str = ""
 
 def _ids(csv: str) -> list[str]:
     return [v for v in csv.split(",") if v]
+
+
+def with_operator(config: CompressionConfig, operator: str) -> CompressionConfig:
+    """``config`` with ``operator`` in every stage."""
+    return replace(config, stages=tuple(replace(s, operator=operator) for s in config.stages))
+
+
+def freeze_all_but(model: ElasticBackbone, operator: str) -> list[str]:
+    """Freeze every parameter but those of ``operator``'s units; returns the names left
+    trainable (refused if there are none: the space has no such operator)."""
+    marker = f".units.{operator}."
+    trainable = []
+    for name, p in model.named_parameters():
+        p.requires_grad_(marker in name)
+        if marker in name:
+            trainable.append(name)
+    if not trainable:
+        raise ValueError(f"the backbone has no units of operator {operator!r}")
+    return trainable
+
+
+def restore_frozen_buffers(model: ElasticBackbone, source: ElasticBackbone, operator: str
+                           ) -> None:
+    """Copy back the BN rows of every module outside ``operator``'s units from ``source``:
+    training mode updates the running statistics of the frozen stem and shortcuts too."""
+    marker = f".units.{operator}."
+    mine = dict(model.named_buffers())
+    for name, buf in source.named_buffers():
+        if marker not in f".{name}":
+            mine[name].copy_(buf)
 
 
 def smallest_trained(space: SearchSpace, operator: str) -> CompressionConfig:
@@ -314,18 +353,21 @@ DISTILL_LOSSES = ("kl", "alpha")
 def _train_step(model: ElasticBackbone, images: np.ndarray, labels: Tensor,
                 configs: Sequence[CompressionConfig], label_smoothing: float,
                 student_label_weight: float = 0.0, teacher: Tensor | None = None,
-                distill_loss: str = "kl") -> float:
+                distill_loss: str = "kl", train_largest: bool = True) -> float:
     """Forward/backward of each config (the first is the largest); returns its label loss.
 
     Students learn from the largest variant's predictions (or from ``teacher``, the
     probabilities of a frozen network, when given) through ``distill_loss`` (KL(p || q) or
     AlphaNet's adaptive alpha-divergence), mixed with the labels at ``student_label_weight``
-    (0: pure distillation)."""
+    (0: pure distillation). ``train_largest=False`` (``teacher`` required): every config is a
+    student; the returned loss is then the first student's."""
+    if not train_largest and teacher is None:
+        raise ValueError("students only need a teacher")
     teacher_loss = 0.0
     for k, config in enumerate(configs):
         model.set_active(config)
         logits = model(preprocess(images, config.resolution))
-        if k == 0:
+        if k == 0 and train_largest:
             loss = F.cross_entropy(logits, labels, label_smoothing=label_smoothing)
             if teacher is None:
                 teacher = logits.detach().softmax(1)
@@ -338,6 +380,8 @@ def _train_step(model: ElasticBackbone, images: np.ndarray, labels: Tensor,
             if student_label_weight > 0:
                 loss = (1.0 - student_label_weight) * loss + student_label_weight * \
                     F.cross_entropy(logits, labels, label_smoothing=label_smoothing)
+            if k == 0:
+                teacher_loss = float(loss.detach())
         loss.backward()
     return teacher_loss
 
@@ -378,6 +422,11 @@ def train(args: argparse.Namespace) -> ElasticBackbone:
         prior_epochs = epochs_trained(frozen.meta)          # None: the file does not say
         model.load_state_dict(frozen.state_dict())
         frozen.set_active(CompressionConfig.full(space))
+    operator = args.only_operator
+    if operator:
+        trainable = freeze_all_but(model, operator)
+        print(f"operator stage: {len(trainable)} {operator} tensors learn, the rest is frozen",
+              file=sys.stderr)
     model.train()
     optimizer = _optimizer(model, args.lr, args.weight_decay)
 
@@ -388,6 +437,8 @@ def train(args: argparse.Namespace) -> ElasticBackbone:
     if args.resume and state_path.exists():
         state = torch.load(state_path, map_location="cpu", weights_only=True)
         model = backbone_from_checkpoint(state["backbone"], str(state_path)).train()
+        if operator:
+            freeze_all_but(model, operator)
         optimizer = _optimizer(model, args.lr, args.weight_decay)
         optimizer.load_state_dict(state["optimizer"])
         start_epoch, history = int(state["epoch"]), json.loads(state["history"])
@@ -397,6 +448,8 @@ def train(args: argparse.Namespace) -> ElasticBackbone:
     steps_per_epoch = math.ceil(len(train_set) / args.batch_size)
     total_steps = steps_per_epoch * args.epochs
     full, smallest = CompressionConfig.full(space), smallest_trained(space, space.operators[-1])
+    if operator:
+        smallest = smallest_trained(space, operator)
     pool = student_pool(space, _ids(args.students), args.students_from)
     if pool:
         print(f"student pool: {len(pool)} variants, drawn with probability {args.pool_share}",
@@ -423,7 +476,12 @@ def train(args: argparse.Namespace) -> ElasticBackbone:
             for group in optimizer.param_groups:
                 group["lr"] = _lr_at(step, total_steps, steps_per_epoch // 2, args.lr)
             configs = [full]
-            if sandwich:
+            if sandwich and operator:
+                configs = [smallest] + [
+                    with_operator(sample_student(space, gen, args.uniform_subnets, pool,
+                                                 args.pool_share), operator)
+                    for _ in range(args.random_subnets)]
+            elif sandwich:
                 low = smallest_trained(space, space.operators[i % len(space.operators)])
                 configs += [low] + [sample_student(space, gen, args.uniform_subnets,
                                                    pool, args.pool_share)
@@ -432,17 +490,20 @@ def train(args: argparse.Namespace) -> ElasticBackbone:
             labels = torch.from_numpy(train_set.labels[idx])
             optimizer.zero_grad(set_to_none=True)
             teacher = None
-            if frozen is not None and len(configs) > 1:
+            if frozen is not None and (operator or len(configs) > 1):
                 with torch.no_grad():
                     teacher = frozen(preprocess(images, full.resolution)).softmax(1)
             loss = _train_step(model, images, labels, configs, args.label_smoothing,
-                               args.student_label_weight, teacher, args.distill_loss)
+                               args.student_label_weight, teacher, args.distill_loss,
+                               train_largest=not operator)
             if args.clip_grad > 0:
                 nn.utils.clip_grad_norm_(model.parameters(), args.clip_grad)
             optimizer.step()
             running = loss if i == 0 else 0.98 * running + 0.02 * loss
             bar.set_postfix(loss=f"{running:.3f}", refresh=False)
         bar.close()
+        if operator:
+            restore_frozen_buffers(model, frozen, operator)
         model.set_active(full)
         val_full = evaluate(model, val_set, full.resolution)
         model.set_active(smallest)
@@ -528,6 +589,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pool-share", type=float, default=0.5, metavar="P",
                    help="probability that a random student comes from the pool (when one "
                         "is given) instead of the whole space")
+    p.add_argument("--only-operator", default="", metavar="OP",
+                   help="operator stage (with --init-from): train only the weights of this "
+                        "operator's units, on students that use it in every stage; all else "
+                        "stays as it is")
     p.add_argument("--clip-grad", type=float, default=0.0, metavar="NORM",
                    help="clip the summed gradient to this L2 norm (0: off)")
     p.add_argument("--channels", default="24,48,96", help="full-width channels of each stage")
@@ -575,6 +640,16 @@ def cli_main(argv: Sequence[str] | None = None) -> int:
         if not 0.0 <= getattr(args, name) <= 1.0:
             print(f"adaspring train: --{name.replace('_', '-')} must be in [0, 1]",
                   file=sys.stderr)
+            return 2
+    if args.only_operator:
+        space = sized_space(args.max_depth, args.max_resolution)
+        if args.only_operator not in space.operators or not args.init_from:
+            print(f"adaspring train: --only-operator needs --init-from and one of "
+                  f"{list(space.operators)}, got {args.only_operator!r}", file=sys.stderr)
+            return 2
+        if args.warmup_epochs:
+            print("adaspring train: --only-operator trains students only: use "
+                  "--warmup-epochs 0", file=sys.stderr)
             return 2
     if args.init_from:
         if args.fixed_config:

@@ -150,7 +150,8 @@ def main(argv: list[str] | None = None) -> int:
         origin = ["- Backbones: " + "; ".join(f"{n}: {about[n]}" for n in names) + "."]
         section = ("recipes-backbones", "Trained backbones side by side (validation split)",
                    f".venv/bin/python bench/bench_recipes.py --backbones {args.backbones}"
-                   + (f" --front-of {args.front_of}" if args.front_of else ""))
+                   + (f" --front-of {args.front_of}" if args.front_of else "")
+                   + (f" --operator-twins {args.operator_twins}" if twins else ""))
     else:
         origin = [f"- Each recipe: `adaspring train --epochs {args.epochs}` from scratch (1 "
                   "warm-up epoch, seed 0) plus its options: "
@@ -158,7 +159,8 @@ def main(argv: list[str] | None = None) -> int:
         section = ("recipes", "Training recipes side by side (short runs, validation split)",
                    f".venv/bin/python bench/bench_recipes.py --epochs {args.epochs}"
                    + (f" --subset {args.subset}" if args.subset else "")
-                   + (f" --front-of {args.front_of}" if args.front_of else ""))
+                   + (f" --front-of {args.front_of}" if args.front_of else "")
+                   + (f" --operator-twins {args.operator_twins}" if twins else ""))
     body = [
         markdown_table(["variant (validation top-1 %)", *names], rows),
         "",

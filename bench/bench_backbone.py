@@ -106,6 +106,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--baseline-epochs", type=int, default=0,
                    help="epochs of each net trained alone (default: as many as the shared "
                         "backbone was trained)")
+    p.add_argument("--operator-epochs", default="", metavar="OP=N",
+                   help="nets with OP in every stage get N more epochs alone: the backbone "
+                        "had an operator stage (`train --only-operator OP`) of N epochs that "
+                        "trained only OP's weights")
     p.add_argument("--retrain", action="store_true", help="retrain the baselines")
     p.add_argument("--train-only", action="store_true", help="train the baselines and stop")
     p.add_argument("--baseline-subset", type=int, default=0, help=argparse.SUPPRESS)
@@ -123,9 +127,21 @@ def main(argv: list[str] | None = None) -> int:
             p.error("the backbone does not record how many epochs it was trained in all (it "
                     "continues another file); give --baseline-epochs")
         args.baseline_epochs = backbone_epochs
+    extra: dict[str, int] = {}
+    if args.operator_epochs:
+        op, _, n = args.operator_epochs.partition("=")
+        if op not in backbone.space.operators or not n.isdigit():
+            p.error(f"--operator-epochs wants OP=N with OP one of {backbone.space.operators}")
+        extra[op] = int(n)
+
+    def epochs_alone(config_id: str) -> int:
+        operators = {st.operator for st in CompressionConfig.from_id(config_id).stages}
+        return args.baseline_epochs + (extra.get(operators.pop(), 0) if len(operators) == 1
+                                       else 0)
+
     if args.train_only:
         for config_id in (HALF_WIDTH, *SUBNETS):
-            train_alone(config_id, args.baseline_epochs, args.retrain, args.baseline_subset)
+            train_alone(config_id, epochs_alone(config_id), args.retrain, args.baseline_subset)
         return 0
 
     table, table_path = default_table(engine=args.engine)
@@ -148,12 +164,13 @@ def main(argv: list[str] | None = None) -> int:
     train_cpu, unprofiled = {}, []
     labels = ["hand-crafted half width"] + [f"subnet {'AB'[i]}" for i in range(len(SUBNETS))]
     for label, config_id in zip(labels, (HALF_WIDTH, *SUBNETS), strict=True):
-        path = train_alone(config_id, args.baseline_epochs, args.retrain, args.baseline_subset)
+        path = train_alone(config_id, epochs_alone(config_id), args.retrain,
+                           args.baseline_subset)
         alone = load_backbone(path)
         train_cpu[config_id] = float(alone.meta.get("cpu_seconds", 0.0))
         config = CompressionConfig.from_id(config_id)
         nets[f"{label} (alone)"] = (alone, config,
-                                    f"trained alone, {args.baseline_epochs} epochs")
+                                    f"trained alone, {epochs_alone(config_id)} epochs")
         if config_id not in backbone.variant_bn:
             backbone.variant_bn[config_id] = training.variant_bn_stats(backbone, config,
                                                                        bn_images)
@@ -271,7 +288,10 @@ def main(argv: list[str] | None = None) -> int:
         "training images) and, for the variants `tune-variants` tuned, their own BN "
         f"scale/shift ({len(backbone.variant_affine)} variants, a few KB each).",
         f"- Trained alone: `adaspring train --fixed-config <id> --epochs {args.baseline_epochs}` "
-        "(same data and optimiser, one cosine schedule, labels only), CPU time per baseline: "
+        + (f" ({args.operator_epochs.replace('=', ': ')} more for the nets with that operator "
+           "in every stage, as the backbone's operator stage trained those weights that much "
+           "longer)" if extra else "")
+        + " (same data and optimiser, one cosine schedule, labels only), CPU time per baseline: "
         + ", ".join(f"{k} {v / 60:.1f} min" for k, v in train_cpu.items()) + ".",
         f"- Fastest within N pt of full, and the best shared variant at most as slow as each "
         f"net trained alone (by the table's latency of that same config), are picked from the "
@@ -283,7 +303,8 @@ def main(argv: list[str] | None = None) -> int:
     ]
     write_section("backbone", "Self-evolutionary backbone vs nets trained alone",
                   ".venv/bin/python bench/bench_backbone.py "
-                  f"--baseline-epochs {args.baseline_epochs} --engine {args.engine}",
+                  f"--baseline-epochs {args.baseline_epochs} --engine {args.engine}"
+                  + (f" --operator-epochs {args.operator_epochs}" if extra else ""),
                   "\n".join(body))
     return 0
 

@@ -11,7 +11,8 @@ statistics. Prints a table and writes the ``recipes`` section of docs/benchmarks
 
 With ``--backbones name=path,...`` it trains nothing and compares backbones already trained (full
 length runs, e.g. a candidate against the shipped one) on the same panel, into the
-``recipes-backbones`` section.
+``recipes-backbones`` section; with ``--operator-twins OP`` as well (an operator stage), into
+the ``recipes-operator`` section.
 """
 
 from __future__ import annotations
@@ -148,10 +149,16 @@ def main(argv: list[str] | None = None) -> int:
     rows.append(["training CPU min"] + [f"{cpu[n] / 60:.0f}" for n in names])
     if args.backbones:
         origin = ["- Backbones: " + "; ".join(f"{n}: {about[n]}" for n in names) + "."]
-        section = ("recipes-backbones", "Trained backbones side by side (validation split)",
-                   f".venv/bin/python bench/bench_recipes.py --backbones {args.backbones}"
+        command = (f".venv/bin/python bench/bench_recipes.py --backbones {args.backbones}"
                    + (f" --front-of {args.front_of}" if args.front_of else "")
                    + (f" --operator-twins {args.operator_twins}" if twins else ""))
+        # an operator stage gets a section of its own: the other backbones' stays as it was
+        if twins:
+            section = ("recipes-operator", "Operator stage side by side (validation split)",
+                       command)
+        else:
+            section = ("recipes-backbones", "Trained backbones side by side (validation split)",
+                       command)
     else:
         origin = [f"- Each recipe: `adaspring train --epochs {args.epochs}` from scratch (1 "
                   "warm-up epoch, seed 0) plus its options: "

@@ -63,6 +63,14 @@ def test_summary_verdict_and_swap_labels():
     far = verdict([{**whole("adaptive", 80.0, 20.0, 95.0), "table_accuracy_percent": 91.0},
                    {**whole("static full", 60.0, 30.0, 95.0), "table_accuracy_percent": 94.16}])
     assert "NOT better: accuracy" in far
+    # one frame missed of 600 against none of 300 is below what the shorter run resolves;
+    # two frames missed of 300-frame runs is not
+    level = verdict([{**whole("adaptive", 99.83, 20.0, 95.0), "frames": 600},
+                     {**whole("static full", 100.0, 30.0, 95.0), "frames": 300}])
+    assert "at least as good" in level
+    worse = verdict([{**whole("adaptive", 99.33, 20.0, 95.0), "frames": 300},
+                     {**whole("static full", 100.0, 30.0, 95.0), "frames": 300}])
+    assert "NOT better: deadline hits" in worse
     event = {"config_id": "r24-w50d2ck100f-w50d2ck100f-w50d2ck100f", "reason":
              "r28-x violates energy 37 mJ > 27 mJ (contention 1.2x): swap to ...",
              "predicted_accuracy_percent": 91.67, "predicted_energy_mj": 21.1}

@@ -362,7 +362,7 @@ def _train_step(model: ElasticBackbone, images: np.ndarray, labels: Tensor,
     (0: pure distillation). ``train_largest=False`` (``teacher`` required): every config is a
     student; the returned loss is then the first student's."""
     if not train_largest and teacher is None:
-        raise ValueError("students only need a teacher")
+        raise ValueError("train_largest=False: every config is a student, so a teacher is needed")
     teacher_loss = 0.0
     for k, config in enumerate(configs):
         model.set_active(config)

@@ -175,14 +175,19 @@ def with_operator(config: CompressionConfig, operator: str) -> CompressionConfig
     return replace(config, stages=tuple(replace(s, operator=operator) for s in config.stages))
 
 
+def _private_to(name: str, operator: str) -> bool:
+    """Whether a parameter or buffer belongs to ``operator``'s units only (``ElasticBlock``
+    keeps one unit pair per operator under ``units.<operator>``)."""
+    return f".units.{operator}." in name
+
+
 def freeze_all_but(model: ElasticBackbone, operator: str) -> list[str]:
     """Freeze every parameter but those of ``operator``'s units; returns the names left
     trainable (refused if there are none: the space has no such operator)."""
-    marker = f".units.{operator}."
     trainable = []
     for name, p in model.named_parameters():
-        p.requires_grad_(marker in name)
-        if marker in name:
+        p.requires_grad_(_private_to(name, operator))
+        if p.requires_grad:
             trainable.append(name)
     if not trainable:
         raise ValueError(f"the backbone has no units of operator {operator!r}")
@@ -193,10 +198,9 @@ def restore_frozen_buffers(model: ElasticBackbone, source: ElasticBackbone, oper
                            ) -> None:
     """Copy back the BN rows of every module outside ``operator``'s units from ``source``:
     training mode updates the running statistics of the frozen stem and shortcuts too."""
-    marker = f".units.{operator}."
     mine = dict(model.named_buffers())
     for name, buf in source.named_buffers():
-        if marker not in f".{name}":
+        if not _private_to(name, operator):
             mine[name].copy_(buf)
 
 

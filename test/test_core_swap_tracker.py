@@ -141,6 +141,24 @@ def test_a_false_claim_is_rejected_and_mutes_further_claims(tracker):
     assert tracker.metrics("full", 500, 1.1 + TIMEOUT) == ("reapply", None)
 
 
+def test_a_retried_claim_found_serving_is_applied_not_rejected(tracker):
+    # A restarted perception node answers its first call late: the first attempt is abandoned,
+    # gets through anyway, and the retry finds the variant serving. The claim was true.
+    call = tracker.sent(A, 0.0, 100, handle="h")
+    tracker.replied("h", 0.1, True, "A")
+    tracker.confirm(call, 0.1, 200, swapped=True)
+    tracker.sent(A, 1.0, 300, previous="full", reapply=True, claim=True, handle="c1")
+    (_, first), (event, _) = tracker.check(1.0 + 2 * TIMEOUT + 0.1)
+    assert event == "retry"
+    retry = tracker.sent(A, 7.2, 400, previous="full", attempt=2, reapply=True, claim=True,
+                         handle="c2")
+    assert tracker.replied("c1", 7.3, True, "A") == ("ignored", None)
+    assert tracker.replied("c2", 7.3, True, "A") == ("confirmed", retry)
+    assert tracker.confirm(retry, 7.3, 500, swapped=False)  # announced, not rejected
+    assert tracker.counts["metrics_rejected"] == 0
+    assert tracker.metrics("full", 600, 7.4) == ("reapply", None)  # claims not muted
+
+
 def test_a_retried_reapplication_counts_once(tracker):
     tracker.sent(A, 0.0, 100, reapply=True, handle="h1")
     tracker.check(2 * TIMEOUT + 0.1)

@@ -18,7 +18,8 @@ The rules:
     the applied variant is sent again (a *claim*); if the perception node replies that it
     served that variant all along, the metrics were not its own (forged, or from another
     graph): they are counted in ``metrics_rejected`` and such claims are ignored for
-    ``timeout_s``;
+    ``timeout_s``; a retried claim cannot be disproved that way, since its first attempt may
+    have made the swap;
   * ``swaps`` counts only calls after which the perception node served another variant (a call
     that found it serving already counts in ``already_serving``).
 """
@@ -126,8 +127,10 @@ class SwapTracker:
     def confirm(self, call: SwapCall, now: float, stamp_ns: int, swapped: bool) -> bool:
         """The perception node serves ``call``'s variant (``swapped``: this call changed it).
         False when the call was a claim that turned out false (nothing changed, nothing to
-        announce); True when the variant is the applied one from now on."""
-        if call.claim and not swapped:
+        announce); True when the variant is the applied one from now on. Only a first
+        attempt can disprove a claim: a retry finds the variant serving when the abandoned
+        attempt got through late (a restarted node answers its first calls slowly)."""
+        if call.claim and not swapped and call.attempt == 1:
             self.claims_after = now + self.timeout_s
             self.counts["metrics_rejected"] += 1
             return False

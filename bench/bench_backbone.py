@@ -67,7 +67,9 @@ def train_alone(config_id: str, epochs: int, retrain: bool, subset: int = 0) -> 
     """A backbone trained on ``config_id`` only (cached in runs/bench/)."""
     tag = f"{config_id}-e{epochs}" + (f"-s{subset}" if subset else "")
     out = RUNS / f"alone-{tag}.pt"
-    if retrain or not out.exists():
+    # --out is rewritten after every epoch: a file an interrupted run left is resumed, not used
+    finished = out.exists() and training.epochs_trained(load_backbone(out).meta) == epochs
+    if retrain or not finished:
         args = ["--fixed-config", config_id, "--epochs", str(epochs), "--out", str(out),
                 "--workdir", str(RUNS / f"work-{tag}"), "--no-progress", "--threads", "2",
                 "--resume",

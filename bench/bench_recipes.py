@@ -90,6 +90,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--operator-twins", default="", metavar="OP",
                    help="also evaluate that front with OP in every stage (what `adaspring train "
                         "--only-operator OP` trains)")
+    p.add_argument("--section", default="", metavar="NAME",
+                   help="write into this section of docs/benchmarks.md instead of the default "
+                        "one (a further round, kept beside the one it continues)")
+    p.add_argument("--title", default="", help="that section's title")
     p.add_argument("--subset", type=int, default=0, help=argparse.SUPPRESS)   # smoke runs
     args = p.parse_args(argv)
     front: list[str] = []
@@ -168,6 +172,10 @@ def main(argv: list[str] | None = None) -> int:
                    + (f" --subset {args.subset}" if args.subset else "")
                    + (f" --front-of {args.front_of}" if args.front_of else "")
                    + (f" --operator-twins {args.operator_twins}" if twins else ""))
+    if args.section:
+        section = (args.section, args.title or section[1],
+                   section[2] + f" --section {args.section}"
+                   + (f" --title '{args.title}'" if args.title else ""))
     body = [
         markdown_table(["variant (validation top-1 %)", *names], rows),
         "",

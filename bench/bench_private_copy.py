@@ -45,9 +45,8 @@ def fine_tune_copy(net: torch.nn.Module, images, labels, teacher: torch.Tensor, 
     for epoch in range(epochs):
         order = torch.randperm(len(x), generator=gen)
         for i in range(steps):
-            done = (epoch * steps + i) / (epochs * steps)
             for group in optimizer.param_groups:
-                group["lr"] = 0.5 * lr * (1.0 + math.cos(math.pi * done))
+                group["lr"] = training.lr_at(epoch * steps + i, epochs * steps, lr)
             idx = order[i * batch_size:(i + 1) * batch_size]
             out = net(x[idx])
             loss = (label_weight * F.cross_entropy(out, y[idx])

@@ -181,6 +181,7 @@ def run(args: argparse.Namespace) -> ProfileTable:
         table = ProfileTable.load(out)
         plot_pareto(table, plot, _highlights(table), compare)
         print(f"wrote {plot}")
+        _print_summary(table)
         return table
     backbone = load_backbone(backbone_path)
     space = backbone.space
@@ -263,7 +264,6 @@ def run(args: argparse.Namespace) -> ProfileTable:
                               latency_ms_p95=percentile(times, 95), energy_mj=energy_mj)
 
     entries = sorted(measured.values(), key=lambda e: e.latency_ms_p50)
-    full = CompressionConfig.full(space)
     if set(backbone.variant_bn) != bn_before:
         meta = dict(getattr(backbone, "meta", {}))
         meta["variant_bn"] = (f"exact BN statistics of {len(backbone.variant_bn)} profiled "
@@ -299,17 +299,26 @@ def run(args: argparse.Namespace) -> ProfileTable:
     out.parent.mkdir(parents=True, exist_ok=True)
     table.save(out)
     write_checksum(out)
-    best = fastest_within(entries, full.id)
     plot_pareto(table, plot, _highlights(table), compare)
-    f = table.get(full.id)
     print(f"wrote {out} ({len(table)} variants, {len(pareto_front(entries))} on the front) "
           f"and {plot}")
-    if f is not None and best is not None:
-        print(f"full {f.accuracy:.4f} @ {f.latency_ms_p50:.3f} ms; fastest within 1.5 pt: "
-              f"{best.id} {best.accuracy:.4f} @ {best.latency_ms_p50:.3f} ms "
-              f"({f.latency_ms_p50 / best.latency_ms_p50:.2f}x)")
+    _print_summary(table)
     print(json.dumps({k: table.meta[k] for k in ("profiling_cpu_s", "profiling_wall_s")}))
     return table
+
+
+def _print_summary(table: ProfileTable, points: Sequence[float] = (0.5, 1.5, 3.0, 5.0)) -> None:
+    """The full network and the fastest variant within each tolerance, as models/README lists."""
+    f = table.get(CompressionConfig.full(table.space).id)
+    if f is None:
+        return
+    print(f"full {f.accuracy:.4f} @ {f.latency_ms_p50:.3f} ms, {f.energy_mj:.2f} mJ")
+    for pt in points:
+        best = fastest_within(table.entries, f.id, pt)
+        if best is not None:
+            print(f"fastest within {pt:g} pt: {best.id} {best.accuracy:.4f} @ "
+                  f"{best.latency_ms_p50:.3f} ms ({f.latency_ms_p50 / best.latency_ms_p50:.2f}x), "
+                  f"{best.energy_mj:.2f} mJ ({f.energy_mj / best.energy_mj:.2f}x)")
 
 
 def _tuned_from(backbone) -> str | None:

@@ -306,8 +306,8 @@ def _optimizer(model: nn.Module, lr: float, weight_decay: float) -> torch.optim.
     ], lr=lr, momentum=0.9, nesterov=True)
 
 
-def _lr_at(step: int, total: int, warmup: int, base: float) -> float:
-    """Linear warm-up then cosine decay to zero, per step."""
+def lr_at(step: int, total: int, base: float, warmup: int = 0) -> float:
+    """Linear warm-up (``warmup`` steps) then cosine decay to zero at ``total``, per step."""
     if step < warmup:
         return base * (step + 1) / warmup
     progress = (step - warmup) / max(1, total - warmup)
@@ -478,7 +478,7 @@ def train(args: argparse.Namespace) -> ElasticBackbone:
         for i, idx in enumerate(bar):
             step = epoch * steps_per_epoch + i
             for group in optimizer.param_groups:
-                group["lr"] = _lr_at(step, total_steps, steps_per_epoch // 2, args.lr)
+                group["lr"] = lr_at(step, total_steps, args.lr, warmup=steps_per_epoch // 2)
             configs = [full]
             if sandwich and operator:
                 configs = [smallest] + [

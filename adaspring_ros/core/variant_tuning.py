@@ -43,7 +43,7 @@ from .checkpoint import atomic_save, load_backbone, save_backbone
 from .config import CompressionConfig, ConfigError
 from .data import FASHION_MNIST_DIR, Dataset, load_fashion_mnist, preprocess, train_val_split
 from .supernet import ElasticBackbone
-from .training import evaluate, variant_bn_stats
+from .training import evaluate, lr_at, variant_bn_stats
 
 __all__ = [
     "initial_affine",
@@ -95,10 +95,6 @@ def distillation_loss(student: Tensor, teacher: Tensor, temperature: float = 1.0
                     reduction="batchmean", log_target=True) * (t * t)
 
 
-def _lr_at(step: int, total: int, base: float) -> float:
-    return 0.5 * base * (1.0 + math.cos(math.pi * min(1.0, step / max(1, total))))
-
-
 def tune_variant(model: ElasticBackbone, config: CompressionConfig, images: np.ndarray,
                  teacher: Tensor, epochs: int = 2, batch_size: int = 256, lr: float = 1e-2,
                  temperature: float = 1.0, seed: int = 0, progress: bool = False,
@@ -140,7 +136,7 @@ def tune_variant(model: ElasticBackbone, config: CompressionConfig, images: np.n
             running, n = 0.0, 0
             for i in range(steps):
                 for group in optimizer.param_groups:
-                    group["lr"] = _lr_at(epoch * steps + i, total, lr)
+                    group["lr"] = lr_at(epoch * steps + i, total, lr)
                 idx = order[i * batch_size:(i + 1) * batch_size]
                 loss = distillation_loss(model(x_all[idx]), teacher[idx], temperature)
                 optimizer.zero_grad(set_to_none=True)

@@ -84,6 +84,19 @@ def test_tiny_run_times_trains_and_reports(tmp_path, capsys):
     assert all(0.0 <= r["val_accuracy"] <= 1.0 and math.isfinite(r["latency_ms_p50"])
                for r in rows.values())
     assert (out / "sizing.png").stat().st_size > 0
+    # an interrupted long run resumes: finished candidates are read back, not trained again,
+    # and a line torn by the interruption is skipped
+    with open(out / sizing.TRAINED_LOG, "a") as f:
+        f.write('{"key": "c8-16-32_d1_r16_e1_s3')
+    capsys.readouterr()
+    assert sizing.cli_main(["--bases", "4,8", "--depths", "1", "--resolutions", "16",
+                            "--epochs", "1", "--subset", "300", "--repeats", "5",
+                            "--engine", "torch", "--latency-ms", "1000", "--out", str(out),
+                            "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert "training " not in printed and printed.count("trained by an earlier run") == 2
+    again = {r["candidate"]: r for r in json.loads((out / "sizing.json").read_text())["rows"]}
+    assert all(again[k]["val_accuracy"] == rows[k]["val_accuracy"] for k in rows)
     # a budget no candidate meets: exit 1, the table still printed
     assert sizing.cli_main(["--bases", "4", "--depths", "1", "--resolutions", "16",
                             "--repeats", "5", "--engine", "torch", "--latency-ms", "0",

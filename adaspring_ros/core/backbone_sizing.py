@@ -120,6 +120,29 @@ def short_train(c: Candidate, epochs: int, subset: int, threads: int, data: str,
     return evaluate(model.eval(), full_train.subset(val_idx), c.resolution), cpu_s
 
 
+TRAINED_LOG = "trained.jsonl"  # one line per finished training run: a long sizing run resumes
+
+
+def trained_key(c: Candidate, epochs: int, subset: int) -> str:
+    return f"{c.id}_e{epochs}_s{subset}"
+
+
+def load_trained(path: Path) -> dict[str, tuple[float, float]]:
+    """Finished runs of an earlier, interrupted sizing run; a torn or foreign line is skipped."""
+    done: dict[str, tuple[float, float]] = {}
+    if not path.exists():
+        return done
+    for line in path.read_text().splitlines():
+        try:
+            rec = json.loads(line)
+            acc, cpu = float(rec["val_accuracy"]), float(rec["train_cpu_s"])
+            if isinstance(rec["key"], str) and 0.0 <= acc <= 1.0 and cpu >= 0.0:
+                done[rec["key"]] = (acc, cpu)
+        except (ValueError, KeyError, TypeError):
+            continue
+    return done
+
+
 def within(m: Measured, latency_ms: float, max_mmacs: float) -> bool:
     return m.latency_ms_p50 <= latency_ms and m.macs <= max_mmacs * 1e6
 
@@ -234,11 +257,21 @@ def cli_main(argv: Sequence[str] | None = None) -> int:
         print(format_table(rows, None))
         print("adaspring size-backbone: no candidate meets the budgets", file=sys.stderr)
         return 1
+    done = load_trained(out / TRAINED_LOG)
     for k, m in enumerate(sorted(fits, key=lambda m: m.latency_ms_p50)):
+        key = trained_key(m.candidate, args.epochs, args.subset)
+        if key in done:
+            m.val_accuracy, m.train_cpu_s = done[key]
+            print(f"[{k + 1}/{len(fits)}] {m.candidate.id}: trained by an earlier run of this "
+                  f"report directory, validation top-1 {m.val_accuracy * 100:.2f} %", flush=True)
+            continue
         print(f"[{k + 1}/{len(fits)}] training {m.candidate.id} for {args.epochs} epoch(s)",
               flush=True)
         m.val_accuracy, m.train_cpu_s = short_train(m.candidate, args.epochs, args.subset,
                                                     args.train_threads, args.data)
+        with open(out / TRAINED_LOG, "a") as f:
+            f.write(json.dumps({"key": key, "val_accuracy": m.val_accuracy,
+                                "train_cpu_s": m.train_cpu_s}) + "\n")
         print(f"    validation top-1 {m.val_accuracy * 100:.2f} %", flush=True)
     chosen = choose(rows, args.tolerance_pt, args.latency_ms, args.max_mmacs)
     table = format_table(rows, chosen)

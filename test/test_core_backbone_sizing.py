@@ -84,6 +84,7 @@ def test_tiny_run_times_trains_and_reports(tmp_path, capsys):
     assert all(0.0 <= r["val_accuracy"] <= 1.0 and math.isfinite(r["latency_ms_p50"])
                for r in rows.values())
     assert (out / "sizing.png").stat().st_size > 0
+    assert not list(out.glob("work-*"))  # a finished candidate's training state is gone
     # an interrupted long run resumes: finished candidates are read back, not trained again,
     # and a line torn by the interruption is skipped
     with open(out / sizing.TRAINED_LOG, "a") as f:
@@ -102,3 +103,15 @@ def test_tiny_run_times_trains_and_reports(tmp_path, capsys):
                             "--repeats", "5", "--engine", "torch", "--latency-ms", "0",
                             "--out", str(out), "--no-progress"]) == 1
     assert "no candidate meets the budgets" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not FASHION_MNIST_DIR.is_dir(), reason="dataset-fashion-mnist not installed")
+def test_an_interrupted_candidate_resumes_from_its_last_epoch(tmp_path, capsys):
+    c = sizing.Candidate((4, 8, 16), 1, 16)
+    work = tmp_path / "work"
+    acc1, cpu1 = sizing.short_train(c, 1, 300, 1, str(FASHION_MNIST_DIR), workdir=work)
+    # a state saved after epoch 1, as an interruption leaves it: the rerun trains epoch 2 only
+    acc2, cpu2 = sizing.short_train(c, 2, 300, 1, str(FASHION_MNIST_DIR), workdir=work)
+    assert "after epoch 1" in capsys.readouterr().err
+    assert 0.0 <= acc1 <= 1.0 and 0.0 <= acc2 <= 1.0
+    assert cpu2 > cpu1 > 0.0  # CPU time counts both parts of the run

@@ -14,10 +14,10 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import shutil
 import statistics
 import sys
 import tempfile
-import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -99,20 +99,24 @@ def measure(cands: Sequence[Candidate], engine_name: str, threads: int, repeats:
 
 
 def short_train(c: Candidate, epochs: int, subset: int, threads: int, data: str,
-                seed: int = 0) -> tuple[float, float]:
-    """Train ``c``'s full model alone for ``epochs`` -> (validation top-1, CPU seconds)."""
+                seed: int = 0, workdir: Path | None = None) -> tuple[float, float]:
+    """Train ``c``'s full model alone for ``epochs`` -> (validation top-1, CPU seconds).
+
+    With ``workdir`` the run keeps its state there after every epoch and an interrupted run
+    resumes from it (the CPU seconds count every part of the run); without, a temporary one."""
     from .training import build_parser, evaluate, train
 
     with tempfile.TemporaryDirectory(prefix="adaspring-size-") as tmp:
+        work = Path(workdir) if workdir is not None else Path(tmp)
         args = build_parser().parse_args([
             "--channels", ",".join(map(str, c.channels)), "--fixed-config", c.full_config().id,
             "--max-depth", str(c.depth), "--max-resolution", str(c.resolution),
             "--epochs", str(epochs), "--subset", str(subset), "--threads", str(threads),
-            "--data", data, "--seed", str(seed), "--workdir", tmp,
+            "--data", data, "--seed", str(seed), "--workdir", str(work), "--resume",
             "--out", str(Path(tmp) / "backbone.pt"), "--no-progress"])
-        cpu0 = time.process_time()
         model = train(args)
-        cpu_s = time.process_time() - cpu0
+        cpu_s = float(torch.load(work / "last.pt", map_location="cpu",
+                                 weights_only=True)["cpu_seconds"])
     full_train = load_fashion_mnist("train", data)
     _, val_idx = train_val_split(len(full_train), min(args.val_size, len(full_train) // 5),
                                  seed=seed)
@@ -268,7 +272,9 @@ def cli_main(argv: Sequence[str] | None = None) -> int:
         print(f"[{k + 1}/{len(fits)}] training {m.candidate.id} for {args.epochs} epoch(s)",
               flush=True)
         m.val_accuracy, m.train_cpu_s = short_train(m.candidate, args.epochs, args.subset,
-                                                    args.train_threads, args.data)
+                                                    args.train_threads, args.data,
+                                                    workdir=out / f"work-{key}")
+        shutil.rmtree(out / f"work-{key}", ignore_errors=True)
         with open(out / TRAINED_LOG, "a") as f:
             f.write(json.dumps({"key": key, "val_accuracy": m.val_accuracy,
                                 "train_cpu_s": m.train_cpu_s}) + "\n")

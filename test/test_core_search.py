@@ -144,6 +144,20 @@ def test_an_accuracy_floor_keeps_poor_variants_out():
     assert "accuracy 92.0% < 95.0%" in nothing.reason
 
 
+def test_an_energy_fallback_more_accurate_than_the_feasible_prints_a_signed_gain():
+    # only the 90 % variant meets the energy budget, and it is outside the 3-point loss limit:
+    # the policy takes the least energy within the limit (93 %), 3 points above it
+    rows = [{"accuracy": 0.94, "energy_mj": 10.0}, {"accuracy": 0.93, "energy_mj": 8.0},
+            {"accuracy": 0.90, "energy_mj": 3.0}]
+    table = table_from_rows(rows)
+    result = RuntimeSearch(table).search(Budgets(energy_mj=5.0), Lambdas(0.5, 0.5))
+    assert result.config_id == table.entries[1].id and not result.feasible
+    assert "no variant meets the energy budget" in result.reason
+    assert "acc 93.0% (+3.00 pt)" in result.reason and "--" not in result.reason
+    lost = RuntimeSearch(table).search(Budgets(energy_mj=9.0), Lambdas(1.0, 0.0))
+    assert "acc 93.0% (-0.00 pt)" in lost.reason  # the most accurate within budget: 0 lost
+
+
 def test_fallback_is_the_variant_closest_to_fitting_the_binding_budget():
     rows = [{"latency_ms_p50": 1, "peak_memory_mb": 40},
             {"latency_ms_p50": 9, "peak_memory_mb": 12},

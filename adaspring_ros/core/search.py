@@ -137,7 +137,9 @@ class Prediction:
         return not self.violations
 
     def describe(self) -> str:
-        return (f"acc {self.accuracy:.1%} (-{self.lost_pt:.2f} pt), latency "
+        # signed: a fallback that breaks the energy budget can be more accurate than every
+        # variant that meets it (lost_pt < 0), which must not print as "--0.70 pt"
+        return (f"acc {self.accuracy:.1%} ({-self.lost_pt:+.2f} pt), latency "
                 f"{self.latency_ms:.2f} ms, energy {self.energy_mj:.3g} mJ/frame "
                 f"({self.saved_pct:+.0f} % saved), mem {self.peak_memory_mb:.1f} MB, "
                 f"J {self.objective:+.3f}")

@@ -274,10 +274,10 @@ def cli_main(argv: Sequence[str] | None = None) -> int:
         m.val_accuracy, m.train_cpu_s = short_train(m.candidate, args.epochs, args.subset,
                                                     args.train_threads, args.data,
                                                     workdir=out / f"work-{key}")
-        shutil.rmtree(out / f"work-{key}", ignore_errors=True)
         with open(out / TRAINED_LOG, "a") as f:
             f.write(json.dumps({"key": key, "val_accuracy": m.val_accuracy,
                                 "train_cpu_s": m.train_cpu_s}) + "\n")
+        shutil.rmtree(out / f"work-{key}", ignore_errors=True)  # only once the result is kept
         print(f"    validation top-1 {m.val_accuracy * 100:.2f} %", flush=True)
     chosen = choose(rows, args.tolerance_pt, args.latency_ms, args.max_mmacs)
     table = format_table(rows, chosen)

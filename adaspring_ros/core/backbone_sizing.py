@@ -104,7 +104,7 @@ def short_train(c: Candidate, epochs: int, subset: int, threads: int, data: str,
 
     With ``workdir`` the run keeps its state there after every epoch and an interrupted run
     resumes from it (the CPU seconds count every part of the run); without, a temporary one."""
-    from .training import build_parser, evaluate, train
+    from .training import build_parser, evaluate, load_train_state, train
 
     with tempfile.TemporaryDirectory(prefix="adaspring-size-") as tmp:
         work = Path(workdir) if workdir is not None else Path(tmp)
@@ -115,8 +115,7 @@ def short_train(c: Candidate, epochs: int, subset: int, threads: int, data: str,
             "--data", data, "--seed", str(seed), "--workdir", str(work), "--resume",
             "--out", str(Path(tmp) / "backbone.pt"), "--no-progress"])
         model = train(args)
-        cpu_s = float(torch.load(work / "last.pt", map_location="cpu",
-                                 weights_only=True)["cpu_seconds"])
+        cpu_s = float(load_train_state(work)["cpu_seconds"])
     full_train = load_fashion_mnist("train", data)
     _, val_idx = train_val_split(len(full_train), min(args.val_size, len(full_train) // 5),
                                  seed=seed)

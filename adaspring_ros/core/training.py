@@ -401,6 +401,19 @@ def sized_space(max_depth: int, max_resolution: int) -> SearchSpace:
                    resolutions=tuple(r for r in space.resolutions if r <= max_resolution))
 
 
+
+TRAIN_STATE = "last.pt"  # in --workdir: the run after its last finished epoch
+
+
+def load_train_state(workdir: str | Path) -> dict | None:
+    """The resumable state a run keeps in ``workdir`` (weights, optimiser, epoch, history,
+    ``cpu_seconds`` of every part of the run), or None if it has none yet."""
+    path = Path(workdir) / TRAIN_STATE
+    if not path.exists():
+        return None
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
 def train(args: argparse.Namespace) -> ElasticBackbone:
     from tqdm import tqdm
 
@@ -436,10 +449,9 @@ def train(args: argparse.Namespace) -> ElasticBackbone:
 
     workdir = Path(args.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    state_path = workdir / "last.pt"
+    state_path = workdir / TRAIN_STATE
     start_epoch, history, cpu_seconds = 0, [], 0.0
-    if args.resume and state_path.exists():
-        state = torch.load(state_path, map_location="cpu", weights_only=True)
+    if args.resume and (state := load_train_state(workdir)) is not None:
         model = backbone_from_checkpoint(state["backbone"], str(state_path)).train()
         if operator:
             freeze_all_but(model, operator)

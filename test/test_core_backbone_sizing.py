@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from adaspring_ros.core import backbone_sizing as sizing
+from adaspring_ros.core.checkpoint import load_backbone
 from adaspring_ros.core.data import FASHION_MNIST_DIR
 from adaspring_ros.core.training import sized_space
 
@@ -85,6 +86,11 @@ def test_tiny_run_times_trains_and_reports(tmp_path, capsys):
                for r in rows.values())
     assert (out / "sizing.png").stat().st_size > 0
     assert not list(out.glob("work-*"))  # a finished candidate's training state is gone
+    # each candidate's trained full network is kept, checksummed, to shrink the chosen one from
+    kept = load_backbone(out / "c8-16-32_d1_r16_e1_s300.pt")
+    assert kept.stage_channels == (8, 16, 32)
+    assert (json.loads(kept.meta["args"])["fixed_config"]
+            == sizing.Candidate((8, 16, 32), 1, 16).full_config().id)
     # an interrupted long run resumes: finished candidates are read back, not trained again,
     # and a line torn by the interruption is skipped
     with open(out / sizing.TRAINED_LOG, "a") as f:

@@ -285,6 +285,46 @@ def test_init_from_continues_a_trained_backbone(tmp_path):
 
 
 @needs_data
+def test_a_full_network_trained_alone_is_sorted_then_shrunk(tmp_path, capsys):
+    """Once-for-all's order: the full network trained alone first, its channels sorted by
+    importance, then the smaller variants learn from it."""
+    common = ["--subset", "256", "--batch-size", "64", "--channels", "4,8,8", "--no-progress",
+              "--threads", "1", "--val-size", "500", "--epochs", "1"]
+    alone = tmp_path / "alone.pt"
+    assert cli_main(common + ["--fixed-config", CompressionConfig.full().id, "--out",
+                              str(alone), "--workdir", str(tmp_path / "a")]) == 0
+    shrunk = tmp_path / "shrunk.pt"
+    assert cli_main(common + ["--warmup-epochs", "0", "--lr", "0", "--init-from", str(alone),
+                              "--out", str(shrunk), "--workdir", str(tmp_path / "b")]) == 0
+    before, after = load_backbone(alone), load_backbone(shrunk)
+    # sorted: a block's most important hidden channels come first (they were not before) ...
+    imp_before = next(iter(before.stages[0][0].units.values()))[0].output_importance()
+    imp_after = next(iter(after.stages[0][0].units.values()))[0].output_importance()
+    assert torch.all(imp_after[:-1] >= imp_after[1:])
+    assert not torch.all(imp_before[:-1] >= imp_before[1:])
+    assert not torch.equal(before.stem.weight, after.stem.weight)
+    # ... and only permuted (lr 0): every weight keeps its values, in another order
+    for name, p in before.named_parameters():
+        assert torch.equal(p.detach().flatten().sort().values,
+                           dict(after.named_parameters())[name].detach().flatten().sort().values)
+    assert epochs_trained(after.meta) == 2
+    # a net trained alone that is not the full network cannot seed the shrinking
+    half = tmp_path / "half.pt"
+    assert cli_main(common + ["--fixed-config", HALF, "--out", str(half), "--workdir",
+                              str(tmp_path / "c")]) == 0
+    capsys.readouterr()
+    assert cli_main(common + ["--warmup-epochs", "0", "--init-from", str(half), "--out",
+                              str(tmp_path / "never.pt")]) == 2
+    assert "only if it is the full network" in capsys.readouterr().err
+    assert not (tmp_path / "never.pt").exists()
+    # nor does the operator stage continue it: it continues a shrunk backbone
+    assert cli_main(common + ["--warmup-epochs", "0", "--init-from", str(alone),
+                              "--only-operator", "dwsep", "--out",
+                              str(tmp_path / "never.pt")]) == 2
+    assert "shrink it first" in capsys.readouterr().err
+
+
+@needs_data
 def test_init_from_refuses_a_file_it_cannot_continue(tmp_path, capsys):
     first = tmp_path / "first.pt"
     common = ["--subset", "256", "--batch-size", "64", "--no-progress", "--threads", "1",

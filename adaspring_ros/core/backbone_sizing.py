@@ -99,11 +99,14 @@ def measure(cands: Sequence[Candidate], engine_name: str, threads: int, repeats:
 
 
 def short_train(c: Candidate, epochs: int, subset: int, threads: int, data: str,
-                seed: int = 0, workdir: Path | None = None) -> tuple[float, float]:
+                seed: int = 0, workdir: Path | None = None,
+                keep: Path | None = None) -> tuple[float, float]:
     """Train ``c``'s full model alone for ``epochs`` -> (validation top-1, CPU seconds).
 
     With ``workdir`` the run keeps its state there after every epoch and an interrupted run
-    resumes from it (the CPU seconds count every part of the run); without, a temporary one."""
+    resumes from it (the CPU seconds count every part of the run); without, a temporary one.
+    With ``keep`` the trained net is written there (+ ``.sha256``): the chosen design's full
+    network is where ``adaspring train --init-from`` can start shrinking."""
     from .training import build_parser, evaluate, load_train_state, train
 
     with tempfile.TemporaryDirectory(prefix="adaspring-size-") as tmp:
@@ -113,7 +116,7 @@ def short_train(c: Candidate, epochs: int, subset: int, threads: int, data: str,
             "--max-depth", str(c.depth), "--max-resolution", str(c.resolution),
             "--epochs", str(epochs), "--subset", str(subset), "--threads", str(threads),
             "--data", data, "--seed", str(seed), "--workdir", str(work), "--resume",
-            "--out", str(Path(tmp) / "backbone.pt"), "--no-progress"])
+            "--out", str(keep or Path(tmp) / "backbone.pt"), "--no-progress"])
         model = train(args)
         cpu_s = float(load_train_state(work)["cpu_seconds"])
     full_train = load_fashion_mnist("train", data)
@@ -272,7 +275,8 @@ def cli_main(argv: Sequence[str] | None = None) -> int:
               flush=True)
         m.val_accuracy, m.train_cpu_s = short_train(m.candidate, args.epochs, args.subset,
                                                     args.train_threads, args.data,
-                                                    workdir=out / f"work-{key}")
+                                                    workdir=out / f"work-{key}",
+                                                    keep=out / f"{key}.pt")
         with open(out / TRAINED_LOG, "a") as f:
             f.write(json.dumps({"key": key, "val_accuracy": m.val_accuracy,
                                 "train_cpu_s": m.train_cpu_s}) + "\n")
@@ -285,6 +289,10 @@ def cli_main(argv: Sequence[str] | None = None) -> int:
     command = (f"adaspring train --channels {','.join(map(str, c.channels))} "
                f"--max-depth {c.depth} --max-resolution {c.resolution}")
     print(f"chosen: {c.id}; train it with `{command}`")
+    kept = out / f"{trained_key(c, args.epochs, args.subset)}.pt"
+    if kept.exists():   # absent when an earlier version of this command trained it
+        print(f"its full network trained alone: {kept}; to shrink it instead (the full network "
+              f"first, as once-for-all): `{command} --init-from {kept} --warmup-epochs 0`")
     report = {"args": {k: v for k, v in vars(args).items() if k != "progress"},
               "chosen": c.id, "train_command": command,
               "rows": [{**asdict(m), "candidate": m.candidate.id} for m in rows]}

@@ -23,6 +23,10 @@ shrinking, as once-for-all: the full network is trained first, then the variants
 from it): the students learn from a frozen copy of that file's full network, which a sandwich
 run from scratch only has at its end, and the full network itself keeps learning the labels.
 Use it with ``--warmup-epochs 0`` (the channels are already sorted) and a smaller ``--lr``.
+The file may also be the full network trained alone (``--fixed-config`` of the full config, as
+``adaspring size-backbone`` keeps each candidate): its channels were never sorted, so they are
+sorted before the first step, and the shrinking starts from the full network exactly as
+once-for-all orders it (the full network first, every smaller variant after).
 
 ``--students-from TABLE`` / ``--students IDS`` give a student pool: with probability
 ``--pool-share`` a random student is one of the pool (the Pareto front of a profile table, the
@@ -438,6 +442,8 @@ def train(args: argparse.Namespace) -> ElasticBackbone:
         frozen = _initial_backbone(args.init_from, space, channels)
         prior_epochs = epochs_trained(frozen.meta)          # None: the file does not say
         model.load_state_dict(frozen.state_dict())
+        if _trained_alone(frozen.meta):
+            model.reorder_channels()    # a permutation: the full network's function is kept
         frozen.set_active(CompressionConfig.full(space))
     operator = args.only_operator
     if operator:
@@ -554,9 +560,19 @@ def _initial_backbone(path: str, space: SearchSpace, channels: tuple[int, ...]
         raise ValueError(f"--init-from {path}: its space or channels "
                          f"{initial.arch()['stage_channels']} differ from the ones being trained "
                          f"{list(channels)} (set --channels, --max-depth, --max-resolution)")
+    alone = _trained_alone(initial.meta)
+    if alone and alone != CompressionConfig.full(space).id:
+        raise ValueError(f"--init-from {path}: a net trained alone ({alone}) can seed the "
+                         f"shrinking only if it is the full network "
+                         f"{CompressionConfig.full(space).id}")
     for p in initial.parameters():
         p.requires_grad_(False)
     return initial.eval()
+
+
+def _trained_alone(meta: dict) -> str | None:
+    """The config id a backbone file was trained alone as (``--fixed-config``), else None."""
+    return json.loads(meta.get("args", "{}")).get("fixed_config") or None
 
 
 def epochs_trained(meta: dict) -> int | None:
@@ -673,10 +689,16 @@ def cli_main(argv: Sequence[str] | None = None) -> int:
                   file=sys.stderr)
             return 2
         try:  # refused here, before any work: a missing, corrupt or mismatched file
-            _initial_backbone(args.init_from, sized_space(args.max_depth, args.max_resolution),
-                              tuple(int(c) for c in args.channels.split(",")))
+            initial = _initial_backbone(args.init_from,
+                                        sized_space(args.max_depth, args.max_resolution),
+                                        tuple(int(c) for c in args.channels.split(",")))
         except (ValueError, OSError) as exc:
             print(f"adaspring train: {exc}", file=sys.stderr)
+            return 2
+        if args.only_operator and _trained_alone(initial.meta):
+            print("adaspring train: --only-operator continues a shrunk backbone, not a net "
+                  "trained alone: shrink it first (--init-from without --only-operator)",
+                  file=sys.stderr)
             return 2
     try:    # a missing table or a bad id is refused before any work
         student_pool(sized_space(args.max_depth, args.max_resolution), _ids(args.students),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import os
 import random
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -23,7 +24,10 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 os.environ.setdefault("ROS_DOMAIN_ID", str(random.SystemRandom().randint(1, 101)))
 _DOMAINS = itertools.count(int(os.environ["ROS_DOMAIN_ID"]))
 os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
-os.environ.setdefault("ROS_LOG_DIR", tempfile.mkdtemp(prefix="adaspring-roslog-"))
+_OWN_LOG_DIR = (None if "ROS_LOG_DIR" in os.environ
+                else tempfile.mkdtemp(prefix="adaspring-roslog-"))
+if _OWN_LOG_DIR:
+    os.environ["ROS_LOG_DIR"] = _OWN_LOG_DIR
 os.environ.setdefault("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp")
 # Camera-sized frames (640x480 rgb8 is 900 KB) exceed Fast DDS's default 512 KB shared-memory
 # segment and are mostly lost best-effort on a busy machine; the graph runs with the shipped
@@ -32,6 +36,16 @@ os.environ.setdefault(
     "FASTDDS_DEFAULT_PROFILES_FILE",
     str(Path(__file__).resolve().parent.parent / "config" / "fastdds_large_images.xml"),
 )
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """The nodes' logs go with a green run; a red one keeps them and says where."""
+    if not _OWN_LOG_DIR:
+        return
+    if exitstatus == 0:
+        shutil.rmtree(_OWN_LOG_DIR, ignore_errors=True)
+    else:
+        print(f"\nROS logs of this run: {_OWN_LOG_DIR}")
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -405,7 +405,6 @@ def sized_space(max_depth: int, max_resolution: int) -> SearchSpace:
                    resolutions=tuple(r for r in space.resolutions if r <= max_resolution))
 
 
-
 TRAIN_STATE = "last.pt"  # in --workdir: the run after its last finished epoch
 
 

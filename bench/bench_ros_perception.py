@@ -21,6 +21,7 @@ import argparse
 import csv
 import os
 import random
+import shutil
 import sys
 import tempfile
 import time
@@ -29,7 +30,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 # Loopback discovery; the domain is picked by quiet_domain() (inherited by the node processes).
 os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
-os.environ.setdefault("ROS_LOG_DIR", tempfile.mkdtemp(prefix="adaspring-bench-roslog-"))
 
 import psutil  # noqa: E402
 import rclpy  # noqa: E402
@@ -299,6 +299,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="frames per variant when comparing live forward times with the table")
     args = parser.parse_args(argv)
     workdir = Path(tempfile.mkdtemp(prefix="adaspring-bench-ros-"))
+    os.environ.setdefault("ROS_LOG_DIR", str(workdir / "ros"))   # this process's own ROS logs
     backbone, backbone_note = backbone_path(workdir)
     node = quiet_domain()
     overhead, swaps, memory, live, frames_notes = [], [], [], [], []
@@ -322,9 +323,13 @@ def main(argv: list[str] | None = None) -> int:
             memory += m_rows
             frames_notes.append(note)
             live += l_rows
+    except BaseException:
+        print(f"the nodes' logs of this run: {workdir}", flush=True)
+        raise
     finally:
         node.destroy_node()
         rclpy.try_shutdown()
+    shutil.rmtree(workdir, ignore_errors=True)
 
     body = "\n\n".join([
         f"Backbone: {backbone_note}. Camera: replay node at 30 Hz; perception node with its "

@@ -40,7 +40,6 @@ ROOT = Path(__file__).resolve().parent.parent
 # A private ROS domain on loopback, set before rclpy loads (inherited by the node processes).
 os.environ.setdefault("ROS_DOMAIN_ID", str(random.SystemRandom().randint(102, 232)))
 os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
-os.environ.setdefault("ROS_LOG_DIR", tempfile.mkdtemp(prefix="adaspring-soak-roslog-"))
 
 from adaspring_ros import msg_convert, paths  # noqa: E402
 from adaspring_ros.core.config import CompressionConfig  # noqa: E402
@@ -509,14 +508,19 @@ def main(argv: list[str] | None = None) -> int:
     import rclpy
 
     workdir = Path(tempfile.mkdtemp(prefix="adaspring-soak-"))
+    os.environ.setdefault("ROS_LOG_DIR", str(workdir / "ros"))   # this process's own ROS logs
     rclpy.init()
     node = rclpy.create_node("bench_soak")
     try:
         run = run_soak(node, workdir, args.minutes * 60.0, args.swap_period,
                        log=lambda line: print(line, flush=True))
+    except BaseException:
+        print(f"the nodes' logs of this soak: {workdir}", flush=True)
+        raise
     finally:
         node.destroy_node()
         rclpy.try_shutdown()
+    shutil.rmtree(workdir, ignore_errors=True)
     from bench.report import write_section
 
     command = "python -m bench.bench_soak" + (f" --minutes {args.minutes:g}"

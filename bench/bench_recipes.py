@@ -12,7 +12,9 @@ statistics. Prints a table and writes the ``recipes`` section of docs/benchmarks
 With ``--backbones name=path,...`` it trains nothing and compares backbones already trained (full
 length runs, e.g. a candidate against the shipped one) on the same panel, into the
 ``recipes-backbones`` section; with ``--operator-twins OP`` as well (an operator stage), into
-the ``recipes-operator`` section.
+the ``recipes-operator`` section. ``--alone PATH,...`` (nets trained alone, ``adaspring train
+--fixed-config``) adds their validation top-1 in a column of its own and each backbone's mean gap
+to them: issue 13's target, measured where recipes are chosen.
 """
 
 from __future__ import annotations
@@ -90,6 +92,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--operator-twins", default="", metavar="OP",
                    help="also evaluate that front with OP in every stage (what `adaspring train "
                         "--only-operator OP` trains)")
+    p.add_argument("--alone", default="", metavar="PATH,...",
+                   help="nets trained alone (`adaspring train --fixed-config`): each one's "
+                        "validation top-1 beside the shared backbones', and the gap")
     p.add_argument("--section", default="", metavar="NAME",
                    help="write into this section of docs/benchmarks.md instead of the default "
                         "one (a further round, kept beside the one it continues)")
@@ -108,7 +113,16 @@ def main(argv: list[str] | None = None) -> int:
         twins = list(dict.fromkeys(
             training.with_operator(CompressionConfig.from_id(cid), args.operator_twins).id
             for cid in front))
-    panel = list(dict.fromkeys([*PANEL, *front, *twins]))
+    alone_nets: dict[str, ElasticBackbone] = {}
+    for path in filter(None, args.alone.split(",")):
+        if not Path(path).is_file():
+            p.error(f"no such net trained alone: {path}")
+        net = load_backbone(path)
+        config_id = training.trained_alone(net.meta)
+        if config_id is None:
+            p.error(f"{path} was not trained alone (no --fixed-config in its file)")
+        alone_nets[config_id] = net
+    panel = list(dict.fromkeys([*PANEL, *alone_nets, *front, *twins]))
     if args.backbones:
         try:
             given = dict(pair.split("=", 1) for pair in args.backbones.split(",") if pair)
@@ -139,7 +153,15 @@ def main(argv: list[str] | None = None) -> int:
         results[name] = panel_accuracy(model, val, bn_images, panel)
         print(json.dumps({"recipe": name, "val_top1": results[name]}), flush=True)
 
-    rows = [[cid] + [f"{results[n][cid]:.2f}" for n in names] for cid in panel]
+    # a net trained alone keeps the BN statistics it was trained with, as bench_backbone uses it
+    alone = {cid: 100.0 * training.evaluate(
+        net.materialise(CompressionConfig.from_id(cid, DEFAULT_SPACE)).eval(), val,
+        CompressionConfig.from_id(cid, DEFAULT_SPACE).resolution)
+        for cid, net in alone_nets.items()}
+    if alone:
+        print(json.dumps({"alone": "val_top1", **alone}), flush=True)
+    rows = [[cid] + [f"{results[n][cid]:.2f}" for n in names]
+            + ([f"{alone[cid]:.2f}" if cid in alone else ""] if alone else []) for cid in panel]
     rows.append(["mean of the subnets (all but full)"]
                 + [f"{statistics.mean(results[n][c] for c in PANEL[1:]):.2f}" for n in names])
     if front:
@@ -150,11 +172,18 @@ def main(argv: list[str] | None = None) -> int:
         rows.append([f"mean of that front with {args.operator_twins} in every stage "
                      f"({len(twins)} variants)"]
                     + [f"{statistics.mean(results[n][c] for c in twins):.2f}" for n in names])
+    if alone:
+        rows.append(["mean gap to the nets trained alone (shared - alone)"]
+                    + [f"{statistics.mean(results[n][c] - alone[c] for c in alone):+.2f}"
+                       for n in names])
     rows.append(["training CPU min"] + [f"{cpu[n] / 60:.0f}" for n in names])
+    if alone:
+        rows = [row + [""] * (len(names) + 2 - len(row)) for row in rows]
     if args.backbones:
         origin = ["- Backbones: " + "; ".join(f"{n}: {about[n]}" for n in names) + "."]
         command = (f".venv/bin/python bench/bench_recipes.py --backbones {args.backbones}"
                    + (f" --front-of {args.front_of}" if args.front_of else "")
+                   + (f" --alone {args.alone}" if alone else "")
                    + (f" --operator-twins {args.operator_twins}" if twins else ""))
         # an operator stage gets a section of its own: the other backbones' stays as it was
         if twins:
@@ -171,15 +200,20 @@ def main(argv: list[str] | None = None) -> int:
                    f".venv/bin/python bench/bench_recipes.py --epochs {args.epochs}"
                    + (f" --subset {args.subset}" if args.subset else "")
                    + (f" --front-of {args.front_of}" if args.front_of else "")
-                   + (f" --operator-twins {args.operator_twins}" if twins else ""))
+                   + (f" --operator-twins {args.operator_twins}" if twins else "")
+                   + (f" --alone {args.alone}" if alone else ""))
     if args.section:
         section = (args.section, args.title or section[1],
                    section[2] + f" --section {args.section}"
                    + (f" --title '{args.title}'" if args.title else ""))
     body = [
-        markdown_table(["variant (validation top-1 %)", *names], rows),
+        markdown_table(["variant (validation top-1 %)", *names, *(["alone"] if alone else [])],
+                       rows),
         "",
         *origin,
+        *(["- Trained alone (column alone; their own BN statistics): "
+           + "; ".join(f"`{path}`" for path in filter(None, args.alone.split(","))) + "."]
+          if alone else []),
         f"- Validation: the {len(val)} held-out training images (the test split is not used to "
         f"choose a recipe); each variant's BN statistics from {len(bn_images)} training images.",
         "- One seed per recipe: differences of a few tenths of a point are within run-to-run "

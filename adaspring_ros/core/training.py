@@ -441,7 +441,7 @@ def train(args: argparse.Namespace) -> ElasticBackbone:
         frozen = _initial_backbone(args.init_from, space, channels)
         prior_epochs = epochs_trained(frozen.meta)          # None: the file does not say
         model.load_state_dict(frozen.state_dict())
-        if _trained_alone(frozen.meta):
+        if trained_alone(frozen.meta):
             model.reorder_channels()    # a permutation: the full network's function is kept
         frozen.set_active(CompressionConfig.full(space))
     operator = args.only_operator
@@ -559,7 +559,7 @@ def _initial_backbone(path: str, space: SearchSpace, channels: tuple[int, ...]
         raise ValueError(f"--init-from {path}: its space or channels "
                          f"{initial.arch()['stage_channels']} differ from the ones being trained "
                          f"{list(channels)} (set --channels, --max-depth, --max-resolution)")
-    alone = _trained_alone(initial.meta)
+    alone = trained_alone(initial.meta)
     if alone and alone != CompressionConfig.full(space).id:
         raise ValueError(f"--init-from {path}: a net trained alone ({alone}) can seed the "
                          f"shrinking only if it is the full network "
@@ -569,7 +569,7 @@ def _initial_backbone(path: str, space: SearchSpace, channels: tuple[int, ...]
     return initial.eval()
 
 
-def _trained_alone(meta: dict) -> str | None:
+def trained_alone(meta: dict) -> str | None:
     """The config id a backbone file was trained alone as (``--fixed-config``), else None."""
     return json.loads(meta.get("args", "{}")).get("fixed_config") or None
 
@@ -694,7 +694,7 @@ def cli_main(argv: Sequence[str] | None = None) -> int:
         except (ValueError, OSError) as exc:
             print(f"adaspring train: {exc}", file=sys.stderr)
             return 2
-        if args.only_operator and _trained_alone(initial.meta):
+        if args.only_operator and trained_alone(initial.meta):
             print("adaspring train: --only-operator continues a shrunk backbone, not a net "
                   "trained alone: shrink it first (--init-from without --only-operator)",
                   file=sys.stderr)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import copy
 import json
 
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from adaspring_ros.core.checkpoint import load_backbone
 from adaspring_ros.core.config import DEFAULT_SPACE, CompressionConfig
@@ -252,6 +254,67 @@ def test_training_smoke_and_resume(tmp_path):
     assert model.meta["cpu_seconds"] > 0
 
 
+def test_zero_init_residual_makes_deep_variants_compute_what_shallow_ones_do():
+    torch.manual_seed(0)
+    model = build_backbone(stage_channels=(4, 8, 8)).eval()
+    x = preprocess(np.random.default_rng(0).integers(0, 256, (8, 28, 28), dtype=np.uint8), 28)
+    deep, shallow = CompressionConfig.full(), CompressionConfig.from_id(
+        "r28-w100d1ck100f-w100d1ck100f-w100d1ck100f")
+
+    def logits(config):
+        model.set_active(config)
+        with torch.no_grad():
+            return model(x)
+
+    assert not torch.allclose(logits(deep), logits(shallow))
+    model.zero_init_residual()
+    # every extra block adds nothing to its (post-ReLU) input, for every operator
+    assert torch.allclose(logits(deep), logits(shallow), atol=1e-6)
+    dwsep = CompressionConfig.from_id("r28-w100d3sk100f-w100d3sk100f-w100d3sk100f")
+    assert torch.allclose(logits(dwsep), logits(shallow), atol=1e-6)
+
+
+def test_students_see_the_unaugmented_images_when_only_the_largest_is_augmented():
+    torch.manual_seed(0)
+    model = build_backbone(stage_channels=(4, 8, 8)).train()
+    twin = copy.deepcopy(model)
+    rng = np.random.default_rng(3)
+    augmented, clean = (rng.integers(0, 256, (16, 28, 28), dtype=np.uint8) for _ in range(2))
+    labels = torch.randint(10, (16,))
+    full, small = SANDWICH
+
+    def grads(net):
+        return torch.cat([p.grad.flatten() for p in net.parameters() if p.grad is not None])
+
+    loss = _train_step(model, augmented, labels, SANDWICH, 0.1, student_images=clean)
+    # by hand: the largest learns the labels on the augmented images; the student learns, on
+    # the clean ones, the largest variant's predictions for those clean images
+    twin.set_active(full)
+    label_loss = F.cross_entropy(twin(preprocess(augmented, 28)), labels, label_smoothing=0.1)
+    label_loss.backward()
+    with torch.no_grad():
+        teacher = twin(preprocess(clean, 28)).softmax(1)
+    twin.set_active(small)
+    student = twin(preprocess(clean, small.resolution))
+    F.kl_div(student.log_softmax(1), teacher, reduction="batchmean").backward()
+    assert loss == pytest.approx(float(label_loss.detach()))
+    assert torch.allclose(grads(model), grads(twin), atol=1e-6)
+    model.zero_grad(set_to_none=True)
+    _train_step(model, augmented, labels, SANDWICH, 0.1)     # everyone on the augmented ones
+    assert not torch.allclose(grads(model), grads(twin), atol=1e-4)
+
+
+@needs_data
+def test_largest_only_recipe_trains_end_to_end(tmp_path):
+    out = tmp_path / "bb.pt"
+    assert cli_main(["--subset", "256", "--batch-size", "64", "--channels", "4,8,8",
+                     "--epochs", "1", "--warmup-epochs", "0", "--augment-largest-only",
+                     "--zero-init-residual", "--out", str(out), "--workdir", str(tmp_path / "w"),
+                     "--no-progress", "--threads", "1", "--val-size", "500"]) == 0
+    args = json.loads(load_backbone(out).meta["args"])
+    assert args["augment_largest_only"] and args["zero_init_residual"]
+
+
 def test_a_given_teacher_replaces_in_place_distillation_for_students_only():
     step = _stepper(1)
     uniform = torch.full((16, 10), 0.1)
@@ -343,6 +406,10 @@ def test_init_from_refuses_a_file_it_cannot_continue(tmp_path, capsys):
     assert "sha256" in capsys.readouterr().err.lower() and not out.exists()
     assert cli_main(common + ["--init-from", str(first), "--fixed-config",
                               CompressionConfig.full().id]) == 2
+    # zero-initialising would throw the trained weights away
+    assert cli_main(common + ["--channels", "4,8,8", "--init-from", str(first),
+                              "--zero-init-residual", "--out", str(out)]) == 2
+    assert "--zero-init-residual" in capsys.readouterr().err and not out.exists()
 
 
 @needs_data

@@ -298,6 +298,16 @@ class ElasticBackbone(nn.Module):
 
     # -- importance ordering ----------------------------------------------------------------
     @torch.no_grad()
+    def zero_init_residual(self) -> None:
+        """Set the scale of each block's last BN to zero, in every operator's units: a fresh
+        network then starts with every residual block the identity of its shortcut, the deep
+        variants computing what the shallow ones do (Goyal et al. 2017; BigNAS uses it for
+        weight-shared training). For a network about to be trained from scratch only."""
+        for stage in self.stages:
+            for block in stage:
+                for _, second in block.units.values():
+                    nn.init.zeros_(second.bn.weight)
+
     def reorder_channels(self) -> None:
         """Sort every channel dimension by importance, most important first, in place.
 

@@ -14,9 +14,10 @@ Recipe (once-for-all / BigNAS style, sized for a CPU):
    during training; the profiler then stores the exact statistics of each profiled variant
    (``variant_bn_stats``) in the checkpoint, so ``materialise`` needs no data.
 
-``--uniform-subnets P``, ``--student-label-weight W``, ``--distill-loss alpha`` and
-``--clip-grad NORM`` are recipe variants (``bench/bench_recipes.py`` compares them in short runs;
-models/README.md says which the shipped backbone used).
+``--uniform-subnets P``, ``--student-label-weight W``, ``--distill-loss alpha``,
+``--clip-grad NORM``, ``--augment-largest-only`` and ``--zero-init-residual`` are recipe
+variants (``bench/bench_recipes.py`` compares them; models/README.md says which the shipped
+backbone used).
 
 ``--init-from FILE`` continues from a trained backbone instead of a fresh one (progressive
 shrinking, as once-for-all: the full network is trained first, then the variants are trained
@@ -361,24 +362,32 @@ DISTILL_LOSSES = ("kl", "alpha")
 def _train_step(model: ElasticBackbone, images: np.ndarray, labels: Tensor,
                 configs: Sequence[CompressionConfig], label_smoothing: float,
                 student_label_weight: float = 0.0, teacher: Tensor | None = None,
-                distill_loss: str = "kl", train_largest: bool = True) -> float:
+                distill_loss: str = "kl", train_largest: bool = True,
+                student_images: np.ndarray | None = None) -> float:
     """Forward/backward of each config (the first is the largest); returns its label loss.
 
     Students learn from the largest variant's predictions (or from ``teacher``, the
     probabilities of a frozen network, when given) through ``distill_loss`` (KL(p || q) or
     AlphaNet's adaptive alpha-divergence), mixed with the labels at ``student_label_weight``
     (0: pure distillation). ``train_largest=False`` (``teacher`` required): every config is a
-    student; the returned loss is then the first student's."""
+    student; the returned loss is then the first student's. ``student_images`` (the same
+    images without augmentation): the students see these, the largest variant ``images``, and
+    its in-place predictions for the students are taken on ``student_images``."""
     if not train_largest and teacher is None:
         raise ValueError("train_largest=False: every config is a student, so a teacher is needed")
     teacher_loss = 0.0
     for k, config in enumerate(configs):
         model.set_active(config)
-        logits = model(preprocess(images, config.resolution))
-        if k == 0 and train_largest:
+        largest = k == 0 and train_largest
+        seen = images if largest or student_images is None else student_images
+        logits = model(preprocess(seen, config.resolution))
+        if largest:
             loss = F.cross_entropy(logits, labels, label_smoothing=label_smoothing)
-            if teacher is None:
+            if teacher is None and student_images is None:
                 teacher = logits.detach().softmax(1)
+            elif teacher is None and len(configs) > 1:
+                with torch.no_grad():
+                    teacher = model(preprocess(student_images, config.resolution)).softmax(1)
             teacher_loss = float(loss.detach())
         else:  # distillation from the largest variant (in place) or the frozen network
             if distill_loss == "alpha":
@@ -435,6 +444,8 @@ def train(args: argparse.Namespace) -> ElasticBackbone:
     space = sized_space(args.max_depth, args.max_resolution)
     channels = tuple(int(c) for c in args.channels.split(","))
     model = build_backbone(space, channels, full_train.classes)
+    if args.zero_init_residual:
+        model.zero_init_residual()
     frozen: ElasticBackbone | None = None
     prior_epochs: int | None = 0
     if args.init_from:
@@ -508,15 +519,18 @@ def train(args: argparse.Namespace) -> ElasticBackbone:
                                                    pool, args.pool_share)
                                     for _ in range(args.random_subnets)]
             images = _augment(train_set.images[idx], rng)
+            # the students regularised by the largest variant's predictions only (BigNAS)
+            clean = train_set.images[idx] if args.augment_largest_only else None
             labels = torch.from_numpy(train_set.labels[idx])
             optimizer.zero_grad(set_to_none=True)
             teacher = None
             if frozen is not None and (operator or len(configs) > 1):
                 with torch.no_grad():
-                    teacher = frozen(preprocess(images, full.resolution)).softmax(1)
+                    teacher = frozen(preprocess(images if clean is None else clean,
+                                                full.resolution)).softmax(1)
             loss = _train_step(model, images, labels, configs, args.label_smoothing,
                                args.student_label_weight, teacher, args.distill_loss,
-                               train_largest=not operator)
+                               train_largest=not operator, student_images=clean)
             if args.clip_grad > 0:
                 nn.utils.clip_grad_norm_(model.parameters(), args.clip_grad)
             optimizer.step()
@@ -626,6 +640,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "stays as it is")
     p.add_argument("--clip-grad", type=float, default=0.0, metavar="NORM",
                    help="clip the summed gradient to this L2 norm (0: off)")
+    p.add_argument("--augment-largest-only", action="store_true",
+                   help="augment the largest variant's images only; the students see them "
+                        "unaugmented (BigNAS: regularise the largest network only)")
+    p.add_argument("--zero-init-residual", action="store_true",
+                   help="start each residual block's last BN scale at zero (from scratch only)")
     p.add_argument("--channels", default="24,48,96", help="full-width channels of each stage")
     p.add_argument("--max-depth", type=int, default=max(DEFAULT_SPACE.depths),
                    help="blocks per stage of the full backbone")
@@ -683,9 +702,9 @@ def cli_main(argv: Sequence[str] | None = None) -> int:
                   "--warmup-epochs 0", file=sys.stderr)
             return 2
     if args.init_from:
-        if args.fixed_config:
-            print("adaspring train: --init-from and --fixed-config exclude each other",
-                  file=sys.stderr)
+        if args.fixed_config or args.zero_init_residual:
+            print("adaspring train: --init-from continues trained weights; it excludes "
+                  "--fixed-config and --zero-init-residual", file=sys.stderr)
             return 2
         try:  # refused here, before any work: a missing, corrupt or mismatched file
             initial = _initial_backbone(args.init_from,

@@ -148,8 +148,12 @@ def main(argv: list[str] | None = None) -> int:
                                                                       args.subset)
         model = load_backbone(path)
         cpu[name] = float(model.meta.get("cpu_seconds", 0.0))
-        epochs = len(json.loads(model.meta.get("history", "[]")))
-        about[name] = f"`{path}` (sha256 {model.sha256[:12]}, {epochs} epochs)"
+        # a file made by --init-from records its own run; the chain's total when it was known
+        total = training.epochs_trained(model.meta)
+        last = len(json.loads(model.meta.get("history", "[]")))
+        about[name] = (f"`{path}` (sha256 {model.sha256[:12]}, "
+                       + (f"{total} epochs in all, {last} in its last run)" if total else
+                          f"{last} epochs in its last run, earlier runs not recorded in it)"))
         results[name] = panel_accuracy(model, val, bn_images, panel)
         print(json.dumps({"recipe": name, "val_top1": results[name]}), flush=True)
 
@@ -176,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(["mean gap to the nets trained alone (shared - alone)"]
                     + [f"{statistics.mean(results[n][c] - alone[c] for c in alone):+.2f}"
                        for n in names])
-    rows.append(["training CPU min"] + [f"{cpu[n] / 60:.0f}" for n in names])
+    rows.append(["training CPU min (the last run)"] + [f"{cpu[n] / 60:.0f}" for n in names])
     if alone:
         rows = [row + [""] * (len(names) + 2 - len(row)) for row in rows]
     if args.backbones:

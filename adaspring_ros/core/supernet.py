@@ -296,7 +296,6 @@ class ElasticBackbone(nn.Module):
         net = CompactNet(stem, blocks, classifier, cfg, storage)
         return net.eval()
 
-    # -- importance ordering ----------------------------------------------------------------
     @torch.no_grad()
     def zero_init_residual(self) -> None:
         """Set the scale of each block's last BN to zero, in every operator's units: a fresh
@@ -308,6 +307,8 @@ class ElasticBackbone(nn.Module):
                 for _, second in block.units.values():
                     nn.init.zeros_(second.bn.weight)
 
+    # -- importance ordering ----------------------------------------------------------------
+    @torch.no_grad()
     def reorder_channels(self) -> None:
         """Sort every channel dimension by importance, most important first, in place.
 

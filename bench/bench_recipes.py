@@ -158,10 +158,11 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps({"recipe": name, "val_top1": results[name]}), flush=True)
 
     # a net trained alone keeps the BN statistics it was trained with, as bench_backbone uses it
-    alone = {cid: 100.0 * training.evaluate(
-        net.materialise(CompressionConfig.from_id(cid, DEFAULT_SPACE)).eval(), val,
-        CompressionConfig.from_id(cid, DEFAULT_SPACE).resolution)
-        for cid, net in alone_nets.items()}
+    alone = {}
+    for cid, net in alone_nets.items():
+        config = CompressionConfig.from_id(cid, DEFAULT_SPACE)
+        alone[cid] = 100.0 * training.evaluate(net.materialise(config).eval(), val,
+                                               config.resolution)
     if alone:
         print(json.dumps({"alone": "val_top1", **alone}), flush=True)
     rows = [[cid] + [f"{results[n][cid]:.2f}" for n in names]

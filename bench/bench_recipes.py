@@ -37,6 +37,12 @@ RECIPES = {
     "shipped": [],                                        # the recipe of models/backbone.pt
     "uniform": ["--uniform-subnets", "0.5"],              # half the students stage-uniform
     "labels": ["--student-label-weight", "0.5"],          # students: half labels, half teacher
+    # the shipped first stage: labels + BigNAS's augmentation on the largest only, zero-init
+    "largest-only": ["--student-label-weight", "0.5", "--augment-largest-only",
+                     "--zero-init-residual"],
+    # the same with the summed gradient clipped near its 90th percentile (logged by train)
+    "largest-only-clip2": ["--student-label-weight", "0.5", "--augment-largest-only",
+                           "--zero-init-residual", "--clip-grad", "2"],
 }
 PANEL = (
     "r28-w100d3ck100f-w100d3ck100f-w100d3ck100f",   # full

@@ -17,7 +17,9 @@ Recipe (once-for-all / BigNAS style, sized for a CPU):
 ``--uniform-subnets P``, ``--student-label-weight W``, ``--distill-loss alpha``,
 ``--clip-grad NORM``, ``--augment-largest-only`` and ``--zero-init-residual`` are recipe
 variants (``bench/bench_recipes.py`` compares them; models/README.md says which the shipped
-backbone used).
+backbone used). Each epoch's record logs the median and 90th percentile of the summed
+gradient's L2 norm before any clipping (``grad_norm_p50``, ``grad_norm_p90``): what a
+``--clip-grad`` value would cut.
 
 ``--init-from FILE`` continues from a trained backbone instead of a fresh one (progressive
 shrinking, as once-for-all: the full network is trained first, then the variants are trained
@@ -503,6 +505,7 @@ def train(args: argparse.Namespace) -> ElasticBackbone:
                    desc=f"epoch {epoch + 1}/{args.epochs}" + (" sandwich" if sandwich else ""),
                    disable=not args.progress, mininterval=2.0)
         running = 0.0
+        grad_norms: list[float] = []
         for i, idx in enumerate(bar):
             step = epoch * steps_per_epoch + i
             for group in optimizer.param_groups:
@@ -531,8 +534,9 @@ def train(args: argparse.Namespace) -> ElasticBackbone:
             loss = _train_step(model, images, labels, configs, args.label_smoothing,
                                args.student_label_weight, teacher, args.distill_loss,
                                train_largest=not operator, student_images=clean)
-            if args.clip_grad > 0:
-                nn.utils.clip_grad_norm_(model.parameters(), args.clip_grad)
+            # the norm before clipping, logged per epoch: what a --clip-grad value would cut
+            grad_norms.append(float(nn.utils.clip_grad_norm_(
+                model.parameters(), args.clip_grad if args.clip_grad > 0 else math.inf)))
             optimizer.step()
             running = loss if i == 0 else 0.98 * running + 0.02 * loss
             bar.set_postfix(loss=f"{running:.3f}", refresh=False)
@@ -545,9 +549,12 @@ def train(args: argparse.Namespace) -> ElasticBackbone:
         val_small = evaluate(model, val_set, smallest.resolution)
         model.set_active(full)
         cpu_seconds += time.process_time() - cpu0
+        norms = np.asarray(grad_norms) if grad_norms else np.zeros(1)
         record = {"epoch": epoch + 1, "loss": round(running, 4), "val_full": val_full,
                   "val_smallest": val_small, "wall_s": round(time.perf_counter() - wall0, 1),
-                  "cpu_s_total": round(cpu_seconds, 1)}
+                  "cpu_s_total": round(cpu_seconds, 1),
+                  "grad_norm_p50": round(float(np.median(norms)), 3),
+                  "grad_norm_p90": round(float(np.percentile(norms, 90)), 3)}
         history.append(record)
         print(json.dumps(record), flush=True)
         atomic_save({"backbone": backbone_checkpoint(model), "optimizer": optimizer.state_dict(),

@@ -44,6 +44,7 @@ RECIPES = {
     "largest-only-clip2": ["--student-label-weight", "0.5", "--augment-largest-only",
                            "--zero-init-residual", "--clip-grad", "2"],
 }
+FIRST_RECIPES = ("shipped", "uniform", "labels")     # the default: the first comparison's three
 PANEL = (
     "r28-w100d3ck100f-w100d3ck100f-w100d3ck100f",   # full
     "r28-w75d3ck100f-w100d2ck100f-w100d2ck100f",    # fastest within 1.5 pt (shipped table)
@@ -88,7 +89,8 @@ def panel_accuracy(model: ElasticBackbone, val, bn_images, panel: list[str]) -> 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--epochs", type=int, default=4, help="epochs of each recipe (1 warm-up)")
-    p.add_argument("--recipes", default=",".join(RECIPES), help="comma-separated names")
+    p.add_argument("--recipes", default=",".join(FIRST_RECIPES),
+                   help=f"comma-separated names of {sorted(RECIPES)}")
     p.add_argument("--bn-images", type=int, default=2000)
     p.add_argument("--backbones", default="",
                    help="name=path,...: compare these trained backbones instead of training")
@@ -209,6 +211,7 @@ def main(argv: list[str] | None = None) -> int:
                   + "; ".join(f"{n}: `{' '.join(RECIPES[n]) or '(none)'}`" for n in names) + "."]
         section = ("recipes", "Training recipes side by side (short runs, validation split)",
                    f".venv/bin/python bench/bench_recipes.py --epochs {args.epochs}"
+                   + (f" --recipes {','.join(names)}" if names != list(FIRST_RECIPES) else "")
                    + (f" --subset {args.subset}" if args.subset else "")
                    + (f" --front-of {args.front_of}" if args.front_of else "")
                    + (f" --operator-twins {args.operator_twins}" if twins else "")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Callable, Mapping
 
 import rclpy
@@ -22,6 +23,15 @@ def run(factory: Callable[[], Node], name: str, args: list[str] | None = None,
     Ctrl-C or an external shutdown. ``start_errors`` are added to :data:`START_ERRORS`: any of
     them at construction is logged as fatal and exits with 2.
     """
+    interrupted = False
+
+    def on_sigint(signum: int, frame: object) -> None:
+        nonlocal interrupted
+        interrupted = True
+        raise KeyboardInterrupt
+
+    # rclpy's own handler (installed by init) passes the signal on to this one
+    previous = signal.signal(signal.SIGINT, on_sigint)
     try:
         with rclpy.init(args=args):
             try:
@@ -35,6 +45,14 @@ def run(factory: Callable[[], Node], name: str, args: list[str] | None = None,
                 node.destroy_node()
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
+    except RuntimeError:
+        # A Ctrl-C that lands while rclpy's C++ side converts a message to Python reaches
+        # here as pybind11's "Unable to convert call argument" instead of KeyboardInterrupt:
+        # after a SIGINT it is the interrupt; without one it is a real error.
+        if not interrupted:
+            raise
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def diagnostic_status(name: str, level: bytes, message: str, values: Mapping[str, object],

@@ -33,16 +33,15 @@ from adaspring_ros.core.profiler import bn_calibration_images  # noqa: E402
 from adaspring_ros.core.supernet import ElasticBackbone  # noqa: E402
 from bench.report import markdown_table, write_section  # noqa: E402
 
+# the shipped first stage: labels + BigNAS's augmentation on the largest only, zero-init
+LARGEST_ONLY = ["--student-label-weight", "0.5", "--augment-largest-only", "--zero-init-residual"]
 RECIPES = {
     "shipped": [],                                        # the recipe of models/backbone.pt
     "uniform": ["--uniform-subnets", "0.5"],              # half the students stage-uniform
     "labels": ["--student-label-weight", "0.5"],          # students: half labels, half teacher
-    # the shipped first stage: labels + BigNAS's augmentation on the largest only, zero-init
-    "largest-only": ["--student-label-weight", "0.5", "--augment-largest-only",
-                     "--zero-init-residual"],
+    "largest-only": LARGEST_ONLY,
     # the same with the summed gradient clipped near its 90th percentile (logged by train)
-    "largest-only-clip2": ["--student-label-weight", "0.5", "--augment-largest-only",
-                           "--zero-init-residual", "--clip-grad", "2"],
+    "largest-only-clip2": [*LARGEST_ONLY, "--clip-grad", "2"],
 }
 FIRST_RECIPES = ("shipped", "uniform", "labels")     # the default: the first comparison's three
 PANEL = (

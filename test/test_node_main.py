@@ -16,7 +16,6 @@ pytestmark = pytest.mark.ros
 
 CHILD = textwrap.dedent("""
     import os, signal, sys, time
-    import rclpy
     from rclpy.node import Node
     from adaspring_ros.nodes.common import run
 

@@ -11,15 +11,15 @@ import importlib
 import sys
 
 COMMANDS = {
-    "train": ("adaspring_ros.core.training", "train the self-evolutionary backbone"),
-    "profile": ("adaspring_ros.core.profile_command", "measure every variant -> profile table"),
-    "size-backbone": ("adaspring_ros.core.backbone_sizing",
+    "train": ("adaspring_ros.core.offline.train", "train the self-evolutionary backbone"),
+    "profile": ("adaspring_ros.core.offline.profiling", "measure every variant -> profile table"),
+    "size-backbone": ("adaspring_ros.core.offline.sizing",
                       "pick the backbone's width, depth, resolution for a device"),
-    "search": ("adaspring_ros.core.search_cli", "pick the best variant for a context"),
-    "demo": ("adaspring_ros.demo", "run the whole ROS pipeline on replayed data"),
-    "tune-variants": ("adaspring_ros.core.variant_tuning",
+    "search": ("adaspring_ros.commands.search", "pick the best variant for a context"),
+    "demo": ("adaspring_ros.demo.run", "run the whole ROS pipeline on replayed data"),
+    "tune-variants": ("adaspring_ros.core.offline.tuning",
                       "tune each chosen variant's own BN scale/shift (weights stay shared)"),
-    "bench": ("adaspring_ros.bench_runner", "run the benchmarks in bench/"),
+    "bench": ("bench.__main__", "run the benchmarks in bench/"),
 }
 
 

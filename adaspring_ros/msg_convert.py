@@ -11,7 +11,13 @@ from typing import Any
 
 import numpy as np
 
-from .core.config import DEFAULT_SPACE, CompressionConfig, ConfigError, SearchSpace, StageConfig
+from adaspring_ros.core.model.config import (
+    DEFAULT_SPACE,
+    CompressionConfig,
+    ConfigError,
+    SearchSpace,
+    StageConfig,
+)
 
 __all__ = [
     "ImageError",
@@ -322,7 +328,7 @@ def context_to_msg(context: Any, msg_type: Any, stamp: Any = None) -> Any:
 def context_from_msg(msg: Any) -> Any:
     """A core ``Context`` from an adaspring_ros/ContextState; raises ContextError naming the
     field that is out of range (NaN optional readings become None = unknown)."""
-    from .core.context import Context
+    from adaspring_ros.core.policy.context import Context
 
     stamp = msg.header.stamp
     try:
@@ -348,7 +354,7 @@ def battery_from_msg(msg: Any) -> Any:
     infinite value, or a value out of range raises ContextError rather than being guessed.
     A battery reported as not ``present`` is a valid reading of "no battery".
     """
-    from .core.context import battery_from_state
+    from adaspring_ros.core.policy.context import battery_from_state
 
     if not msg.present:
         return battery_from_state(math.nan, 0, present=False)

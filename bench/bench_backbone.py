@@ -30,24 +30,24 @@ from pathlib import Path
 
 import torch
 
-from adaspring_ros.core import training  # noqa: E402
-from adaspring_ros.core.checkpoint import load_backbone  # noqa: E402
-from adaspring_ros.core.config import CompressionConfig, StageConfig  # noqa: E402
-from adaspring_ros.core.data import load_fashion_mnist  # noqa: E402
-from adaspring_ros.core.energy import DEFAULT_DEVICE, make_meter  # noqa: E402
-from adaspring_ros.core.engine import DEFAULT_ENGINE, ENGINES, Runner, make_engine  # noqa: E402
-from adaspring_ros.core.profiler import (  # noqa: E402
+from adaspring_ros.core.data.datasets import load_fashion_mnist
+from adaspring_ros.core.energy import DEFAULT_DEVICE, make_meter
+from adaspring_ros.core.model.checkpoint import load_backbone
+from adaspring_ros.core.model.config import CompressionConfig, StageConfig
+from adaspring_ros.core.model.engine import DEFAULT_ENGINE, ENGINES, Runner, make_engine
+from adaspring_ros.core.model.supernet import ElasticBackbone
+from adaspring_ros.core.offline import train as training
+from adaspring_ros.core.offline.profiler import (
     bn_calibration_images,
     fastest_within,
     measure_static,
     most_accurate_within,
     time_round_robin,
 )
-from adaspring_ros.core.search import default_table  # noqa: E402
-from adaspring_ros.core.serving import VariantCache, freeze_heap  # noqa: E402
-from adaspring_ros.core.supernet import ElasticBackbone  # noqa: E402
-from adaspring_ros.paths import default_backbone  # noqa: E402
-from bench.report import markdown_table, spread, write_section  # noqa: E402
+from adaspring_ros.core.paths import default_backbone
+from adaspring_ros.core.policy.search import default_table
+from adaspring_ros.core.serving.server import VariantCache, freeze_heap
+from bench.report import markdown_table, spread, write_section
 
 HALF_WIDTH = "r28-w50d3ck100f-w50d3ck100f-w50d3ck100f"      # hand-crafted: half width
 SUBNETS = ("r20-w50d1ck100f-w50d1ck100f-w50d1ck100f",       # small and shallow

@@ -25,20 +25,20 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
-from adaspring_ros.core.checkpoint import load_backbone  # noqa: E402
-from adaspring_ros.core.config import CompressionConfig, StageConfig  # noqa: E402
-from adaspring_ros.core.data import load_fashion_mnist, preprocess  # noqa: E402
-from adaspring_ros.core.engine import make_engine, onnx_graph  # noqa: E402
-from adaspring_ros.core.profile_table import ProfileTable  # noqa: E402
-from adaspring_ros.core.profiler import (  # noqa: E402
+from adaspring_ros.core.data.datasets import load_fashion_mnist, preprocess
+from adaspring_ros.core.model.checkpoint import load_backbone
+from adaspring_ros.core.model.config import CompressionConfig, StageConfig
+from adaspring_ros.core.model.engine import make_engine, onnx_graph
+from adaspring_ros.core.model.profile_table import ProfileTable
+from adaspring_ros.core.offline.profiler import (
     bn_calibration_images,
     fastest_within,
     pareto_front,
     time_round_robin,
 )
-from adaspring_ros.core.serving import VariantCache, freeze_heap, set_num_threads  # noqa: E402
-from adaspring_ros.paths import default_profile_table  # noqa: E402
-from bench.report import markdown_table, spread, write_section  # noqa: E402
+from adaspring_ros.core.paths import default_profile_table
+from adaspring_ros.core.serving.server import VariantCache, freeze_heap, set_num_threads
+from bench.report import markdown_table, spread, write_section
 
 
 class OpenVinoRunner:

@@ -6,7 +6,7 @@ with its per-frame timing log. Per frame:
 
     camera publish      the camera's publish() call (serialising 900 KB into shared memory)
     transport + wake-up publish returned -> the node's image callback starts
-    decode + preprocess callback start -> forward starts (core/data.py preprocess)
+    decode + preprocess callback start -> forward starts (core/data/datasets.py preprocess)
     forward             the variant's forward pass
     result publish      forward done -> InferenceResult published
     result -> subscriber result published -> this process's callback
@@ -29,10 +29,12 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-import numpy as np  # noqa: E402
+import numpy as np
 
-from adaspring_ros import demo, msg_convert, processes  # noqa: E402
-from bench.report import markdown_table, write_section  # noqa: E402
+from adaspring_ros import msg_convert
+from adaspring_ros.demo import graph as processes
+from adaspring_ros.demo import run as demo
+from bench.report import markdown_table, write_section
 
 STAGES = ("camera publish", "transport + wake-up", "decode + preprocess", "forward",
           "result publish", "result -> subscriber", "end to end")

@@ -24,11 +24,12 @@ import time
 import torch
 import torch.nn.functional as F
 
-from adaspring_ros.core import training, variant_tuning
-from adaspring_ros.core.checkpoint import load_backbone
-from adaspring_ros.core.config import CompressionConfig
-from adaspring_ros.core.data import load_fashion_mnist, preprocess
-from adaspring_ros.paths import default_backbone
+from adaspring_ros.core.data.datasets import load_fashion_mnist, preprocess
+from adaspring_ros.core.model.checkpoint import load_backbone
+from adaspring_ros.core.model.config import CompressionConfig
+from adaspring_ros.core.offline import train as training
+from adaspring_ros.core.offline import tuning as variant_tuning
+from adaspring_ros.core.paths import default_backbone
 from bench.bench_variant_tuning import BENCH_SUBNETS
 from bench.report import markdown_table, write_section
 

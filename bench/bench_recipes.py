@@ -25,13 +25,13 @@ import statistics
 import sys
 from pathlib import Path
 
-from adaspring_ros.core import training  # noqa: E402
-from adaspring_ros.core.checkpoint import load_backbone  # noqa: E402
-from adaspring_ros.core.config import DEFAULT_SPACE, CompressionConfig  # noqa: E402
-from adaspring_ros.core.data import load_fashion_mnist, train_val_split  # noqa: E402
-from adaspring_ros.core.profiler import bn_calibration_images  # noqa: E402
-from adaspring_ros.core.supernet import ElasticBackbone  # noqa: E402
-from bench.report import markdown_table, write_section  # noqa: E402
+from adaspring_ros.core.data.datasets import load_fashion_mnist, train_val_split
+from adaspring_ros.core.model.checkpoint import load_backbone
+from adaspring_ros.core.model.config import DEFAULT_SPACE, CompressionConfig
+from adaspring_ros.core.model.supernet import ElasticBackbone
+from adaspring_ros.core.offline import train as training
+from adaspring_ros.core.offline.profiler import bn_calibration_images
+from bench.report import markdown_table, write_section
 
 # the shipped first stage: labels + BigNAS's augmentation on the largest only, zero-init
 LARGEST_ONLY = ["--student-label-weight", "0.5", "--augment-largest-only", "--zero-init-residual"]

@@ -30,10 +30,13 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-from adaspring_ros import demo, demo_report, paths, processes  # noqa: E402
-from adaspring_ros.core.scenario import ScenarioTrace  # noqa: E402
-from adaspring_ros.core.search import RuntimeSearch, default_table  # noqa: E402
-from bench.report import markdown_table, spread, write_section  # noqa: E402
+from adaspring_ros.core import paths
+from adaspring_ros.core.policy.scenario import ScenarioTrace
+from adaspring_ros.core.policy.search import RuntimeSearch, default_table
+from adaspring_ros.demo import graph as processes
+from adaspring_ros.demo import report as demo_report
+from adaspring_ros.demo import run as demo
+from bench.report import markdown_table, spread, write_section
 
 # The policy's pacing switched off: every context change may swap at once.
 NO_PACING = {"min_swap_interval_s": 0.0, "min_urgent_interval_s": 0.0, "settle_s": 0.0,

@@ -31,15 +31,16 @@ ROOT = Path(__file__).resolve().parent.parent
 # Loopback discovery; the domain is picked by quiet_domain() (inherited by the node processes).
 os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
 
-import psutil  # noqa: E402
-import rclpy  # noqa: E402
+import psutil
+import rclpy
 
-from adaspring_ros import msg_convert, paths  # noqa: E402
-from adaspring_ros.core.config import DEFAULT_SPACE, CompressionConfig  # noqa: E402
-from adaspring_ros.core.profiler import stratified_sample  # noqa: E402
-from adaspring_ros.processes import ChildProcess as NodeProcess  # noqa: E402
-from adaspring_ros.processes import spin_until  # noqa: E402
-from bench.report import markdown_table, spread, write_section  # noqa: E402
+from adaspring_ros import msg_convert
+from adaspring_ros.core import paths
+from adaspring_ros.core.model.config import DEFAULT_SPACE, CompressionConfig
+from adaspring_ros.core.offline.profiler import stratified_sample
+from adaspring_ros.demo.graph import ChildProcess as NodeProcess
+from adaspring_ros.demo.graph import spin_until
+from bench.report import markdown_table, spread, write_section
 
 CAMERA = "adaspring_ros.nodes.camera_replay_node"
 PERCEPTION = "adaspring_ros.nodes.perception_node"
@@ -104,8 +105,8 @@ def quiet_domain(listen_s: float = 2.0, tries: int = 10):
 
 
 def backbone_path(workdir: Path) -> tuple[Path, str]:
-    from adaspring_ros.core.checkpoint import CheckpointError, load_backbone, save_backbone
-    from adaspring_ros.core.supernet import build_backbone
+    from adaspring_ros.core.model.checkpoint import CheckpointError, load_backbone, save_backbone
+    from adaspring_ros.core.model.supernet import build_backbone
 
     try:
         load_backbone(paths.default_backbone())
@@ -223,8 +224,8 @@ def overhead_rows(session: Session, label: str, frames: int) -> list[list]:
 
 def swap_session(node, workdir: Path, backbone: Path, engine: str, args) -> tuple:
     """Swaps, memory and live-vs-table forward times of one engine's perception node."""
-    from adaspring_ros.core.profile_table import ProfileTable
-    from adaspring_ros.core.profiler import pareto_front
+    from adaspring_ros.core.model.profile_table import ProfileTable
+    from adaspring_ros.core.offline.profiler import pareto_front
 
     session = Session(node, workdir, backbone, 640, 480, "rgb8", tag=f"-{engine}",
                       extra=["-p", f"engine:={engine}"])

@@ -30,21 +30,21 @@ from pathlib import Path
 
 import numpy as np
 
-from adaspring_ros.core.budgets import Budgets
-from adaspring_ros.core.config import CompressionConfig
-from adaspring_ros.core.context import Context
-from adaspring_ros.core.evolution import Evolver
-from adaspring_ros.core.lambdas import Lambdas
-from adaspring_ros.core.profile_table import ProfileEntry, ProfileTable
-from adaspring_ros.core.scenario import ScenarioTrace, shipped_scenarios
-from adaspring_ros.core.search import (
+from adaspring_ros.core.model.config import CompressionConfig
+from adaspring_ros.core.model.profile_table import ProfileEntry, ProfileTable
+from adaspring_ros.core.policy.budgets import Budgets
+from adaspring_ros.core.policy.context import Context
+from adaspring_ros.core.policy.evolution import Evolver
+from adaspring_ros.core.policy.lambdas import Lambdas
+from adaspring_ros.core.policy.scenario import ScenarioTrace, shipped_scenarios
+from adaspring_ros.core.policy.search import (
     RuntimeSearch,
     default_table,
     exhaustive_search,
     table_tail_ratio,
 )
-from adaspring_ros.core.synthetic import synthetic_table, width_only_configs
 from bench.report import markdown_table, spread, write_section
+from tools.synthetic_tables import synthetic_table, width_only_configs
 
 CONTENTION_PER_LOAD = 2.0  # simulated slowdown per unit of other processes' CPU share
 

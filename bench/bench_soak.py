@@ -41,10 +41,11 @@ ROOT = Path(__file__).resolve().parent.parent
 os.environ.setdefault("ROS_DOMAIN_ID", str(random.SystemRandom().randint(102, 232)))
 os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
 
-from adaspring_ros import msg_convert, paths  # noqa: E402
-from adaspring_ros.core.config import CompressionConfig  # noqa: E402
-from adaspring_ros.processes import ChildProcess as NodeProcess  # noqa: E402
-from adaspring_ros.processes import spin_until  # noqa: E402
+from adaspring_ros import msg_convert
+from adaspring_ros.core import paths
+from adaspring_ros.core.model.config import CompressionConfig
+from adaspring_ros.demo.graph import ChildProcess as NodeProcess
+from adaspring_ros.demo.graph import spin_until
 
 CAMERA = "adaspring_ros.nodes.camera_replay_node"
 PERCEPTION = "adaspring_ros.nodes.perception_node"
@@ -65,8 +66,8 @@ PROFILE = paths.config_dir() / "fastdds_large_images.xml"
 def prepare_backbone(workdir: Path) -> tuple[Path, str]:
     """A private copy of the shipped backbone (training may rewrite models/ meanwhile), or a
     randomly initialised one of the same architecture when it is missing or does not verify."""
-    from adaspring_ros.core.checkpoint import CheckpointError, load_backbone, save_backbone
-    from adaspring_ros.core.supernet import build_backbone
+    from adaspring_ros.core.model.checkpoint import CheckpointError, load_backbone, save_backbone
+    from adaspring_ros.core.model.supernet import build_backbone
 
     path = workdir / "backbone.pt"
     try:
@@ -89,10 +90,10 @@ class Reference:
     def __init__(self, backbone: Path, table: Path | None = None, limit: int = LIMIT) -> None:
         import torch
 
-        from adaspring_ros.core import data
-        from adaspring_ros.core.checkpoint import load_backbone
-        from adaspring_ros.core.engine import DEFAULT_ENGINE, VariantBuilder, make_engine
-        from adaspring_ros.core.search import default_table
+        from adaspring_ros.core.data import datasets as data
+        from adaspring_ros.core.model.checkpoint import load_backbone
+        from adaspring_ros.core.model.engine import DEFAULT_ENGINE, VariantBuilder, make_engine
+        from adaspring_ros.core.policy.search import default_table
 
         torch.set_num_threads(1)  # as the node: the same kernels, the same float results
         self.model = load_backbone(backbone)
@@ -115,15 +116,15 @@ class Reference:
         """Replayed frame ``seq`` as the camera publishes it (640x480 rgb8 Image)."""
         from sensor_msgs.msg import Image
 
-        from adaspring_ros.core.frame_sources import fit_frame
+        from adaspring_ros.core.serving.replay import fit_frame
 
         frame = fit_frame(self.images[seq % self.limit], 640, 480, "nearest")
         return msg_convert.numpy_to_image(frame, "rgb8", Image)
 
     def classify(self, config_id: str, pixels) -> tuple[int, float]:
         """(class, score) of decoded ``pixels`` by the variant the node would build."""
-        from adaspring_ros.core import data
-        from adaspring_ros.core.engine import classify_logits
+        from adaspring_ros.core.data import datasets as data
+        from adaspring_ros.core.model.engine import classify_logits
 
         if config_id not in self.nets:
             config = CompressionConfig.from_id(config_id, self.model.space)
@@ -365,7 +366,7 @@ def run_soak(node, workdir: Path, duration_s: float, swap_period_s: float = 2.0,
     """
     import rclpy
 
-    from adaspring_ros.processes import CpuHog
+    from adaspring_ros.demo.graph import CpuHog
 
     backbone, note = prepare_backbone(workdir)
     run = SoakRun(duration_s, note)

@@ -23,17 +23,18 @@ from pathlib import Path
 
 import torch
 
-from adaspring_ros.core import training, variant_tuning
-from adaspring_ros.core.checkpoint import load_backbone
-from adaspring_ros.core.config import CompressionConfig
-from adaspring_ros.core.data import load_fashion_mnist, preprocess, train_val_split
-from adaspring_ros.core.engine import make_engine
-from adaspring_ros.core.profiler import (
+from adaspring_ros.core.data.datasets import load_fashion_mnist, preprocess, train_val_split
+from adaspring_ros.core.model.checkpoint import load_backbone
+from adaspring_ros.core.model.config import CompressionConfig
+from adaspring_ros.core.model.engine import make_engine
+from adaspring_ros.core.offline import train as training
+from adaspring_ros.core.offline import tuning as variant_tuning
+from adaspring_ros.core.offline.profiler import (
     bn_calibration_images,
     count_macs,
     runner_accuracy,
 )
-from adaspring_ros.paths import default_backbone, default_profile_table
+from adaspring_ros.core.paths import default_backbone, default_profile_table
 from bench.bench_backbone import HALF_WIDTH, SUBNETS
 from bench.report import markdown_table, write_section
 

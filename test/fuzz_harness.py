@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from ros_harness import NodeProcess, PerceptionEnds, spin_until
 
 from adaspring_ros import msg_convert
-from adaspring_ros.core.config import CompressionConfig
+from adaspring_ros.core.model.config import CompressionConfig
 
 PERCEPTION = "adaspring_ros.nodes.perception_node"
 CONTEXT = "adaspring_ros.nodes.context_node"

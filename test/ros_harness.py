@@ -3,7 +3,7 @@
 Each test module gets a ROS_DOMAIN_ID of its own and localhost-only discovery (set by conftest.py
 before any rclpy.init), so modules, and parallel runs on one machine, do not see each other. Tests
 wait on matched counts, futures and messages with timeouts, never on bare sleeps. The process and
-spin helpers are the package's own (adaspring_ros/processes.py), shared with the demo and the
+spin helpers are the package's own (adaspring_ros/demo/graph.py), shared with the demo and the
 benchmarks.
 """
 
@@ -12,8 +12,8 @@ from __future__ import annotations
 import signal
 import time
 
-from adaspring_ros import processes
-from adaspring_ros.processes import spin_until  # noqa: F401  (the tests import it from here)
+from adaspring_ros.demo import graph as processes
+from adaspring_ros.demo.graph import spin_until  # noqa: F401  (the tests import it from here)
 
 REPO = processes.SOURCE_ROOT
 

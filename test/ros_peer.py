@@ -14,7 +14,7 @@ from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 
 from adaspring_ros import msg_convert
-from adaspring_ros.core.config import CompressionConfig
+from adaspring_ros.core.model.config import CompressionConfig
 
 
 def sample(type_name: str):

@@ -14,7 +14,7 @@ import pytest
 # The parent starts one child, prints its pid and waits to be killed.
 PARENT = (
     "import subprocess, sys, time\n"
-    "from adaspring_ros.child_process import dies_with_parent\n"
+    "from adaspring_ros.demo.child_process import dies_with_parent\n"
     "args = ['-c', 'import time; time.sleep(60)']\n"
     "cmd = dies_with_parent(args) if sys.argv[1] == 'guarded' else [sys.executable, *args]\n"
     "print(subprocess.Popen(cmd, start_new_session=True).pid, flush=True)\n"

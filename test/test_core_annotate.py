@@ -1,11 +1,11 @@
-"""The debug view's drawing (core/annotate.py), without ROS."""
+"""The debug view's drawing (core/serving/annotate.py), without ROS."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from adaspring_ros.core.annotate import MIN_WIDTH, annotate, decision_lines
+from adaspring_ros.core.serving.annotate import MIN_WIDTH, annotate, decision_lines
 
 LINES = decision_lines("Trouser", 0.971, "r28-w100d2ck100f-w100d2ck100f-w100d2ck100f", 3.24)
 

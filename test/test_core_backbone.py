@@ -8,14 +8,19 @@ import random
 import pytest
 import torch
 
-from adaspring_ros.core.checkpoint import (
+from adaspring_ros.core.model.checkpoint import (
     CheckpointError,
     load_backbone,
     save_backbone,
     write_checksum,
 )
-from adaspring_ros.core.config import DEFAULT_SPACE, CompressionConfig, ConfigError, StageConfig
-from adaspring_ros.core.operators import (
+from adaspring_ros.core.model.config import (
+    DEFAULT_SPACE,
+    CompressionConfig,
+    ConfigError,
+    StageConfig,
+)
+from adaspring_ros.core.model.operators import (
     ElasticConvBN,
     SwitchableBatchNorm2d,
     fake_quant_int8,
@@ -23,8 +28,8 @@ from adaspring_ros.core.operators import (
     quantise_int8,
     rank_for,
 )
-from adaspring_ros.core.serving import VariantCache
-from adaspring_ros.core.supernet import CompactNet, build_backbone
+from adaspring_ros.core.model.supernet import CompactNet, build_backbone
+from adaspring_ros.core.serving.server import VariantCache
 
 
 @pytest.fixture(scope="module")
@@ -252,7 +257,7 @@ def test_checkpoint_wrong_shapes_rejected(tmp_path, backbone):
 
 
 def test_shipped_backbone_checksum():
-    from adaspring_ros.paths import default_backbone
+    from adaspring_ros.core.paths import default_backbone
 
     path = default_backbone()
     if not path.exists():
@@ -266,7 +271,7 @@ def test_shipped_backbone_checksum():
 def test_freeze_heap_moves_live_objects_out_of_the_collector():
     import gc
 
-    from adaspring_ros.core.serving import freeze_heap
+    from adaspring_ros.core.serving.server import freeze_heap
 
     try:
         freeze_heap()

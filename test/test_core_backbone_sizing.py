@@ -9,10 +9,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from adaspring_ros.core import backbone_sizing as sizing
-from adaspring_ros.core.checkpoint import load_backbone
-from adaspring_ros.core.data import FASHION_MNIST_DIR
-from adaspring_ros.core.training import sized_space
+from adaspring_ros.core.data.datasets import FASHION_MNIST_DIR
+from adaspring_ros.core.model.checkpoint import load_backbone
+from adaspring_ros.core.offline import sizing
+from adaspring_ros.core.offline.train import sized_space
 
 
 def row(latency: float, acc: float | None, macs: int = 1_000_000) -> sizing.Measured:
@@ -64,7 +64,7 @@ def test_bad_options_are_refused_with_exit_code_2(capsys):
     assert sizing.cli_main(["--latency-ms", "-1"]) == 2
     assert sizing.cli_main(["--depths", "5"]) == 2
     assert "not in the search space" in capsys.readouterr().err
-    from adaspring_ros.core.training import cli_main as train_main
+    from adaspring_ros.core.offline.train import cli_main as train_main
 
     assert train_main(["--max-depth", "7"]) == 2
 

@@ -11,11 +11,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from adaspring_ros.core.budgets import BudgetParams, compute_budgets
-from adaspring_ros.core.context import BatteryReading, Context, battery_from_state
-from adaspring_ros.core.lambdas import LambdaParams, Lambdas, adapt_lambdas
-from adaspring_ros.core.psutil_source import PsutilSource
-from adaspring_ros.core.scenario import ScenarioError, ScenarioTrace, shipped_scenarios
+from adaspring_ros.core.policy.budgets import BudgetParams, compute_budgets
+from adaspring_ros.core.policy.context import BatteryReading, Context, battery_from_state
+from adaspring_ros.core.policy.lambdas import LambdaParams, Lambdas, adapt_lambdas
+from adaspring_ros.core.policy.psutil_source import PsutilSource
+from adaspring_ros.core.policy.scenario import ScenarioError, ScenarioTrace, shipped_scenarios
 
 NAN = float("nan")
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from adaspring_ros.core.data import (
+from adaspring_ros.core.data.datasets import (
     FASHION_MNIST_CLASSES,
     FASHION_MNIST_DIR,
     MEAN,

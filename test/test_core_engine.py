@@ -13,18 +13,18 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from adaspring_ros.core.checkpoint import load_backbone
-from adaspring_ros.core.config import DEFAULT_SPACE, CompressionConfig, StageConfig
-from adaspring_ros.core.data import load_fashion_mnist, preprocess
-from adaspring_ros.core.engine import (
+from adaspring_ros.core.data.datasets import load_fashion_mnist, preprocess
+from adaspring_ros.core.model.checkpoint import load_backbone
+from adaspring_ros.core.model.config import DEFAULT_SPACE, CompressionConfig, StageConfig
+from adaspring_ros.core.model.engine import (
     EngineError,
     classify_logits,
     make_engine,
     onnx_graph,
 )
-from adaspring_ros.core.profile_table import ProfileError, ProfileTable
-from adaspring_ros.core.profiler import bn_calibration_images, time_round_robin
-from adaspring_ros.core.training import variant_bn_stats
+from adaspring_ros.core.model.profile_table import ProfileError, ProfileTable
+from adaspring_ros.core.offline.profiler import bn_calibration_images, time_round_robin
+from adaspring_ros.core.offline.train import variant_bn_stats
 
 pytest.importorskip("onnxruntime")
 
@@ -164,7 +164,7 @@ def test_round_robin_timing_covers_every_runner(backbone, test_images):
 
 
 def test_profile_table_names_its_engine_and_refuses_another(tmp_path):
-    from adaspring_ros.core.synthetic import synthetic_table
+    from tools.synthetic_tables import synthetic_table
 
     table = synthetic_table(4)
     table.require_engine("onnxruntime")        # made-up numbers fit any engine
@@ -179,7 +179,7 @@ def test_profile_table_names_its_engine_and_refuses_another(tmp_path):
 
 
 def test_profile_table_int8_ranges_round_trip_and_are_validated(tmp_path):
-    from adaspring_ros.core.synthetic import synthetic_table
+    from tools.synthetic_tables import synthetic_table
 
     table = synthetic_table(3)
     entry = dataclasses.replace(table.entries[0], int8_ranges={"image": (-0.8, 2.0)})
@@ -204,8 +204,8 @@ def test_profile_table_int8_ranges_round_trip_and_are_validated(tmp_path):
 
 
 def test_variant_builder_serves_profiled_int8_variants_in_int8(backbone):
-    from adaspring_ros.core.engine import VariantBuilder
-    from adaspring_ros.core.synthetic import table_from_rows
+    from adaspring_ros.core.model.engine import VariantBuilder
+    from tools.synthetic_tables import table_from_rows
 
     config = OPERATORS["int8"]
     engine = make_engine("onnxruntime")
@@ -231,8 +231,8 @@ def test_shipped_table_int8_costs_at_most_half_a_point():
     import re
     import statistics
 
-    from adaspring_ros.core.checkpoint import load_backbone
-    from adaspring_ros.core.search import default_table
+    from adaspring_ros.core.model.checkpoint import load_backbone
+    from adaspring_ros.core.policy.search import default_table
 
     table, _ = default_table(engine="onnxruntime")
     tuned = set(load_backbone().variant_affine)

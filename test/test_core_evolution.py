@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from adaspring_ros.core.budgets import BudgetParams
-from adaspring_ros.core.context import Context
-from adaspring_ros.core.evolution import ContentionEstimator, EvolutionParams, Evolver
-from adaspring_ros.core.lambdas import LambdaParams, Lambdas
-from adaspring_ros.core.search import ObjectiveParams
-from adaspring_ros.core.synthetic import synthetic_table, table_from_rows
+from adaspring_ros.core.policy.budgets import BudgetParams
+from adaspring_ros.core.policy.context import Context
+from adaspring_ros.core.policy.evolution import ContentionEstimator, EvolutionParams, Evolver
+from adaspring_ros.core.policy.lambdas import LambdaParams, Lambdas
+from adaspring_ros.core.policy.search import ObjectiveParams
+from tools.synthetic_tables import synthetic_table, table_from_rows
 
 # Three variants: accurate and slow, middle, fast and poor (p95 = p50 exactly).
 ROWS = [
@@ -359,7 +359,7 @@ def test_decision_gives_the_compression_config(table):
 @pytest.fixture(scope="module")
 def default():
     """The shipped profile table, or the synthetic stand-in while it is missing."""
-    from adaspring_ros.core.search import default_table
+    from adaspring_ros.core.policy.search import default_table
 
     return default_table()[0]
 
@@ -367,7 +367,7 @@ def default():
 @pytest.mark.parametrize("name", ["battery_drain", "cpu_contention", "latency_tightening",
                                   "memory_pressure", "mixed"])
 def test_shipped_scenarios_keep_deadlines_with_few_swaps(default, name):
-    from adaspring_ros.core.scenario import ScenarioTrace, shipped_scenarios
+    from adaspring_ros.core.policy.scenario import ScenarioTrace, shipped_scenarios
 
     trace = ScenarioTrace.load(next(p for p in shipped_scenarios() if p.stem == name))
     evolver = Evolver(default, budget_params=trace.budget_params(), mission_start=0.0)
@@ -418,7 +418,7 @@ def _run(evolver: Evolver, context: Context, start_s: float, end_s: float) -> fl
 
 @pytest.mark.parametrize("which", ["shipped", "synthetic"])
 def test_the_policy_climbs_back_after_a_low_battery_phase(which):
-    from adaspring_ros.core.search import default_table
+    from adaspring_ros.core.policy.search import default_table
 
     table = synthetic_table(400, seed=5) if which == "synthetic" else default_table()[0]
     # The synthetic cost model spreads energy so widely that at 90 % the policy already sits on
@@ -442,7 +442,7 @@ def test_the_policy_climbs_back_after_a_low_battery_phase(which):
 
 
 def test_the_stale_fallback_does_not_trap():
-    from adaspring_ros.core.search import default_table
+    from adaspring_ros.core.policy.search import default_table
 
     table = default_table()[0]
     evolver = Evolver(table, EvolutionParams(stale_after_s=3.0))

@@ -1,4 +1,4 @@
-"""The one percentile and the perception node's frame counters (core/frame_stats.py)."""
+"""The one percentile and the perception node's frame counters (core/serving/frame_stats.py)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from adaspring_ros.core.frame_stats import FrameStats, percentile
+from adaspring_ros.core.serving.frame_stats import FrameStats, percentile
 
 
 def test_percentile_is_nearest_rank_and_never_interpolates():
@@ -58,7 +58,7 @@ def test_a_window_hands_over_its_samples_and_starts_afresh():
 
 
 def test_window_metrics_leave_unusable_stamps_out_of_the_end_to_end_latency():
-    from adaspring_ros.core.frame_stats import window_metrics
+    from adaspring_ros.core.serving.frame_stats import window_metrics
 
     window = {"model_ms": [1.0, 2.0, 3.0, 4.0], "e2e_ms": [5.0, math.nan, 7.0, 8.0],
               "non_model_ms": [4.0, math.nan, 4.0, 4.0]}
@@ -72,7 +72,7 @@ def test_window_metrics_leave_unusable_stamps_out_of_the_end_to_end_latency():
 
 
 def test_timing_log_writes_a_csv_and_survives_being_closed(tmp_path):
-    from adaspring_ros.core.frame_stats import TimingLog
+    from adaspring_ros.core.serving.frame_stats import TimingLog
 
     TimingLog(None).write(1, 2.0, 1.0, "c", 3, 0.5)  # off: a no-op
     log = TimingLog(str(tmp_path / "t.csv"))

@@ -1,4 +1,4 @@
-"""Properties of the runtime objective (core/search.py), over the shipped profile table and random
+"""Properties of the runtime objective (policy.search), over the shipped profile table and random
 tables: what external power, λ2 = 0 and λ1 = 0 choose, monotone responses to the battery and the
 latency budget, and indifference to junk variants."""
 
@@ -11,12 +11,12 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from adaspring_ros.core.budgets import BudgetParams, Budgets
-from adaspring_ros.core.context import Context
-from adaspring_ros.core.lambdas import Lambdas
-from adaspring_ros.core.profile_table import ProfileTable
-from adaspring_ros.core.search import ObjectiveParams, RuntimeSearch, default_table
-from adaspring_ros.core.synthetic import synthetic_table, table_from_rows
+from adaspring_ros.core.model.profile_table import ProfileTable
+from adaspring_ros.core.policy.budgets import BudgetParams, Budgets
+from adaspring_ros.core.policy.context import Context
+from adaspring_ros.core.policy.lambdas import Lambdas
+from adaspring_ros.core.policy.search import ObjectiveParams, RuntimeSearch, default_table
+from tools.synthetic_tables import synthetic_table, table_from_rows
 
 INF = math.inf
 

@@ -8,7 +8,6 @@ from collections import Counter
 import pytest
 import torch
 
-from adaspring_ros.core.config import DEFAULT_SPACE, CompressionConfig
 from adaspring_ros.core.energy import (
     DevicePowerModel,
     PowerModelMeter,
@@ -16,8 +15,10 @@ from adaspring_ros.core.energy import (
     load_device,
     make_meter,
 )
-from adaspring_ros.core.profile_table import ProfileEntry, ProfileError, ProfileTable
-from adaspring_ros.core.profiler import (
+from adaspring_ros.core.model.config import DEFAULT_SPACE, CompressionConfig
+from adaspring_ros.core.model.profile_table import ProfileEntry, ProfileError, ProfileTable
+from adaspring_ros.core.model.supernet import build_backbone
+from adaspring_ros.core.offline.profiler import (
     count_macs,
     fastest_within,
     most_accurate_within,
@@ -26,7 +27,6 @@ from adaspring_ros.core.profiler import (
     peak_memory_bytes,
     stratified_sample,
 )
-from adaspring_ros.core.supernet import build_backbone
 
 
 def _entry(config_id: str, accuracy: float, latency: float) -> ProfileEntry:
@@ -91,7 +91,7 @@ def test_profile_table_round_trip_and_rejection(tmp_path):
                          backbone_sha256="ab" * 32, energy_method="cpu_time_x_power_model:x")
     path = tmp_path / "t.json"
     table.save(path)
-    from adaspring_ros.core.checkpoint import sha256_of
+    from adaspring_ros.core.model.checkpoint import sha256_of
 
     loaded = ProfileTable.load(path, expected_sha256=sha256_of(path))
     assert loaded.to_dict() == table.to_dict()
@@ -113,8 +113,8 @@ def test_profile_table_round_trip_and_rejection(tmp_path):
 
 
 def test_shipped_profile_table_matches_shipped_backbone():
-    from adaspring_ros.core.checkpoint import sha256_of
-    from adaspring_ros.paths import default_backbone, default_profile_table
+    from adaspring_ros.core.model.checkpoint import sha256_of
+    from adaspring_ros.core.paths import default_backbone, default_profile_table
 
     path = default_profile_table()
     sums = path.with_name(path.name + ".sha256")

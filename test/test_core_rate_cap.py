@@ -7,7 +7,7 @@ from itertools import pairwise
 
 import pytest
 
-from adaspring_ros.core.rate_cap import RateCap
+from adaspring_ros.core.serving.rate_cap import RateCap
 
 
 def admitted(cap: RateCap, camera_hz: float, seconds: float, start: float = 0.0) -> list[float]:

@@ -9,18 +9,18 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from adaspring_ros.core import search as search_module
-from adaspring_ros.core.budgets import Budgets
-from adaspring_ros.core.context import Context
-from adaspring_ros.core.lambdas import Lambdas
-from adaspring_ros.core.search import (
+from adaspring_ros.commands.search import cli_main
+from adaspring_ros.core.policy import search as search_module
+from adaspring_ros.core.policy.budgets import Budgets
+from adaspring_ros.core.policy.context import Context
+from adaspring_ros.core.policy.lambdas import Lambdas
+from adaspring_ros.core.policy.search import (
     ObjectiveParams,
     RuntimeSearch,
     default_table,
     exhaustive_search,
 )
-from adaspring_ros.core.search_cli import cli_main
-from adaspring_ros.core.synthetic import synthetic_table, table_from_rows
+from tools.synthetic_tables import synthetic_table, table_from_rows
 
 INF = math.inf
 # No loss limit: the plain optimisation, for the tests of budgets and ties.
@@ -226,7 +226,7 @@ def test_decide_adapts_lambdas_and_budgets_from_the_context():
 
 
 def test_default_table_falls_back_to_a_synthetic_table_and_says_so(monkeypatch, tmp_path):
-    import adaspring_ros.paths as paths
+    import adaspring_ros.core.paths as paths
 
     monkeypatch.setattr(paths, "default_profile_table", lambda engine: tmp_path / "missing.json")
     table, note = default_table()
@@ -249,7 +249,7 @@ def test_cli_prints_the_choice(capsys):
 
 
 def test_cli_takes_a_scenario_and_lambda_overrides(capsys):
-    from adaspring_ros.core.scenario import ScenarioTrace, shipped_scenarios
+    from adaspring_ros.core.policy.scenario import ScenarioTrace, shipped_scenarios
 
     mixed = next(p for p in shipped_scenarios() if p.stem == "mixed")
     assert cli_main(["--scenario", str(mixed), "--at", "45", "--lambda2", "0.25"]) == 0
@@ -268,7 +268,7 @@ def test_cli_reports_bad_input(capsys, tmp_path):
 
 
 def test_cli_cpu_load_predicts_contention_and_moves_the_choice(capsys):
-    from adaspring_ros.core.budgets import contention_from_load
+    from adaspring_ros.core.policy.budgets import contention_from_load
 
     assert contention_from_load(0) == 1.0 and contention_from_load(95) == pytest.approx(1.95)
     table, _ = default_table()

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from adaspring_ros.core.config import CompressionConfig, ConfigError
-from adaspring_ros.core.engine import make_engine
-from adaspring_ros.core.serving import VariantServer, parse_config
-from adaspring_ros.core.supernet import build_backbone
+from adaspring_ros.core.model.config import CompressionConfig, ConfigError
+from adaspring_ros.core.model.engine import make_engine
+from adaspring_ros.core.model.supernet import build_backbone
+from adaspring_ros.core.serving.server import VariantServer, parse_config
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from adaspring_ros.core.swap_tracker import SwapTracker
+from adaspring_ros.core.policy.swap_tracker import SwapTracker
 
 TIMEOUT = 3.0
 

@@ -11,11 +11,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from adaspring_ros.core.checkpoint import load_backbone
-from adaspring_ros.core.config import DEFAULT_SPACE, CompressionConfig
-from adaspring_ros.core.data import FASHION_MNIST_DIR, preprocess
-from adaspring_ros.core.supernet import build_backbone
-from adaspring_ros.core.training import (
+from adaspring_ros.core.data.datasets import FASHION_MNIST_DIR, preprocess
+from adaspring_ros.core.model.checkpoint import load_backbone
+from adaspring_ros.core.model.config import DEFAULT_SPACE, CompressionConfig
+from adaspring_ros.core.model.supernet import build_backbone
+from adaspring_ros.core.offline.train import (
     _train_step,
     adaptive_alpha_loss,
     alpha_divergence,

@@ -8,17 +8,17 @@ import numpy as np
 import pytest
 import torch
 
-from adaspring_ros.core.checkpoint import (
+from adaspring_ros.core.data.datasets import FASHION_MNIST_DIR, preprocess
+from adaspring_ros.core.model.checkpoint import (
     CheckpointError,
     load_backbone,
     save_backbone,
     write_checksum,
 )
-from adaspring_ros.core.config import CompressionConfig
-from adaspring_ros.core.data import FASHION_MNIST_DIR, preprocess
-from adaspring_ros.core.supernet import build_backbone
-from adaspring_ros.core.training import variant_bn_stats
-from adaspring_ros.core.variant_tuning import (
+from adaspring_ros.core.model.config import CompressionConfig
+from adaspring_ros.core.model.supernet import build_backbone
+from adaspring_ros.core.offline.train import variant_bn_stats
+from adaspring_ros.core.offline.tuning import (
     cli_main,
     distillation_loss,
     initial_affine,
@@ -237,7 +237,7 @@ def test_cli_smoke_and_resume(tmp_path, model):
 def test_engines_serve_the_tuned_variant(model, engine_name):
     if engine_name == "onnxruntime":
         pytest.importorskip("onnxruntime")
-    from adaspring_ros.core.engine import make_engine
+    from adaspring_ros.core.model.engine import make_engine
 
     cid = "r16-w100d3ck100f-w100d1ck100f-w50d3ck100f"         # float: no activation ranges
     config = CompressionConfig.from_id(cid)
@@ -266,8 +266,8 @@ def test_resume_refuses_another_recipe(tmp_path, model):
 def test_profile_remeasures_the_tuned_variants_of_a_table(tmp_path, model):
     import json
 
-    from adaspring_ros.core.profile_command import cli_main as profile_main
-    from adaspring_ros.core.profile_table import ProfileTable
+    from adaspring_ros.core.model.profile_table import ProfileTable
+    from adaspring_ros.core.offline.profiling import cli_main as profile_main
 
     bb, table_path = tmp_path / "bb.pt", tmp_path / "table.json"
     save_backbone(model, bb)
@@ -296,9 +296,9 @@ def test_profile_remeasures_the_tuned_variants_of_a_table(tmp_path, model):
         assert (new.latency_ms_p50, new.energy_mj) == (old.latency_ms_p50, old.energy_mj)
         if old.id != cid:
             assert new == old
-    from adaspring_ros.core.data import load_fashion_mnist
-    from adaspring_ros.core.engine import make_engine
-    from adaspring_ros.core.profiler import runner_accuracy
+    from adaspring_ros.core.data.datasets import load_fashion_mnist
+    from adaspring_ros.core.model.engine import make_engine
+    from adaspring_ros.core.offline.profiler import runner_accuracy
 
     config = CompressionConfig.from_id(cid)
     test = load_fashion_mnist("test").subset(np.arange(300))

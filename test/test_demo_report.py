@@ -8,8 +8,8 @@ import pytest
 
 
 def test_phase_stats_counts_dropped_frames_as_missed_deadlines():
-    from adaspring_ros.core.scenario import ScenarioTrace
-    from adaspring_ros.demo_report import Frame, RunRecord, phase_stats, scenario_phases
+    from adaspring_ros.core.policy.scenario import ScenarioTrace
+    from adaspring_ros.demo.report import Frame, RunRecord, phase_stats, scenario_phases
 
     trace = ScenarioTrace.from_yaml(
         "duration_s: 10\nsteps:\n  - {t: 0, latency_budget_ms: 20}\n"
@@ -40,7 +40,7 @@ def test_phase_stats_counts_dropped_frames_as_missed_deadlines():
 
 
 def test_summary_verdict_and_swap_labels():
-    from adaspring_ros.demo_report import swap_label, verdict
+    from adaspring_ros.demo.report import swap_label, verdict
 
     def whole(run, hits, energy, acc):
         return {"phase": "whole scenario", "run": run, "deadline_hit_percent": hits,

@@ -18,8 +18,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from adaspring_ros import msg_convert
-from adaspring_ros.core.config import CompressionConfig, ConfigError
-from adaspring_ros.core.profile_table import ProfileError, ProfileTable
+from adaspring_ros.core.model.config import CompressionConfig, ConfigError
+from adaspring_ros.core.model.profile_table import ProfileError, ProfileTable
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "300"))
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, derandomize=True,
@@ -128,7 +128,7 @@ def _valid_table_dict() -> dict:
     entry = {"config": CompressionConfig.full().to_dict(), "accuracy": 0.9,
              "latency_ms_p50": 1.0, "latency_ms_p95": 1.2, "macs": 1000, "params": 10,
              "storage_bytes": 40, "peak_memory_mb": 1.0, "energy_mj": 2.0}
-    from adaspring_ros.core.config import DEFAULT_SPACE
+    from adaspring_ros.core.model.config import DEFAULT_SPACE
 
     return {"schema_version": 1, "space": DEFAULT_SPACE.to_dict(), "entries": [entry]}
 

@@ -1,5 +1,5 @@
 """Fuzzing (hypothesis) of the files a robot is given: scenario files, profile tables and weight
-files (truncated, bytes flipped, wrong checksum, wrong shapes) at core/scenario.py
+files (truncated, bytes flipped, wrong checksum, wrong shapes) at core/policy/scenario.py
 ScenarioTrace.load, ProfileTable.load and checkpoint.load_backbone: a clear error of the loader's
 own type naming the problem. Needs no ROS.
 """
@@ -20,7 +20,7 @@ YAML_VALUES = st.sampled_from([".nan", ".inf", "-.inf", "-1", "1e400", "null", "
 
 
 def test_fuzzed_scenario_files_fail_naming_the_problem(tmp_path):
-    from adaspring_ros.core.scenario import ScenarioError, ScenarioTrace
+    from adaspring_ros.core.policy.scenario import ScenarioError, ScenarioTrace
 
     text = SCENARIO.read_text()
     path = tmp_path / "fuzzed.yaml"
@@ -64,8 +64,8 @@ def damaged(good: bytes, cut: int, flips: list[tuple[int, int]]) -> bytes:
 
 
 def test_fuzzed_profile_table_files_fail_naming_the_problem(tmp_path):
-    from adaspring_ros.core.profile_table import ProfileError, ProfileTable
-    from adaspring_ros.core.synthetic import synthetic_table
+    from adaspring_ros.core.model.profile_table import ProfileError, ProfileTable
+    from tools.synthetic_tables import synthetic_table
 
     path = tmp_path / "table.json"
     synthetic_table(20, seed=3).save(path)
@@ -96,8 +96,8 @@ def test_fuzzed_profile_table_files_fail_naming_the_problem(tmp_path):
 def tiny_checkpoint(tmp_path_factory):
     import torch
 
-    from adaspring_ros.core.checkpoint import save_backbone
-    from adaspring_ros.core.supernet import build_backbone
+    from adaspring_ros.core.model.checkpoint import save_backbone
+    from adaspring_ros.core.model.supernet import build_backbone
 
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
@@ -106,7 +106,7 @@ def tiny_checkpoint(tmp_path_factory):
 
 
 def test_fuzzed_weight_files_fail_naming_the_problem(tmp_path, tiny_checkpoint):
-    from adaspring_ros.core.checkpoint import CheckpointError, load_backbone, write_checksum
+    from adaspring_ros.core.model.checkpoint import CheckpointError, load_backbone, write_checksum
 
     good = tiny_checkpoint.read_bytes()
     path = tmp_path / "fuzzed.pt"
@@ -141,7 +141,7 @@ def test_fuzzed_weight_files_fail_naming_the_problem(tmp_path, tiny_checkpoint):
 def test_weight_files_with_wrong_shapes_name_the_tensor(tmp_path, tiny_checkpoint):
     import torch
 
-    from adaspring_ros.core.checkpoint import CheckpointError, load_backbone, write_checksum
+    from adaspring_ros.core.model.checkpoint import CheckpointError, load_backbone, write_checksum
 
     ckpt = torch.load(tiny_checkpoint, weights_only=True)
     names = sorted(k for k, v in ckpt["state_dict"].items() if v.dim() > 0)

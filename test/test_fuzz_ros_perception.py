@@ -41,7 +41,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from adaspring_ros import msg_convert
-from adaspring_ros.core.config import DEFAULT_SPACE, CompressionConfig, ConfigError
+from adaspring_ros.core.model.config import DEFAULT_SPACE, CompressionConfig, ConfigError
 
 pytestmark = pytest.mark.ros
 
@@ -124,7 +124,7 @@ def header_bombs(draw):
 
 def decodes(msg):
     """What the node should make of ``msg``: decoded pixels, or None when it must reject it."""
-    from adaspring_ros.core import data
+    from adaspring_ros.core.data import datasets as data
 
     try:
         pixels = msg_convert.image_to_numpy(msg)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from adaspring_ros import msg_convert
-from adaspring_ros.core.config import CompressionConfig, ConfigError, StageConfig
+from adaspring_ros.core.model.config import CompressionConfig, ConfigError, StageConfig
 
 pytestmark = pytest.mark.ros
 

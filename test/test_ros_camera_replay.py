@@ -7,7 +7,7 @@ import pytest
 from ros_harness import NodeProcess, set_parameters, spin_until
 
 from adaspring_ros import msg_convert
-from adaspring_ros.core import data
+from adaspring_ros.core.data import datasets as data
 
 pytestmark = pytest.mark.ros
 

@@ -27,7 +27,7 @@ def test_context_round_trip_keeps_unknown_as_nan():
     from adaspring_ros.msg import ContextState
 
     from adaspring_ros import msg_convert
-    from adaspring_ros.core.context import Context
+    from adaspring_ros.core.policy.context import Context
 
     context = Context(battery_percent=42.0, cpu_load_percent=30.0, cpu_load_other_percent=12.5,
                       memory_available_mb=900.0, latency_budget_ms=25.0, source="test")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from ros_harness import NodeProcess
 
-from adaspring_ros.core.synthetic import synthetic_table
+from tools.synthetic_tables import synthetic_table
 
 pytestmark = pytest.mark.ros
 

@@ -39,7 +39,7 @@ MID_POLICY = ["-p", "adaptive_lambdas:=false", "-p", "max_accuracy_loss_pt:=5.0"
 
 
 def write_table(tmp_path):
-    from adaspring_ros.core.synthetic import table_from_rows
+    from tools.synthetic_tables import table_from_rows
 
     table = table_from_rows(ROWS)
     path = tmp_path / "table.json"
@@ -327,7 +327,7 @@ def fake_perception() -> None:
     from rclpy.node import Node
 
     from adaspring_ros import msg_convert
-    from adaspring_ros.core.config import CompressionConfig
+    from adaspring_ros.core.model.config import CompressionConfig
     from adaspring_ros.nodes.qos import METRICS_QOS, METRICS_TOPIC, RECONFIGURE_SERVICE
 
     class FakePerception(Node):
@@ -383,7 +383,7 @@ def fake_perception() -> None:
 
 
 def _table_configs() -> list[str]:
-    from adaspring_ros.core.synthetic import table_from_rows
+    from tools.synthetic_tables import table_from_rows
 
     return [e.id for e in table_from_rows(ROWS).entries]
 

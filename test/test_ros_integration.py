@@ -21,10 +21,11 @@ from ros_harness import (
     spin_until,
 )
 
-from adaspring_ros import msg_convert, paths
-from adaspring_ros.core import data
-from adaspring_ros.core.checkpoint import sha256_of
-from adaspring_ros.core.config import CompressionConfig
+from adaspring_ros import msg_convert
+from adaspring_ros.core import paths
+from adaspring_ros.core.data import datasets as data
+from adaspring_ros.core.model.checkpoint import sha256_of
+from adaspring_ros.core.model.config import CompressionConfig
 
 pytestmark = pytest.mark.ros
 

@@ -9,7 +9,7 @@ import pytest
 from ros_harness import NodeProcess, call_service, spin_until
 
 from adaspring_ros import msg_convert
-from adaspring_ros.core.config import CompressionConfig
+from adaspring_ros.core.model.config import CompressionConfig
 
 pytestmark = pytest.mark.ros
 

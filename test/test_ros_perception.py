@@ -24,9 +24,10 @@ import numpy as np
 import pytest
 from ros_harness import NodeProcess, PerceptionEnds, spin_for, spin_until
 
-from adaspring_ros import msg_convert, paths
-from adaspring_ros.core import data
-from adaspring_ros.core.config import CompressionConfig
+from adaspring_ros import msg_convert
+from adaspring_ros.core import paths
+from adaspring_ros.core.data import datasets as data
+from adaspring_ros.core.model.config import CompressionConfig
 
 pytestmark = pytest.mark.ros
 
@@ -67,7 +68,7 @@ class Pipeline:
 
 @pytest.fixture(scope="module")
 def pipeline(tmp_path_factory):
-    from adaspring_ros.core.checkpoint import CheckpointError, load_backbone
+    from adaspring_ros.core.model.checkpoint import CheckpointError, load_backbone
 
     log_dir = tmp_path_factory.mktemp("pipeline")
     # A private copy: the node and the offline reference must read the same weights even if
@@ -82,8 +83,8 @@ def pipeline(tmp_path_factory):
     except (CheckpointError, OSError):
         import torch
 
-        from adaspring_ros.core.checkpoint import save_backbone
-        from adaspring_ros.core.supernet import build_backbone
+        from adaspring_ros.core.model.checkpoint import save_backbone
+        from adaspring_ros.core.model.supernet import build_backbone
 
         torch.manual_seed(0)
         backbone, trained = log_dir / "tiny_backbone.pt", False
@@ -433,7 +434,7 @@ def test_corrupt_backbone_is_refused(tmp_path, pipeline):
 def test_bad_engine_or_table_of_another_engine_is_refused_at_start(tmp_path, pipeline, args,
                                                                    expected):
     """A bad or mismatched engine is a clear error at start-up, never a crash mid-stream."""
-    from adaspring_ros.core.profile_table import ProfileTable
+    from adaspring_ros.core.model.profile_table import ProfileTable
 
     table = ProfileTable.load(pipeline.table)
     table.engine = {"name": "torch", "version": "2.13.0", "threads": 1}

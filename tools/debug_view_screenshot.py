@@ -15,8 +15,9 @@ from pathlib import Path
 
 from PIL import Image as PilImage
 
-from adaspring_ros import msg_convert, paths
-from adaspring_ros.processes import (
+from adaspring_ros import msg_convert
+from adaspring_ros.core import paths
+from adaspring_ros.demo.graph import (
     SOURCE_ROOT,
     ChildProcesses,
     ros_environment,

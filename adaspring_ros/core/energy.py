@@ -81,7 +81,7 @@ def load_device(name_or_path: str | Path = DEFAULT_DEVICE) -> DevicePowerModel:
 
     path = Path(name_or_path)
     if path.suffix not in (".yaml", ".yml"):
-        from ..paths import config_dir
+        from adaspring_ros.core.paths import config_dir
 
         path = config_dir() / "devices" / f"{name_or_path}.yaml"
     try:

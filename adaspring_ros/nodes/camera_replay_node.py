@@ -1,6 +1,6 @@
 """camera_replay_node: the embedded default camera, replaying labelled images as sensor_msgs/Image.
 
-Sources (core/frame_sources.py): the Fashion-MNIST test split (core/data.py's loader), an
+Sources (core/serving/replay.py): the Fashion-MNIST test split (core/data/datasets.py's loader), an
 ImageFolder, or the sensor_msgs/Image messages of a ROS 2 bag (read with ``rosbags``). Each frame
 is letterboxed to ``width`` x ``height`` (aspect kept, black bars, so the perception node's centre
 crop sees exactly the source image), encoded as ``encoding`` and published with SENSOR_QOS at
@@ -23,8 +23,8 @@ from rclpy.node import Node
 from sensor_msgs.msg import Image
 
 from adaspring_ros import msg_convert
-from adaspring_ros.core import data
-from adaspring_ros.core.frame_sources import Frame, dataset_frames, fit_frame, open_bag
+from adaspring_ros.core.data import datasets as data
+from adaspring_ros.core.serving.replay import Frame, dataset_frames, fit_frame, open_bag
 from adaspring_ros.nodes.common import diagnostic_array, diagnostic_status, run
 from adaspring_ros.nodes.guard import CallbackGuard
 from adaspring_ros.nodes.params import declare, invalid_choice, parameter_table

@@ -9,7 +9,7 @@ One source, chosen by the ``source`` parameter:
   scenario       a timed trace (config/scenarios/*.yaml); its time runs from node start (or
                  from ``start_time_unix``), ``time_scale`` times faster, optionally looping.
 Readings nobody can make are published as NaN, never invented. The sampling and the trace live in
-adaspring_ros.core.context; this node only times, converts and publishes.
+adaspring_ros.core.policy.context; this node only times, converts and publishes.
 """
 
 from __future__ import annotations
@@ -22,9 +22,9 @@ from rclpy.node import Node
 from sensor_msgs.msg import BatteryState
 
 from adaspring_ros import msg_convert
-from adaspring_ros.core.context import BatteryReading, Context
-from adaspring_ros.core.psutil_source import PsutilSource
-from adaspring_ros.core.scenario import ScenarioTrace, resolve_scenario
+from adaspring_ros.core.policy.context import BatteryReading, Context
+from adaspring_ros.core.policy.psutil_source import PsutilSource
+from adaspring_ros.core.policy.scenario import ScenarioTrace, resolve_scenario
 from adaspring_ros.msg import ContextState
 from adaspring_ros.nodes.common import diagnostic_array, diagnostic_status, run
 from adaspring_ros.nodes.guard import CallbackGuard

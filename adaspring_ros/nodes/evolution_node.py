@@ -1,8 +1,8 @@
 """evolution_node: keeps the perception node on the variant that fits the current context.
 
-Context and metrics go to the policy (core/evolution.py ``Evolver``); a swap it decides is sent
+Context and metrics go to the policy (``core.policy.evolution.Evolver``); a swap it decides is sent
 as an asynchronous Reconfigure call (never two in flight), whose late, lost or refused replies
-and metrics naming another variant core/swap_tracker.py interprets. A swap that took effect is
+and metrics naming another variant ``swap_tracker`` interprets. A swap that took effect is
 published with its predictions, reason, swap time and triggering context on /adaspring/config
 (latched). The first variant is announced even when perception runs it already. Metrics that
 cannot come from the serving perception node are counted and ignored (``metrics_rejected``:
@@ -22,12 +22,12 @@ from rclpy.node import Node
 from rclpy.task import Future
 
 from adaspring_ros import msg_convert
-from adaspring_ros.core.budgets import BudgetParams
-from adaspring_ros.core.evolution import Decision, EvolutionParams, Evolver
-from adaspring_ros.core.lambdas import LambdaParams, Lambdas
-from adaspring_ros.core.profile_table import ProfileError
-from adaspring_ros.core.search import ObjectiveParams, default_table
-from adaspring_ros.core.swap_tracker import SwapCall, SwapTracker
+from adaspring_ros.core.model.profile_table import ProfileError
+from adaspring_ros.core.policy.budgets import BudgetParams
+from adaspring_ros.core.policy.evolution import Decision, EvolutionParams, Evolver
+from adaspring_ros.core.policy.lambdas import LambdaParams, Lambdas
+from adaspring_ros.core.policy.search import ObjectiveParams, default_table
+from adaspring_ros.core.policy.swap_tracker import SwapCall, SwapTracker
 from adaspring_ros.msg import CompressionConfig as ConfigMsg
 from adaspring_ros.msg import ContextState, PerformanceMetrics
 from adaspring_ros.nodes.common import diagnostic_array, diagnostic_status, run

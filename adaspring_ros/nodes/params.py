@@ -13,7 +13,7 @@ from typing import Any
 
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 
-from ..core.validation import from_ros, ros_default, settings_of
+from adaspring_ros.core.validation import from_ros, ros_default, settings_of
 
 __all__ = ["describe", "parameter_table", "declare", "read", "invalid_choice"]
 

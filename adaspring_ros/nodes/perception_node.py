@@ -21,8 +21,8 @@ section *Where a 640x480 frame's time goes*). The price is that a frame arriving
 Reconfigure service builds a variant waits for it; under the GIL a concurrent build slowed
 frames anyway. A frame takes ONE reference to the (config, module) pair when it starts and the
 service replaces the pair with a single assignment once the new module is built and warmed up,
-so every frame is computed entirely by one variant (core/serving.py); core/frame_stats.py keeps
-the counters and latency windows below.
+so every frame is computed entirely by one variant (``serving.server``);
+``serving.frame_stats`` keeps the counters and latency windows below.
 
 What the counters mean:
   frames_received   images that reached the callback;
@@ -53,20 +53,26 @@ from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackRet
 from rclpy.subscription import MessageInfo
 from sensor_msgs.msg import Image
 
-from adaspring_ros import msg_convert, paths
-from adaspring_ros.core import data, energy
-from adaspring_ros.core.annotate import annotate, decision_lines
-from adaspring_ros.core.checkpoint import load_backbone, sha256_of
-from adaspring_ros.core.config import ConfigError
-from adaspring_ros.core.engine import (
+from adaspring_ros import msg_convert
+from adaspring_ros.core import energy, paths
+from adaspring_ros.core.data import datasets as data
+from adaspring_ros.core.model.checkpoint import load_backbone, sha256_of
+from adaspring_ros.core.model.config import ConfigError
+from adaspring_ros.core.model.engine import (
     EngineError,
     classify_logits,
     make_engine,
 )
-from adaspring_ros.core.frame_stats import FrameStats, TimingLog, percentile, window_metrics
-from adaspring_ros.core.rate_cap import RateCap
-from adaspring_ros.core.search import default_table
-from adaspring_ros.core.serving import VariantServer, freeze_heap, parse_config
+from adaspring_ros.core.policy.search import default_table
+from adaspring_ros.core.serving.annotate import annotate, decision_lines
+from adaspring_ros.core.serving.frame_stats import (
+    FrameStats,
+    TimingLog,
+    percentile,
+    window_metrics,
+)
+from adaspring_ros.core.serving.rate_cap import RateCap
+from adaspring_ros.core.serving.server import VariantServer, freeze_heap, parse_config
 from adaspring_ros.msg import CompressionConfig as ConfigMsg
 from adaspring_ros.msg import InferenceResult, ModelInfo, PerformanceMetrics
 from adaspring_ros.nodes.common import diagnostic_array, diagnostic_status, run

@@ -23,7 +23,7 @@ from rclpy.qos import (
     qos_profile_sensor_data,
 )
 
-from .names import (  # noqa: F401  (re-exported: the nodes import names and QoS from here)
+from adaspring_ros.nodes.names import (  # noqa: F401  (re-exported: the nodes import names and QoS from here)
     BATTERY_TOPIC,
     CONFIG_TOPIC,
     CONTEXT_TOPIC,

@@ -13,15 +13,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..core.budgets import BudgetParams
-from ..core.energy import DEFAULT_DEVICE
-from ..core.engine import DEFAULT_ENGINE, ENGINES
-from ..core.evolution import EvolutionParams
-from ..core.lambdas import LambdaParams
-from ..core.search import ObjectiveParams
-from ..core.validation import setting
-from ..msg_convert import ENCODINGS
-from .names import BATTERY_TOPIC, IMAGE_TOPIC
+from adaspring_ros.core.energy import DEFAULT_DEVICE
+from adaspring_ros.core.model.engine import DEFAULT_ENGINE, ENGINES
+from adaspring_ros.core.policy.budgets import BudgetParams
+from adaspring_ros.core.policy.evolution import EvolutionParams
+from adaspring_ros.core.policy.lambdas import LambdaParams
+from adaspring_ros.core.policy.search import ObjectiveParams
+from adaspring_ros.core.validation import setting
+from adaspring_ros.msg_convert import ENCODINGS
+from adaspring_ros.nodes.names import BATTERY_TOPIC, IMAGE_TOPIC
 
 __all__ = ["PerceptionSettings", "CameraReplaySettings", "ContextSettings",
            "EvolutionNodeSettings", "NODE_SETTINGS", "CAMERA_SOURCES", "CONTEXT_SOURCES",

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .context import Context
-from .validation import require_number, setting
+from adaspring_ros.core.policy.context import Context
+from adaspring_ros.core.validation import require_number, setting
 
 __all__ = ["LambdaParams", "Lambdas", "adapt_lambdas"]
 

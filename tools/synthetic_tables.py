@@ -16,8 +16,13 @@ from typing import Sequence
 
 import numpy as np
 
-from .config import DEFAULT_SPACE, CompressionConfig, SearchSpace, StageConfig
-from .profile_table import ProfileEntry, ProfileTable
+from adaspring_ros.core.model.config import (
+    DEFAULT_SPACE,
+    CompressionConfig,
+    SearchSpace,
+    StageConfig,
+)
+from adaspring_ros.core.model.profile_table import ProfileEntry, ProfileTable
 
 __all__ = ["synthetic_table", "table_from_rows", "width_only_configs"]
 

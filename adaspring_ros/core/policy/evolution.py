@@ -18,7 +18,7 @@ Per decision (``Evolver.decide(now)``):
    best variant now, provided ``min_urgent_interval_s`` has passed since the last swap (so the
    new variant's own metrics are seen before judging it).
 5. Otherwise swap only when the best variant's objective beats the running one's by
-   ``gain_threshold`` (absolute, in the objective's unit: accuracy points, see core/search.py;
+   ``gain_threshold`` (absolute, in the objective's unit: accuracy points, see search.py;
    both judged against the same budgets) and ``min_swap_interval_s`` has passed. An absolute
    threshold cannot trap the policy on a variant whose objective is large, as a relative one
    did (docs/benchmarks.md, design measurements). Candidates are searched
@@ -38,13 +38,18 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 
-from .budgets import BudgetParams, Budgets, compute_budgets
-from .config import CompressionConfig
-from .context import Context
-from .lambdas import LambdaParams, Lambdas, adapt_lambdas
-from .profile_table import ProfileEntry, ProfileTable
-from .search import ObjectiveParams, Prediction, RuntimeSearch, SearchResult
-from .validation import require_number, setting
+from adaspring_ros.core.model.config import CompressionConfig
+from adaspring_ros.core.model.profile_table import ProfileEntry, ProfileTable
+from adaspring_ros.core.policy.budgets import BudgetParams, Budgets, compute_budgets
+from adaspring_ros.core.policy.context import Context
+from adaspring_ros.core.policy.lambdas import LambdaParams, Lambdas, adapt_lambdas
+from adaspring_ros.core.policy.search import (
+    ObjectiveParams,
+    Prediction,
+    RuntimeSearch,
+    SearchResult,
+)
+from adaspring_ros.core.validation import require_number, setting
 
 __all__ = ["EvolutionParams", "ContentionEstimator", "Decision", "Evolver"]
 

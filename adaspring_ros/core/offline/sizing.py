@@ -25,12 +25,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .config import DEFAULT_SPACE, CompressionConfig, StageConfig
-from .data import FASHION_MNIST_DIR, load_fashion_mnist, train_val_split
-from .engine import make_engine
-from .frame_stats import percentile
-from .profiler import count_macs, time_round_robin
-from .supernet import build_backbone
+from adaspring_ros.core.data.datasets import FASHION_MNIST_DIR, load_fashion_mnist, train_val_split
+from adaspring_ros.core.model.config import DEFAULT_SPACE, CompressionConfig, StageConfig
+from adaspring_ros.core.model.engine import make_engine
+from adaspring_ros.core.model.supernet import build_backbone
+from adaspring_ros.core.offline.profiler import count_macs, time_round_robin
+from adaspring_ros.core.serving.frame_stats import percentile
 
 WIDTH_RATIOS = (1, 2, 4)  # stage channels = base x ratio, as the shipped 24/48/96
 
@@ -107,7 +107,7 @@ def short_train(c: Candidate, epochs: int, subset: int, threads: int, data: str,
     resumes from it (the CPU seconds count every part of the run); without, a temporary one.
     With ``keep`` the trained net is written there (+ ``.sha256``): the chosen design's full
     network is where ``adaspring train --init-from`` can start shrinking."""
-    from .training import build_parser, evaluate, load_train_state, train
+    from adaspring_ros.core.offline.train import build_parser, evaluate, load_train_state, train
 
     with tempfile.TemporaryDirectory(prefix="adaspring-size-") as tmp:
         work = Path(workdir) if workdir is not None else Path(tmp)

@@ -1,6 +1,6 @@
 """Budgets: what the context allows a variant to cost (latency, memory, storage, energy).
 
-:func:`compute_budgets` turns a :class:`~adaspring_ros.core.context.Context` and the
+:func:`compute_budgets` turns a :class:`~adaspring_ros.core.policy.context.Context` and the
 :class:`BudgetParams` of the application into the :class:`Budgets` the runtime search must meet.
 """
 
@@ -9,8 +9,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from .context import Context
-from .validation import require_number, setting
+from adaspring_ros.core.policy.context import Context
+from adaspring_ros.core.validation import require_number, setting
 
 __all__ = ["BudgetParams", "Budgets", "compute_budgets", "contention_from_load"]
 

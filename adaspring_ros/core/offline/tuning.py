@@ -39,11 +39,17 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .checkpoint import atomic_save, load_backbone, save_backbone
-from .config import CompressionConfig, ConfigError
-from .data import FASHION_MNIST_DIR, Dataset, load_fashion_mnist, preprocess, train_val_split
-from .supernet import ElasticBackbone
-from .training import evaluate, lr_at, variant_bn_stats
+from adaspring_ros.core.data.datasets import (
+    FASHION_MNIST_DIR,
+    Dataset,
+    load_fashion_mnist,
+    preprocess,
+    train_val_split,
+)
+from adaspring_ros.core.model.checkpoint import atomic_save, load_backbone, save_backbone
+from adaspring_ros.core.model.config import CompressionConfig, ConfigError
+from adaspring_ros.core.model.supernet import ElasticBackbone
+from adaspring_ros.core.offline.train import evaluate, lr_at, variant_bn_stats
 
 __all__ = [
     "initial_affine",
@@ -160,8 +166,8 @@ def tune_variant(model: ElasticBackbone, config: CompressionConfig, images: np.n
 
 def front_ids(table_path: str | Path, front_only: bool = True) -> list[str]:
     """Config ids of a profile table: its Pareto front (by latency) or every variant."""
-    from .profile_table import ProfileTable
-    from .profiler import pareto_front
+    from adaspring_ros.core.model.profile_table import ProfileTable
+    from adaspring_ros.core.offline.profiler import pareto_front
 
     table = ProfileTable.load(table_path)
     entries = pareto_front(table.entries) if front_only else list(table.entries)
@@ -183,7 +189,7 @@ def tuning_split(num_items: int, n_images: int, seed: int = 0, val_size: int = 5
 def run(args: argparse.Namespace) -> dict:
     from tqdm import tqdm
 
-    from .profiler import bn_calibration_images
+    from adaspring_ros.core.offline.profiler import bn_calibration_images
 
     torch.manual_seed(args.seed)
     torch.set_num_threads(args.threads)

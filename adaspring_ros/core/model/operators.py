@@ -21,7 +21,7 @@ resolution  input resized to R x R by ``data.preprocess``                       
 In the torch reference engine int8 is a *storage / memory* operator: eager PyTorch has no fast
 int8 conv for these tiny layers, so the compact module dequantises once when it is materialised
 and runs float32 convolutions (weights stored as 1 byte plus a float32 scale per output channel).
-The ONNX Runtime engine (core/engine.py) runs the same variants in int8, with the activation
+The ONNX Runtime engine (core/model/engine.py) runs the same variants in int8, with the activation
 ranges of the profile table; each engine's table reports what the variant costs there.
 
 Every operator is reversible: the supernet's weights are only ever read (sliced, factorised,

@@ -17,11 +17,11 @@ from typing import Generic, TypeVar
 import numpy as np
 import torch
 
-from . import data
-from .config import DEFAULT_SPACE, CompressionConfig, SearchSpace
-from .engine import Engine, Runner, VariantBuilder
-from .profile_table import ProfileTable
-from .supernet import ElasticBackbone
+from adaspring_ros.core.data import datasets as data
+from adaspring_ros.core.model.config import DEFAULT_SPACE, CompressionConfig, SearchSpace
+from adaspring_ros.core.model.engine import Engine, Runner, VariantBuilder
+from adaspring_ros.core.model.profile_table import ProfileTable
+from adaspring_ros.core.model.supernet import ElasticBackbone
 
 __all__ = ["parse_config", "VariantCache", "VariantServer", "freeze_heap", "set_num_threads"]
 

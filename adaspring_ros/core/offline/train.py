@@ -65,9 +65,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .checkpoint import atomic_save, backbone_checkpoint, backbone_from_checkpoint, save_backbone
-from .config import DEFAULT_SPACE, CompressionConfig, SearchSpace, StageConfig
-from .data import (
+from adaspring_ros.core.data.datasets import (
     FASHION_MNIST_DIR,
     Dataset,
     load_fashion_mnist,
@@ -75,8 +73,20 @@ from .data import (
     preprocess,
     train_val_split,
 )
-from .operators import ElasticConvBN
-from .supernet import ElasticBackbone, build_backbone
+from adaspring_ros.core.model.checkpoint import (
+    atomic_save,
+    backbone_checkpoint,
+    backbone_from_checkpoint,
+    save_backbone,
+)
+from adaspring_ros.core.model.config import (
+    DEFAULT_SPACE,
+    CompressionConfig,
+    SearchSpace,
+    StageConfig,
+)
+from adaspring_ros.core.model.operators import ElasticConvBN
+from adaspring_ros.core.model.supernet import ElasticBackbone, build_backbone
 
 __all__ = [
     "sample_config",
@@ -162,7 +172,7 @@ def student_pool(space: SearchSpace, ids: Sequence[str], table_path: str = ""
     """The distinct trained forms of ``ids`` and of the Pareto front of the profile table at
     ``table_path`` (if given), the full network left out (it is the teacher)."""
     if table_path:
-        from .variant_tuning import front_ids
+        from adaspring_ros.core.offline.tuning import front_ids
 
         ids = [*front_ids(table_path), *ids]
     full, pool = CompressionConfig.full(space), {}
@@ -573,7 +583,7 @@ def _initial_backbone(path: str, space: SearchSpace, channels: tuple[int, ...]
                       ) -> ElasticBackbone:
     """The trained backbone ``--init-from`` continues from (checksum verified), in eval mode,
     refused unless it has the architecture being trained."""
-    from .checkpoint import load_backbone
+    from adaspring_ros.core.model.checkpoint import load_backbone
 
     initial = load_backbone(path)
     if initial.space != space or tuple(initial.arch()["stage_channels"]) != channels:
@@ -679,7 +689,7 @@ def build_parser() -> argparse.ArgumentParser:
 def cli_main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if not args.out:
-        from ..paths import default_backbone
+        from adaspring_ros.core.paths import default_backbone
 
         args.out = str(default_backbone())
     if args.epochs < 1 or args.warmup_epochs < 0:

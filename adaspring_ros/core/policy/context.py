@@ -1,11 +1,11 @@
 """The context block's snapshot: what the device and the application allow right now.
 
 A :class:`Context` is one snapshot (battery, CPU load, memory, latency budget, ...), checked
-against :data:`CONTEXT_LIMITS`. It comes from psutil (core/psutil_source.py), a scenario trace
-(core/scenario.py) or a ContextState message; :func:`battery_from_state` reads the fields of a
+against :data:`CONTEXT_LIMITS`. It comes from psutil (psutil_source.py), a scenario trace
+(scenario.py) or a ContextState message; :func:`battery_from_state` reads the fields of a
 ``sensor_msgs/BatteryState`` as plain numbers so that a robot's battery driver can overlay the
-psutil snapshot. What follows from a context: budgets (core/budgets.py), λ1 and λ2
-(core/lambdas.py). Nothing here imports rclpy or torch.
+psutil snapshot. What follows from a context: budgets (core/policy/budgets.py), λ1 and λ2
+(core/policy/lambdas.py). Nothing here imports rclpy or torch.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import math
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
-from .validation import optional_reading, require_optional
+from adaspring_ros.core.validation import optional_reading, require_optional
 
 __all__ = ["CONTEXT_LIMITS", "Context", "BatteryReading", "battery_from_state"]
 

@@ -12,7 +12,7 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from .context import BatteryReading, Context
+from adaspring_ros.core.policy.context import BatteryReading, Context
 
 __all__ = ["PsutilSource"]
 

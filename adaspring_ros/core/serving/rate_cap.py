@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 
-from .validation import require_number
+from adaspring_ros.core.validation import require_number
 
 __all__ = ["RateCap"]
 

@@ -1,5 +1,5 @@
 """`adaspring search`: pick the best variant of the profile table for a context given on the
-command line (or a scenario step), with the runtime search of core/search.py."""
+command line (or a scenario step), with the runtime search of core/policy/search.py."""
 
 from __future__ import annotations
 
@@ -7,12 +7,12 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from .budgets import BudgetParams, contention_from_load
-from .context import Context
-from .lambdas import Lambdas, adapt_lambdas
-from .profile_table import ProfileError
-from .scenario import ScenarioError, ScenarioTrace
-from .search import ObjectiveParams, RuntimeSearch, default_table
+from adaspring_ros.core.model.profile_table import ProfileError
+from adaspring_ros.core.policy.budgets import BudgetParams, contention_from_load
+from adaspring_ros.core.policy.context import Context
+from adaspring_ros.core.policy.lambdas import Lambdas, adapt_lambdas
+from adaspring_ros.core.policy.scenario import ScenarioError, ScenarioTrace
+from adaspring_ros.core.policy.search import ObjectiveParams, RuntimeSearch, default_table
 
 __all__ = ["cli_main"]
 

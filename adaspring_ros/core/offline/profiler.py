@@ -1,6 +1,6 @@
 """Measuring variants for the profile table: static costs (MACs, params, peak memory), which
 variants to measure (stratified sample, Pareto neighbours), accuracy in an engine, and
-round-robin batch-1 timing. ``adaspring profile`` (core/profile_command.py) puts them together.
+round-robin batch-1 timing. ``adaspring profile`` (core/offline/profiling.py) puts them together.
 """
 
 from __future__ import annotations
@@ -15,13 +15,19 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .config import CompressionConfig, SearchSpace, StageConfig
-from .data import FASHION_MNIST_DIR, Dataset, load_fashion_mnist, preprocess, train_val_split
-from .engine import Engine, Runner, make_engine
-from .frame_stats import percentile
-from .profile_table import ProfileEntry
-from .supernet import CompactBlock, ElasticBackbone
-from .training import variant_bn_stats
+from adaspring_ros.core.data.datasets import (
+    FASHION_MNIST_DIR,
+    Dataset,
+    load_fashion_mnist,
+    preprocess,
+    train_val_split,
+)
+from adaspring_ros.core.model.config import CompressionConfig, SearchSpace, StageConfig
+from adaspring_ros.core.model.engine import Engine, Runner, make_engine
+from adaspring_ros.core.model.profile_table import ProfileEntry
+from adaspring_ros.core.model.supernet import CompactBlock, ElasticBackbone
+from adaspring_ros.core.offline.train import variant_bn_stats
+from adaspring_ros.core.serving.frame_stats import percentile
 
 __all__ = [
     "count_macs",

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import data
+from adaspring_ros.core.data import datasets as data
 
 __all__ = ["Frame", "fit_frame", "dataset_frames", "bag_frames", "open_bag"]
 
@@ -71,7 +71,7 @@ def bag_frames(path: Path, topic: str, loop: bool, limit: int) -> Iterator[Frame
     from rosbags.highlevel import AnyReader
     from rosbags.typesys import Stores, get_typestore
 
-    from .. import msg_convert  # pure numpy: decodes the bag's sensor_msgs/Image
+    from adaspring_ros import msg_convert  # pure numpy: decodes the bag's sensor_msgs/Image
 
     typestore = get_typestore(Stores.ROS2_KILTED)
     while True:
@@ -100,7 +100,7 @@ def bag_frames(path: Path, topic: str, loop: bool, limit: int) -> Iterator[Frame
 def open_bag(path: Path, topic: str, loop: bool, limit: int) -> Iterator[Frame]:
     """:func:`bag_frames`, with its first frame read now, so that a bad bag fails at start-up
     (DataError naming the bag), not mid-stream."""
-    from .. import msg_convert
+    from adaspring_ros import msg_convert
 
     frames = bag_frames(path, topic, loop, limit)
     try:

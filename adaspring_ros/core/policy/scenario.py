@@ -13,8 +13,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from .budgets import BudgetParams
-from .context import CONTEXT_LIMITS, Context
+from adaspring_ros.core.policy.budgets import BudgetParams
+from adaspring_ros.core.policy.context import CONTEXT_LIMITS, Context
 
 __all__ = ["ScenarioError", "ScenarioStep", "ScenarioTrace", "shipped_scenarios",
            "resolve_scenario"]
@@ -262,14 +262,14 @@ class ScenarioTrace:
 
 def shipped_scenarios() -> list[Path]:
     """The scenario files shipped under config/scenarios/, sorted by name."""
-    from ..paths import config_dir
+    from adaspring_ros.core.paths import config_dir
 
     return sorted((config_dir() / "scenarios").glob("*.yaml"))
 
 
 def resolve_scenario(text: str | Path) -> Path:
     """A scenario path as given if it exists (or is absolute), else relative to config/."""
-    from ..paths import config_dir
+    from adaspring_ros.core.paths import config_dir
 
     path = Path(text).expanduser()
     if path.is_absolute() or path.exists():

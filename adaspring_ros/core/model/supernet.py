@@ -21,7 +21,7 @@ A variant with exact statistics can also carry its own BN scale/shift and classi
 convolution frozen (``variant_tuning``). They fold into the convs like the shared ones, so the
 materialised variant is as fast; variants without them use the shared affine parameters.
 
-Saving and loading a backbone: core/checkpoint.py.
+Saving and loading a backbone: core/model/checkpoint.py.
 """
 
 from __future__ import annotations
@@ -32,8 +32,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .config import DEFAULT_SPACE, CompressionConfig, SearchSpace, StageConfig
-from .operators import ElasticConvBN, ElasticLinear, channels_for
+from adaspring_ros.core.model.config import (
+    DEFAULT_SPACE,
+    CompressionConfig,
+    SearchSpace,
+    StageConfig,
+)
+from adaspring_ros.core.model.operators import ElasticConvBN, ElasticLinear, channels_for
 
 __all__ = [
     "CompactBlock",

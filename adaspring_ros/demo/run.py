@@ -23,9 +23,18 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from . import msg_convert, paths
-from .core.scenario import ScenarioTrace, resolve_scenario
-from .demo_report import (
+from adaspring_ros import msg_convert
+from adaspring_ros.core import paths
+from adaspring_ros.core.policy.scenario import ScenarioTrace, resolve_scenario
+from adaspring_ros.demo.graph import (
+    ChildProcesses,
+    CpuHog,
+    GraphError,
+    ros_environment,
+    spin_until,
+    use_environment,
+)
+from adaspring_ros.demo.report import (
     Frame,
     RunRecord,
     format_table,
@@ -33,14 +42,6 @@ from .demo_report import (
     summarise,
     verdict,
     write_outputs,
-)
-from .processes import (
-    ChildProcesses,
-    CpuHog,
-    GraphError,
-    ros_environment,
-    spin_until,
-    use_environment,
 )
 
 __all__ = ["cli_main", "run_pass", "Recorder", "evolution_overrides"]
@@ -69,8 +70,13 @@ class Recorder:
     def __init__(self, record: RunRecord, quiet: bool = False) -> None:
         from rclpy.node import Node
 
-        from .msg import CompressionConfig, ContextState, InferenceResult, PerformanceMetrics
-        from .nodes import qos
+        from adaspring_ros.msg import (
+            CompressionConfig,
+            ContextState,
+            InferenceResult,
+            PerformanceMetrics,
+        )
+        from adaspring_ros.nodes import qos
 
         self.record, self.quiet = record, quiet
         self.node = Node(f"adaspring_demo_{record.evolution:d}")
@@ -151,7 +157,7 @@ def format_event(event: dict[str, Any], t: float) -> str:
 def evolution_overrides(trace: ScenarioTrace) -> dict[str, object]:
     """The scenario's budget settings as evolution_node parameters, typed as it declares them
     (a YAML ``fps: 10`` is an integer, the parameter a double)."""
-    from .nodes.evolution_node import PARAMETERS
+    from adaspring_ros.nodes.evolution_node import PARAMETERS
 
     defaults = {name: default for name, default, _d in PARAMETERS}
     out = {}
@@ -165,7 +171,7 @@ def evolution_overrides(trace: ScenarioTrace) -> dict[str, object]:
 def served_accuracy() -> dict[str, float]:
     """Config id -> top-1 % of the shipped profile table (the test split), for the summary's
     accuracy of the variants served; empty when the table is missing or unreadable."""
-    from .core.profile_table import ProfileTable
+    from adaspring_ros.core.model.profile_table import ProfileTable
 
     try:
         table = ProfileTable.load(paths.default_profile_table())

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from .config import CompressionConfig, ConfigError, SearchSpace
+from adaspring_ros.core.model.config import CompressionConfig, ConfigError, SearchSpace
 
 __all__ = ["SCHEMA_VERSION", "ProfileError", "ProfileEntry", "ProfileTable"]
 

@@ -20,8 +20,8 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from . import paths
-from .child_process import dies_with_parent
+from adaspring_ros.core import paths
+from adaspring_ros.demo.child_process import dies_with_parent
 
 __all__ = ["SOURCE_ROOT", "GraphError", "source_env", "ros_environment", "use_environment",
            "ChildProcess", "ChildProcesses", "CpuHog", "spin_until"]

@@ -29,9 +29,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .config import CompressionConfig
-from .profile_table import ProfileTable
-from .supernet import CompactNet, ElasticBackbone
+from adaspring_ros.core.model.config import CompressionConfig
+from adaspring_ros.core.model.profile_table import ProfileTable
+from adaspring_ros.core.model.supernet import CompactNet, ElasticBackbone
 
 __all__ = [
     "DEFAULT_ENGINE",

@@ -12,8 +12,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from .core.frame_stats import percentile
-from .core.scenario import ScenarioTrace
+from adaspring_ros.core.policy.scenario import ScenarioTrace
+from adaspring_ros.core.serving.frame_stats import percentile
 
 __all__ = ["Phase", "scenario_phases", "Frame", "RunRecord", "phase_stats", "summarise",
            "format_table", "swap_label", "verdict", "plot_timeline", "write_outputs"]

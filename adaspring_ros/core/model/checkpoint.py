@@ -16,9 +16,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .config import CompressionConfig, ConfigError, SearchSpace
-from .operators import ElasticConvBN
-from .supernet import ElasticBackbone
+from adaspring_ros.core.model.config import CompressionConfig, ConfigError, SearchSpace
+from adaspring_ros.core.model.operators import ElasticConvBN
+from adaspring_ros.core.model.supernet import ElasticBackbone
 
 __all__ = ["CheckpointError", "CHECKPOINT_FORMAT", "CHECKPOINT_VERSION", "sha256_of",
            "write_checksum", "verify_checksum", "atomic_save", "backbone_checkpoint",
@@ -197,7 +197,7 @@ def load_backbone(path: str | Path | None = None, verify: bool = True) -> Elasti
     ``weights_only=True``. The digest is kept as ``model.sha256``.
     """
     if path is None:
-        from ..paths import default_backbone
+        from adaspring_ros.core.paths import default_backbone
 
         path = default_backbone()
     path = Path(path)

@@ -67,12 +67,12 @@ from typing import Sequence
 
 import numpy as np
 
-from .budgets import BudgetParams, Budgets, compute_budgets
-from .config import DEFAULT_SPACE
-from .context import Context
-from .lambdas import LambdaParams, Lambdas, adapt_lambdas
-from .profile_table import ProfileEntry, ProfileTable
-from .validation import require_number, setting
+from adaspring_ros.core.model.config import DEFAULT_SPACE
+from adaspring_ros.core.model.profile_table import ProfileEntry, ProfileTable
+from adaspring_ros.core.policy.budgets import BudgetParams, Budgets, compute_budgets
+from adaspring_ros.core.policy.context import Context
+from adaspring_ros.core.policy.lambdas import LambdaParams, Lambdas, adapt_lambdas
+from adaspring_ros.core.validation import require_number, setting
 
 __all__ = [
     "ObjectiveParams",
@@ -472,7 +472,7 @@ def default_table(path: str | Path | None = None,
     missing. An explicit ``path`` that cannot be read raises ProfileError."""
     if path is not None:
         return ProfileTable.load(path), f"profile table {path}"
-    from ..paths import default_profile_table
+    from adaspring_ros.core.paths import default_profile_table
 
     try:
         shipped = default_profile_table(engine)
@@ -480,7 +480,7 @@ def default_table(path: str | Path | None = None,
         shipped = None
     if shipped is not None and shipped.exists():
         return ProfileTable.load(shipped), f"shipped profile table {shipped}"
-    from .synthetic import synthetic_table, width_only_configs
+    from tools.synthetic_tables import synthetic_table, width_only_configs
 
     # The width-only family is in, as a profiler would measure the Slimmable-style baseline.
     table = synthetic_table(synthetic_size, seed=0, include=width_only_configs(DEFAULT_SPACE))

@@ -46,14 +46,13 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .checkpoint import load_backbone, save_backbone, write_checksum
-from .config import CompressionConfig
-from .data import FASHION_MNIST_DIR, load_fashion_mnist
-from .energy import DEFAULT_DEVICE, describe_machine, make_meter
-from .engine import DEFAULT_ENGINE, ENGINES, Runner, make_engine
-from .frame_stats import percentile
-from .profile_table import ProfileEntry, ProfileTable
-from .profiler import (
+from adaspring_ros.core.data.datasets import FASHION_MNIST_DIR, load_fashion_mnist
+from adaspring_ros.core.energy import DEFAULT_DEVICE, describe_machine, make_meter
+from adaspring_ros.core.model.checkpoint import load_backbone, save_backbone, write_checksum
+from adaspring_ros.core.model.config import CompressionConfig
+from adaspring_ros.core.model.engine import DEFAULT_ENGINE, ENGINES, Runner, make_engine
+from adaspring_ros.core.model.profile_table import ProfileEntry, ProfileTable
+from adaspring_ros.core.offline.profiler import (
     bn_calibration_images,
     fastest_within,
     measure_static,
@@ -63,6 +62,7 @@ from .profiler import (
     time_round_robin,
     unique_configs,
 )
+from adaspring_ros.core.serving.frame_stats import percentile
 
 __all__ = ["build_parser", "run", "plot_pareto", "cli_main"]
 
@@ -171,7 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> ProfileTable:
     from tqdm import tqdm
 
-    from ..paths import default_backbone, default_profile_table
+    from adaspring_ros.core.paths import default_backbone, default_profile_table
 
     backbone_path = Path(args.backbone or default_backbone())
     out = Path(args.out or default_profile_table())

@@ -49,6 +49,14 @@ build_hash=$(find package.xml CMakeLists.txt tools/requirements.txt msg srv scri
   config models -type f ! -name '*.pyc' 2>/dev/null | LC_ALL=C sort | xargs cat | sha256sum | cut -c1-16)
 if [ ! -f "$VENV/.build-$build_hash" ] || ! "$VENV/bin/python" -c 'import adaspring_ros.srv' 2>/dev/null; then
   say "colcon build (msg/, srv/, package) into $VENV"
+  # The install copies files and never deletes: a module moved or removed in the tree would stay
+  # importable from an earlier build, so the package's own Python files go first (the generated
+  # msg/ and srv/ are rebuilt by the same build).
+  site=$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+  if [ -d "$site/adaspring_ros" ]; then
+    find "$site/adaspring_ros" -mindepth 1 -maxdepth 1 ! -name msg ! -name srv ! -name '*.so' \
+      ! -name '_adaspring_ros_s.*' -exec rm -rf {} +
+  fi
   (
     export VIRTUAL_ENV=$VENV AMENT_PREFIX_PATH=$VENV PATH="$VENV/bin:$PATH"
     unset _ROS_WHEELS_BOOTSTRAP_COMPLETE

@@ -10,7 +10,7 @@ resumable) unless it is already there. Validation is the 5 000-image hold-out of
 figure only. Nets trained alone (``bench_backbone``'s runs/bench/) are added where present.
 Writes the ``variant-tuning`` section of docs/benchmarks.md.
 
-    .venv/bin/python bench/bench_variant_tuning.py --test
+    .venv/bin/python -m bench.bench_variant_tuning --test
 """
 
 from __future__ import annotations
@@ -174,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     write_section("variant-tuning" + suffix,
                   "Per-variant BN scale/shift tuned by distillation (weights shared)"
                   + (f", in {args.engine}" if suffix else ""),
-                  ".venv/bin/python bench/bench_variant_tuning.py"
+                  ".venv/bin/python -m bench.bench_variant_tuning"
                   + (" --test" if args.test else "")
                   + (f" --engine {args.engine}" if suffix else ""), "\n".join(body))
     return 0

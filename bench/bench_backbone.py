@@ -50,12 +50,11 @@ from adaspring_ros.core.offline.profiler import (
 from adaspring_ros.core.paths import default_backbone
 from adaspring_ros.core.policy.search import default_table
 from adaspring_ros.core.serving.server import VariantCache, freeze_heap
-from bench.report import markdown_table, spread, write_section
+from bench.report import ROOT, markdown_table, shown, spread, write_section
 
 HALF_WIDTH = "r28-w50d3ck100f-w50d3ck100f-w50d3ck100f"      # hand-crafted: half width
 SUBNETS = ("r20-w50d1ck100f-w50d1ck100f-w50d1ck100f",       # small and shallow
            "r24-w50d2sk100f-w50d2sk100f-w50d2sk100f")       # separable, mid size
-ROOT = Path(__file__).resolve().parent.parent
 RUNS = ROOT / "runs" / "bench"
 BASELINES = ROOT / "models" / "baselines"
 
@@ -66,11 +65,6 @@ def most_factorised(space) -> CompressionConfig:
                         rank=space.ranks[0], int8=True)
     return CompressionConfig(stages=(stage,) * space.num_stages,
                              resolution=space.resolutions[-1])
-
-
-def shown(path: Path) -> str:
-    """``path`` relative to the checkout when inside it (as docs/benchmarks.md names files)."""
-    return str(path.relative_to(ROOT) if path.is_relative_to(ROOT) else path)
 
 
 def shipped_baseline(tag: str) -> Path | None:
@@ -87,6 +81,17 @@ def shipped_baseline(tag: str) -> Path | None:
     if digest != expected:
         raise SystemExit(f"{path}: sha256 {digest} does not match its manifest's {expected}")
     return path
+
+
+def existing_baseline(config_id: str) -> tuple[ElasticBackbone, Path] | None:
+    """A net trained alone on ``config_id`` that is already there, for any number of epochs:
+    one of models/baselines/ (sha256 checked), else the last in runs/bench/; None if neither."""
+    for path in sorted(BASELINES.glob(f"alone-{config_id}-e*.pt"), reverse=True):
+        shipped = shipped_baseline(path.name.removeprefix("alone-").removesuffix(".pt"))
+        if shipped is not None:
+            return load_backbone(shipped, verify=False), shipped   # sha256 checked above
+    found = sorted(RUNS.glob(f"alone-{config_id}-e*.pt"))
+    return (load_backbone(found[-1]), found[-1]) if found else None
 
 
 def train_alone(config_id: str, epochs: int, retrain: bool, subset: int = 0) -> Path:

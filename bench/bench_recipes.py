@@ -14,7 +14,7 @@ length runs, e.g. a candidate against the shipped one) on the same panel, into t
 ``recipes-backbones`` section; with ``--operator-twins OP`` as well (an operator stage), into
 the ``recipes-operator`` section. ``--alone PATH,...`` (nets trained alone, ``adaspring train
 --fixed-config``) adds their validation top-1 in a column of its own and each backbone's mean gap
-to them: issue 13's target, measured where recipes are chosen.
+to them: the cost of sharing the weights, measured where recipes are chosen.
 """
 
 from __future__ import annotations

@@ -19,8 +19,8 @@ demo: setup  ## the whole pipeline on replayed Fashion-MNIST with a scenario, ~1
 lint: setup
 	$(VENV)/bin/ruff check adaspring_ros bench test tools launch
 
-bench: setup  ## all benchmarks; each prints a table and updates docs/benchmarks.md
-	$(PY) -m adaspring_ros.cli bench
+bench: setup  ## all benchmarks (python -m bench); each prints a table and updates docs/benchmarks.md
+	$(PY) -m bench
 
 train: setup  ## reproduce models/backbone.pt
 	$(PY) -m adaspring_ros.cli train

@@ -1,4 +1,4 @@
-"""The ``adaspring`` command: train, profile, search, demo, bench.
+"""The ``adaspring`` command: size-backbone, train, tune-variants, profile, search, demo.
 
 Each sub-command lives with the code it drives and exposes ``cli_main(argv) -> int``; this file
 only dispatches, so importing it stays cheap (torch and rclpy load only for the command that
@@ -19,7 +19,6 @@ COMMANDS = {
     "demo": ("adaspring_ros.demo.run", "run the whole ROS pipeline on replayed data"),
     "tune-variants": ("adaspring_ros.core.offline.tuning",
                       "tune each chosen variant's own BN scale/shift (weights stay shared)"),
-    "bench": ("bench.__main__", "run the benchmarks in bench/"),
 }
 
 

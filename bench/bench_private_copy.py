@@ -10,7 +10,7 @@ serve every other variant, against what its own BN scale/shift bought (``variant
 section). Validation only (the 5 000 held-out training images); torch, float.
 Writes the ``private-copy`` section of docs/benchmarks.md.
 
-    .venv/bin/python bench/bench_private_copy.py --epochs 4
+    .venv/bin/python -m bench.bench_private_copy --epochs 4
 """
 
 from __future__ import annotations
@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
         "- Validation: the 5 000 held-out training images; one seed (~0.3 pt of noise).",
     ]
     write_section("private-copy", "A subnet's own weights vs the shared ones (validation split)",
-                  f".venv/bin/python bench/bench_private_copy.py --epochs {args.epochs} "
+                  f".venv/bin/python -m bench.bench_private_copy --epochs {args.epochs} "
                   f"--lr {args.lr}",
                   "\n".join(body))
     return 0

@@ -7,14 +7,14 @@ table, a mixed-width variant and the smallest — is evaluated on the validation
 train split (never the test split: this chooses a recipe), each variant with its own exact BN
 statistics. Prints a table and writes the ``recipes`` section of docs/benchmarks.md.
 
-    .venv/bin/python bench/bench_recipes.py --epochs 4
+    .venv/bin/python -m bench.bench_recipes --epochs 4
 
 With ``--backbones name=path,...`` it trains nothing and compares backbones already trained (full
 length runs, e.g. a candidate against the shipped one) on the same panel, into the
 ``recipes-backbones`` section; with ``--operator-twins OP`` as well (an operator stage), into
 the ``recipes-operator`` section. ``--alone PATH,...`` (nets trained alone, ``adaspring train
 --fixed-config``) adds their validation top-1 in a column of its own and each backbone's mean gap
-to them: issue 13's target, measured where recipes are chosen.
+to them: the cost of sharing the weights, measured where recipes are chosen.
 """
 
 from __future__ import annotations
@@ -193,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
         rows = [row + [""] * (len(names) + 2 - len(row)) for row in rows]
     if args.backbones:
         origin = ["- Backbones: " + "; ".join(f"{n}: {about[n]}" for n in names) + "."]
-        command = (f".venv/bin/python bench/bench_recipes.py --backbones {args.backbones}"
+        command = (f".venv/bin/python -m bench.bench_recipes --backbones {args.backbones}"
                    + (f" --front-of {args.front_of}" if args.front_of else "")
                    + (f" --alone {args.alone}" if alone else "")
                    + (f" --operator-twins {args.operator_twins}" if twins else ""))
@@ -209,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
                   "warm-up epoch, seed 0) plus its options: "
                   + "; ".join(f"{n}: `{' '.join(RECIPES[n]) or '(none)'}`" for n in names) + "."]
         section = ("recipes", "Training recipes side by side (short runs, validation split)",
-                   f".venv/bin/python bench/bench_recipes.py --epochs {args.epochs}"
+                   f".venv/bin/python -m bench.bench_recipes --epochs {args.epochs}"
                    + (f" --recipes {','.join(names)}" if names != list(FIRST_RECIPES) else "")
                    + (f" --subset {args.subset}" if args.subset else "")
                    + (f" --front-of {args.front_of}" if args.front_of else "")

@@ -29,7 +29,6 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
 from adaspring_ros.core import paths
 from adaspring_ros.core.policy.scenario import ScenarioTrace
 from adaspring_ros.core.policy.search import RuntimeSearch, default_table

@@ -1,6 +1,6 @@
 """Runtime search and evolution policy: speed, optimality, and behaviour on the shipped scenarios.
 
-    python -m bench.bench_search            (or: adaspring bench search)
+    python -m bench.bench_search            (or: python -m bench search)
 
 1. Latency of one search, and of one full evolution decision (budgets + λ + search + the running
    variant's prediction), over the shipped profile table (a synthetic one of the same order of

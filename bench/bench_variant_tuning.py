@@ -7,10 +7,11 @@ classifier bias, convolutions shared and frozen). Both are compact modules in to
 the variant's exact BN statistics. The tuned backbone is made by this script (into runs/tuned/,
 resumable) unless it is already there. Validation is the 5 000-image hold-out of the train split
 (every choice of the tuning recipe was made on it); ``--test`` adds the test split, for the final
-figure only. Nets trained alone (``bench_backbone``'s runs/bench/) are added where present.
+figure only. Nets trained alone (``bench_backbone``'s: models/baselines/, else runs/bench/) are
+added where present.
 Writes the ``variant-tuning`` section of docs/benchmarks.md.
 
-    .venv/bin/python bench/bench_variant_tuning.py --test
+    .venv/bin/python -m bench.bench_variant_tuning --test
 """
 
 from __future__ import annotations
@@ -35,26 +36,11 @@ from adaspring_ros.core.offline.profiler import (
     runner_accuracy,
 )
 from adaspring_ros.core.paths import default_backbone, default_profile_table
-from bench.bench_backbone import HALF_WIDTH, SUBNETS
-from bench.report import markdown_table, write_section
+from bench.bench_backbone import HALF_WIDTH, SUBNETS, existing_baseline
+from bench.report import ROOT, markdown_table, shown, write_section
 
-ROOT = Path(__file__).resolve().parent.parent
 TUNED = ROOT / "runs" / "tuned"
 BENCH_SUBNETS = {HALF_WIDTH: "half width", SUBNETS[0]: "subnet A", SUBNETS[1]: "subnet B"}
-
-
-def _shown(path: Path) -> str:
-    """``path`` relative to the checkout when inside it (as the docs name files)."""
-    try:
-        return str(path.resolve().relative_to(ROOT))
-    except ValueError:
-        return str(path)
-
-
-def alone_checkpoint(config_id: str) -> Path | None:
-    """A net trained alone on ``config_id`` by bench_backbone, if one is there."""
-    found = sorted((ROOT / "runs" / "bench").glob(f"alone-{config_id}-e*.pt"))
-    return found[-1] if found else None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -113,8 +99,8 @@ def main(argv: list[str] | None = None) -> int:
     for config_id in ids:
         config = CompressionConfig.from_id(config_id, base.space)
         before, after = accuracy(base, config), accuracy(tuned, config)
-        alone_path = alone_checkpoint(config_id)
-        alone = accuracy(load_backbone(alone_path), config) if alone_path else None
+        found = existing_baseline(config_id)
+        alone = accuracy(found[0], config) if found else None
         info = per_variant.get(config_id, {})
         name = BENCH_SUBNETS.get(config_id, "full (the teacher)" if config_id == full_id
                                  else "front")
@@ -148,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
         markdown_table(headers, rows),
         "",
         "- Mean gain, " + "; ".join(summary) + ".",
-        f"- Shared: `models/backbone.pt` (`{base.sha256[:12]}`); tuned: `{_shown(tuned_path)}` "
+        f"- Shared: `models/backbone.pt` (`{base.sha256[:12]}`); tuned: `{shown(tuned_path)}` "
         f"(`{tuned.sha256[:12]}`), made by `adaspring tune-variants --variants-from "
         f"{Path(table_path).name} --front-only --variants <the three subnets> --epochs "
         f"{targs.get('epochs', '?')} --images {targs.get('images', '?')} --lr "
@@ -174,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     write_section("variant-tuning" + suffix,
                   "Per-variant BN scale/shift tuned by distillation (weights shared)"
                   + (f", in {args.engine}" if suffix else ""),
-                  ".venv/bin/python bench/bench_variant_tuning.py"
+                  ".venv/bin/python -m bench.bench_variant_tuning"
                   + (" --test" if args.test else "")
                   + (f" --engine {args.engine}" if suffix else ""), "\n".join(body))
     return 0

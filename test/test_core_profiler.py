@@ -75,11 +75,49 @@ def test_pareto_front_and_fastest_within():
     assert most_accurate_within(entries, 0.1) is None
 
 
-def test_costs_of_a_compact_net():
+def conv_macs(out_c: int, in_c: int, k: int, side: int) -> int:
+    """MACs of a dense k x k convolution producing out_c maps of side x side."""
+    return out_c * side * side * in_c * k * k
+
+
+def test_count_macs_is_exact():
+    """Counted by hand for stage channels (8, 12, 16) at 16 px: stage s works at 16 / 2**s px,
+    the first block of stages 1 and 2 has a strided 1x1 shortcut, the classifier has 10
+    outputs. Low rank r splits a conv into k x k -> r and 1x1 r -> out (r = round(ratio *
+    min(out, in * k * k))); dwsep is a depthwise k x k (one input map per output) then a 1x1;
+    int8 changes no MAC."""
+    backbone = build_backbone(stage_channels=(8, 12, 16))
+    plain = backbone.materialise(
+        CompressionConfig.from_id("r16-w100d1ck100f-w100d1ck100f-w100d1ck100f"))
+    expected = (conv_macs(8, 1, 3, 16)                                 # stem
+                + 2 * conv_macs(8, 8, 3, 16)                           # stage 0, block 0
+                + conv_macs(12, 8, 3, 8) + conv_macs(12, 12, 3, 8)     # stage 1, block 0
+                + conv_macs(12, 8, 1, 8)                               #   shortcut
+                + conv_macs(16, 12, 3, 4) + conv_macs(16, 16, 3, 4)    # stage 2, block 0
+                + conv_macs(16, 12, 1, 4)                              #   shortcut
+                + 16 * 10)                                             # classifier
+    assert expected == 525_472
+    assert count_macs(plain, 16) == expected
+
+    mixed = backbone.materialise(
+        CompressionConfig.from_id("r16-w100d1sk50f-w100d1ck50f-w50d2ck100q"))
+    dwsep_half_rank = 8 * 16 * 16 * 9 + conv_macs(4, 8, 1, 16) + conv_macs(8, 4, 1, 16)
+    expected = (conv_macs(8, 1, 3, 16)
+                + 2 * dwsep_half_rank                                  # stage 0: r = 4 of 8
+                + conv_macs(6, 8, 3, 8) + conv_macs(12, 6, 1, 8)       # stage 1: r = 6 of 12
+                + conv_macs(6, 12, 3, 8) + conv_macs(12, 6, 1, 8)
+                + conv_macs(12, 8, 1, 8)                               #   shortcut, full rank
+                + conv_macs(8, 12, 3, 4) + conv_macs(8, 8, 3, 4)       # stage 2: 8 channels
+                + conv_macs(8, 12, 1, 4)                               #   shortcut
+                + 2 * conv_macs(8, 8, 3, 4)                            #   block 1
+                + 8 * 10)
+    assert expected == 215_632
+    assert count_macs(mixed, 16) == expected
+
+
+def test_peak_memory_holds_the_weights_and_the_stem():
     net = build_backbone(stage_channels=(8, 12, 16)).materialise(
         CompressionConfig.from_id("r16-w100d1ck100f-w100d1ck100f-w100d1ck100f"))
-    stem = 8 * 9 * 16 * 16
-    assert count_macs(net, 16) > stem
     # (weights) + at least the stem's input and output
     weights = 4 * sum(p.numel() for p in net.parameters())
     assert peak_memory_bytes(net, 16) >= weights + 4 * (16 * 16 + 8 * 16 * 16)

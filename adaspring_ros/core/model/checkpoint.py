@@ -138,7 +138,8 @@ def backbone_from_checkpoint(ckpt: Any, where: str = "checkpoint") -> ElasticBac
 
 
 def _checked_variant_bn(model: ElasticBackbone, bank: Any, where: str) -> dict:
-    """Validate stored whole-variant BN statistics (optional; older checkpoints have none)."""
+    """Validate stored whole-variant BN statistics (optional: a file the profiler has not
+    written to has none)."""
     if not isinstance(bank, dict):
         raise CheckpointError(f"{where}: variant_bn must be a mapping")
     units = {n: m for n, m in model.named_modules() if isinstance(m, ElasticConvBN)}
@@ -157,8 +158,9 @@ def _checked_variant_bn(model: ElasticBackbone, bank: Any, where: str) -> dict:
 
 
 def _checked_variant_affine(model: ElasticBackbone, bank: Any, where: str) -> dict:
-    """Validate stored per-variant BN weight/bias and classifier bias (optional; older
-    checkpoints have none). Each belongs to a variant with stored statistics of the same units."""
+    """Validate stored per-variant BN weight/bias and classifier bias (optional: only variants
+    ``tune-variants`` tuned have them). Each belongs to a variant with stored statistics of the
+    same units."""
     if not isinstance(bank, dict):
         raise CheckpointError(f"{where}: variant_affine must be a mapping")
     for config_id, params in bank.items():

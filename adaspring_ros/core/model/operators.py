@@ -6,15 +6,17 @@ Each operator changes one stage of the backbone (or, for the resolution, its inp
 operator    what it does to the stage                                                    choices
 =========== ============================================================================ ==========
 width       keep the first ``width`` fraction of the stage's channels; channels are      0.25..1.0
-            ordered by importance (L1 norm of their filters, see ``importance_order``)
-            after a full-width warm-up, so a narrow variant keeps the best filters
+            ordered by importance (L1 norm of a filter x |BN scale|, see
+            ``ElasticBackbone.reorder_channels``) after a full-width warm-up, so a narrow
+            variant keeps the best filters
 depth       run the first ``depth`` residual blocks of the stage, skip the rest          1, 2, 3
 operator    "conv": standard 3x3 convolutions; "dwsep": depthwise 3x3 + pointwise 1x1,  dwsep, conv
             a second set of weights per block trained jointly with the first
 rank        truncated SVD of each (sliced) conv weight, kept rank = ratio x full rank;   0.25..1.0
-            the compact copy runs it as two smaller convs (k x k to r, then 1x1 to out)
-int8        per-output-channel symmetric weight quantisation (post-training; the        True/False
-            elastic forward uses it straight-through while training)
+            the compact copy runs it as two smaller convs (k x k to r, then 1x1 to out);
+            applied to the trained weights, never sampled in training
+int8        per-output-channel symmetric weight quantisation; applied to the trained    True/False
+            weights, never sampled in training
 resolution  input resized to R x R by ``data.preprocess``                               16..28
 =========== ============================================================================ ==========
 
@@ -82,7 +84,8 @@ def _dequantised(weight: Tensor) -> Tensor:
 
 
 def fake_quant_int8(weight: Tensor) -> Tensor:
-    """Quantise-dequantise; gradients pass straight through (so training sees the int8 error)."""
+    """Quantise-dequantise: the int8 weights as floats, for the elastic forward of an int8
+    variant; a gradient passes straight through to the float weight."""
     return _straight_through(weight, _dequantised(weight))
 
 

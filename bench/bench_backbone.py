@@ -33,20 +33,22 @@ from pathlib import Path
 
 import torch
 
+from adaspring_ros.cli import main as adaspring
 from adaspring_ros.core.data.datasets import load_fashion_mnist
 from adaspring_ros.core.energy import DEFAULT_DEVICE, make_meter
+from adaspring_ros.core.model.bn_stats import variant_bn_stats
 from adaspring_ros.core.model.checkpoint import load_backbone, sha256_of
 from adaspring_ros.core.model.config import CompressionConfig, StageConfig
 from adaspring_ros.core.model.engine import DEFAULT_ENGINE, ENGINES, Runner, make_engine
+from adaspring_ros.core.model.profile_table import fastest_within, most_accurate_within
 from adaspring_ros.core.model.supernet import ElasticBackbone
-from adaspring_ros.core.offline import train as training
 from adaspring_ros.core.offline.profiler import (
     bn_calibration_images,
-    fastest_within,
     measure_static,
-    most_accurate_within,
     time_round_robin,
 )
+from adaspring_ros.core.offline.recipe import epochs_trained
+from adaspring_ros.core.offline.sampling import sample_config
 from adaspring_ros.core.paths import default_backbone
 from adaspring_ros.core.policy.search import default_table
 from adaspring_ros.core.serving.server import VariantCache, freeze_heap
@@ -99,13 +101,13 @@ def train_alone(config_id: str, epochs: int, retrain: bool, subset: int = 0) -> 
     tag = f"{config_id}-e{epochs}" + (f"-s{subset}" if subset else "")
     out = RUNS / f"alone-{tag}.pt"
     # --out is rewritten after every epoch: a file an interrupted run left is resumed, not used
-    finished = out.exists() and training.epochs_trained(load_backbone(out).meta) == epochs
+    finished = out.exists() and epochs_trained(load_backbone(out).meta) == epochs
     if retrain or not finished:
         args = ["--fixed-config", config_id, "--epochs", str(epochs), "--out", str(out),
                 "--workdir", str(RUNS / f"work-{tag}"), "--no-progress", "--threads", "2",
                 "--resume",
                 "--subset", str(subset)]
-        if training.cli_main(args) != 0:
+        if adaspring(["train", *args]) != 0:
             raise RuntimeError(f"training {config_id} alone failed")
     return out
 
@@ -173,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="accuracy tolerances (points below full) for the fastest-variant rows")
     args = p.parse_args(argv)
     backbone = load_backbone(default_backbone())
-    backbone_epochs = training.epochs_trained(backbone.meta)
+    backbone_epochs = epochs_trained(backbone.meta)
     if args.baseline_epochs <= 0:
         if backbone_epochs is None:
             p.error("the backbone does not record how many epochs it was trained in all (it "
@@ -200,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{config_id}: would train {epochs} epochs alone into {shown(path)}")
             else:
                 print(f"{config_id}: {shown(path)} ({alone.sha256[:12]}, "
-                      f"{training.epochs_trained(alone.meta)} epochs)")
+                      f"{epochs_trained(alone.meta)} epochs)")
         if args.dry_run:
             table, table_path = default_table(engine=args.engine)
             print(f"backbone {default_backbone()} ({backbone.sha256[:12]}, {backbone_epochs} "
@@ -235,8 +237,7 @@ def main(argv: list[str] | None = None) -> int:
         nets[f"{label} (alone)"] = (alone, config,
                                     f"trained alone, {epochs_alone(config_id)} epochs")
         if config_id not in backbone.variant_bn:
-            backbone.variant_bn[config_id] = training.variant_bn_stats(backbone, config,
-                                                                       bn_images)
+            backbone.variant_bn[config_id] = variant_bn_stats(backbone, config, bn_images)
         nets[f"{label} (shared)"] = (backbone, config, "shared weights")
 
     # Accuracy in the engine (batched, 2 threads) and a batch-1 runner on 1 thread each.
@@ -299,7 +300,7 @@ def main(argv: list[str] | None = None) -> int:
     # (every operator, low rank and int8 included), plus the most factorised one.
     profiled = [e.config for e in table.entries[:: max(1, len(table) // 40)]]
     gen = torch.Generator().manual_seed(0)
-    anywhere = [training.sample_config(backbone.space, gen, post_training=True)
+    anywhere = [sample_config(backbone.space, gen, post_training=True)
                 for _ in range(60)] + [most_factorised(backbone.space)]
     backbone.materialise(profiled[0])
     freeze_heap()                             # as the perception node does after loading

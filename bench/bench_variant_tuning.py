@@ -24,17 +24,15 @@ from pathlib import Path
 
 import torch
 
+from adaspring_ros.cli import main as adaspring
 from adaspring_ros.core.data.datasets import load_fashion_mnist, preprocess, train_val_split
+from adaspring_ros.core.model.bn_stats import variant_bn_stats
 from adaspring_ros.core.model.checkpoint import load_backbone
 from adaspring_ros.core.model.config import CompressionConfig
 from adaspring_ros.core.model.engine import make_engine
-from adaspring_ros.core.offline import train as training
-from adaspring_ros.core.offline import tuning as variant_tuning
-from adaspring_ros.core.offline.profiler import (
-    bn_calibration_images,
-    count_macs,
-    runner_accuracy,
-)
+from adaspring_ros.core.model.profile_table import front_ids
+from adaspring_ros.core.offline.evaluate import runner_accuracy
+from adaspring_ros.core.offline.profiler import bn_calibration_images, count_macs
 from adaspring_ros.core.paths import default_backbone, default_profile_table
 from bench.bench_backbone import HALF_WIDTH, SUBNETS, existing_baseline
 from bench.report import ROOT, markdown_table, shown, write_section
@@ -58,8 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     tuned_path = Path(args.tuned)
     if not tuned_path.exists():
         workdir = tuned_path.parent
-        rc = variant_tuning.cli_main([
-            "--variants-from", str(table_path), "--front-only",
+        rc = adaspring([
+            "tune-variants", "--variants-from", str(table_path), "--front-only",
             "--variants", ",".join(BENCH_SUBNETS), "--epochs", str(args.epochs),
             "--images", str(args.images), "--out", str(tuned_path), "--workdir", str(workdir),
             "--resume", "--no-progress"])
@@ -74,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     if tuning.get("source_sha256") != base.sha256:
         print("warning: the tuned backbone was not tuned from models/backbone.pt",
               file=sys.stderr)
-    ids = variant_tuning.front_ids(table_path) + list(BENCH_SUBNETS)
+    ids = front_ids(table_path) + list(BENCH_SUBNETS)
     full_id = CompressionConfig.full(base.space).id
     ids = [full_id] + [i for i in dict.fromkeys(ids) if i != full_id]
 
@@ -89,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def accuracy(model, config) -> dict[str, float]:
         if config.id not in model.variant_bn:      # as the profiler and the tuning compute them
-            model.variant_bn[config.id] = training.variant_bn_stats(model, config, bn_images)
+            model.variant_bn[config.id] = variant_bn_stats(model, config, bn_images)
         net, r = model.materialise(config), config.resolution
         ranges = engine.calibrate(net, preprocess(bn_images, r).numpy())
         runner = engine.prepare(net, ranges or None, batch=None)

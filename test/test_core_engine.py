@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from adaspring_ros.core.data.datasets import load_fashion_mnist, preprocess
+from adaspring_ros.core.model.bn_stats import variant_bn_stats
 from adaspring_ros.core.model.checkpoint import load_backbone
 from adaspring_ros.core.model.config import DEFAULT_SPACE, CompressionConfig, StageConfig
 from adaspring_ros.core.model.engine import (
@@ -24,7 +25,6 @@ from adaspring_ros.core.model.engine import (
 )
 from adaspring_ros.core.model.profile_table import ProfileError, ProfileTable
 from adaspring_ros.core.offline.profiler import bn_calibration_images, time_round_robin
-from adaspring_ros.core.offline.train import variant_bn_stats
 
 pytest.importorskip("onnxruntime")
 

@@ -16,14 +16,19 @@ from adaspring_ros.core.energy import (
     make_meter,
 )
 from adaspring_ros.core.model.config import DEFAULT_SPACE, CompressionConfig
-from adaspring_ros.core.model.profile_table import ProfileEntry, ProfileError, ProfileTable
+from adaspring_ros.core.model.profile_table import (
+    ProfileEntry,
+    ProfileError,
+    ProfileTable,
+    fastest_within,
+    front_ids,
+    most_accurate_within,
+    pareto_front,
+)
 from adaspring_ros.core.model.supernet import build_backbone
 from adaspring_ros.core.offline.profiler import (
     count_macs,
-    fastest_within,
-    most_accurate_within,
     neighbours,
-    pareto_front,
     peak_memory_bytes,
     stratified_sample,
 )
@@ -73,6 +78,16 @@ def test_pareto_front_and_fastest_within():
     assert most_accurate_within(entries, 0.3).id == SMALL
     assert most_accurate_within(entries, 5.0).id == FULL
     assert most_accurate_within(entries, 0.1) is None
+
+
+def test_front_ids_read_a_table_fastest_first(tmp_path):
+    dominated = "r28-w50d1ck100f-w50d1ck100f-w50d1ck100f"
+    entries = [_entry(FULL, 0.93, 2.0), _entry(dominated, 0.91, 0.6), _entry(SMALL, 0.80, 0.2),
+               _entry(MID, 0.92, 0.4)]
+    path = tmp_path / "table.json"
+    ProfileTable(space=DEFAULT_SPACE, entries=entries).save(path)
+    assert front_ids(path) == [SMALL, MID, FULL]
+    assert front_ids(path, front_only=False) == [SMALL, MID, dominated, FULL]
 
 
 def conv_macs(out_c: int, in_c: int, k: int, side: int) -> int:

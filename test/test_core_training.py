@@ -11,22 +11,21 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from adaspring_ros.commands.train import cli_main
 from adaspring_ros.core.data.datasets import FASHION_MNIST_DIR, preprocess
+from adaspring_ros.core.model.bn_stats import variant_bn_stats
 from adaspring_ros.core.model.checkpoint import load_backbone
 from adaspring_ros.core.model.config import DEFAULT_SPACE, CompressionConfig
 from adaspring_ros.core.model.supernet import build_backbone
-from adaspring_ros.core.offline.train import (
-    _train_step,
-    adaptive_alpha_loss,
-    alpha_divergence,
-    cli_main,
-    epochs_trained,
+from adaspring_ros.core.offline.losses import adaptive_alpha_loss, alpha_divergence
+from adaspring_ros.core.offline.recipe import epochs_trained
+from adaspring_ros.core.offline.sampling import (
     sample_config,
     sample_student,
     smallest_trained,
     student_pool,
-    variant_bn_stats,
 )
+from adaspring_ros.core.offline.train import _train_step
 
 needs_data = pytest.mark.skipif(not FASHION_MNIST_DIR.is_dir(),
                                 reason="dataset-fashion-mnist not installed")

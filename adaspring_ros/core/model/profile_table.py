@@ -1,8 +1,9 @@
 """ProfileTable: the measured cost and accuracy of each profiled variant.
 
-Written by ``profiler.py`` (``adaspring profile``), read by the runtime search. Deliberately free
-of torch so that the evolution side can load it cheaply. One JSON file, versioned by
-``schema_version``.
+Written by ``adaspring profile`` (core/offline/profiling.py), read by the runtime search, which
+is why it is free of torch: the evolution side loads it cheaply. One JSON file, versioned by
+``schema_version``. The questions asked of a table (its accuracy/latency Pareto front, the
+fastest variant within a tolerance, the most accurate within a latency) live here with it.
 """
 
 from __future__ import annotations
@@ -12,11 +13,20 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from adaspring_ros.core.model.config import CompressionConfig, ConfigError, SearchSpace
 
-__all__ = ["SCHEMA_VERSION", "ProfileError", "ProfileEntry", "ProfileTable"]
+__all__ = [
+    "SCHEMA_VERSION",
+    "ProfileError",
+    "ProfileEntry",
+    "ProfileTable",
+    "pareto_front",
+    "fastest_within",
+    "most_accurate_within",
+    "front_ids",
+]
 
 SCHEMA_VERSION = 1
 
@@ -121,7 +131,7 @@ class ProfileTable:
     energy_method: str = ""
     meta: dict[str, Any] = field(default_factory=dict)
     # The inference engine every latency and accuracy was measured in: name, version, threads.
-    # Tables written before engines existed were measured in torch.
+    # A table that names no engine was measured in torch.
     engine: dict[str, Any] = field(default_factory=lambda: {"name": "torch"})
 
     def __post_init__(self) -> None:
@@ -221,3 +231,39 @@ def _engine(raw: Any) -> dict[str, Any]:
     if not isinstance(raw, Mapping) or not isinstance(raw.get("name"), str) or not raw["name"]:
         raise ProfileError(f"profile table 'engine' must name the engine, got {raw!r}")
     return dict(raw)
+
+
+def pareto_front(entries: Sequence[ProfileEntry]) -> list[ProfileEntry]:
+    """Entries no other entry beats on both accuracy (higher) and median latency (lower)."""
+    front, best = [], -1.0
+    for e in sorted(entries, key=lambda e: (e.latency_ms_p50, -e.accuracy)):
+        if e.accuracy > best:
+            front.append(e)
+            best = e.accuracy
+    return front
+
+
+def fastest_within(entries: Sequence[ProfileEntry], full_id: str,
+                   points: float = 1.5) -> ProfileEntry | None:
+    """The lowest-latency entry whose accuracy is within ``points`` (percent) of ``full_id``."""
+    by_id = {e.id: e for e in entries}
+    if full_id not in by_id:
+        return None
+    floor = by_id[full_id].accuracy - points / 100.0
+    ok = [e for e in entries if e.accuracy >= floor]
+    return min(ok, key=lambda e: e.latency_ms_p50) if ok else None
+
+
+def most_accurate_within(entries: Sequence[ProfileEntry], latency_ms: float
+                         ) -> ProfileEntry | None:
+    """The most accurate entry whose p50 latency is at most ``latency_ms`` (ties: the faster)."""
+    ok = [e for e in entries if e.latency_ms_p50 <= latency_ms]
+    return max(ok, key=lambda e: (e.accuracy, -e.latency_ms_p50)) if ok else None
+
+
+def front_ids(table_path: str | Path, front_only: bool = True) -> list[str]:
+    """Config ids of the profile table at ``table_path``, fastest first: its Pareto front or,
+    with ``front_only=False``, every variant."""
+    table = ProfileTable.load(table_path)
+    entries = pareto_front(table.entries) if front_only else list(table.entries)
+    return [e.id for e in sorted(entries, key=lambda e: e.latency_ms_p50)]

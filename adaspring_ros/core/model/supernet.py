@@ -18,8 +18,8 @@ folds BN statistics into the convs and, for low rank, runs a small SVD: ~5 ms):
 
 A variant with exact statistics can also carry its own BN scale/shift and classifier bias
 (``variant_affine``, by config id, a few KB each): fine-tuned for that variant alone with every
-convolution frozen (``variant_tuning``). They fold into the convs like the shared ones, so the
-materialised variant is as fast; variants without them use the shared affine parameters.
+convolution frozen (core/offline/tuning.py). They fold into the convs like the shared ones, so
+the materialised variant is as fast; variants without them use the shared affine parameters.
 
 Saving and loading a backbone: core/model/checkpoint.py.
 """
@@ -205,7 +205,7 @@ class ElasticBackbone(nn.Module):
         self.variant_bn: dict[str, dict[str, Tensor]] = {}
         # Per-variant tuned affine, by config id -> unit name -> (2, C) BN weight/bias, and
         # "classifier" -> (num_classes,) bias; only for variants that have ``variant_bn`` (it is
-        # normalised with those statistics). Filled by ``variant_tuning``; others use the shared.
+        # normalised with those statistics). Filled by offline/tuning.py; others use the shared.
         self.variant_affine: dict[str, dict[str, Tensor]] = {}
 
     # -- configuration ----------------------------------------------------------------------

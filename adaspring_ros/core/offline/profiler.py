@@ -22,11 +22,12 @@ from adaspring_ros.core.data.datasets import (
     preprocess,
     train_val_split,
 )
+from adaspring_ros.core.model.bn_stats import variant_bn_stats
 from adaspring_ros.core.model.config import CompressionConfig, SearchSpace, StageConfig
 from adaspring_ros.core.model.engine import Engine, Runner, make_engine
 from adaspring_ros.core.model.profile_table import ProfileEntry
 from adaspring_ros.core.model.supernet import CompactBlock, ElasticBackbone
-from adaspring_ros.core.offline.train import variant_bn_stats
+from adaspring_ros.core.offline.evaluate import runner_accuracy
 from adaspring_ros.core.serving.frame_stats import percentile
 
 __all__ = [
@@ -34,11 +35,9 @@ __all__ = [
     "peak_memory_bytes",
     "measure_static",
     "time_round_robin",
-    "runner_accuracy",
     "stratified_sample",
+    "unique_configs",
     "neighbours",
-    "pareto_front",
-    "fastest_within",
     "bn_calibration_images",
     "profile_config",
 ]
@@ -141,6 +140,7 @@ def stratified_sample(space: SearchSpace, n: int, seed: int = 0) -> list[Compres
 
 
 def unique_configs(configs: Iterable[CompressionConfig]) -> list[CompressionConfig]:
+    """``configs`` without repeats, in first-seen order."""
     seen: dict[str, CompressionConfig] = {}
     for c in configs:
         seen.setdefault(c.id, c)
@@ -171,34 +171,6 @@ def neighbours(config: CompressionConfig, space: SearchSpace) -> list[Compressio
     return out
 
 
-def pareto_front(entries: Sequence[ProfileEntry]) -> list[ProfileEntry]:
-    """Entries no other entry beats on both accuracy (higher) and median latency (lower)."""
-    front, best = [], -1.0
-    for e in sorted(entries, key=lambda e: (e.latency_ms_p50, -e.accuracy)):
-        if e.accuracy > best:
-            front.append(e)
-            best = e.accuracy
-    return front
-
-
-def fastest_within(entries: Sequence[ProfileEntry], full_id: str,
-                   points: float = 1.5) -> ProfileEntry | None:
-    """The lowest-latency entry whose accuracy is within ``points`` (percent) of ``full_id``."""
-    by_id = {e.id: e for e in entries}
-    if full_id not in by_id:
-        return None
-    floor = by_id[full_id].accuracy - points / 100.0
-    ok = [e for e in entries if e.accuracy >= floor]
-    return min(ok, key=lambda e: e.latency_ms_p50) if ok else None
-
-
-def most_accurate_within(entries: Sequence[ProfileEntry], latency_ms: float
-                         ) -> ProfileEntry | None:
-    """The most accurate entry whose p50 latency is at most ``latency_ms`` (ties: the faster)."""
-    ok = [e for e in entries if e.latency_ms_p50 <= latency_ms]
-    return max(ok, key=lambda e: (e.accuracy, -e.latency_ms_p50)) if ok else None
-
-
 def bn_calibration_images(n: int, seed: int = 0,
                           root: str | Path = FASHION_MNIST_DIR) -> np.ndarray:
     """``n`` fixed images of the training part of the train split (never validation or test)."""
@@ -209,16 +181,6 @@ def bn_calibration_images(n: int, seed: int = 0,
 
 
 # -- measuring one variant ----------------------------------------------------------------------
-def runner_accuracy(runner: Runner, data: Dataset, resolution: int, batch_size: int = 500
-                    ) -> float:
-    """Top-1 accuracy of an engine runner (built with a dynamic batch) on ``data``."""
-    correct = 0
-    for i in range(0, len(data), batch_size):
-        logits = runner(preprocess(data.images[i:i + batch_size], resolution).numpy())
-        correct += int((logits.argmax(1) == data.labels[i:i + batch_size]).sum())
-    return correct / max(1, len(data))
-
-
 def measure_static(backbone: ElasticBackbone, config: CompressionConfig, test: Dataset,
                    engine: Engine, bn_images: np.ndarray | None = None,
                    serving: Engine | None = None, calib_images: np.ndarray | None = None

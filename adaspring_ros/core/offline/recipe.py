@@ -1,0 +1,108 @@
+"""The training recipe: every option of a training run, the provenance it leaves in the
+backbone file (``meta["args"]``, one key per option), and what can be read back from a file's
+provenance (was it trained alone, for how many epochs in all)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+
+import torch
+
+from adaspring_ros.core.data.datasets import FASHION_MNIST_DIR
+from adaspring_ros.core.model.checkpoint import load_backbone
+from adaspring_ros.core.model.config import DEFAULT_SPACE, CompressionConfig, SearchSpace
+from adaspring_ros.core.model.supernet import ElasticBackbone
+
+__all__ = ["TrainRecipe", "train_meta", "trained_alone", "epochs_trained", "initial_backbone"]
+
+
+@dataclass(frozen=True)
+class TrainRecipe:
+    """One training run; ``adaspring train`` has one flag per field (``--warmup-epochs`` for
+    ``warmup_epochs``). Empty strings mean "none", except ``out`` (empty: the shipped
+    backbone's path, models/backbone.pt)."""
+
+    epochs: int = 12                    # total epochs, warm-up included
+    warmup_epochs: int = 1              # full-network-only epochs, then channels are sorted
+    batch_size: int = 128
+    lr: float = 0.1
+    weight_decay: float = 5e-4
+    label_smoothing: float = 0.1
+    random_subnets: int = 3             # random students per step besides largest and smallest
+    uniform_subnets: float = 0.0        # probability of a stage-uniform random student
+    student_label_weight: float = 0.0   # students: (1-W) distillation + W labels
+    distill_loss: str = "kl"            # one of losses.DISTILL_LOSSES
+    students_from: str = ""             # student pool: the Pareto front of this profile table
+    students: tuple[str, ...] = ()      # student pool: these config ids as well
+    pool_share: float = 0.5             # probability that a random student is a pool member
+    only_operator: str = ""             # operator stage: only this operator's units learn
+    clip_grad: float = 0.0              # clip the summed gradient to this L2 norm (0: off)
+    augment_largest_only: bool = False  # students see the images unaugmented (BigNAS)
+    zero_init_residual: bool = False    # each residual block's last BN scale starts at zero
+    channels: tuple[int, ...] = (24, 48, 96)   # full-width channels of each stage
+    max_depth: int = max(DEFAULT_SPACE.depths)
+    max_resolution: int = max(DEFAULT_SPACE.resolutions)
+    subset: int = 0                     # train on the first N images (0: all)
+    val_size: int = 5000                # held-out validation images
+    init_from: str = ""                 # continue from this trained backbone
+    fixed_config: str = ""              # train only this variant from scratch (a baseline)
+    seed: int = 0
+    threads: int = 2
+    data: str = str(FASHION_MNIST_DIR)  # directory of the Fashion-MNIST IDX files
+    image_folder: str = ""              # train on an ImageFolder instead
+    out: str = ""                       # the backbone file, rewritten after every epoch
+    workdir: str = "runs/train"         # the resumable state goes here
+    resume: bool = False                # continue from <workdir>/last.pt
+    progress: bool = True               # a progress bar per epoch
+
+
+def train_meta(recipe: TrainRecipe, history: list, cpu_seconds: float,
+               prior_epochs: int | None) -> dict:
+    """The provenance written into the backbone file: the recipe as the command line gave it
+    (lists as comma-separated text), the per-epoch history, CPU seconds, the torch version and,
+    when known, the epochs of the whole ``init_from`` chain (``epochs_total``)."""
+    args = {k: v for k, v in asdict(recipe).items() if k != "progress"}
+    args["students"] = ",".join(recipe.students)
+    args["channels"] = ",".join(map(str, recipe.channels))
+    meta = {"args": json.dumps(args), "history": json.dumps(history),
+            "cpu_seconds": round(cpu_seconds, 1), "torch": str(torch.__version__)}
+    if prior_epochs is not None:
+        meta["epochs_total"] = len(history) + prior_epochs
+    return meta
+
+
+def trained_alone(meta: dict) -> str | None:
+    """The config id a backbone file was trained alone as (``fixed_config``), else None."""
+    return json.loads(meta.get("args", "{}")).get("fixed_config") or None
+
+
+def epochs_trained(meta: dict) -> int | None:
+    """Epochs a backbone was trained in all, ``init_from`` chains included (what a baseline
+    trained alone must match); None when the file's provenance does not say."""
+    if "epochs_total" in meta:
+        return int(meta["epochs_total"])
+    args = json.loads(meta.get("args", "{}"))
+    if args.get("init_from") or "epochs" not in args:
+        return None
+    return int(args["epochs"])
+
+
+def initial_backbone(path: str, space: SearchSpace, channels: tuple[int, ...]
+                     ) -> ElasticBackbone:
+    """The trained backbone ``init_from`` continues from (checksum verified), frozen and in
+    eval mode; refused (ValueError) unless it has the architecture being trained and, if it was
+    trained alone, is the full network."""
+    initial = load_backbone(path)
+    if initial.space != space or tuple(initial.arch()["stage_channels"]) != channels:
+        raise ValueError(f"--init-from {path}: its space or channels "
+                         f"{initial.arch()['stage_channels']} differ from the ones being trained "
+                         f"{list(channels)} (set --channels, --max-depth, --max-resolution)")
+    alone = trained_alone(initial.meta)
+    if alone and alone != CompressionConfig.full(space).id:
+        raise ValueError(f"--init-from {path}: a net trained alone ({alone}) can seed the "
+                         f"shrinking only if it is the full network "
+                         f"{CompressionConfig.full(space).id}")
+    for p in initial.parameters():
+        p.requires_grad_(False)
+    return initial.eval()

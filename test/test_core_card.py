@@ -102,7 +102,9 @@ def test_colour_card_round_trips_through_a_checkpoint(tmp_path, colour_backbone)
     config = CompressionConfig.smallest(loaded.space)
     with torch.no_grad():
         loaded.set_active(config)
-        torch.testing.assert_close(loaded.materialise(config)(x), loaded(x))
+        net = loaded.materialise(config)
+        torch.testing.assert_close(net(x), loaded(x))
+    assert net.in_channels == 3
     again = tmp_path / "again.pt"
     save_backbone(loaded, again)            # a loaded backbone keeps its card when re-saved
     assert load_backbone(again).card == space_card()

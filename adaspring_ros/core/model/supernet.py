@@ -67,13 +67,14 @@ class CompactBlock(nn.Module):
 class CompactNet(nn.Module):
     """One materialised variant: a fresh static network with BN folded into its convs.
 
-    Input (N, C, R, R) at ``config.resolution``, C the backbone's input channels (see
-    ``data.preprocess``), output logits (N, classes).
+    Input (N, ``in_channels``, R, R) at ``config.resolution`` (see ``data.preprocess``), output
+    logits (N, classes).
     """
 
     def __init__(self, stem: nn.Sequential, blocks: Sequence[CompactBlock], classifier: nn.Linear,
-                 config: CompressionConfig, storage: int) -> None:
+                 config: CompressionConfig, storage: int, in_channels: int = 1) -> None:
         super().__init__()
+        self.in_channels = in_channels
         self.stem = stem
         self.blocks = nn.Sequential(*blocks)
         self.classifier = classifier
@@ -309,7 +310,7 @@ class ElasticBackbone(nn.Module):
             for block in blocks[b:b + stage.depth]:
                 storage += storage_bytes(block, stage.int8)
             b += stage.depth
-        net = CompactNet(stem, blocks, classifier, cfg, storage)
+        net = CompactNet(stem, blocks, classifier, cfg, storage, self.in_channels)
         return net.eval()
 
     @torch.no_grad()

@@ -20,6 +20,7 @@ COMMANDS = {
     "demo": ("adaspring_ros.demo.run", "run the whole ROS pipeline on replayed data"),
     "tune-variants": ("adaspring_ros.commands.tune_variants",
                       "tune each chosen variant's own BN scale/shift (weights stay shared)"),
+    "info": ("adaspring_ros.commands.info", "print the model card of a checkpoint or table"),
 }
 
 

@@ -5,18 +5,18 @@ node preprocess a frame the same way without guessing (the role of timm's ``pret
 torchvision's weights ``meta``): how many channels and in which order, the per-channel mean/std,
 the input resolutions of the search space, how a frame of another shape is fitted, the class
 names, whether the task is mirror-symmetric (horizontal flips are a valid augmentation), and where
-the data came from. Files written before cards existed get :data:`FASHION_MNIST_CARD`, which
-describes exactly what they were trained on.
+the data came from. Files written before cards existed get :func:`legacy_card`: the Fashion-MNIST
+preprocessing every input then went through, at the file's own resolutions.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 __all__ = ["CardError", "ModelCard", "FASHION_MNIST_CARD", "CARD_VERSION", "RESIZE_POLICIES",
-           "INTERPOLATIONS", "MAX_RESOLUTION"]
+           "INTERPOLATIONS", "MAX_RESOLUTION", "legacy_card"]
 
 CARD_VERSION = 1
 RESIZE_POLICIES = ("centre_crop", "letterbox")
@@ -114,7 +114,7 @@ class ModelCard:
             )
         except KeyError as exc:
             raise CardError(f"model card lacks the field {exc.args[0]!r}") from exc
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, OverflowError) as exc:
             if isinstance(exc, CardError):
                 raise
             raise CardError(f"invalid model card: {exc}") from exc
@@ -134,3 +134,19 @@ FASHION_MNIST_CARD = ModelCard(
     data="Fashion-MNIST train split, Debian package dataset-fashion-mnist "
          "(/usr/share/datasets/fashion-mnist, 60,000 28x28 grey images)",
 )
+
+
+def legacy_card(resolutions: Sequence[int],
+                classes: Sequence[str] | None = None) -> ModelCard:
+    """The card of a file written before cards existed, or of a grey backbone saved without one.
+
+    Every input of such a backbone went through the same preprocessing (grey, Fashion-MNIST's
+    mean/std, centre crop, bilinear), so that part of the card is known; the resolutions are the
+    file's own space's, and the class names its own (a table names none: Fashion-MNIST's, the
+    only data the profiler read). The data is Fashion-MNIST's only when the class names are.
+    """
+    card = FASHION_MNIST_CARD.with_resolutions(tuple(resolutions))
+    if classes is None or tuple(classes) == card.classes:
+        return card
+    return replace(card, classes=tuple(str(c) for c in classes),
+                   data="not recorded (grey images normalised with Fashion-MNIST's mean/std)")

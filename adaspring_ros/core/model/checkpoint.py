@@ -4,6 +4,11 @@ Checkpoints are plain dicts of tensors/str/int loaded with ``torch.load(weights_
 verified against the sha256 in the sibling ``<file>.sha256``. :func:`backbone_checkpoint` is the
 format, :func:`atomic_save` the only way one reaches the disk (training's resumable state wraps
 the same format), :func:`backbone_from_checkpoint` checks the format and every shape.
+
+Every checkpoint carries the backbone's model card (``core/model/card.py``), which must agree with
+its weights: the stem's input channels, the classifier's outputs and class names, the space's
+resolutions. A loaded backbone keeps it as ``model.card``. Version-1 files predate cards and get
+:func:`~adaspring_ros.core.model.card.legacy_card`.
 """
 
 from __future__ import annotations
@@ -16,16 +21,19 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from adaspring_ros.core.model.card import CardError, ModelCard, legacy_card
 from adaspring_ros.core.model.config import CompressionConfig, ConfigError, SearchSpace
 from adaspring_ros.core.model.operators import ElasticConvBN
 from adaspring_ros.core.model.supernet import ElasticBackbone
 
 __all__ = ["CheckpointError", "CHECKPOINT_FORMAT", "CHECKPOINT_VERSION", "sha256_of",
-           "write_checksum", "verify_checksum", "atomic_save", "backbone_checkpoint",
-           "save_backbone", "backbone_from_checkpoint", "load_backbone"]
+           "checksum_path", "write_checksum", "verify_checksum", "atomic_save",
+           "backbone_checkpoint", "save_backbone", "read_checkpoint", "backbone_from_checkpoint",
+           "load_backbone"]
 
 CHECKPOINT_FORMAT = "adaspring-backbone"
-CHECKPOINT_VERSION = 1
+CHECKPOINT_VERSION = 2   # written; version 1 (no model card) is still read
+_READABLE_VERSIONS = (1, CHECKPOINT_VERSION)
 
 
 class CheckpointError(ValueError):
@@ -40,7 +48,9 @@ def sha256_of(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def _checksum_path(path: Path) -> Path:
+def checksum_path(path: str | Path) -> Path:
+    """The sibling file that holds ``path``'s sha256 (``<path>.sha256``)."""
+    path = Path(path)
     return path.with_name(path.name + ".sha256")
 
 
@@ -48,14 +58,14 @@ def write_checksum(path: str | Path) -> str:
     """Write ``<path>.sha256`` in sha256sum format; returns the digest."""
     path = Path(path)
     digest = sha256_of(path)
-    _checksum_path(path).write_text(f"{digest}  {path.name}\n")
+    checksum_path(path).write_text(f"{digest}  {path.name}\n")
     return digest
 
 
 def verify_checksum(path: str | Path) -> str:
     """Check ``path`` against ``<path>.sha256``; returns the digest or raises CheckpointError."""
     path = Path(path)
-    sums = _checksum_path(path)
+    sums = checksum_path(path)
     if not path.is_file():
         raise CheckpointError(f"backbone checkpoint {path} does not exist")
     if not sums.is_file():
@@ -79,13 +89,22 @@ def atomic_save(obj: Any, path: str | Path) -> None:
 
 
 def backbone_checkpoint(model: ElasticBackbone, meta: dict[str, Any] | None = None,
-                        ) -> dict[str, Any]:
-    """The checkpoint format (weights + architecture + space + class names + per-variant BN),
-    as the dict that :func:`backbone_from_checkpoint` reads back."""
+                        card: ModelCard | None = None) -> dict[str, Any]:
+    """The checkpoint format (weights + architecture + space + model card + per-variant BN),
+    as the dict that :func:`backbone_from_checkpoint` reads back.
+
+    ``card`` defaults to the backbone's own (``model.card``, kept from the file it was loaded
+    from), else to the legacy grey card, which only a grey backbone can take; CheckpointError
+    if the card contradicts the weights.
+    """
+    where = "the backbone to save"
+    card = card or model.card or _legacy_card(model, where)
+    _check_card(card, model, where)
     return {
         "format": CHECKPOINT_FORMAT,
         "version": CHECKPOINT_VERSION,
         "arch": model.arch(),
+        "card": card.to_dict(),
         "state_dict": {k: v.detach().clone() for k, v in model.state_dict().items()},
         "variant_bn": {cid: {n: t.detach().clone() for n, t in units.items()}
                        for cid, units in model.variant_bn.items()},
@@ -97,26 +116,48 @@ def backbone_checkpoint(model: ElasticBackbone, meta: dict[str, Any] | None = No
 
 
 def save_backbone(model: ElasticBackbone, path: str | Path,
-                  meta: dict[str, Any] | None = None) -> str:
+                  meta: dict[str, Any] | None = None, card: ModelCard | None = None) -> str:
     """Save :func:`backbone_checkpoint` and the sibling .sha256; returns the digest."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_save(backbone_checkpoint(model, meta), path)
+    atomic_save(backbone_checkpoint(model, meta, card), path)
     return write_checksum(path)
 
 
+def _check_card(card: ModelCard, model: ElasticBackbone, where: str) -> None:
+    """CheckpointError naming both sides where ``card`` contradicts the backbone's weights."""
+    problems = []
+    if card.channels != model.in_channels:
+        problems.append(f"the card says {card.channels} input channel(s), the stem's weights "
+                        f"take {model.in_channels}")
+    if card.num_classes != model.num_classes:
+        problems.append(f"the card names {card.num_classes} classes, the classifier has "
+                        f"{model.num_classes} outputs")
+    elif card.classes != model.classes:
+        problems.append(f"the card's class names {list(card.classes)} differ from the "
+                        f"architecture's {list(model.classes)}")
+    if card.resolutions != model.space.resolutions:
+        problems.append(f"the card's resolutions {list(card.resolutions)} differ from the "
+                        f"space's {list(model.space.resolutions)}")
+    if problems:
+        raise CheckpointError(f"{where}: the model card contradicts the weights: "
+                              + "; ".join(problems))
+
+
 def backbone_from_checkpoint(ckpt: Any, where: str = "checkpoint") -> ElasticBackbone:
-    """Rebuild a backbone from a loaded checkpoint dict (checks format and every shape)."""
+    """Rebuild a backbone from a loaded checkpoint dict (checks format, every shape, and that the
+    model card agrees with the weights); the card is kept as ``model.card``."""
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{where} is not an adaspring backbone checkpoint")
-    if ckpt.get("version") != CHECKPOINT_VERSION:
-        raise CheckpointError(f"{where}: checkpoint version {ckpt.get('version')!r} "
-                              f"is not supported (expected {CHECKPOINT_VERSION})")
+    version = ckpt.get("version")
+    if version not in _READABLE_VERSIONS:
+        raise CheckpointError(f"{where}: checkpoint version {version!r} is not supported "
+                              f"(this package reads {', '.join(map(str, _READABLE_VERSIONS))})")
     try:
         arch = ckpt["arch"]
         space = SearchSpace.from_dict(arch["space"])
         model = ElasticBackbone(space, arch["stage_channels"], int(arch["num_classes"]),
-                                arch.get("classes"))
+                                arch.get("classes"), int(arch.get("in_channels", 1)))
     except (KeyError, TypeError, ValueError, ConfigError) as exc:
         raise CheckpointError(f"{where}: bad architecture description: {exc}") from exc
     state = ckpt.get("state_dict")
@@ -132,9 +173,31 @@ def backbone_from_checkpoint(ckpt: Any, where: str = "checkpoint") -> ElasticBac
             raise CheckpointError(f"{where}: {name} has shape {tuple(state[name].shape)}, "
                                   f"expected {tuple(tensor.shape)}")
     model.load_state_dict(state)
+    model.card = _stored_card(ckpt, model, where)
     model.variant_bn = _checked_variant_bn(model, ckpt.get("variant_bn", {}), where)
     model.variant_affine = _checked_variant_affine(model, ckpt.get("variant_affine", {}), where)
     return model.eval()
+
+
+def _stored_card(ckpt: dict, model: ElasticBackbone, where: str) -> ModelCard:
+    """The checkpoint's card, checked against the weights (a version-1 file: the legacy card)."""
+    if ckpt["version"] == 1:
+        return _legacy_card(model, where)
+    if "card" not in ckpt:
+        raise CheckpointError(f"{where} has no model card")
+    try:
+        card = ModelCard.from_dict(ckpt["card"])
+    except CardError as exc:
+        raise CheckpointError(f"{where}: {exc}") from exc
+    _check_card(card, model, where)
+    return card
+
+
+def _legacy_card(model: ElasticBackbone, where: str) -> ModelCard:
+    try:
+        return legacy_card(model.space.resolutions, model.classes)
+    except CardError as exc:
+        raise CheckpointError(f"{where}: no model card describes it: {exc}") from exc
 
 
 def _checked_variant_bn(model: ElasticBackbone, bank: Any, where: str) -> dict:
@@ -192,22 +255,34 @@ def _checked_variant_affine(model: ElasticBackbone, bank: Any, where: str) -> di
     return bank
 
 
-def load_backbone(path: str | Path | None = None, verify: bool = True) -> ElasticBackbone:
-    """Load a trained backbone (default: the shipped ``models/backbone.pt``), in eval mode.
+def read_checkpoint(path: str | Path, verify: bool = True) -> tuple[Any, str]:
+    """The raw checkpoint in ``path`` and its sha256, read with ``weights_only=True``.
 
-    The file's sha256 must match ``<path>.sha256`` (unless ``verify=False``); it is loaded with
-    ``weights_only=True``. The digest is kept as ``model.sha256``.
+    The sha256 must match ``<path>.sha256`` unless ``verify=False``; CheckpointError otherwise
+    or when the file cannot be unpickled. The content is checked by
+    :func:`backbone_from_checkpoint`.
     """
-    if path is None:
-        from adaspring_ros.core.paths import default_backbone
-
-        path = default_backbone()
     path = Path(path)
     digest = verify_checksum(path) if verify else sha256_of(path)
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # pickle/zip errors of a damaged file come in many types
         raise CheckpointError(f"cannot load {path}: {exc}") from exc
+    return ckpt, digest
+
+
+def load_backbone(path: str | Path | None = None, verify: bool = True) -> ElasticBackbone:
+    """Load a trained backbone (default: the shipped ``models/backbone.pt``), in eval mode.
+
+    The file's sha256 must match ``<path>.sha256`` (unless ``verify=False``); it is loaded with
+    ``weights_only=True``. The digest is kept as ``model.sha256``, the model card as
+    ``model.card``.
+    """
+    if path is None:
+        from adaspring_ros.core.paths import default_backbone
+
+        path = default_backbone()
+    ckpt, digest = read_checkpoint(path, verify)
     model = backbone_from_checkpoint(ckpt, str(path))
     model.sha256 = digest
     model.meta = dict(ckpt.get("meta", {}))

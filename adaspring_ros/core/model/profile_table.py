@@ -2,8 +2,10 @@
 
 Written by ``adaspring profile`` (core/offline/profiling.py), read by the runtime search, which
 is why it is free of torch: the evolution side loads it cheaply. One JSON file, versioned by
-``schema_version``. The questions asked of a table (its accuracy/latency Pareto front, the
-fastest variant within a tolerance, the most accurate within a latency) live here with it.
+``schema_version``. It carries the model card of the backbone it measured (its accuracies hold
+for that input contract and label space only); schema 1 predates cards and gets the legacy one.
+The questions asked of a table (its accuracy/latency Pareto front, the fastest variant within a
+tolerance, the most accurate within a latency) live here with it.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from adaspring_ros.core.model.card import CardError, ModelCard, legacy_card
 from adaspring_ros.core.model.config import CompressionConfig, ConfigError, SearchSpace
 
 __all__ = [
@@ -28,7 +31,8 @@ __all__ = [
     "front_ids",
 ]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2   # written; schema 1 (no model card) is still read
+_READABLE_SCHEMAS = (1, SCHEMA_VERSION)
 
 
 class ProfileError(ValueError):
@@ -133,9 +137,21 @@ class ProfileTable:
     # The inference engine every latency and accuracy was measured in: name, version, threads.
     # A table that names no engine was measured in torch.
     engine: dict[str, Any] = field(default_factory=lambda: {"name": "torch"})
+    # The model card of the measured backbone; None stands for the legacy grey card at this
+    # table's resolutions (what every table without a card was measured on).
+    card: ModelCard | None = None
 
     def __post_init__(self) -> None:
         self._by_id = {e.id: e for e in self.entries}
+        if self.card is None:
+            try:
+                self.card = legacy_card(self.space.resolutions)
+            except CardError as exc:
+                raise ProfileError(f"profile table without a model card: {exc}") from exc
+        if self.card.resolutions != self.space.resolutions:
+            raise ProfileError(f"profile table: the model card's resolutions "
+                               f"{list(self.card.resolutions)} differ from the space's "
+                               f"{list(self.space.resolutions)}")
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -156,6 +172,17 @@ class ProfileTable:
                 f"variants run in {name!r}; profile them in it (adaspring profile --engine "
                 f"{name}) or set the engine parameter to {self.engine_name!r}")
 
+    def require_card(self, card: ModelCard) -> None:
+        """ProfileError unless this table was measured for a backbone with model card ``card``:
+        its accuracies hold for that input contract and label space only."""
+        if card == self.card:
+            return
+        mine, theirs = self.card.to_dict(), card.to_dict()
+        fields = [k for k in mine if mine[k] != theirs.get(k)]
+        diffs = "; ".join(f"{k}: table {mine[k]!r}, backbone {theirs.get(k)!r}" for k in fields)
+        raise ProfileError(f"the profile table was measured for another model card than the "
+                           f"backbone's ({diffs}); profile this backbone (adaspring profile)")
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "schema_version": SCHEMA_VERSION,
@@ -164,6 +191,7 @@ class ProfileTable:
             "device": self.device,
             "energy_method": self.energy_method,
             "engine": self.engine,
+            "card": self.card.to_dict(),
             "meta": self.meta,
             "entries": [e.to_dict() for e in self.entries],
         }
@@ -173,10 +201,10 @@ class ProfileTable:
         if not isinstance(data, Mapping):
             raise ProfileError("profile table must be a JSON object")
         version = data.get("schema_version")
-        if version != SCHEMA_VERSION:
+        if version not in _READABLE_SCHEMAS:
             raise ProfileError(
                 f"profile table schema_version {version!r} is not supported "
-                f"(expected {SCHEMA_VERSION})"
+                f"(this package reads {', '.join(map(str, _READABLE_SCHEMAS))})"
             )
         try:
             space = SearchSpace.from_dict(data["space"])
@@ -201,6 +229,7 @@ class ProfileTable:
             energy_method=str(data.get("energy_method", "")),
             meta=dict(data.get("meta", {}) or {}),
             engine=_engine(data.get("engine", {"name": "torch"})),
+            card=_card(data) if version != 1 else None,
         )
 
     def save(self, path: str | Path) -> None:
@@ -225,6 +254,15 @@ class ProfileTable:
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise ProfileError(f"profile table {path} is not valid JSON: {exc}") from exc
         return cls.from_dict(data)
+
+
+def _card(data: Mapping[str, Any]) -> ModelCard:
+    if "card" not in data:
+        raise ProfileError("profile table has no model card ('card')")
+    try:
+        return ModelCard.from_dict(data["card"])
+    except CardError as exc:
+        raise ProfileError(f"profile table: {exc}") from exc
 
 
 def _engine(raw: Any) -> dict[str, Any]:

@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from adaspring_ros.core.model.card import ModelCard
 from adaspring_ros.core.model.config import (
     DEFAULT_SPACE,
     CompressionConfig,
@@ -66,12 +67,14 @@ class CompactBlock(nn.Module):
 class CompactNet(nn.Module):
     """One materialised variant: a fresh static network with BN folded into its convs.
 
-    Input (N, 1, R, R) at ``config.resolution`` (see ``data.preprocess``), output logits (N, C).
+    Input (N, ``in_channels``, R, R) at ``config.resolution`` (see ``data.preprocess``), output
+    logits (N, classes).
     """
 
     def __init__(self, stem: nn.Sequential, blocks: Sequence[CompactBlock], classifier: nn.Linear,
-                 config: CompressionConfig, storage: int) -> None:
+                 config: CompressionConfig, storage: int, in_channels: int = 1) -> None:
         super().__init__()
+        self.in_channels = in_channels
         self.stem = stem
         self.blocks = nn.Sequential(*blocks)
         self.classifier = classifier
@@ -165,12 +168,15 @@ class ElasticBackbone(nn.Module):
         stage_channels: full-width channels of each stage.
         num_classes: classifier outputs.
         classes: class names (kept in the checkpoint for the perception node).
+        in_channels: input channels of the stem (1 grey, 3 colour).
     """
 
     def __init__(self, space: SearchSpace = DEFAULT_SPACE,
                  stage_channels: Sequence[int] = (16, 32, 64), num_classes: int = 10,
-                 classes: Sequence[str] | None = None) -> None:
+                 classes: Sequence[str] | None = None, in_channels: int = 1) -> None:
         super().__init__()
+        if in_channels < 1:
+            raise ValueError(f"in_channels must be >= 1, got {in_channels}")
         if len(stage_channels) != space.num_stages:
             raise ValueError(f"stage_channels has {len(stage_channels)} entries, the space has "
                              f"{space.num_stages} stages")
@@ -184,8 +190,13 @@ class ElasticBackbone(nn.Module):
         self.num_classes = num_classes
         self.classes = tuple(classes) if classes is not None else tuple(
             str(i) for i in range(num_classes))
+        self.in_channels = int(in_channels)
+        # The input contract and label space; set from the checkpoint when loaded (None for a
+        # network built here: its card is given when it is saved).
+        self.card: ModelCard | None = None
         num_keys = len(space.widths) * len(space.resolutions)
-        self.stem = ElasticConvBN(1, self.stage_channels[0], 3, 1, False, num_keys)
+        self.stem = ElasticConvBN(self.in_channels, self.stage_channels[0], 3, 1, False,
+                                  num_keys)
         stages = []
         in_c = self.stage_channels[0]
         for s, out_c in enumerate(self.stage_channels):
@@ -212,7 +223,8 @@ class ElasticBackbone(nn.Module):
     def arch(self) -> dict[str, Any]:
         """Constructor arguments, as stored in the checkpoint."""
         return {"space": self.space.to_dict(), "stage_channels": list(self.stage_channels),
-                "num_classes": self.num_classes, "classes": list(self.classes)}
+                "num_classes": self.num_classes, "classes": list(self.classes),
+                "in_channels": self.in_channels}
 
     def set_active(self, config: CompressionConfig) -> CompressionConfig:
         """Validate ``config`` against the space and make it the variant ``forward`` runs."""
@@ -279,8 +291,8 @@ class ElasticBackbone(nn.Module):
         widths = self.channels(cfg)
         st0 = cfg.stages[0]
         stem = nn.Sequential(
-            *self.stem.export(1, widths[0], 1.0, st0.int8, self.bn_key(st0, cfg.resolution),
-                              self.unit_stats(cfg.id, "stem")),
+            *self.stem.export(self.in_channels, widths[0], 1.0, st0.int8,
+                              self.bn_key(st0, cfg.resolution), self.unit_stats(cfg.id, "stem")),
             nn.ReLU(inplace=True),
         )
         blocks, in_c = [], widths[0]
@@ -298,7 +310,7 @@ class ElasticBackbone(nn.Module):
             for block in blocks[b:b + stage.depth]:
                 storage += storage_bytes(block, stage.int8)
             b += stage.depth
-        net = CompactNet(stem, blocks, classifier, cfg, storage)
+        net = CompactNet(stem, blocks, classifier, cfg, storage, self.in_channels)
         return net.eval()
 
     @torch.no_grad()
@@ -356,7 +368,9 @@ class ElasticBackbone(nn.Module):
 
 def build_backbone(space: SearchSpace = DEFAULT_SPACE,
                    stage_channels: Sequence[int] = (16, 32, 64),
-                   classes: Sequence[str] | None = None) -> ElasticBackbone:
-    """The default backbone for Fashion-MNIST-sized inputs (10 classes unless ``classes``)."""
+                   classes: Sequence[str] | None = None,
+                   in_channels: int = 1) -> ElasticBackbone:
+    """The default backbone for Fashion-MNIST-sized inputs (10 classes unless ``classes``,
+    grey unless ``in_channels``)."""
     num_classes = len(classes) if classes is not None else 10
-    return ElasticBackbone(space, stage_channels, num_classes, classes)
+    return ElasticBackbone(space, stage_channels, num_classes, classes, in_channels)

@@ -117,8 +117,10 @@ def load_rgba(path: Path) -> Image.Image | None:
     """The drawing as RGBA, at most 512 px a side (some clip art is 10^4 px wide); None when
     unreadable or too large to decode safely."""
     try:
-        with warnings.catch_warnings(), Image.open(path) as im:
+        with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            im = Image.open(path)
+        with im:
             im.draft("RGBA", (512, 512))
             im.thumbnail((512, 512), Image.Resampling.LANCZOS)
             return im.convert("RGBA")

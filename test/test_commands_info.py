@@ -71,6 +71,7 @@ def test_the_shipped_pre_card_files(capsys):
     assert code == 0 and report["kind"] == "profile table" and report["format_version"] == 1
     assert report["resolutions"] == [16, 20, 24, 28] and report["mean"] == [0.286]
     assert report["engine"]["name"] == "onnxruntime" and report["variants"] > 100
+    assert report["measured"] == ["accuracy", "latency"]   # a table that does not say: both
 
 
 def test_a_table_with_a_card_through_the_command_line(tmp_path):

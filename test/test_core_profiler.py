@@ -165,6 +165,30 @@ def test_profile_table_round_trip_and_rejection(tmp_path):
         ProfileTable.load(path)
 
 
+def test_the_runtime_loader_refuses_a_table_without_latency(tmp_path):
+    entries = [_entry(FULL, 0.93, 0.0), _entry(SMALL, 0.8, 0.0)]
+    path = tmp_path / "acc.json"
+    ProfileTable(space=DEFAULT_SPACE, entries=entries, measured=("accuracy",)).save(path)
+    with pytest.raises(ProfileError, match="acc.json holds accuracies only") as exc:
+        ProfileTable.load(path)
+    assert "\n" not in str(exc.value) and "--latency-only --accuracy-from" in str(exc.value)
+    with pytest.raises(ProfileError, match="accuracies only"):   # its front needs latencies
+        front_ids(path)
+    accuracy = ProfileTable.load(path, need_latency=False)
+    assert accuracy.measured == ("accuracy",) and not accuracy.has_latency
+    # a table that does not say what it holds (every table before the split) holds both
+    data = json.loads(path.read_text())
+    del data["measured"]
+    path.write_text(json.dumps(data))
+    assert ProfileTable.load(path).measured == ("accuracy", "latency")
+    for bad, problem in ((["latency"], "accuracy"), ([], "non-empty"), ("accuracy", "list"),
+                         (["accuracy", "speed"], "speed")):
+        data["measured"] = bad
+        path.write_text(json.dumps(data))
+        with pytest.raises(ProfileError, match=problem):
+            ProfileTable.load(path, need_latency=False)
+
+
 def test_shipped_profile_table_matches_shipped_backbone():
     from adaspring_ros.core.model.checkpoint import sha256_of
     from adaspring_ros.core.paths import default_backbone, default_profile_table

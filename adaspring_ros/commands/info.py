@@ -2,8 +2,9 @@
 
 What a user checks before pairing files or pointing a camera at a model: channels and their
 order, mean/std, the resolutions of the space, the resize policy, the class names, where the
-data came from; with the file's kind and format version, and for a checkpoint its sha256 and
-whether it matched ``<file>.sha256`` (a mismatch is an error, not a report). A checkpoint is
+data came from; with the file's kind and format version, for a checkpoint its sha256 and
+whether it matched ``<file>.sha256`` (a mismatch is an error, not a report), for a profile table
+what it holds (``measured``: an accuracy table has no latencies yet). A checkpoint is
 read with ``weights_only=True`` and rebuilt, so a card that contradicts its weights is refused
 here as everywhere else. Exit status 2 with one line on stderr for a file that is neither.
 """
@@ -69,6 +70,7 @@ def _table(path: Path, raw: bytes) -> dict[str, Any]:
             "format_version": data["schema_version"],
             **_card_fields(table.card, "card" in data),
             "space": table.space.to_dict(), "engine": table.engine, "variants": len(table),
+            "measured": list(table.measured),
             "backbone_sha256": table.backbone_sha256, "sha256": sha256_of(path)}
 
 

@@ -22,6 +22,7 @@ from adaspring_ros.core.model.config import CompressionConfig, ConfigError, Sear
 
 __all__ = [
     "SCHEMA_VERSION",
+    "MEASUREMENTS",
     "ProfileError",
     "ProfileEntry",
     "ProfileTable",
@@ -33,6 +34,10 @@ __all__ = [
 
 SCHEMA_VERSION = 2   # written; schema 1 (no model card) is still read
 _READABLE_SCHEMAS = (1, SCHEMA_VERSION)
+# What a table can hold: "accuracy" (top-1, int8 ranges, static costs; once per backbone, where
+# the data is) and "latency" (latency and energy; once per device kind). A table that does not
+# say holds both.
+MEASUREMENTS = ("accuracy", "latency")
 
 
 class ProfileError(ValueError):
@@ -140,9 +145,12 @@ class ProfileTable:
     # The model card of the measured backbone; None stands for the legacy grey card at this
     # table's resolutions (what every table without a card was measured on).
     card: ModelCard | None = None
+    # Which of MEASUREMENTS the entries hold; the others are 0 in every entry.
+    measured: tuple[str, ...] = MEASUREMENTS
 
     def __post_init__(self) -> None:
         self._by_id = {e.id: e for e in self.entries}
+        self.measured = _measured(self.measured)
         if self.card is None:
             try:
                 self.card = legacy_card(self.space.resolutions)
@@ -172,6 +180,20 @@ class ProfileTable:
                 f"variants run in {name!r}; profile them in it (adaspring profile --engine "
                 f"{name}) or set the engine parameter to {self.engine_name!r}")
 
+    @property
+    def has_latency(self) -> bool:
+        return "latency" in self.measured
+
+    def require_latency(self, where: str = "the profile table") -> None:
+        """ProfileError unless this table holds latencies and energies: an accuracy table
+        (``adaspring profile --accuracy-only``) is the input of a device's latency run, not
+        something to search or serve from."""
+        if not self.has_latency:
+            raise ProfileError(
+                f"{where} holds accuracies only (no latency measured on any device); measure "
+                f"them on this device: adaspring profile --latency-only --accuracy-from {where} "
+                f"--out TABLE")
+
     def require_card(self, card: ModelCard) -> None:
         """ProfileError unless this table was measured for a backbone with model card ``card``:
         its accuracies hold for that input contract and label space only."""
@@ -192,6 +214,7 @@ class ProfileTable:
             "energy_method": self.energy_method,
             "engine": self.engine,
             "card": self.card.to_dict(),
+            "measured": list(self.measured),
             "meta": self.meta,
             "entries": [e.to_dict() for e in self.entries],
         }
@@ -230,14 +253,20 @@ class ProfileTable:
             meta=dict(data.get("meta", {}) or {}),
             engine=_engine(data.get("engine", {"name": "torch"})),
             card=_card(data) if version != 1 else None,
+            measured=data.get("measured", MEASUREMENTS),
         )
 
     def save(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(self.to_dict(), indent=1, sort_keys=True) + "\n")
 
     @classmethod
-    def load(cls, path: str | Path, expected_sha256: str | None = None) -> "ProfileTable":
-        """Load and validate a table; with ``expected_sha256`` the file's checksum must match."""
+    def load(cls, path: str | Path, expected_sha256: str | None = None,
+             need_latency: bool = True) -> "ProfileTable":
+        """Load and validate a table; with ``expected_sha256`` the file's checksum must match.
+
+        A table without latencies (an accuracy table) is refused unless ``need_latency`` is
+        false: only ``adaspring profile --latency-only`` and tools that read accuracies alone
+        ask for one."""
         path = Path(path)
         try:
             raw = path.read_bytes()
@@ -253,7 +282,10 @@ class ProfileTable:
             data = json.loads(raw.decode("utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise ProfileError(f"profile table {path} is not valid JSON: {exc}") from exc
-        return cls.from_dict(data)
+        table = cls.from_dict(data)
+        if need_latency:
+            table.require_latency(str(path))
+        return table
 
 
 def _card(data: Mapping[str, Any]) -> ModelCard:
@@ -263,6 +295,20 @@ def _card(data: Mapping[str, Any]) -> ModelCard:
         return ModelCard.from_dict(data["card"])
     except CardError as exc:
         raise ProfileError(f"profile table: {exc}") from exc
+
+
+def _measured(raw: Any) -> tuple[str, ...]:
+    """The ``measured`` field, checked: a non-empty list of MEASUREMENTS holding "accuracy"."""
+    if isinstance(raw, str) or not isinstance(raw, Sequence) or not raw:
+        raise ProfileError(f"profile table 'measured' must be a non-empty list, got {raw!r}")
+    unknown = [m for m in raw if m not in MEASUREMENTS]
+    if unknown:
+        raise ProfileError(f"profile table 'measured' names {unknown!r}; known: "
+                           f"{list(MEASUREMENTS)}")
+    if "accuracy" not in raw:
+        raise ProfileError("profile table 'measured' must include 'accuracy' (every table "
+                           "holds the accuracies it was measured with)")
+    return tuple(m for m in MEASUREMENTS if m in raw)
 
 
 def _engine(raw: Any) -> dict[str, Any]:

@@ -210,21 +210,29 @@ def measure_static(backbone: ElasticBackbone, config: CompressionConfig, test: D
     return entry, (serving or engine).prepare(net, ranges or None, batch=1)
 
 
-def time_round_robin(runners: Mapping[str, Runner], images: np.ndarray, repeats: int,
-                     warmup: int, meter, seed: int = 0, progress: bool = False
+def time_round_robin(runners: Mapping[str, Runner], images: np.ndarray | None, repeats: int,
+                     warmup: int, meter, seed: int = 0, progress: bool = False,
+                     frames: Callable[[CompressionConfig], np.ndarray] | None = None
                      ) -> dict[str, tuple[list[float], float]]:
     """Batch-1 latencies (ms) and energy per call (mJ) of every runner, timed round-robin.
 
     Each call follows a call of another variant, in a new shuffled order every round, so no
     variant is timed with the caches warmed by itself (back-to-back timing flatters the small
-    variants; docs/benchmarks.md, design measurements). Inputs come from real images.
+    variants; docs/benchmarks.md, design measurements). Each variant's input is the first of
+    ``images`` preprocessed at its resolution or, with ``frames``, ``frames(config)`` (a device
+    without the dataset times on synthetic frames: the nets have no data-dependent control flow).
     Calls follow each other with no idle time; a node at a camera's rate idles between frames
     and runs each forward slower still (bench_engines, section "Idle between frames").
     """
     from tqdm import tqdm
 
     ids = list(runners)
-    inputs = {i: preprocess(images[:1], runners[i].config.resolution).numpy() for i in ids}
+    if frames is None:
+        if images is None:
+            raise ValueError("time_round_robin needs images or frames")
+        inputs = {i: preprocess(images[:1], runners[i].config.resolution).numpy() for i in ids}
+    else:
+        inputs = {i: frames(runners[i].config) for i in ids}
     for _ in range(warmup):
         for i in ids:
             runners[i](inputs[i])

@@ -68,11 +68,12 @@ from adaspring_ros.core.offline.profiler import (
 from adaspring_ros.core.paths import default_backbone, default_profile_table
 from adaspring_ros.core.serving.frame_stats import percentile
 
-__all__ = ["BackboneMismatch", "ProfileOptions", "profile", "plot_pareto"]
+__all__ = ["BackboneMismatch", "ProfileOptions", "profile", "plot_pareto", "print_summary",
+           "device_record"]
 
 
 class BackboneMismatch(ProfileError):
-    """``extend`` asked of a table that was measured on another backbone."""
+    """A table (to extend, or to take accuracies from) measured on another backbone."""
 
 
 @dataclass(frozen=True)
@@ -90,6 +91,10 @@ class ProfileOptions:
     engine: str = DEFAULT_ENGINE  # measured (and served) in this inference engine
     compare_table: str = ""       # also draw this table's Pareto front (another engine)
     plot_only: bool = False       # only redraw the plot of ``out``
+    accuracy_only: bool = False   # accuracy, int8 ranges, static costs: no latency recorded
+    latency_only: bool = False    # time accuracy_from's variants here, read no data (latency.py)
+    accuracy_from: str = ""       # with latency_only: the accuracy table
+    front_only: bool = False      # with latency_only: only its Pareto front
     extend: bool = False          # keep the variants of ``out``, refine, time all again
     remeasure_tuned: bool = False  # with extend: measure the tuned variants' accuracy again
     variants_from: str = ""       # measure this table's variants instead of a fresh sample
@@ -165,7 +170,13 @@ def profile(opts: ProfileOptions) -> ProfileTable:
     """Measure the variants ``opts`` asks for, write the table (+ ``.sha256``) and its plot,
     print a summary; returns the table. BackboneMismatch when ``extend`` meets a table measured
     on another backbone (or on the one a tuned backbone came from, without
-    ``remeasure_tuned``)."""
+    ``remeasure_tuned``).
+
+    With ``accuracy_only`` the table holds accuracies, int8 ranges and static costs, and no
+    latency or energy (``measured == ("accuracy",)``, no plot): the refinement still walks this
+    machine's quick timing, whose front is kept as ``meta["pareto_front"]``. Each device kind
+    then times it with ``latency.profile_latency`` (``latency_only``), which this function does
+    not do."""
     from tqdm import tqdm
 
     backbone_path = Path(opts.backbone or default_backbone())
@@ -176,7 +187,7 @@ def profile(opts: ProfileOptions) -> ProfileTable:
         table = ProfileTable.load(out)
         plot_pareto(table, plot, _highlights(table), compare)
         print(f"wrote {plot}")
-        _print_summary(table)
+        print_summary(table)
         return table
     backbone = load_backbone(backbone_path)
     space = backbone.space
@@ -254,12 +265,23 @@ def profile(opts: ProfileOptions) -> ProfileTable:
     torch.set_num_threads(1)
     # extend with repeats 0 keeps every latency of the table (nothing else was measured).
     timed = time_round_robin(runners, test.images, opts.repeats, opts.warmup, meter, opts.seed,
-                             opts.progress) if opts.repeats else {}
+                             opts.progress) if opts.repeats and not opts.accuracy_only else {}
     for i, (times, energy_mj) in timed.items():
         measured[i] = replace(measured[i], latency_ms_p50=statistics.median(times),
                               latency_ms_p95=percentile(times, 95), energy_mj=energy_mj)
 
     entries = sorted(measured.values(), key=lambda e: e.latency_ms_p50)
+    front = [e.id for e in pareto_front(entries)]
+    if opts.accuracy_only:  # the quick timings only steered the refinement
+        entries = [replace(e, latency_ms_p50=0.0, latency_ms_p95=0.0, energy_mj=0.0)
+                   for e in entries]
+        timing = {"latency_method": "not measured: adaspring profile --latency-only on each "
+                                    "device kind; pareto_front is this machine's, from the "
+                                    "quick timing that steered the refinement"}
+    else:
+        timing = {"latency_repeats": opts.repeats, "warmup": opts.warmup,
+                  "latency_method": "batch 1, round-robin among all variants (each call after "
+                                    "another variant), a real test image as input"}
     if set(backbone.variant_bn) != bn_before:
         meta = dict(getattr(backbone, "meta", {}))
         meta["variant_bn"] = (f"exact BN statistics of {len(backbone.variant_bn)} profiled "
@@ -269,23 +291,22 @@ def profile(opts: ProfileOptions) -> ProfileTable:
         space=space,
         entries=entries,
         backbone_sha256=backbone.sha256,
-        device={"machine": describe_machine(), "threads": opts.threads,
-                "torch": torch.__version__, "power_model": opts.device_profile},
+        device=device_record(opts),
         engine=engine.info.to_dict(),
-        energy_method=meter.method,
+        energy_method="" if opts.accuracy_only else meter.method,
+        card=backbone.card,
+        measured=("accuracy",) if opts.accuracy_only else ("accuracy", "latency"),
         meta={
             **(previous.meta if opts.extend else {}),
             "sample": previous.meta.get("sample") if opts.extend else opts.sample,
             "refine": opts.refine, "rounds": opts.rounds,
-            "test_images": len(test), "latency_repeats": opts.repeats, "warmup": opts.warmup,
-            "latency_method": "batch 1, round-robin among all variants (each call after "
-                              "another variant), a real test image as input",
+            "test_images": len(test), **timing,
             "int8_method": "static: per-channel symmetric int8 weights, per-tensor uint8 "
                            "activations calibrated (min/max) on the BN training images"
                            if opts.engine == "onnxruntime" else "weight-only int8",
             "memory_method": "float32 weights + peak live activations from forward hooks",
             "macs_method": "forward hooks on Conv2d/Linear",
-            "pareto_front": [e.id for e in pareto_front(entries)],
+            "pareto_front": front,
             **({"remeasured_tuned": sorted(tuned & set(measured))} if tuned else {}),
             "profiling_cpu_s": round(time.process_time() - cpu0, 1),
             "profiling_wall_s": round(time.perf_counter() - wall0, 1),
@@ -295,15 +316,25 @@ def profile(opts: ProfileOptions) -> ProfileTable:
     out.parent.mkdir(parents=True, exist_ok=True)
     table.save(out)
     write_checksum(out)
-    plot_pareto(table, plot, _highlights(table), compare)
-    print(f"wrote {out} ({len(table)} variants, {len(pareto_front(entries))} on the front) "
-          f"and {plot}")
-    _print_summary(table)
+    if opts.accuracy_only:
+        full = table.get(CompressionConfig.full(space).id)
+        print(f"wrote {out} ({len(table)} variants, accuracy only"
+              + (f"; full {full.accuracy:.4f})" if full else ")"))
+    else:
+        plot_pareto(table, plot, _highlights(table), compare)
+        print(f"wrote {out} ({len(table)} variants, {len(front)} on the front) and {plot}")
+        print_summary(table)
     print(json.dumps({k: table.meta[k] for k in ("profiling_cpu_s", "profiling_wall_s")}))
     return table
 
 
-def _print_summary(table: ProfileTable, points: Sequence[float] = (0.5, 1.5, 3.0, 5.0)) -> None:
+def device_record(opts: ProfileOptions) -> dict[str, object]:
+    """What a table records of the machine it was measured on."""
+    return {"machine": describe_machine(), "threads": opts.threads, "torch": torch.__version__,
+            "power_model": opts.device_profile}
+
+
+def print_summary(table: ProfileTable, points: Sequence[float] = (0.5, 1.5, 3.0, 5.0)) -> None:
     """The full network and the fastest variant within each tolerance, as models/README lists."""
     f = table.get(CompressionConfig.full(table.space).id)
     if f is None:

@@ -35,6 +35,7 @@ from adaspring_ros.core.energy import DEFAULT_DEVICE, make_meter
 from adaspring_ros.core.model.checkpoint import load_backbone
 from adaspring_ros.core.model.config import CompressionConfig, StageConfig
 from adaspring_ros.core.model.engine import DEFAULT_ENGINE, ENGINES, Runner, make_engine
+from adaspring_ros.core.model.profile_table import load_profile_table
 from adaspring_ros.core.model.supernet import ElasticBackbone
 from adaspring_ros.core.offline import train as training
 from adaspring_ros.core.offline.profiler import (
@@ -45,7 +46,6 @@ from adaspring_ros.core.offline.profiler import (
     time_round_robin,
 )
 from adaspring_ros.core.paths import default_backbone
-from adaspring_ros.core.policy.search import default_table
 from adaspring_ros.core.serving.server import VariantCache, freeze_heap
 from bench.report import markdown_table, spread, write_section
 
@@ -146,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
             train_alone(config_id, epochs_alone(config_id), args.retrain, args.baseline_subset)
         return 0
 
-    table, table_path = default_table(engine=args.engine)
+    table = load_profile_table(None, args.engine)
     if table.backbone_sha256 != backbone.sha256:
         print("warning: the profile table was measured on another backbone", file=sys.stderr)
     full_cfg = CompressionConfig.full(backbone.space)

@@ -15,8 +15,9 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from adaspring_ros.core.model.config import CompressionConfig, ConfigError, SearchSpace
+from adaspring_ros.core.paths import default_profile_table
 
-__all__ = ["SCHEMA_VERSION", "ProfileError", "ProfileEntry", "ProfileTable"]
+__all__ = ["SCHEMA_VERSION", "ProfileError", "ProfileEntry", "ProfileTable", "load_profile_table"]
 
 SCHEMA_VERSION = 1
 
@@ -215,6 +216,27 @@ class ProfileTable:
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise ProfileError(f"profile table {path} is not valid JSON: {exc}") from exc
         return cls.from_dict(data)
+
+
+def load_profile_table(path: str | Path | None = None,
+                       engine: str = "onnxruntime") -> ProfileTable:
+    """The table at ``path``, or (None or "") the shipped table of ``engine``. Every failure,
+    a missing file included, is a ProfileError that names the path: nothing runs on a table
+    nobody measured."""
+    if path is None or str(path) == "":
+        try:
+            path = default_profile_table(engine)
+        except FileNotFoundError as exc:
+            raise ProfileError(f"no shipped profile table of engine {engine!r}: {exc}") from None
+        if not path.is_file():
+            raise ProfileError(f"no shipped profile table of engine {engine!r} at {path}: "
+                               f"measure one (adaspring profile --engine {engine}) or name one")
+    try:
+        return ProfileTable.load(path)
+    except ProfileError as exc:
+        if str(path) in str(exc):
+            raise
+        raise ProfileError(f"profile table {path}: {exc}") from exc
 
 
 def _engine(raw: Any) -> dict[str, Any]:

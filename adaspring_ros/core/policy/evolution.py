@@ -425,8 +425,10 @@ class Evolver:
     def _step_up_to(self, best: SearchResult, rival: Prediction, active: Prediction,
                     now: float) -> _StepUp | None:
         """A swap to ``best`` steps up when it costs more latency or energy than the active;
-        it is chosen for the budgets it was searched with (those less the headroom, mostly)."""
-        if rival.latency_ms <= active.latency_ms and rival.energy_mj <= active.energy_mj:
+        it is chosen for the budgets it was searched with (those less the headroom, mostly).
+        A choice that does not meet them (nothing fits) cannot fail them later."""
+        if not best.feasible or (rival.latency_ms <= active.latency_ms
+                                 and rival.energy_mj <= active.energy_mj):
             return None
         return _StepUp(best.config_id, best.budgets, self._deadline(),
                        self._context.cpu_load_other_percent, now)

@@ -362,17 +362,17 @@ class Evolver:
                                   best.prediction, best)
 
         active = self._predict(self.active_id, budgets, lambdas)
-        problems = list(active.violations)
+        problems = [f"violates {v}" for v in active.violations]
         if est.deadline_violated:
-            problems.append("measured latency misses the deadline")
+            problems.append("misses the deadline (measured)")
         below = not self.search.within_floor(self.active_id) and \
             best.rule != "forced-below-floor"
         if below:
-            problems.append(f"{active.accuracy:.1%} is below the accuracy floor "
-                            f"({self.search.floor:.1%}) and the budgets no longer force it")
+            problems.append(f"is below the accuracy floor ({active.accuracy:.1%} < "
+                            f"{self.search.floor:.1%}) and the budgets no longer force it")
         estimate = f"contention {est.contention:.2f}x, tail {est.tail:.2f}"
         if best.config_id == self.active_id:
-            state = "violates " + "; ".join(problems) if problems else "is within budget"
+            state = "; ".join(problems) if problems else "is within budget"
             return self._decision(False, "keep", self.active_id,
                                   f"{self.active_id} {state} and is still the best choice "
                                   f"({estimate})", now, active, best)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import numpy as np
 import pytest
 
@@ -519,54 +517,3 @@ def test_energy_budget_counts_the_measured_frame_overhead(table):
     assert decision.swap and decision.config_id == mid  # 20 + 15 <= 45 < 40 + 15
     assert decision.prediction.energy_mj == pytest.approx(35.0)
 
-
-# -- the recoveries scenario: infeasible phases, then back to the fresh-start choice ------------
-def test_the_recoveries_scenario_never_traps_the_policy():
-    """Each 5-s phase of config/scenarios/recoveries.yaml held for 12 s of a fake clock, with
-    metrics of the served variant at the scenario's simulated contention: the policy never goes
-    below the accuracy floor unless only variants below it fit, and ends every phase on the
-    variant a fresh start would choose (objective within gain_threshold)."""
-    from adaspring_ros.core.policy.budgets import compute_budgets
-    from adaspring_ros.core.policy.lambdas import adapt_lambdas
-    from adaspring_ros.core.policy.scenario import ScenarioTrace, resolve_scenario
-    trace = ScenarioTrace.load(resolve_scenario("scenarios/recoveries.yaml"))
-    budget = trace.budget_params()
-    table = load_profile_table()
-    params = EvolutionParams()
-    evolver = Evolver(table, params, budget_params=budget, mission_start=0.0)
-    search = evolver.search
-    floor = search.reference.accuracy - search.objective_params.max_accuracy_loss_pt / 100
-    now, problems = 0.0, []
-    for phase in np.arange(2.5, trace.duration_s, 5.0):
-        context = trace.context_at(float(phase))
-        contention = 1.0 + 2.0 * context.cpu_load_other_percent / 100.0
-        end = now + 12.0
-        while now < end:
-            evolver.observe_context(context, now)
-            if evolver.active_id is not None:
-                row = search.row(evolver.active_id)
-                p50 = float(search.latency_p50[row]) * contention
-                evolver.observe_metrics(evolver.active_id, p50, p50 * search.tail_ratio, now)
-            decision = evolver.decide(now)
-            if decision.swap:
-                evolver.swap_done(decision.config_id, now)
-            now += 0.5
-        budgets = compute_budgets(context, budget,
-                                  mission_remaining_s=budget.mission_duration_s - now)
-        lambdas = adapt_lambdas(context)
-        fits = search.feasible_mask(budgets, search.latency_scale(contention))
-        within = search.accuracy >= floor - 1e-9
-        served = table.get(evolver.active_id)
-        if served.accuracy < floor - 1e-9 and not (fits.any() and not (fits & within).any()):
-            problems.append(f"{context.describe()}: {served.accuracy:.1%} below the floor")
-        strict = replace(budgets, latency_ms=budgets.latency_ms * (1 - params.headroom),
-                         energy_mj=budgets.energy_mj * (1 - params.headroom))
-        cold = search.search(strict, lambdas, contention)
-        if not cold.feasible:
-            cold = search.search(budgets, lambdas, contention)
-        mine = search.predict(served.id, budgets, lambdas, contention)
-        theirs = search.predict(cold.config_id, budgets, lambdas, contention)
-        if mine.objective < theirs.objective - params.gain_threshold:
-            problems.append(f"{context.describe()}: serves {served.id} ({mine.objective:+.2f})"
-                            f", a fresh start {cold.config_id} ({theirs.objective:+.2f})")
-    assert not problems, "\n".join(problems)

@@ -13,6 +13,7 @@ import pytest
 
 from adaspring_ros.core.model.profile_table import load_profile_table
 from adaspring_ros.core.policy import evolution
+from adaspring_ros.core.policy.budgets import BudgetParams
 from adaspring_ros.core.policy.evolution import EvolutionParams
 from adaspring_ros.core.policy.scenario import ScenarioTrace, resolve_scenario
 from adaspring_ros.core.policy.search import RULES, RuntimeSearch
@@ -61,28 +62,33 @@ def test_random_walks_keep_every_invariant(searches, name):
         assert total.seen[f"decision {kind}"] > 0, kind
 
 
-def recoveries_walk() -> Walk:
-    """The phases of config/scenarios/recoveries.yaml, each held for 12 s."""
+def recoveries() -> tuple[Walk, BudgetParams]:
+    """The phases of config/scenarios/recoveries.yaml, each held for 12 s, and its budgets."""
     trace = ScenarioTrace.load(resolve_scenario("scenarios/recoveries.yaml"))
     contexts = [trace.context_at(float(t)) for t in np.arange(2.5, trace.duration_s, 5.0)]
     steps = int(12.0 / STEP_S)
     assert steps * STEP_S > SETTLE_S
-    return Walk([Phase(c, steps, c.cpu_load_other_percent) for c in contexts], non_model_ms=2.0,
-                overhead_mj=0.5)
+    walk = Walk([Phase(c, steps, c.cpu_load_other_percent) for c in contexts],
+                non_model_ms=2.0, overhead_mj=0.5)
+    return walk, trace.budget_params()
 
 
-def test_the_recoveries_walk_keeps_every_invariant(searches):
-    search = searches["shipped"]
-    result = run_walk(recoveries_walk(), search, walk_budget_params(search))
+def test_the_recoveries_scenario_keeps_every_invariant(searches):
+    """Issue 36's trap: memory below the reserve served a 31.8 % variant, and context-driven
+    violations counted as flaps held the policy 2.65 points below a fresh start at the end."""
+    walk, budget_params = recoveries()
+    result = run_walk(walk, searches["shipped"], budget_params)
     assert not any(result.violations.values()), result.notes
     assert result.seen["decision violation"] >= 4 and result.seen["decision gain"] >= 2
+    assert result.seen["settled check, one-shot nothing-fits"] > 0
+    assert result.seen["settled check, one-shot forced-below-floor"] > 0
 
 
 def test_the_walks_catch_a_policy_that_backs_off_for_every_violation(searches, monkeypatch):
     """Counting every violation as a flap, context tightening included, traps the policy below
     the one-shot choice (as issue 36 found on the robot): invariant (a) sees it."""
     monkeypatch.setattr(evolution.Evolver, "_is_flap", lambda self, lambdas, now: True)
-    search = searches["shipped"]
-    result = run_walk(recoveries_walk(), search, walk_budget_params(search))
+    walk, budget_params = recoveries()
+    result = run_walk(walk, searches["shipped"], budget_params)
     assert result.violations["a_settled"] > 0, result.notes
     assert result.seen["flaps"] >= 3

@@ -222,9 +222,10 @@ def _check_settled(evolver: Evolver, search: RuntimeSearch, budget_params: Budge
                    overhead: float, fail: Callable[[str, str], None]) -> str:
     """Invariant (a): the served variant against the one-shot choice for the true state;
     returns the one-shot's rule."""
+    mission = budget_params.mission_duration_s
     budgets = compute_budgets(context, budget_params,
-                              mission_remaining_s=max(MISSION_S - now, 0.0),
-                              non_model_ms=non_model)
+                              mission_remaining_s=None if mission is None else
+                              max(mission - now, 0.0), non_model_ms=non_model)
     lambdas = adapt_lambdas(context)
     best = search.choose(budgets, lambdas, evolver.params.headroom, contention,
                          search.tail_ratio, overhead)

@@ -239,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
     opt_n = 100 if args.quick else 400
 
     table = load_profile_table(args.table)
-    note = f"profile table {args.table or 'shipped'} ({table.engine_name})"
+    note = f"{args.table or 'the shipped one'} ({table.engine_name}, {len(table)} variants)"
     big = synthetic_table(10_000, seed=1)
     small_label = f"{'given' if args.table else 'shipped'} ({len(table)} variants)"
     print(note)

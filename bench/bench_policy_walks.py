@@ -7,8 +7,9 @@ budgets, CPU load and heat, stale gaps, recoveries; a fake clock at 0.5 s a step
 served variant at the simulated contention) over the shipped profile table and three synthetic
 ones, a quarter of them without headroom. Counted at every step: (a) settled on the one-shot
 choice 10 s after a change, (b) the accuracy floor, (c) no swap once settled, (d) reasons. The
-same walks with every violation counted as a flap (the back-off rule that trapped the robot in
-issue 36) show what (a) catches. It prints and rewrites its section of docs/benchmarks.md.
+same walks with every violation counted as a flap (a back-off that traps the policy after
+context-driven violations) show what (a) catches. It prints and rewrites its section of
+docs/benchmarks.md.
 """
 
 from __future__ import annotations

@@ -74,8 +74,9 @@ def recoveries() -> tuple[Walk, BudgetParams]:
 
 
 def test_the_recoveries_scenario_keeps_every_invariant(searches):
-    """Issue 36's trap: memory below the reserve served a 31.8 % variant, and context-driven
-    violations counted as flaps held the policy 2.65 points below a fresh start at the end."""
+    """The traps this scenario sets: nothing fits within the floor when memory is below the
+    reserve (the whole table's least memory is a 31.8 % variant), and context-driven violations
+    that would hold a back-off keep the policy below a fresh start's choice at the end."""
     walk, budget_params = recoveries()
     result = run_walk(walk, searches["shipped"], budget_params)
     assert not any(result.violations.values()), result.notes
@@ -86,7 +87,7 @@ def test_the_recoveries_scenario_keeps_every_invariant(searches):
 
 def test_the_walks_catch_a_policy_that_backs_off_for_every_violation(searches, monkeypatch):
     """Counting every violation as a flap, context tightening included, traps the policy below
-    the one-shot choice (as issue 36 found on the robot): invariant (a) sees it."""
+    the one-shot choice: invariant (a) sees it."""
     monkeypatch.setattr(evolution.Evolver, "_is_flap", lambda self, lambdas, now: True)
     walk, budget_params = recoveries()
     result = run_walk(walk, searches["shipped"], budget_params)

@@ -121,7 +121,7 @@ def test_every_phase_of_the_recoveries_scenario_ends_on_the_pure_search_choice(r
     for msg in configs[1:]:
         kind = msg.reason.split(":", 1)[0]
         assert kind in KINDS and kind not in ("keep", "hold", "wait"), msg.reason
-    # the memory below the reserve and the end on mains power, as issue 36 saw them trap
+    # no swap to the table's smallest variants (memory below the reserve), the end on the best
     final = search.entries[search.row(configs[-1].config_id)]
     assert final.id == search.reference.id, configs[-1].reason
     assert min(search.entries[search.row(m.config_id)].accuracy for m in configs) >= 0.85

@@ -301,7 +301,7 @@ class EvolutionNode(Node):
             reason = f"re-applied after a perception restart; chosen because: {reason}"
         took = f"{swap_ms:.1f} ms" if math.isfinite(swap_ms) else "unknown time"
         self.get_logger().info(f"swap {call.previous or 'unknown'} -> {decision.config_id} "
-                               f"({decision.kind}, took {took}): {reason}")
+                               f"(took {took}): {reason}")
         self.config_publisher.publish(self._config_msg(decision, reason, swap_ms))
 
     def _config_msg(self, decision: Decision, reason: str, swap_ms: float) -> ConfigMsg:

@@ -40,7 +40,11 @@ from adaspring_ros.core.model.bn_stats import variant_bn_stats
 from adaspring_ros.core.model.checkpoint import load_backbone, sha256_of
 from adaspring_ros.core.model.config import CompressionConfig, StageConfig
 from adaspring_ros.core.model.engine import DEFAULT_ENGINE, ENGINES, Runner, make_engine
-from adaspring_ros.core.model.profile_table import fastest_within, most_accurate_within
+from adaspring_ros.core.model.profile_table import (
+    fastest_within,
+    load_profile_table,
+    most_accurate_within,
+)
 from adaspring_ros.core.model.supernet import ElasticBackbone
 from adaspring_ros.core.offline.profiler import (
     bn_calibration_images,
@@ -49,8 +53,7 @@ from adaspring_ros.core.offline.profiler import (
 )
 from adaspring_ros.core.offline.recipe import epochs_trained
 from adaspring_ros.core.offline.sampling import sample_config
-from adaspring_ros.core.paths import default_backbone
-from adaspring_ros.core.policy.search import default_table
+from adaspring_ros.core.paths import default_backbone, default_profile_table
 from adaspring_ros.core.serving.server import VariantCache, freeze_heap
 from bench.report import ROOT, markdown_table, shown, spread, write_section
 
@@ -204,12 +207,12 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{config_id}: {shown(path)} ({alone.sha256[:12]}, "
                       f"{epochs_trained(alone.meta)} epochs)")
         if args.dry_run:
-            table, table_path = default_table(engine=args.engine)
+            table = load_profile_table(None, args.engine)
             print(f"backbone {default_backbone()} ({backbone.sha256[:12]}, {backbone_epochs} "
-                  f"epochs); table {table_path} ({len(table)} variants)")
+                  f"epochs); table {default_profile_table(args.engine)} ({len(table)} variants)")
         return 0
 
-    table, table_path = default_table(engine=args.engine)
+    table = load_profile_table(None, args.engine)
     if table.backbone_sha256 != backbone.sha256:
         print("warning: the profile table was measured on another backbone", file=sys.stderr)
     full_cfg = CompressionConfig.full(backbone.space)

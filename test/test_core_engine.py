@@ -232,9 +232,9 @@ def test_shipped_table_int8_costs_at_most_half_a_point():
     import statistics
 
     from adaspring_ros.core.model.checkpoint import load_backbone
-    from adaspring_ros.core.policy.search import default_table
+    from adaspring_ros.core.model.profile_table import load_profile_table
 
-    table, _ = default_table(engine="onnxruntime")
+    table = load_profile_table(None, "onnxruntime")
     tuned = set(load_backbone().variant_affine)
     by_id = {e.id: e for e in table.entries}
     losses = []

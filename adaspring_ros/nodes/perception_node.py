@@ -63,7 +63,7 @@ from adaspring_ros.core.model.engine import (
     classify_logits,
     make_engine,
 )
-from adaspring_ros.core.policy.search import default_table
+from adaspring_ros.core.model.profile_table import load_profile_table
 from adaspring_ros.core.serving.annotate import annotate, decision_lines
 from adaspring_ros.core.serving.frame_stats import (
     FrameStats,
@@ -195,9 +195,8 @@ class PerceptionNode(LifecycleNode):
         table_path = self.get_parameter("profile_table").value
         table = None
         if engine.name != "torch":  # the int8 activation ranges of the profiled variants
-            shipped = paths.default_profile_table(engine.name)
-            table_path = table_path or (str(shipped) if shipped.is_file() else "")
-            table, _ = default_table(table_path or None, engine=engine.name)
+            table = load_profile_table(table_path or None, engine.name)
+            table_path = table_path or str(paths.default_profile_table(engine.name))
         config = parse_config(self.get_parameter("initial_config").value, self.backbone.space)
         self.server = VariantServer(self.backbone, engine, table,
                                     self.get_parameter("max_cached_variants").value, config,

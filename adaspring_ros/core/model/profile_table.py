@@ -19,6 +19,7 @@ from typing import Any, Mapping, Sequence
 
 from adaspring_ros.core.model.card import CardError, ModelCard, legacy_card
 from adaspring_ros.core.model.config import CompressionConfig, ConfigError, SearchSpace
+from adaspring_ros.core.paths import default_profile_table
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -30,6 +31,7 @@ __all__ = [
     "fastest_within",
     "most_accurate_within",
     "front_ids",
+    "load_profile_table",
 ]
 
 SCHEMA_VERSION = 2   # written; schema 1 (no model card) is still read
@@ -309,6 +311,27 @@ def _measured(raw: Any) -> tuple[str, ...]:
         raise ProfileError("profile table 'measured' must include 'accuracy' (every table "
                            "holds the accuracies it was measured with)")
     return tuple(m for m in MEASUREMENTS if m in raw)
+
+
+def load_profile_table(path: str | Path | None = None,
+                       engine: str = "onnxruntime") -> ProfileTable:
+    """The table at ``path``, or (None or "") the shipped table of ``engine``. Every failure,
+    a missing file included, is a ProfileError that names the path: nothing runs on a table
+    nobody measured."""
+    if path is None or str(path) == "":
+        try:
+            path = default_profile_table(engine)
+        except FileNotFoundError as exc:
+            raise ProfileError(f"no shipped profile table of engine {engine!r}: {exc}") from None
+        if not path.is_file():
+            raise ProfileError(f"no shipped profile table of engine {engine!r} at {path}: "
+                               f"measure one (adaspring profile --engine {engine}) or name one")
+    try:
+        return ProfileTable.load(path)
+    except ProfileError as exc:
+        if str(path) in str(exc):
+            raise
+        raise ProfileError(f"profile table {path}: {exc}") from exc
 
 
 def _engine(raw: Any) -> dict[str, Any]:

@@ -58,6 +58,10 @@ def run(factory: Callable[[], Node], name: str, args: list[str] | None = None,
             try:
                 node = factory()
             except START_ERRORS + start_errors as exc:
+                # On the way out with 2, a Ctrl-C (a launch stopping the other nodes because of
+                # this one) must turn that into neither 0 nor a KeyboardInterrupt.
+                previous = signal.SIG_IGN
+                signal.signal(signal.SIGINT, signal.SIG_IGN)
                 rclpy.logging.get_logger(name).fatal(f"cannot start: {exc}")
                 raise SystemExit(2) from None
             try:

@@ -2,7 +2,8 @@
 # Set up everything the package needs on a fresh Debian/Ubuntu machine, into ./.venv:
 #   Debian packages (dataset-fashion-mnist, cmake, a C/C++ compiler) when missing,
 #   the ROS 2 Kilted wheels + torch (CPU) + dev tools in one pip call,
-#   the repair of the wheels' baked-in CMake paths, and the colcon build of msg/ + srv/ into the venv.
+#   the repair of the wheels' baked-in CMake paths, the ROS 2 command line and vision_msgs from
+#   ../shared/ros2_cli where it exists, and the colcon build of msg/ + srv/ into the venv.
 # Idempotent: each step is skipped when its inputs have not changed since it last succeeded.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -41,6 +42,24 @@ fi
 if [ ! -f "$VENV/.cmakefix-$req_hash" ]; then
   "$VENV/bin/python" tools/fix_wheel_cmake_paths.py
   touch "$VENV/.cmakefix-$req_hash"
+fi
+
+# --- the ROS 2 command line (ros2 launch/topic/param/lifecycle) and vision_msgs -----------------
+# No reachable registry has them; ../shared/ros2_cli does, beside a checkout on these machines
+# (after the CMake fix above: it builds vision_msgs and composition_interfaces with colcon). A
+# machine with a ros2 of its own (a robot's ROS install) keeps it, and so does a clone without
+# ../shared: the tests that need `ros2` then use the system's, or skip and say why.
+ros2_cli=$ROOT/../shared/ros2_cli
+own_ros2=$(command -v ros2 || true)
+if [ -f "$ros2_cli/install.sh" ] && { [ -z "$own_ros2" ] || [ "$own_ros2" -ef "$VENV/bin/ros2" ]; }; then
+  cli_hash=$( (echo "$req_hash"; cat "$ros2_cli/install.sh" "$ros2_cli"/wheels/*.whl) | sha256sum \
+    | cut -c1-16)
+  if [ ! -f "$VENV/.ros2cli-$cli_hash" ]; then
+    say "installing the ROS 2 command line and vision_msgs from $ros2_cli (~35 s the first time)"
+    bash "$ros2_cli/install.sh" "$VENV"
+    rm -f "$VENV"/.ros2cli-*
+    touch "$VENV/.ros2cli-$cli_hash"
+  fi
 fi
 
 # --- colcon build of the interfaces and the package into the venv -------------------------------

@@ -1,10 +1,10 @@
 """perception_node: classifies camera frames with the active compact variant of the backbone.
 
 Subscribes sensor_msgs/Image (IMAGE_QOS: best effort, keep last 1, so stale frames never queue),
-publishes an InferenceResult per frame and PerformanceMetrics + /diagnostics every
-``metrics_period_s``, and serves Reconfigure, which swaps the variant atomically between frames.
-Once per configuration it publishes ModelInfo (class names, backbone and profile table sha256,
-engine) latched; with ``debug_image`` it also publishes annotated frames at a capped rate.
+publishes an InferenceResult (and a vision_msgs Classification: vision_out.py) per frame and
+PerformanceMetrics + /diagnostics every ``metrics_period_s``, and serves Reconfigure, which swaps
+the variant atomically between frames. Once per configuration it publishes ModelInfo (class
+names, sha256s, engine) and LabelInfo latched; with ``debug_image`` also annotated frames.
 
 A managed (lifecycle) node: ``configure`` loads and verifies the backbone and the profile table
 and creates the publishers, ``activate`` subscribes to the camera and serves Reconfigure,
@@ -58,11 +58,7 @@ from adaspring_ros.core import energy, paths
 from adaspring_ros.core.data import datasets as data
 from adaspring_ros.core.model.checkpoint import load_backbone, sha256_of
 from adaspring_ros.core.model.config import ConfigError
-from adaspring_ros.core.model.engine import (
-    EngineError,
-    classify_logits,
-    make_engine,
-)
+from adaspring_ros.core.model.engine import EngineError, classify_logits, make_engine
 from adaspring_ros.core.model.profile_table import load_profile_table
 from adaspring_ros.core.serving.annotate import annotate, decision_lines
 from adaspring_ros.core.serving.frame_stats import (
@@ -93,6 +89,7 @@ from adaspring_ros.nodes.qos import (
     RESULT_TOPIC,
 )
 from adaspring_ros.nodes.settings import NODE_SETTINGS
+from adaspring_ros.nodes.vision_out import VisionOut
 from adaspring_ros.srv import Reconfigure
 
 PARAMETERS = parameter_table(*NODE_SETTINGS["perception_node"])
@@ -124,7 +121,7 @@ class PerceptionNode(LifecycleNode):
         self.debug_cap = RateCap(self.get_parameter("debug_image_rate_hz").value)
         # Created by configure (publishers) and activate (the rest), destroyed by their undoing.
         self.result_publisher = self.metrics_publisher = self.diagnostics_publisher = None
-        self.model_info_publisher = self.debug_publisher = None
+        self.model_info_publisher = self.debug_publisher = self.vision_out = None
         self.subscription = self.service = self.timer = None
         self.backbone = None
 
@@ -145,6 +142,7 @@ class PerceptionNode(LifecycleNode):
         self.model_info_publisher = self.create_publisher(ModelInfo, MODEL_INFO_TOPIC,
                                                           MODEL_INFO_QOS)
         self.model_info_publisher.publish(self.model_info)
+        self.vision_out = VisionOut(self, self.backbone.classes)
         self._set_debug_view(self.get_parameter("debug_image").value)
         return SUCCESS
 
@@ -221,9 +219,11 @@ class PerceptionNode(LifecycleNode):
             if getattr(self, name) is not None:
                 self.destroy_publisher(getattr(self, name))
                 setattr(self, name, None)
+        if self.vision_out is not None:
+            self.vision_out.destroy()
         if self.timing_log is not None:
             self.timing_log.close()
-        self.server = self.timing_log = self.backbone = None
+        self.server = self.timing_log = self.backbone = self.vision_out = None
 
     def _set_debug_view(self, on: bool) -> None:
         """The debug publisher exists only while configured with debug_image on: no cost off."""
@@ -342,6 +342,7 @@ class PerceptionNode(LifecycleNode):
                 msg.header, class_id, self.backbone.classes[class_id], score, config.id,
                 forward_ms, InferenceResult)
             self.result_publisher.publish(result)
+            self.vision_out.publish(result)
         except Exception:  # keep serving whatever one frame did; the guard logs it
             self.stats.add("frame_errors")
             raise

@@ -25,7 +25,7 @@ class TrainRecipe:
 
     epochs: int = 12                    # total epochs, warm-up included
     warmup_epochs: int = 1              # full-network-only epochs, then channels are sorted
-    batch_size: int = 128
+    batch_size: int = 128               # the global batch, split evenly over the processes
     lr: float = 0.1
     weight_decay: float = 5e-4
     label_smoothing: float = 0.1
@@ -48,7 +48,10 @@ class TrainRecipe:
     init_from: str = ""                 # continue from this trained backbone
     fixed_config: str = ""              # train only this variant from scratch (a baseline)
     seed: int = 0
-    threads: int = 2
+    threads: int = 2                    # CPU threads of each process
+    device: str = "auto"                # auto (CUDA when available), cpu, cuda, cuda:N
+    amp: str = "auto"                   # auto (bf16 on CUDA, off on the CPU), bf16, fp16, off
+    workers: int = 0                    # DataLoader worker processes (0: load in the trainer)
     data: str = str(FASHION_MNIST_DIR)  # directory of the Fashion-MNIST IDX files
     image_folder: str = ""              # train on an ImageFolder instead
     out: str = ""                       # the backbone file, rewritten after every epoch
@@ -58,15 +61,17 @@ class TrainRecipe:
 
 
 def train_meta(recipe: TrainRecipe, history: list, cpu_seconds: float,
-               prior_epochs: int | None) -> dict:
+               prior_epochs: int | None, world_size: int = 1) -> dict:
     """The provenance written into the backbone file: the recipe as the command line gave it
-    (lists as comma-separated text), the per-epoch history, CPU seconds, the torch version and,
-    when known, the epochs of the whole ``init_from`` chain (``epochs_total``)."""
+    (lists as comma-separated text; ``device`` and ``amp`` as resolved), the per-epoch history,
+    CPU seconds of every process, the number of processes, the torch version and, when known,
+    the epochs of the whole ``init_from`` chain (``epochs_total``)."""
     args = {k: v for k, v in asdict(recipe).items() if k != "progress"}
     args["students"] = ",".join(recipe.students)
     args["channels"] = ",".join(map(str, recipe.channels))
     meta = {"args": json.dumps(args), "history": json.dumps(history),
-            "cpu_seconds": round(cpu_seconds, 1), "torch": str(torch.__version__)}
+            "cpu_seconds": round(cpu_seconds, 1), "world_size": world_size,
+            "torch": str(torch.__version__)}
     if prior_epochs is not None:
         meta["epochs_total"] = len(history) + prior_epochs
     return meta

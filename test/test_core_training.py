@@ -13,14 +13,19 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from adaspring_ros.commands.train import cli_main
+from adaspring_ros.commands.train import build_parser, cli_main, recipe_from
 from adaspring_ros.core.data.datasets import FASHION_MNIST_DIR, preprocess
 from adaspring_ros.core.model.bn_stats import variant_bn_stats
 from adaspring_ros.core.model.checkpoint import load_backbone
 from adaspring_ros.core.model.config import DEFAULT_SPACE, CompressionConfig
 from adaspring_ros.core.model.supernet import build_backbone
 from adaspring_ros.core.offline.losses import adaptive_alpha_loss, alpha_divergence
-from adaspring_ros.core.offline.recipe import epochs_trained
+from adaspring_ros.core.offline.recipe import (
+    SHIPPED_CHAIN,
+    epochs_trained,
+    recipe_options,
+    scaled_lr,
+)
 from adaspring_ros.core.offline.sampling import (
     sample_config,
     sample_student,
@@ -511,3 +516,14 @@ def test_the_cpu_path_trains_bit_for_bit_the_same_weights(tmp_path):
                               "--only-operator", "dwsep", "--lr", "0.03", "--out", str(c),
                               "--workdir", str(tmp_path / "c")]) == 0
     assert tuple(_weights_digest(p) for p in (a, b, c)) == CPU_CHAIN_DIGESTS
+
+
+def test_the_shipped_chain_reads_back_from_its_command_lines():
+    """Each stage's settings are recipe fields that ``adaspring train`` options set, so the
+    GPU chain and the benchmark run exactly models/README.md's commands."""
+    for stage in SHIPPED_CHAIN:
+        recipe = stage.recipe(batch_size=1024, lr=scaled_lr(stage.recipe().lr, 1024))
+        options = recipe_options(recipe, ["epochs", "batch_size", *stage.settings])
+        assert recipe_from(build_parser().parse_args(options)) == recipe, stage.name
+    assert [s.epochs for s in SHIPPED_CHAIN] == [18, 8, 4, 4, 4, 4]
+    assert scaled_lr(0.1, 1024) == pytest.approx(0.8)

@@ -10,13 +10,15 @@ pool, operator stage, pool, operator stage; 42 epochs) with every stage's epochs
 at a global batch of ``GPU_BATCH`` (1024) with the learning rates scaled linearly from the
 recipe's batch of 128, bf16 autocast, the student pools drawn from the shipped table.
 
-Sizing. bench/bench_training.py (docs/benchmarks.md, section *Training throughput*) measures
-each kind of step on the CPU and models one H200 from those measurements: the host's cost of
-a step as on that 2-vCPU Xeon (Python, dispatch and tiny kernels: ~40-135 ms a step; plus the
-preprocessing and augmentation, ~11-13 us an image), then the step's FLOPs at 5 % of the
-H200's 989 TFLOP/s dense bf16, in sequence. That conservative model puts the 42-epoch chain at
-~4.7 min at batch 1024, so three times its epochs would take ~14 min; a host twice as fast
-as that Xeon (a GPU server's usual CPU) would bring 3x to ~8 min. The multiple is therefore
+Sizing. bench/bench_training.py (docs/benchmarks.md, section *Training throughput*) measured
+each kind of step on a 2-vCPU Xeon (the sandwich: 77 images/s at batch 128, 1 thread; the
+42-epoch chain: ~405 CPU-minutes) and models one H200 from those measurements: the host's cost
+of a step as on that CPU (Python, dispatch and tiny kernels: 32-100 ms a step; preprocessing
+and augmentation: 5-11 us an image), then the step's FLOPs (284-882 MFLOP an image) at 5 % of
+the H200's 989 TFLOP/s dense bf16, in sequence. The GPU waits on its host, so that
+conservative model puts the 42-epoch chain at ~4.0 min at batch 1024 and three times its
+epochs at ~12 min; a host twice as fast as that Xeon (a GPU server's usual CPU) brings 3x to
+~7 min. The multiple is therefore
 measured, not assumed: the script first times a few steps of each kind of step on the device
 (~30 s), then takes the largest multiple (at most ``--max-scale``, in steps of 0.5, at least
 0.5) whose chain fits what the budget leaves after the profile's reserve. Every stage writes

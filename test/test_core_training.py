@@ -479,9 +479,9 @@ def test_operator_stage_refuses_what_it_cannot_do(extra, says, tmp_path, capsys)
     assert says in capsys.readouterr().err and not out.exists()
 
 
-# sha256 of every state_dict tensor (name, then bytes) of the three files below, as the trainer
-# wrote them before it learned devices, processes and a DataLoader (torch 2.13.0, x86-64,
-# 1 thread): the CPU path must still compute exactly these weights.
+# sha256 of every state_dict tensor (name, then bytes) of the three files below: the weights
+# the CPU recipe computes (torch 2.13.0, x86-64, 1 thread). A change to the CPU path that moves
+# a single bit of them fails here; recording new digests is a decision to change the recipe.
 CPU_CHAIN_DIGESTS = (
     "9e1dd69f345ededa7675326d796dad39df2ea0d625cae1572339602707e068da",
     "b9a6d57b9d401c3df7448f5f0fcd138a5b60b706aaa633dba05b653466362941",

@@ -2,7 +2,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup test test-fast demo lint bench train profile clean
+.PHONY: setup test test-fast demo lint bench train gpu-recipe profile clean
 
 setup:  ## venv + ROS 2 wheels + torch (CPU) + dataset + colcon build (idempotent)
 	@bash tools/setup.sh
@@ -24,6 +24,9 @@ bench: setup  ## all benchmarks (python -m bench); each prints a table and updat
 
 train: setup  ## reproduce models/backbone.pt
 	$(PY) -m adaspring_ros.cli train
+
+gpu-recipe:  ## the shipped chain on one GPU at several times its epochs, then its profile, under OUT
+	$(PY) -m tools.gpu_recipe $(or $(OUT),runs/gpu-recipe) $(ARGS)
 
 profile: setup  ## reproduce models/profile_table.json
 	$(PY) -m adaspring_ros.cli profile

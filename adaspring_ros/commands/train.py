@@ -35,6 +35,15 @@ stage; the full network is not trained, it only teaches (the frozen copy of the 
 ``--fixed-config ID`` instead trains one variant alone from scratch (the baselines of the
 benchmark). A resumable state is written every epoch (``--resume``) and the current backbone
 (+ ``.sha256``) is written to ``--out`` after every epoch.
+
+Devices and processes: ``--device auto|cpu|cuda|cuda:N`` (auto: CUDA when available) and
+``--amp auto|bf16|fp16|off`` (auto: bf16 on CUDA; fp16 with a gradient scaler; the CPU trains
+in float32). The same recipe and checkpoint format on every device; files are written with CPU
+tensors, so a GPU-trained backbone loads on a robot without one. Under ``torchrun
+--nproc-per-node N -m adaspring_ros.cli train ...`` (``--nnodes`` and a rendezvous for several
+machines) the run is DistributedDataParallel: nccl on CUDA, gloo on the CPU, each process
+training its share of every batch; rank 0 alone logs and writes; ``--resume`` works with
+another number of processes.
 """
 
 from __future__ import annotations
@@ -44,7 +53,9 @@ import math
 import sys
 from collections.abc import Sequence
 
+from adaspring_ros.core.offline.distributed import Ranks, from_env, process_group
 from adaspring_ros.core.offline.losses import DISTILL_LOSSES
+from adaspring_ros.core.offline.precision import AMP_MODES, resolve_amp, resolve_device
 from adaspring_ros.core.offline.recipe import TrainRecipe, initial_backbone, trained_alone
 from adaspring_ros.core.offline.sampling import sized_space, student_pool
 from adaspring_ros.core.offline.train import train
@@ -58,8 +69,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, default=d.epochs, help="total epochs, warm-up included")
     p.add_argument("--warmup-epochs", type=int, default=d.warmup_epochs,
                    help="full-network-only epochs")
-    p.add_argument("--batch-size", type=int, default=d.batch_size)
-    p.add_argument("--lr", type=float, default=d.lr)
+    p.add_argument("--batch-size", type=int, default=d.batch_size,
+                   help="the global batch, split evenly over the processes of a torchrun "
+                        "run (a multiple of their number): the recipe is the same for any "
+                        "number of processes")
+    p.add_argument("--lr", type=float, default=d.lr,
+                   help="peak learning rate for --batch-size; it does not change with the "
+                        "number of processes (the global batch does not). Raising the batch, "
+                        "scale it linearly: lr = 0.1 x batch / 128 (with the half-epoch "
+                        "warm-up the schedule already has)")
     p.add_argument("--weight-decay", type=float, default=d.weight_decay)
     p.add_argument("--label-smoothing", type=float, default=d.label_smoothing)
     p.add_argument("--random-subnets", type=int, default=d.random_subnets,
@@ -106,7 +124,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fixed-config", default=d.fixed_config,
                    help="train only this variant (config id) from scratch: a baseline")
     p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--threads", type=int, default=d.threads)
+    p.add_argument("--threads", type=int, default=d.threads,
+                   help="CPU threads of each process")
+    p.add_argument("--device", default=d.device,
+                   help="auto (CUDA when available), cpu, cuda (under torchrun: the GPU of "
+                        "each process's LOCAL_RANK) or cuda:N")
+    p.add_argument("--amp", choices=AMP_MODES, default=d.amp,
+                   help="mixed precision on CUDA: auto (bf16 on CUDA, off on the CPU), bf16, "
+                        "fp16 (with a gradient scaler) or off")
+    p.add_argument("--workers", type=int, default=d.workers,
+                   help="DataLoader worker processes per training process (0: load in it)")
     p.add_argument("--data", default=d.data, help="directory of the Fashion-MNIST IDX files")
     p.add_argument("--image-folder", default=d.image_folder,
                    help="train on an ImageFolder instead")
@@ -124,11 +151,21 @@ def recipe_from(args: argparse.Namespace) -> TrainRecipe:
     return TrainRecipe(**fields)
 
 
-def _refusal(recipe: TrainRecipe) -> str | None:
+def _refusal(recipe: TrainRecipe, ranks: Ranks) -> str | None:
     """Why the recipe cannot run, checked before any work (None: it can)."""
     r = recipe
     if r.epochs < 1 or r.warmup_epochs < 0:
         return "--epochs must be >= 1 and --warmup-epochs >= 0"
+    if r.workers < 0 or r.threads < 1:
+        return "--workers must be >= 0 and --threads >= 1"
+    try:
+        device = resolve_device(r.device, ranks.local_rank if ranks.distributed else None)
+        resolve_amp(r.amp, device)
+    except ValueError as exc:
+        return str(exc)
+    if r.batch_size < ranks.world_size or r.batch_size % ranks.world_size:
+        return (f"--batch-size {r.batch_size} does not split over {ranks.world_size} "
+                "processes: give a multiple of their number")
     try:
         space = sized_space(r.max_depth, r.max_resolution)
     except ValueError as exc:
@@ -168,11 +205,19 @@ def cli_main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:   # --channels that are not integers
         print(f"adaspring train: --channels: {exc}", file=sys.stderr)
         return 2
-    refusal = _refusal(recipe)
-    if refusal is not None:
-        print(f"adaspring train: {refusal}", file=sys.stderr)
+    try:
+        ranks = from_env()                  # torchrun's RANK, WORLD_SIZE, LOCAL_RANK
+    except ValueError as exc:
+        print(f"adaspring train: {exc}", file=sys.stderr)
         return 2
-    train(recipe)
+    refusal = _refusal(recipe, ranks)
+    if refusal is not None:
+        if ranks.is_main:
+            print(f"adaspring train: {refusal}", file=sys.stderr)
+        return 2
+    device = resolve_device(recipe.device, ranks.local_rank if ranks.distributed else None)
+    with process_group(ranks, device):
+        train(recipe, ranks)
     return 0
 
 

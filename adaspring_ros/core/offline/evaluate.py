@@ -15,15 +15,16 @@ __all__ = ["evaluate", "runner_accuracy"]
 @torch.no_grad()
 def evaluate(model: nn.Module, data: Dataset, resolution: int, batch_size: int = 1000) -> float:
     """Top-1 accuracy of ``model`` (compact or elastic in its active variant) on ``data``, in
-    eval mode; the model's training mode is restored."""
+    eval mode, on the device the model is on; the model's training mode is restored."""
     was_training = model.training
+    device = next(model.parameters()).device
     model.eval()
     correct = 0
     try:
         for i in range(0, len(data), batch_size):
-            logits = model(preprocess(data.images[i:i + batch_size], resolution))
-            correct += int((logits.argmax(1) == torch.from_numpy(data.labels[i:i + batch_size]))
-                           .sum())
+            logits = model(preprocess(data.images[i:i + batch_size], resolution).to(device))
+            correct += int((logits.argmax(1).cpu()
+                            == torch.from_numpy(data.labels[i:i + batch_size])).sum())
     finally:
         model.train(was_training)
     return correct / max(1, len(data))

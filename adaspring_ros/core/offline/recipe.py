@@ -5,7 +5,9 @@ provenance (was it trained alone, for how many epochs in all)."""
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, replace
+from typing import Any
 
 import torch
 
@@ -14,7 +16,9 @@ from adaspring_ros.core.model.checkpoint import load_backbone
 from adaspring_ros.core.model.config import DEFAULT_SPACE, CompressionConfig, SearchSpace
 from adaspring_ros.core.model.supernet import ElasticBackbone
 
-__all__ = ["TrainRecipe", "train_meta", "trained_alone", "epochs_trained", "initial_backbone"]
+__all__ = ["TrainRecipe", "train_meta", "trained_alone", "epochs_trained", "initial_backbone",
+           "BENCH_SUBNETS", "BASE_BATCH", "GPU_BATCH", "scaled_lr", "recipe_options", "ChainStage",
+           "SHIPPED_CHAIN"]
 
 
 @dataclass(frozen=True)
@@ -25,7 +29,7 @@ class TrainRecipe:
 
     epochs: int = 12                    # total epochs, warm-up included
     warmup_epochs: int = 1              # full-network-only epochs, then channels are sorted
-    batch_size: int = 128
+    batch_size: int = 128               # the global batch, split evenly over the processes
     lr: float = 0.1
     weight_decay: float = 5e-4
     label_smoothing: float = 0.1
@@ -48,7 +52,10 @@ class TrainRecipe:
     init_from: str = ""                 # continue from this trained backbone
     fixed_config: str = ""              # train only this variant from scratch (a baseline)
     seed: int = 0
-    threads: int = 2
+    threads: int = 2                    # CPU threads of each process
+    device: str = "auto"                # auto (CUDA when available), cpu, cuda, cuda:N
+    amp: str = "auto"                   # auto (bf16 on CUDA, off on the CPU), bf16, fp16, off
+    workers: int = 0                    # DataLoader worker processes (0: load in the trainer)
     data: str = str(FASHION_MNIST_DIR)  # directory of the Fashion-MNIST IDX files
     image_folder: str = ""              # train on an ImageFolder instead
     out: str = ""                       # the backbone file, rewritten after every epoch
@@ -58,15 +65,17 @@ class TrainRecipe:
 
 
 def train_meta(recipe: TrainRecipe, history: list, cpu_seconds: float,
-               prior_epochs: int | None) -> dict:
+               prior_epochs: int | None, world_size: int = 1) -> dict:
     """The provenance written into the backbone file: the recipe as the command line gave it
-    (lists as comma-separated text), the per-epoch history, CPU seconds, the torch version and,
-    when known, the epochs of the whole ``init_from`` chain (``epochs_total``)."""
+    (lists as comma-separated text; ``device`` and ``amp`` as resolved), the per-epoch history,
+    CPU seconds of every process, the number of processes, the torch version and, when known,
+    the epochs of the whole ``init_from`` chain (``epochs_total``)."""
     args = {k: v for k, v in asdict(recipe).items() if k != "progress"}
     args["students"] = ",".join(recipe.students)
     args["channels"] = ",".join(map(str, recipe.channels))
     meta = {"args": json.dumps(args), "history": json.dumps(history),
-            "cpu_seconds": round(cpu_seconds, 1), "torch": str(torch.__version__)}
+            "cpu_seconds": round(cpu_seconds, 1), "world_size": world_size,
+            "torch": str(torch.__version__)}
     if prior_epochs is not None:
         meta["epochs_total"] = len(history) + prior_epochs
     return meta
@@ -106,3 +115,69 @@ def initial_backbone(path: str, space: SearchSpace, channels: tuple[int, ...]
     for p in initial.parameters():
         p.requires_grad_(False)
     return initial.eval()
+
+
+# The three nets bench_backbone compares with the same nets trained alone: subnet A (small,
+# shallow), subnet B (depthwise-separable, mid size), half width.
+BENCH_SUBNETS = ("r20-w50d1ck100f-w50d1ck100f-w50d1ck100f",
+                 "r24-w50d2sk100f-w50d2sk100f-w50d2sk100f",
+                 "r28-w50d3ck100f-w50d3ck100f-w50d3ck100f")
+BASE_BATCH = TrainRecipe.batch_size     # the batch the shipped learning rates are for
+GPU_BATCH = 1024    # the global batch of the chain on one GPU (tools/gpu_recipe.py)
+
+
+def scaled_lr(lr: float, batch_size: int) -> float:
+    """The learning rate for a global batch of ``batch_size``, scaled linearly from the
+    recipe's (Goyal et al. 2017; the schedule's half-epoch warm-up is what makes it hold)."""
+    return lr * batch_size / BASE_BATCH
+
+
+def recipe_options(recipe: TrainRecipe, names: Iterable[str]) -> list[str]:
+    """The ``adaspring train`` options that set the fields ``names`` of ``recipe`` (one flag
+    per field: ``--field-name VALUE``, a flag alone for a true bool, lists comma-separated)."""
+    options: list[str] = []
+    for name in names:
+        value, flag = getattr(recipe, name), "--" + name.replace("_", "-")
+        if isinstance(value, bool):
+            if value != getattr(TrainRecipe, name):
+                options.append(flag if value else "--no-" + name.replace("_", "-"))
+        elif isinstance(value, tuple):
+            options += [flag, ",".join(map(str, value))]
+        else:
+            options += [flag, str(value)]
+    return options
+
+
+@dataclass(frozen=True)
+class ChainStage:
+    """One training run of the chain that made models/backbone.pt: ``settings`` are its
+    ``TrainRecipe`` fields besides ``epochs``, ``out``, ``workdir`` and, when ``continues``
+    (every stage but the first), ``init_from`` the previous stage's file; a stage with
+    ``pool`` also takes ``students_from`` a profile table of the previous backbone
+    (models/README.md, *Reproduce*)."""
+
+    name: str
+    epochs: int
+    settings: Mapping[str, Any]
+    continues: bool = True
+    pool: bool = False
+
+    def recipe(self, **more: Any) -> TrainRecipe:
+        """The stage's recipe, with ``more`` fields set as well."""
+        return replace(TrainRecipe(), **{"epochs": self.epochs, **self.settings, **more})
+
+
+_SHRINK = {"warmup_epochs": 0, "student_label_weight": 0.5, "augment_largest_only": True}
+_POOL = {**_SHRINK, "lr": 0.02, "students": BENCH_SUBNETS, "pool_share": 0.67}
+_OPERATOR = {**_SHRINK, "lr": 0.03, "only_operator": "dwsep", "students": BENCH_SUBNETS[1:2],
+             "pool_share": 0.67}
+SHIPPED_CHAIN = (
+    ChainStage("sandwich", 18, {"warmup_epochs": 1, "lr": 0.1, "student_label_weight": 0.5,
+                                "augment_largest_only": True, "zero_init_residual": True},
+               continues=False),
+    ChainStage("shrink", 8, {**_SHRINK, "lr": 0.03}),
+    ChainStage("pool", 4, _POOL, pool=True),
+    ChainStage("operator", 4, _OPERATOR, pool=True),
+    ChainStage("pool2", 4, _POOL, pool=True),
+    ChainStage("operator2", 4, _OPERATOR, pool=True),
+)

@@ -35,14 +35,16 @@ import sys
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
 
 from adaspring_ros.core.data.datasets import (
+    Dataset,
     load_fashion_mnist,
     load_image_folder,
     preprocess,
@@ -54,13 +56,21 @@ from adaspring_ros.core.model.checkpoint import (
     backbone_from_checkpoint,
     save_backbone,
 )
-from adaspring_ros.core.model.config import CompressionConfig
+from adaspring_ros.core.model.config import CompressionConfig, SearchSpace
 from adaspring_ros.core.model.supernet import ElasticBackbone, build_backbone
-from adaspring_ros.core.offline.augment import flip_and_shift
+from adaspring_ros.core.offline.distributed import (
+    Ranks,
+    average_buffers,
+    check_same,
+    joined,
+    summed,
+)
 from adaspring_ros.core.offline.evaluate import evaluate
 from adaspring_ros.core.offline.freezing import freeze_all_but, restore_frozen_buffers
+from adaspring_ros.core.offline.loader import BatchAugment, ImageArrays, train_loader
 from adaspring_ros.core.offline.losses import student_distillation
 from adaspring_ros.core.offline.optim import lr_at, sgd_optimizer
+from adaspring_ros.core.offline.precision import Precision, resolve_amp, resolve_device, to_cpu
 from adaspring_ros.core.offline.recipe import (
     TrainRecipe,
     epochs_trained,
@@ -91,18 +101,19 @@ def load_train_state(workdir: str | Path) -> dict | None:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
-def _batches(n: int, batch_size: int, rng: np.random.Generator) -> Iterator[np.ndarray]:
-    order = rng.permutation(n)
-    for i in range(0, n, batch_size):
-        yield order[i:i + batch_size]
+def _inputs(images: np.ndarray, resolution: int, device: torch.device) -> Tensor:
+    """THE preprocessing (on the CPU), then to the device the network computes on."""
+    return preprocess(images, resolution).to(device, non_blocking=True)
 
 
 def _train_step(model: ElasticBackbone, images: np.ndarray, labels: Tensor,
                 configs: Sequence[CompressionConfig], label_smoothing: float,
                 student_label_weight: float = 0.0, teacher: Tensor | None = None,
                 distill_loss: str = "kl", train_largest: bool = True,
-                student_images: np.ndarray | None = None) -> float:
-    """Forward/backward of each config (the first is the largest); returns its label loss.
+                student_images: np.ndarray | None = None, net: nn.Module | None = None,
+                precision: Precision | None = None) -> Tensor:
+    """Forward/backward of each config (the first is the largest); returns its label loss
+    (detached).
 
     Students learn from the largest variant's predictions (or from ``teacher``, the
     probabilities of a frozen network, when given) through ``distill_loss`` (KL(p || q) or
@@ -110,39 +121,93 @@ def _train_step(model: ElasticBackbone, images: np.ndarray, labels: Tensor,
     (0: pure distillation). ``train_largest=False`` (``teacher`` required): every config is a
     student; the returned loss is then the first student's. ``student_images`` (the same
     images without augmentation): the students see these, the largest variant ``images``, and
-    its in-place predictions for the students are taken on ``student_images``."""
+    its in-place predictions for the students are taken on ``student_images``.
+
+    ``net`` is what computes the forward passes: ``model`` itself (the default) or its
+    DistributedDataParallel wrapper, which averages each backward's gradients over the ranks;
+    ``model.set_active`` picks the variant either way. ``precision``: autocast and loss scaling
+    (none by default); inputs go to the device of ``labels``."""
     if not train_largest and teacher is None:
         raise ValueError("train_largest=False: every config is a student, so a teacher is needed")
-    teacher_loss = 0.0
+    forward = net if net is not None else model
+    precision = precision or Precision(labels.device)
+    device = labels.device
+    teacher_loss: Tensor | None = None
     for k, config in enumerate(configs):
         model.set_active(config)
         largest = k == 0 and train_largest
         seen = images if largest or student_images is None else student_images
-        logits = model(preprocess(seen, config.resolution))
-        if largest:
-            loss = F.cross_entropy(logits, labels, label_smoothing=label_smoothing)
-            if teacher is None and student_images is None:
-                teacher = logits.detach().softmax(1)
-            elif teacher is None and len(configs) > 1:
-                with torch.no_grad():
-                    teacher = model(preprocess(student_images, config.resolution)).softmax(1)
-            teacher_loss = float(loss.detach())
-        else:  # distillation from the largest variant (in place) or the frozen network
-            loss = student_distillation(logits, teacher, distill_loss)
-            if student_label_weight > 0:
-                loss = (1.0 - student_label_weight) * loss + student_label_weight * \
-                    F.cross_entropy(logits, labels, label_smoothing=label_smoothing)
-            if k == 0:
-                teacher_loss = float(loss.detach())
-        loss.backward()
+        with precision.autocast():
+            logits = forward(_inputs(seen, config.resolution, device))
+            if largest:
+                loss = F.cross_entropy(logits, labels, label_smoothing=label_smoothing)
+                if teacher is None and student_images is None:
+                    teacher = logits.detach().float().softmax(1)
+                elif teacher is None and len(configs) > 1:
+                    with torch.no_grad():
+                        teacher = forward(_inputs(student_images, config.resolution, device)
+                                          ).float().softmax(1)
+                teacher_loss = loss.detach()
+            else:  # distillation from the largest variant (in place) or the frozen network
+                loss = student_distillation(logits, teacher, distill_loss)
+                if student_label_weight > 0:
+                    loss = (1.0 - student_label_weight) * loss + student_label_weight * \
+                        F.cross_entropy(logits, labels, label_smoothing=label_smoothing)
+                if k == 0:
+                    teacher_loss = loss.detach()
+        precision.backward(loss)
     return teacher_loss
 
 
-def train(recipe: TrainRecipe) -> ElasticBackbone:
+def _step_configs(space: SearchSpace, step: int, gen: torch.Generator, sandwich: bool,
+                  full: CompressionConfig, smallest: CompressionConfig,
+                  pool: Sequence[CompressionConfig], r: TrainRecipe
+                  ) -> list[CompressionConfig]:
+    """The variants of one step, largest (or, in an operator stage, smallest) first: the full
+    network alone in the warm-up; then the sandwich, its random students drawn from ``gen``,
+    which every rank seeds alike and so draws alike."""
+    if sandwich and r.only_operator:
+        return [smallest] + [
+            with_operator(sample_student(space, gen, r.uniform_subnets, pool, r.pool_share),
+                          r.only_operator)
+            for _ in range(r.random_subnets)]
+    if sandwich:
+        low = smallest_trained(space, space.operators[step % len(space.operators)])
+        return [full, low] + [sample_student(space, gen, r.uniform_subnets, pool, r.pool_share)
+                              for _ in range(r.random_subnets)]
+    return [full]
+
+
+def _validate(model: ElasticBackbone, val_set: Dataset, full: CompressionConfig,
+              smallest: CompressionConfig) -> dict[str, float]:
+    """Validation top-1 of the full and the smallest variant (the full one left active)."""
+    model.set_active(full)
+    val_full = evaluate(model, val_set, full.resolution)
+    model.set_active(smallest)
+    val_small = evaluate(model, val_set, smallest.resolution)
+    model.set_active(full)
+    return {"val_full": val_full, "val_smallest": val_small}
+
+
+def _on_cpu(model: ElasticBackbone) -> ElasticBackbone:
+    """``model`` itself when it is on the CPU, else a CPU copy of it (what is saved)."""
+    if all(t.device.type == "cpu" for t in model.state_dict().values()):
+        return model
+    return backbone_from_checkpoint(to_cpu(backbone_checkpoint(model)))
+
+
+def train(recipe: TrainRecipe, ranks: Ranks | None = None) -> ElasticBackbone:
     """Run ``recipe`` (resuming from its workdir when ``resume``); returns the trained backbone,
-    also written to ``recipe.out`` with its provenance."""
+    also written to ``recipe.out`` with its provenance.
+
+    ``ranks``: this process's place in a distributed run (distributed.py; one process by
+    default). Each rank trains its share of every global batch and, once the run's process
+    group is joined, through DistributedDataParallel, which averages the gradients over the
+    ranks (without a process group, the rank's share alone: what it contributes to a step).
+    Rank 0 alone shows progress, evaluates, logs and writes."""
     from tqdm import tqdm
 
+    ranks = ranks or Ranks()
     r = recipe
     if not r.out:
         r = replace(r, out=str(default_backbone()))
@@ -150,6 +215,9 @@ def train(recipe: TrainRecipe) -> ElasticBackbone:
         # A baseline trained alone: one variant on the labels, no sandwich, no distillation,
         # no channel sorting (so "full" and "smallest" below both mean that variant).
         r = replace(r, warmup_epochs=r.epochs)
+    device = resolve_device(r.device, ranks.local_rank if ranks.distributed else None)
+    r = replace(r, device=str(device), amp=resolve_amp(r.amp, device))
+    say = print if ranks.is_main else _silent
     torch.manual_seed(r.seed)
     torch.set_num_threads(r.threads)
     if r.image_folder:
@@ -162,6 +230,7 @@ def train(recipe: TrainRecipe) -> ElasticBackbone:
         train_idx = train_idx[:r.subset]
         val_idx = val_idx[:max(100, r.subset // 10)]
     train_set, val_set = full_train.subset(train_idx), full_train.subset(val_idx)
+    loader = train_loader(ImageArrays(train_set), ranks, r.batch_size, r.seed, r.workers)
     space = sized_space(r.max_depth, r.max_resolution)
     model = build_backbone(space, r.channels, full_train.classes)
     if r.zero_init_residual:
@@ -175,27 +244,38 @@ def train(recipe: TrainRecipe) -> ElasticBackbone:
         if trained_alone(frozen.meta):
             model.reorder_channels()    # a permutation: the full network's function is kept
         frozen.set_active(CompressionConfig.full(space))
+        frozen.to(device)
     operator = r.only_operator
     if operator:
         trainable = freeze_all_but(model, operator)
-        print(f"operator stage: {len(trainable)} {operator} tensors learn, the rest is frozen",
-              file=sys.stderr)
-    model.train()
-    optimizer = sgd_optimizer(model, r.lr, r.weight_decay)
+        say(f"operator stage: {len(trainable)} {operator} tensors learn, the rest is frozen",
+            file=sys.stderr)
 
     workdir = Path(r.workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
+    if ranks.is_main:
+        workdir.mkdir(parents=True, exist_ok=True)
     state_path = workdir / TRAIN_STATE
     start_epoch, history, cpu_seconds = 0, [], 0.0
-    if r.resume and (state := load_train_state(workdir)) is not None:
-        model = backbone_from_checkpoint(state["backbone"], str(state_path)).train()
+    state = load_train_state(workdir) if r.resume else None
+    if state is not None:
+        model = backbone_from_checkpoint(state["backbone"], str(state_path))
         if operator:
             freeze_all_but(model, operator)
-        optimizer = sgd_optimizer(model, r.lr, r.weight_decay)
+    model.to(device).train()
+    precision = Precision(device, r.amp)
+    optimizer = sgd_optimizer(model, r.lr, r.weight_decay)
+    if state is not None:
         optimizer.load_state_dict(state["optimizer"])
+        precision.load_state_dict(state.get("scaler", {}))
         start_epoch, history = int(state["epoch"]), json.loads(state["history"])
         cpu_seconds = float(state.get("cpu_seconds", 0.0))
-        print(f"resumed from {state_path} after epoch {start_epoch}", file=sys.stderr)
+        say(f"resumed from {state_path} after epoch {start_epoch}", file=sys.stderr)
+    # Each backward pass's gradients are averaged over the ranks; a variant leaves the blocks
+    # and units it does not use without gradient, hence find_unused_parameters. BN running
+    # statistics stay per rank during an epoch and are averaged at its end (distributed.py).
+    net = DistributedDataParallel(
+        model, device_ids=[device.index] if device.type == "cuda" else None,
+        find_unused_parameters=True, forward_sync_buffers=False) if joined() else model
 
     steps_per_epoch = math.ceil(len(train_set) / r.batch_size)
     total_steps = steps_per_epoch * r.epochs
@@ -204,81 +284,91 @@ def train(recipe: TrainRecipe) -> ElasticBackbone:
         smallest = smallest_trained(space, operator)
     pool = student_pool(space, r.students, r.students_from)
     if pool:
-        print(f"student pool: {len(pool)} variants, drawn with probability {r.pool_share}",
-              file=sys.stderr)
+        say(f"student pool: {len(pool)} variants, drawn with probability {r.pool_share}",
+            file=sys.stderr)
     if r.fixed_config:
         full = smallest = CompressionConfig.from_id(r.fixed_config, space)
+    max_norm = r.clip_grad if r.clip_grad > 0 else math.inf
     for epoch in range(start_epoch, r.epochs):
         cpu0, wall0 = time.process_time(), time.perf_counter()
         sandwich = epoch >= r.warmup_epochs
         if epoch == r.warmup_epochs and r.warmup_epochs > 0:
             model.reorder_channels()
-        # Per-epoch seeds make a resumed run draw exactly what an uninterrupted one would.
-        rng = np.random.default_rng([r.seed, epoch])
+        # Per-epoch seeds make a resumed run draw exactly what an uninterrupted one would, and
+        # every rank draw what the others do.
+        loader.batch_sampler.sampler.set_epoch(epoch)
+        augment = BatchAugment(r.seed, epoch, len(train_set), ranks)
         gen = torch.Generator().manual_seed(r.seed * 100_003 + epoch)
-        bar = tqdm(_batches(len(train_set), r.batch_size, rng), total=steps_per_epoch,
+        bar = tqdm(loader, total=len(loader),
                    desc=f"epoch {epoch + 1}/{r.epochs}" + (" sandwich" if sandwich else ""),
-                   disable=not r.progress, mininterval=2.0)
+                   disable=not (r.progress and ranks.is_main), mininterval=2.0)
         running = 0.0
-        grad_norms: list[float] = []
-        for i, idx in enumerate(bar):
+        grad_norms: list[Tensor] = []
+        for i, (batch, batch_labels) in enumerate(bar):
             step = epoch * steps_per_epoch + i
             for group in optimizer.param_groups:
                 group["lr"] = lr_at(step, total_steps, r.lr, warmup=steps_per_epoch // 2)
-            configs = [full]
-            if sandwich and operator:
-                configs = [smallest] + [
-                    with_operator(sample_student(space, gen, r.uniform_subnets, pool,
-                                                 r.pool_share), operator)
-                    for _ in range(r.random_subnets)]
-            elif sandwich:
-                low = smallest_trained(space, space.operators[i % len(space.operators)])
-                configs += [low] + [sample_student(space, gen, r.uniform_subnets,
-                                                   pool, r.pool_share)
-                                    for _ in range(r.random_subnets)]
-            images = flip_and_shift(train_set.images[idx], rng)
+            configs = _step_configs(space, i, gen, sandwich, full, smallest, pool, r)
+            images = augment(batch)
             # the students regularised by the largest variant's predictions only (BigNAS)
-            clean = train_set.images[idx] if r.augment_largest_only else None
-            labels = torch.from_numpy(train_set.labels[idx])
+            clean = batch if r.augment_largest_only else None
+            labels = torch.from_numpy(batch_labels).to(device, non_blocking=True)
             optimizer.zero_grad(set_to_none=True)
             teacher = None
             if frozen is not None and (operator or len(configs) > 1):
-                with torch.no_grad():
-                    teacher = frozen(preprocess(images if clean is None else clean,
-                                                full.resolution)).softmax(1)
-            loss = _train_step(model, images, labels, configs, r.label_smoothing,
-                               r.student_label_weight, teacher, r.distill_loss,
-                               train_largest=not operator, student_images=clean)
+                with torch.no_grad(), precision.autocast():
+                    teacher = frozen(_inputs(images if clean is None else clean,
+                                             full.resolution, device)).float().softmax(1)
+            loss = float(_train_step(model, images, labels, configs, r.label_smoothing,
+                                     r.student_label_weight, teacher, r.distill_loss,
+                                     train_largest=not operator, student_images=clean,
+                                     net=net, precision=precision))
             # the norm before clipping, logged per epoch: what a clip_grad value would cut
-            grad_norms.append(float(nn.utils.clip_grad_norm_(
-                model.parameters(), r.clip_grad if r.clip_grad > 0 else math.inf)))
-            optimizer.step()
+            grad_norms.append(precision.clip_and_step(optimizer, list(model.parameters()),
+                                                      max_norm))
             running = loss if i == 0 else 0.98 * running + 0.02 * loss
             bar.set_postfix(loss=f"{running:.3f}", refresh=False)
         bar.close()
+        loop_s = time.perf_counter() - wall0
+        average_buffers(model)
         if operator:
             restore_frozen_buffers(model, frozen, operator)
-        model.set_active(full)
-        val_full = evaluate(model, val_set, full.resolution)
-        model.set_active(smallest)
-        val_small = evaluate(model, val_set, smallest.resolution)
-        model.set_active(full)
-        cpu_seconds += time.process_time() - cpu0
-        norms = np.asarray(grad_norms) if grad_norms else np.zeros(1)
-        record = {"epoch": epoch + 1, "loss": round(running, 4), "val_full": val_full,
-                  "val_smallest": val_small, "wall_s": round(time.perf_counter() - wall0, 1),
+        check_same("the variants and augmentation drawn",
+                   gen.get_state().numpy().tobytes() + repr(augment.rng.bit_generator.state)
+                   .encode())
+        val = _validate(model, val_set, full, smallest) if ranks.is_main else {}
+        cpu_seconds += summed(time.process_time() - cpu0)
+        running = summed(running) / ranks.world_size     # the loss of every rank's share
+        if not ranks.is_main:
+            continue
+        norms = torch.stack(grad_norms).double().cpu().numpy() if grad_norms else np.zeros(1)
+        norms = norms[np.isfinite(norms)] if np.isfinite(norms).any() else np.zeros(1)
+        record = {"epoch": epoch + 1, "loss": round(running, 4), **val,
+                  "wall_s": round(time.perf_counter() - wall0, 1),
                   "cpu_s_total": round(cpu_seconds, 1),
+                  "train_images_per_s": round(len(train_set) / loop_s, 1),
                   "grad_norm_p50": round(float(np.median(norms)), 3),
                   "grad_norm_p90": round(float(np.percentile(norms, 90)), 3)}
         history.append(record)
         print(json.dumps(record), flush=True)
-        atomic_save({"backbone": backbone_checkpoint(model), "optimizer": optimizer.state_dict(),
-                     "epoch": epoch + 1, "history": json.dumps(history),
-                     "cpu_seconds": cpu_seconds}, state_path)
-        save_backbone(model, r.out, train_meta(r, history, cpu_seconds, prior_epochs))
+        saved = _on_cpu(model)
+        atomic_save({"backbone": backbone_checkpoint(saved),
+                     "optimizer": to_cpu(optimizer.state_dict()),
+                     "scaler": precision.state_dict(), "epoch": epoch + 1,
+                     "history": json.dumps(history), "cpu_seconds": cpu_seconds}, state_path)
+        save_backbone(saved, r.out, train_meta(r, history, cpu_seconds, prior_epochs,
+                                               ranks.world_size))
 
     model.eval()
     model.set_active(full)
-    digest = save_backbone(model, r.out, train_meta(r, history, cpu_seconds, prior_epochs))
-    print(f"wrote {r.out} (sha256 {digest}); CPU time {cpu_seconds / 60:.1f} min", flush=True)
+    if ranks.is_main:
+        digest = save_backbone(_on_cpu(model), r.out,
+                               train_meta(r, history, cpu_seconds, prior_epochs,
+                                          ranks.world_size))
+        print(f"wrote {r.out} (sha256 {digest}); CPU time {cpu_seconds / 60:.1f} min",
+              flush=True)
     return model
+
+
+def _silent(*args, **kwargs) -> None:
+    """What a rank other than 0 prints: nothing."""

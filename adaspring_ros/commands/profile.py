@@ -78,7 +78,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="engine threads for the batch-1 latency (as the perception node serves)")
     p.add_argument("--device-profile", default=d.device_profile,
                    help="config/devices/<name>.yaml (or a path) used when RAPL is unreadable")
-    p.add_argument("--data", default=d.data)
+    p.add_argument("--data", default=d.data,
+                   help="the backbone's task: Fashion-MNIST's IDX folder or the image folder it "
+                        "was trained on (accuracy on its test split; BN statistics and int8 "
+                        "ranges from its train split)")
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--no-progress", dest="progress", action="store_false")
     return p

@@ -53,12 +53,15 @@ import math
 import sys
 from collections.abc import Sequence
 
+from adaspring_ros.core.data.datasets import DataError
+from adaspring_ros.core.model.card import INTERPOLATIONS, RESIZE_POLICIES, CardError
+from adaspring_ros.core.model.supernet import STEM_STRIDES
 from adaspring_ros.core.offline.distributed import Ranks, from_env, process_group
 from adaspring_ros.core.offline.losses import DISTILL_LOSSES
 from adaspring_ros.core.offline.precision import AMP_MODES, resolve_amp, resolve_device
 from adaspring_ros.core.offline.recipe import TrainRecipe, initial_backbone, trained_alone
 from adaspring_ros.core.offline.sampling import sized_space, student_pool
-from adaspring_ros.core.offline.train import train
+from adaspring_ros.core.offline.train import AUTO_WORKERS, train
 
 __all__ = ["build_parser", "cli_main"]
 
@@ -114,7 +117,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-depth", type=int, default=d.max_depth,
                    help="blocks per stage of the full backbone")
     p.add_argument("--max-resolution", type=int, default=d.max_resolution,
-                   help="input side of the full backbone, pixels")
+                   help="input side of the full backbone, pixels: the default space's sides up "
+                        "to it (16, 20, 24, 28), or for another side four spaced as those "
+                        "(64: 36, 44, 56, 64)")
+    p.add_argument("--resolutions", default=",".join(map(str, d.resolutions)),
+                   help="the space's input sides instead, comma-separated, ascending "
+                        "(e.g. 48,56,64; up to 224)")
+    p.add_argument("--stem-stride", type=int, choices=STEM_STRIDES, default=d.stem_stride,
+                   help="what the stem divides the input side by before the first stage: 1 "
+                        "(small inputs), 2 or 4 (large ones: compute stays about that of a "
+                        "small input; adaspring size-backbone chooses it)")
     p.add_argument("--subset", type=int, default=d.subset,
                    help="train on the first N images (smoke)")
     p.add_argument("--val-size", type=int, default=d.val_size, help="held-out validation images")
@@ -133,10 +145,24 @@ def build_parser() -> argparse.ArgumentParser:
                    help="mixed precision on CUDA: auto (bf16 on CUDA, off on the CPU), bf16, "
                         "fp16 (with a gradient scaler) or off")
     p.add_argument("--workers", type=int, default=d.workers,
-                   help="DataLoader worker processes per training process (0: load in it)")
-    p.add_argument("--data", default=d.data, help="directory of the Fashion-MNIST IDX files")
-    p.add_argument("--image-folder", default=d.image_folder,
-                   help="train on an ImageFolder instead")
+                   help="DataLoader worker processes per training process that decode an "
+                        "image folder's files (0: decode in it; -1: "
+                        f"{AUTO_WORKERS} for a folder, 0 for Fashion-MNIST, held in memory)")
+    p.add_argument("--data", default=d.data,
+                   help="Fashion-MNIST's IDX folder, or an image folder: one sub-folder of "
+                        "images per class (any size, format, colour or grey), optionally below "
+                        "train/, val/, test/ (else split deterministically)")
+    p.add_argument("--input-channels", type=int, choices=(0, 1, 3), default=d.input_channels,
+                   help="input channels of the backbone: 1 (grey) or 3 (RGB); 0: 3 unless "
+                        "every image of the folder is grey")
+    p.add_argument("--resize", choices=RESIZE_POLICIES, default=d.resize,
+                   help="how an image (and later a camera frame) is fitted to a square: its "
+                        "centre square, or all of it padded with the mean colour")
+    p.add_argument("--interpolation", choices=INTERPOLATIONS, default=d.interpolation,
+                   help="how it is resized to a variant's resolution")
+    p.add_argument("--no-mirror", dest="mirror", action="store_false",
+                   help="the task is not mirror-symmetric (text, arrows, left/right signs): "
+                        "no horizontal flips in augmentation, and the card says so")
     p.add_argument("--out", default=d.out, help="backbone file (default: models/backbone.pt)")
     p.add_argument("--workdir", default=d.workdir, help="resumable state goes here")
     p.add_argument("--resume", action="store_true", help="continue from <workdir>/last.pt")
@@ -147,6 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
 def recipe_from(args: argparse.Namespace) -> TrainRecipe:
     """The recipe the parsed command line asks for (lists given as comma-separated text)."""
     fields = {**vars(args), "channels": tuple(int(c) for c in args.channels.split(",")),
+              "resolutions": tuple(int(c) for c in args.resolutions.split(",") if c.strip()),
               "students": tuple(v for v in args.students.split(",") if v)}
     return TrainRecipe(**fields)
 
@@ -156,8 +183,8 @@ def _refusal(recipe: TrainRecipe, ranks: Ranks) -> str | None:
     r = recipe
     if r.epochs < 1 or r.warmup_epochs < 0:
         return "--epochs must be >= 1 and --warmup-epochs >= 0"
-    if r.workers < 0 or r.threads < 1:
-        return "--workers must be >= 0 and --threads >= 1"
+    if r.workers < -1 or r.threads < 1:
+        return "--workers must be >= -1 and --threads >= 1"
     try:
         device = resolve_device(r.device, ranks.local_rank if ranks.distributed else None)
         resolve_amp(r.amp, device)
@@ -167,7 +194,7 @@ def _refusal(recipe: TrainRecipe, ranks: Ranks) -> str | None:
         return (f"--batch-size {r.batch_size} does not split over {ranks.world_size} "
                 "processes: give a multiple of their number")
     try:
-        space = sized_space(r.max_depth, r.max_resolution)
+        space = sized_space(r.max_depth, r.max_resolution, r.resolutions)
     except ValueError as exc:
         return str(exc)
     if r.clip_grad < 0 or not math.isfinite(r.clip_grad):
@@ -186,7 +213,7 @@ def _refusal(recipe: TrainRecipe, ranks: Ranks) -> str | None:
             return ("--init-from continues trained weights; it excludes --fixed-config and "
                     "--zero-init-residual")
         try:  # a missing, corrupt or mismatched file
-            initial = initial_backbone(r.init_from, space, r.channels)
+            initial = initial_backbone(r.init_from, space, r.channels, r.stem_stride)
         except (ValueError, OSError) as exc:
             return str(exc)
         if r.only_operator and trained_alone(initial.meta):
@@ -202,8 +229,8 @@ def _refusal(recipe: TrainRecipe, ranks: Ranks) -> str | None:
 def cli_main(argv: Sequence[str] | None = None) -> int:
     try:
         recipe = recipe_from(build_parser().parse_args(argv))
-    except ValueError as exc:   # --channels that are not integers
-        print(f"adaspring train: --channels: {exc}", file=sys.stderr)
+    except ValueError as exc:   # --channels or --resolutions that are not integers
+        print(f"adaspring train: --channels / --resolutions: {exc}", file=sys.stderr)
         return 2
     try:
         ranks = from_env()                  # torchrun's RANK, WORLD_SIZE, LOCAL_RANK
@@ -217,7 +244,12 @@ def cli_main(argv: Sequence[str] | None = None) -> int:
         return 2
     device = resolve_device(recipe.device, ranks.local_rank if ranks.distributed else None)
     with process_group(ranks, device):
-        train(recipe, ranks)
+        try:
+            train(recipe, ranks)
+        except (DataError, CardError) as exc:   # refused before anything is written
+            if ranks.is_main:
+                print(f"adaspring train: --data {recipe.data}: {exc}", file=sys.stderr)
+            return 2
     return 0
 
 

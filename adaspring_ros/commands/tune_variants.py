@@ -15,6 +15,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from adaspring_ros.core.data.datasets import DataError
 from adaspring_ros.core.offline.tuning import TuneOptions, TuningStateMismatch, tune_variants
 
 __all__ = ["build_parser", "cli_main"]
@@ -41,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bn-images", type=int, default=d.bn_images,
                    help="training images for the BN statistics of variants that lack them")
     p.add_argument("--val-size", type=int, default=d.val_size,
-                   help="first N validation images to measure on (0: all 5000)")
+                   help="first N validation images to measure on (0: all the hold-out)")
     p.add_argument("--keep-worse", action="store_true",
                    help="keep a tuned variant even if it is less accurate on validation")
     p.add_argument("--out", default=d.out, help="the tuned backbone file")
@@ -49,7 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue from <workdir>/state.pt")
     p.add_argument("--threads", type=int, default=d.threads)
     p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--data", default=d.data)
+    p.add_argument("--data", default=d.data,
+                   help="the backbone's task: Fashion-MNIST's IDX folder or the image folder it "
+                        "was trained on (tuning and BN images from its train split)")
     p.add_argument("--no-progress", dest="progress", action="store_false")
     return p
 
@@ -71,6 +74,9 @@ def cli_main(argv: Sequence[str] | None = None) -> int:
     except TuningStateMismatch as exc:
         print(exc, file=sys.stderr)
         return 1
+    except DataError as exc:
+        print(f"adaspring tune-variants: --data {opts.data}: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import gzip
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -22,11 +23,13 @@ __all__ = [
     "MEAN",
     "STD",
     "DataError",
+    "InputSpec",
     "Dataset",
     "read_idx",
     "load_fashion_mnist",
     "load_image_folder",
     "train_val_split",
+    "holdout_size",
     "preprocess",
 ]
 
@@ -154,55 +157,101 @@ def train_val_split(
     return np.sort(order[val_size:]), np.sort(order[:val_size])
 
 
-def _as_batch(images: np.ndarray) -> np.ndarray:
-    """uint8 image(s) -> (N, H, W) grey float32, in [0, 255]."""
+def holdout_size(num_items: int, cap: int = 5000) -> int:
+    """Images a train split of ``num_items`` holds out for validation: a fifth, at most ``cap``
+    (Fashion-MNIST: 5,000 of 60,000; 300 images: 60), so that small data sets split too."""
+    return max(0, min(int(cap), num_items // 5))
+
+
+class InputSpec(Protocol):
+    """What the preprocessing reads of a model card (``core/model/card.py``'s ModelCard)."""
+
+    channels: int                 # 1 (grey) or 3 (RGB)
+    mean: tuple[float, ...]       # per channel, pixels scaled to [0, 1]
+    std: tuple[float, ...]
+    resize: str                   # "centre_crop" or "letterbox"
+    interpolation: str            # "bilinear", "bicubic" or "nearest"
+
+
+def _as_batch(images: np.ndarray, channels: int = 1) -> np.ndarray:
+    """uint8 image(s) -> (N, H, W) grey or (N, H, W, 3) RGB float32, in [0, 255]."""
     images = np.asarray(images)
     if images.dtype != np.uint8:
         raise DataError(f"expected uint8 images, got dtype {images.dtype}")
     if images.ndim == 2:                                    # (H, W)
-        return images[None].astype(np.float32)
-    if images.ndim == 3 and images.shape[-1] in (1, 3, 4) and images.shape[-1] < images.shape[0]:
+        images = images[None]
+    elif images.ndim == 3 and images.shape[-1] in (1, 3, 4) and \
+            images.shape[-1] < images.shape[0]:
         images = images[None]                               # (H, W, C)
-    elif images.ndim == 3:                                  # (N, H, W)
-        return images.astype(np.float32)
+    if images.ndim == 3:                                    # (N, H, W)
+        grey = images.astype(np.float32)
+        return grey if channels == 1 else np.repeat(grey[..., None], 3, axis=-1)
     if images.ndim != 4 or images.shape[-1] not in (1, 3, 4):
         raise DataError(
             f"expected (H, W), (H, W, C), (N, H, W) or (N, H, W, C) with C in 1/3/4, "
             f"got shape {images.shape}"
         )
     if images.shape[-1] == 1:
-        return images[..., 0].astype(np.float32)
+        grey = images[..., 0].astype(np.float32)
+        return grey if channels == 1 else np.repeat(grey[..., None], 3, axis=-1)
     rgb = images[..., :3].astype(np.float32)                # RGBA: alpha is dropped
-    return rgb @ np.asarray(_LUMA, dtype=np.float32)
+    return rgb @ np.asarray(_LUMA, dtype=np.float32) if channels == 1 else rgb
 
 
-def preprocess(images: np.ndarray, resolution: int) -> Tensor:
-    """uint8 image(s) -> normalised float32 tensor (N, 1, resolution, resolution).
+def _square(batch: np.ndarray, resize: str, fill: np.ndarray) -> np.ndarray:
+    """(N, H, W[, C]) -> (N, S, S[, C]): the centred square of side min(H, W), or the whole
+    image centred on a square of side max(H, W) filled with ``fill`` (letterbox)."""
+    h, w = batch.shape[1:3]
+    if resize != "letterbox":
+        side = min(h, w)
+        top, left = (h - side) // 2, (w - side) // 2
+        return batch[:, top:top + side, left:left + side]
+    side = max(h, w)
+    out = np.empty((len(batch), side, side) + batch.shape[3:], np.float32)
+    out[...] = fill
+    top, left = (side - h) // 2, (side - w) // 2
+    out[:, top:top + h, left:left + w] = batch
+    return out
+
+
+def preprocess(images: np.ndarray, resolution: int, card: InputSpec | None = None) -> Tensor:
+    """uint8 image(s) -> normalised float32 tensor (N, channels, resolution, resolution).
 
     Accepts (H, W) grey, (H, W, C) with C in {1, 3 (RGB), 4 (RGBA)}, or batches (N, H, W[, C]).
-    Colour is converted to grey (BT.601), a non-square frame is centre-cropped to a square (so a
-    640x480 camera frame keeps its aspect ratio), then resized with bilinear interpolation,
-    antialiased when downscaling, and normalised with the Fashion-MNIST mean/std.
+    Without ``card`` (or with a grey one): colour is converted to grey (BT.601); with a colour
+    card, grey is replicated to RGB and alpha dropped. A non-square frame is fitted to a square
+    by the card's resize policy (default: centre crop, so a 640x480 camera frame keeps its
+    aspect ratio; letterbox pads with the mean colour), then resized with the card's
+    interpolation (default bilinear), antialiased when downscaling, and normalised with the
+    card's per-channel mean/std (default: Fashion-MNIST's).
     """
     if int(resolution) <= 0:
         raise ValueError(f"resolution must be positive, got {resolution}")
+    channels = card.channels if card is not None else 1
+    mean, std = (card.mean, card.std) if card is not None else ((MEAN,), (STD,))
+    resize = card.resize if card is not None else "centre_crop"
+    mode = card.interpolation if card is not None else "bilinear"
     images = np.asarray(images)
     if images.ndim == 3 and images.shape[-1] in (1, 3, 4) and images.shape[-1] < images.shape[0]:
         h, w = images.shape[:2]  # one colour frame: crop the uint8 pixels before converting
-        if h != w and 0 not in images.shape:  # (grey is per pixel, so this is exact and
-            side = min(h, w)                  # spares converting a 640x480 frame's margins)
-            top, left = (h - side) // 2, (w - side) // 2
+        if h != w and 0 not in images.shape and resize == "centre_crop":
+            side = min(h, w)      # (grey is per pixel, so this is exact and spares converting
+            top, left = (h - side) // 2, (w - side) // 2    # a 640x480 frame's margins)
             images = images[top:top + side, left:left + side]
-    grey = _as_batch(images)
-    n, h, w = grey.shape
+    batch = _as_batch(images, channels)
+    n, h, w = batch.shape[:3]
     if n == 0 or h == 0 or w == 0:
-        raise DataError(f"empty image batch of shape {grey.shape}")
+        raise DataError(f"empty image batch of shape {batch.shape}")
     if h != w:
-        side = min(h, w)
-        top, left = (h - side) // 2, (w - side) // 2
-        grey = grey[:, top:top + side, left:left + side]
-    x = torch.from_numpy(np.ascontiguousarray(grey)).unsqueeze(1)
+        batch = _square(batch, resize, np.asarray(mean, np.float32) * 255.0)
+    x = torch.from_numpy(np.ascontiguousarray(batch))
+    x = x.unsqueeze(1) if channels == 1 else x.permute(0, 3, 1, 2)
     if x.shape[-1] != resolution:
-        x = F.interpolate(x, size=(resolution, resolution), mode="bilinear",
-                          align_corners=False, antialias=x.shape[-1] > resolution)
-    return (x * (1.0 / 255.0) - MEAN) / STD
+        smooth = mode != "nearest"
+        x = F.interpolate(x, size=(resolution, resolution), mode=mode,
+                          align_corners=False if smooth else None,
+                          antialias=smooth and x.shape[-1] > resolution)
+    if channels == 1:
+        return (x * (1.0 / 255.0) - mean[0]) / std[0]
+    return torch.cat([(x[:, c:c + 1] * (1.0 / 255.0) - m) / s
+                      for c, (m, s) in enumerate(zip(mean, std, strict=True))], 1)

@@ -30,6 +30,7 @@ def variant_bn_stats(model: ElasticBackbone, config: CompressionConfig, images: 
 
     The supernet is not modified: BNs run with momentum 0 (batch statistics, no tracking),
     forward hooks read their input, and the training mode and active variant are restored.
+    ``images`` are preprocessed for the backbone's model card (``model.card``; none: grey).
     """
     units = {n: m for n, m in model.named_modules() if isinstance(m, ElasticConvBN)}
     moments: dict[str, list] = {}
@@ -52,7 +53,7 @@ def variant_bn_stats(model: ElasticBackbone, config: CompressionConfig, images: 
         model.train()
         model.set_active(config)
         for i in range(0, len(images), batch_size):
-            model(preprocess(images[i:i + batch_size], config.resolution))
+            model(preprocess(images[i:i + batch_size], config.resolution, model.card))
     finally:
         for h in handles:
             h.remove()

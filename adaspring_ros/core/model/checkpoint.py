@@ -157,7 +157,8 @@ def backbone_from_checkpoint(ckpt: Any, where: str = "checkpoint") -> ElasticBac
         arch = ckpt["arch"]
         space = SearchSpace.from_dict(arch["space"])
         model = ElasticBackbone(space, arch["stage_channels"], int(arch["num_classes"]),
-                                arch.get("classes"), int(arch.get("in_channels", 1)))
+                                arch.get("classes"), int(arch.get("in_channels", 1)),
+                                int(arch.get("stem_stride", 1)))
     except (KeyError, TypeError, ValueError, ConfigError) as exc:
         raise CheckpointError(f"{where}: bad architecture description: {exc}") from exc
     state = ckpt.get("state_dict")

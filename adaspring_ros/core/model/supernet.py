@@ -48,7 +48,10 @@ __all__ = [
     "ElasticBackbone",
     "build_backbone",
     "storage_bytes",
+    "STEM_STRIDES",
 ]
+
+STEM_STRIDES = (1, 2, 4)   # what the stem divides the input side by before the first stage
 
 
 # -- compact (materialised) network -------------------------------------------------------------
@@ -160,8 +163,12 @@ class ElasticBackbone(nn.Module):
     """ResNet-style elastic backbone: stem, ``space.num_stages`` stages of residual blocks, head.
 
     Stage ``s`` has ``stage_channels[s]`` channels at full width and ``max(space.depths)`` blocks;
-    every stage after the first halves the resolution. Use :meth:`set_active` then call the module
-    (training, elastic evaluation) or :meth:`materialise` for a compact copy (inference).
+    every stage after the first halves the resolution. ``stem_stride`` divides the input side
+    before the first stage, so that a large input costs about what a small one does: 1 (the
+    stem keeps the input size), 2 (the stem convolution has stride 2) or 4 (that, and the first
+    block of the first stage has stride 2 with a 1x1 shortcut, as every stage's first block
+    after it). Use :meth:`set_active` then call the module (training, elastic evaluation) or
+    :meth:`materialise` for a compact copy (inference).
 
     Args:
         space: the search space the backbone serves.
@@ -169,14 +176,18 @@ class ElasticBackbone(nn.Module):
         num_classes: classifier outputs.
         classes: class names (kept in the checkpoint for the perception node).
         in_channels: input channels of the stem (1 grey, 3 colour).
+        stem_stride: 1, 2 or 4 (see above).
     """
 
     def __init__(self, space: SearchSpace = DEFAULT_SPACE,
                  stage_channels: Sequence[int] = (16, 32, 64), num_classes: int = 10,
-                 classes: Sequence[str] | None = None, in_channels: int = 1) -> None:
+                 classes: Sequence[str] | None = None, in_channels: int = 1,
+                 stem_stride: int = 1) -> None:
         super().__init__()
         if in_channels < 1:
             raise ValueError(f"in_channels must be >= 1, got {in_channels}")
+        if stem_stride not in STEM_STRIDES:
+            raise ValueError(f"stem_stride must be one of {STEM_STRIDES}, got {stem_stride}")
         if len(stage_channels) != space.num_stages:
             raise ValueError(f"stage_channels has {len(stage_channels)} entries, the space has "
                              f"{space.num_stages} stages")
@@ -191,17 +202,19 @@ class ElasticBackbone(nn.Module):
         self.classes = tuple(classes) if classes is not None else tuple(
             str(i) for i in range(num_classes))
         self.in_channels = int(in_channels)
+        self.stem_stride = int(stem_stride)
         # The input contract and label space; set from the checkpoint when loaded (None for a
         # network built here: its card is given when it is saved).
         self.card: ModelCard | None = None
         num_keys = len(space.widths) * len(space.resolutions)
-        self.stem = ElasticConvBN(self.in_channels, self.stage_channels[0], 3, 1, False,
-                                  num_keys)
+        self.stem = ElasticConvBN(self.in_channels, self.stage_channels[0], 3,
+                                  min(self.stem_stride, 2), False, num_keys)
         stages = []
         in_c = self.stage_channels[0]
         for s, out_c in enumerate(self.stage_channels):
+            first_stride = 2 if s > 0 or self.stem_stride == 4 else 1
             blocks = [
-                ElasticBlock(in_c if b == 0 else out_c, out_c, 2 if (s > 0 and b == 0) else 1,
+                ElasticBlock(in_c if b == 0 else out_c, out_c, first_stride if b == 0 else 1,
                              space.operators, num_keys)
                 for b in range(max(space.depths))
             ]
@@ -224,7 +237,7 @@ class ElasticBackbone(nn.Module):
         """Constructor arguments, as stored in the checkpoint."""
         return {"space": self.space.to_dict(), "stage_channels": list(self.stage_channels),
                 "num_classes": self.num_classes, "classes": list(self.classes),
-                "in_channels": self.in_channels}
+                "in_channels": self.in_channels, "stem_stride": self.stem_stride}
 
     def set_active(self, config: CompressionConfig) -> CompressionConfig:
         """Validate ``config`` against the space and make it the variant ``forward`` runs."""
@@ -369,8 +382,8 @@ class ElasticBackbone(nn.Module):
 def build_backbone(space: SearchSpace = DEFAULT_SPACE,
                    stage_channels: Sequence[int] = (16, 32, 64),
                    classes: Sequence[str] | None = None,
-                   in_channels: int = 1) -> ElasticBackbone:
+                   in_channels: int = 1, stem_stride: int = 1) -> ElasticBackbone:
     """The default backbone for Fashion-MNIST-sized inputs (10 classes unless ``classes``,
-    grey unless ``in_channels``)."""
+    grey unless ``in_channels``, the stem at stride 1 unless ``stem_stride``)."""
     num_classes = len(classes) if classes is not None else 10
-    return ElasticBackbone(space, stage_channels, num_classes, classes, in_channels)
+    return ElasticBackbone(space, stage_channels, num_classes, classes, in_channels, stem_stride)

@@ -14,8 +14,9 @@ with the epoch's first images, DistributedSampler's rule, and its augmentation i
 padded batch). Loading happens in the DataLoader (worker processes when asked); the
 augmentation and preprocessing in the training process, so neither depends on the workers.
 
-The dataset is any map-style dataset of ``(uint8 image, label)`` pairs; :class:`ImageArrays`
-serves in-memory arrays (Fashion-MNIST) a whole batch at a time.
+The dataset is any map-style dataset of ``(uint8 image, label)`` pairs: :class:`ImageArrays`
+serves in-memory arrays (Fashion-MNIST) a whole batch at a time, ``data.folders.ImageFiles``
+streams an image folder's files, decoded in the workers.
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ import numpy as np
 import torch.utils.data as tud
 
 from adaspring_ros.core.data.datasets import Dataset
-from adaspring_ros.core.offline.augment import apply_flip_and_shift, draw_flip_and_shift
+from adaspring_ros.core.data.folders import collate
+from adaspring_ros.core.offline.augment import Augmentation, GreyAugment
 from adaspring_ros.core.offline.distributed import Ranks
 
 __all__ = ["ImageArrays", "epoch_stream", "EpochSampler", "train_loader", "BatchAugment"]
@@ -48,15 +50,6 @@ class ImageArrays(tud.Dataset):
         """A whole batch by one fancy index (the DataLoader uses it when a dataset has it)."""
         idx = np.asarray(indices, dtype=np.int64)
         return self.images[idx], self.labels[idx]
-
-
-def collate(batch: tuple[np.ndarray, np.ndarray] | list[tuple[np.ndarray, int]]
-            ) -> tuple[np.ndarray, np.ndarray]:
-    """(images (N, H, W[, C]) uint8, labels (N,) int64) from a batch fetched whole or by item."""
-    if isinstance(batch, tuple):
-        return batch
-    return (np.stack([image for image, _ in batch]),
-            np.asarray([label for _, label in batch], dtype=np.int64))
 
 
 def epoch_stream(seed: int, epoch: int, n: int) -> tuple[np.ndarray, np.random.Generator]:
@@ -97,14 +90,16 @@ def train_loader(dataset: tud.Dataset, ranks: Ranks, batch_size: int, seed: int,
 
 
 class BatchAugment:
-    """The flips and shifts of one epoch's batches, in order, for this rank's share of each
-    global batch (see the module's docstring)."""
+    """The augmentation of one epoch's batches (``recipe``, by default Fashion-MNIST's flips
+    and shifts), in order, for this rank's share of each global batch (see the module's
+    docstring)."""
 
-    def __init__(self, seed: int, epoch: int, n: int, ranks: Ranks, shift: int = 2) -> None:
+    def __init__(self, seed: int, epoch: int, n: int, ranks: Ranks,
+                 recipe: Augmentation | None = None) -> None:
         _, self.rng = epoch_stream(seed, epoch, n)
-        self.ranks, self.shift = ranks, shift
+        self.ranks, self.recipe = ranks, recipe or GreyAugment()
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
         world = self.ranks.world_size
-        draws = draw_flip_and_shift(len(images) * world, self.rng, self.shift)
-        return apply_flip_and_shift(images, draws.take(slice(self.ranks.rank, None, world)))
+        draws = self.recipe.draw(len(images) * world, self.rng)
+        return self.recipe.apply(images, draws.take(slice(self.ranks.rank, None, world)))

@@ -13,21 +13,17 @@ from typing import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 import torch
+import torch.utils.data as tud
 from torch import Tensor, nn
 
-from adaspring_ros.core.data.datasets import (
-    FASHION_MNIST_DIR,
-    Dataset,
-    load_fashion_mnist,
-    preprocess,
-    train_val_split,
-)
+from adaspring_ros.core.data.datasets import FASHION_MNIST_DIR, Dataset, InputSpec, preprocess
 from adaspring_ros.core.model.bn_stats import variant_bn_stats
 from adaspring_ros.core.model.config import CompressionConfig, SearchSpace, StageConfig
 from adaspring_ros.core.model.engine import Engine, Runner, make_engine
 from adaspring_ros.core.model.profile_table import ProfileEntry
 from adaspring_ros.core.model.supernet import CompactBlock, ElasticBackbone
 from adaspring_ros.core.offline.evaluate import runner_accuracy
+from adaspring_ros.core.offline.task_data import calibration_images, open_data
 from adaspring_ros.core.serving.frame_stats import percentile
 
 __all__ = [
@@ -51,6 +47,11 @@ def _leaf_hooks(net: nn.Module, hook: Callable) -> list:
             if isinstance(m, (nn.Conv2d, nn.Linear))]
 
 
+def _blank(net: nn.Module, resolution: int) -> Tensor:
+    """A batch-1 input of the net's channels (``in_channels``, 1 if it has none)."""
+    return torch.zeros(1, getattr(net, "in_channels", 1), resolution, resolution)
+
+
 @torch.no_grad()
 def count_macs(net: nn.Module, resolution: int) -> int:
     """Multiply-accumulates of one batch-1 inference (convolutions and linear layers)."""
@@ -66,7 +67,7 @@ def count_macs(net: nn.Module, resolution: int) -> int:
 
     handles = _leaf_hooks(net, hook)
     try:
-        net(torch.zeros(1, 1, resolution, resolution))
+        net(_blank(net, resolution))
     finally:
         for h in handles:
             h.remove()
@@ -97,7 +98,7 @@ def peak_memory_bytes(net: nn.Module, resolution: int) -> int:
             handles += [m.register_forward_pre_hook(block_pre),
                         m.register_forward_hook(block_post)]
     try:
-        net(torch.zeros(1, 1, resolution, resolution))
+        net(_blank(net, resolution))
     finally:
         for h in handles:
             h.remove()
@@ -171,17 +172,16 @@ def neighbours(config: CompressionConfig, space: SearchSpace) -> list[Compressio
     return out
 
 
-def bn_calibration_images(n: int, seed: int = 0,
-                          root: str | Path = FASHION_MNIST_DIR) -> np.ndarray:
-    """``n`` fixed images of the training part of the train split (never validation or test)."""
-    train = load_fashion_mnist("train", root)
-    train_idx, _ = train_val_split(len(train), 5000, seed=0)   # the split training used
-    pick = np.random.default_rng(seed).choice(train_idx, n, replace=False)
-    return train.images[np.sort(pick)]
+def bn_calibration_images(n: int, seed: int = 0, root: str | Path = FASHION_MNIST_DIR,
+                          card: InputSpec | None = None) -> np.ndarray:
+    """``n`` fixed images of the training part of the train split of ``root`` (Fashion-MNIST's
+    IDX files or an image folder, decoded for ``card``), never validation or test."""
+    return calibration_images(open_data(root), n, seed, card)
 
 
 # -- measuring one variant ----------------------------------------------------------------------
-def measure_static(backbone: ElasticBackbone, config: CompressionConfig, test: Dataset,
+def measure_static(backbone: ElasticBackbone, config: CompressionConfig,
+                   test: Dataset | tud.Dataset,
                    engine: Engine, bn_images: np.ndarray | None = None,
                    serving: Engine | None = None, calib_images: np.ndarray | None = None
                    ) -> tuple[ProfileEntry, Runner]:
@@ -191,16 +191,19 @@ def measure_static(backbone: ElasticBackbone, config: CompressionConfig, test: D
     With ``bn_images`` the variant's exact BN statistics are computed first (stored in the
     backbone) and, for int8 variants in an engine that computes in int8, its activation ranges
     (stored in the entry). Latency and energy are left at 0 for :func:`time_round_robin`.
+    Images are preprocessed for the backbone's model card.
     """
     if bn_images is not None:
         backbone.variant_bn[config.id] = variant_bn_stats(backbone, config, bn_images)
     net = backbone.materialise(config)
     r = config.resolution
+    card = backbone.card
     calib = calib_images if calib_images is not None else bn_images
     if calib is None:  # never the test split: it is for the final measurement only
-        calib = bn_calibration_images(256)
-    ranges = engine.calibrate(net, preprocess(calib, r).numpy())
-    accuracy = runner_accuracy(engine.prepare(net, ranges or None, batch=None), test, r)
+        calib = bn_calibration_images(256, card=card)
+    ranges = engine.calibrate(net, preprocess(calib, r, card).numpy())
+    accuracy = runner_accuracy(engine.prepare(net, ranges or None, batch=None), test, r,
+                               card=card)
     entry = ProfileEntry(
         config=config, accuracy=accuracy, latency_ms_p50=0.0, latency_ms_p95=0.0,
         macs=count_macs(net, r), params=sum(p.numel() for p in net.parameters()),
@@ -212,14 +215,15 @@ def measure_static(backbone: ElasticBackbone, config: CompressionConfig, test: D
 
 def time_round_robin(runners: Mapping[str, Runner], images: np.ndarray | None, repeats: int,
                      warmup: int, meter, seed: int = 0, progress: bool = False,
-                     frames: Callable[[CompressionConfig], np.ndarray] | None = None
-                     ) -> dict[str, tuple[list[float], float]]:
+                     frames: Callable[[CompressionConfig], np.ndarray] | None = None,
+                     card: InputSpec | None = None) -> dict[str, tuple[list[float], float]]:
     """Batch-1 latencies (ms) and energy per call (mJ) of every runner, timed round-robin.
 
     Each call follows a call of another variant, in a new shuffled order every round, so no
     variant is timed with the caches warmed by itself (back-to-back timing flatters the small
     variants; docs/benchmarks.md, design measurements). Each variant's input is the first of
-    ``images`` preprocessed at its resolution or, with ``frames``, ``frames(config)`` (a device
+    ``images`` preprocessed at its resolution for ``card`` or, with ``frames``,
+    ``frames(config)`` (a device
     without the dataset times on synthetic frames: the nets have no data-dependent control flow).
     Calls follow each other with no idle time; a node at a camera's rate idles between frames
     and runs each forward slower still (bench_engines, section "Idle between frames").
@@ -230,7 +234,8 @@ def time_round_robin(runners: Mapping[str, Runner], images: np.ndarray | None, r
     if frames is None:
         if images is None:
             raise ValueError("time_round_robin needs images or frames")
-        inputs = {i: preprocess(images[:1], runners[i].config.resolution).numpy() for i in ids}
+        inputs = {i: preprocess(images[:1], runners[i].config.resolution, card).numpy()
+                  for i in ids}
     else:
         inputs = {i: frames(runners[i].config) for i in ids}
     for _ in range(warmup):
@@ -262,6 +267,6 @@ def profile_config(backbone: ElasticBackbone, config: CompressionConfig, test: D
     engine = engine or make_engine("torch")
     entry, runner = measure_static(backbone, config, test, engine, bn_images)
     (times, energy_mj), = time_round_robin({config.id: runner}, test.images, repeats, warmup,
-                                           meter).values()
+                                           meter, card=backbone.card).values()
     return replace(entry, latency_ms_p50=statistics.median(times),
                    latency_ms_p95=percentile(times, 95), energy_mj=energy_mj)

@@ -11,17 +11,18 @@ The space holds ~12M configs, far too many to measure, so the profiler measures
    (one operator moved by one choice) of each front member, ``refine`` of them per round.
 
 Before a variant is measured, the exact BN statistics of that whole variant are computed on
-``bn_images`` training images (``model.bn_stats.variant_bn_stats``, never test images) and
-stored in the backbone (``variant_bn``); the backbone file is re-saved with them at the end, so
-the table's ``backbone_sha256`` is the file that holds every profiled variant's statistics.
+``bn_images`` training images of ``data``, the backbone's own task
+(``model.bn_stats.variant_bn_stats``, never test images), and stored in the backbone
+(``variant_bn``); the backbone file is re-saved with them at the end, so the table's
+``backbone_sha256`` is the file that holds every profiled variant's statistics.
 
 For each variant (all on the compact, materialised module, run in ``engine``, the engine the
 perception node will serve it in; the table records the engine, its version and thread count):
 
 * int8 calibration (ONNX Runtime): activation ranges on the same training images, stored in the
   entry, so int8 stages compute in int8 and a swap needs no data;
-* accuracy: top-1 in the engine on the Fashion-MNIST *test* split (never used for training or
-  tuning);
+* accuracy: top-1 in the engine on the *test* split of ``data`` (Fashion-MNIST's, or an image
+  folder's: never used for training or tuning), preprocessed for the backbone's model card;
 * latency: batch-1 wall time with 1 engine thread, median and p95, timed round-robin among all
   variants (each call follows another variant's, as frames follow other work on a robot);
 * MACs: counted by forward hooks on every Conv2d/Linear (exact for this architecture);
@@ -45,7 +46,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from adaspring_ros.core.data.datasets import FASHION_MNIST_DIR, load_fashion_mnist
+from adaspring_ros.core.data.datasets import FASHION_MNIST_DIR, DataError
 from adaspring_ros.core.energy import DEFAULT_DEVICE, describe_machine, make_meter
 from adaspring_ros.core.model.checkpoint import load_backbone, save_backbone, write_checksum
 from adaspring_ros.core.model.config import CompressionConfig
@@ -58,12 +59,17 @@ from adaspring_ros.core.model.profile_table import (
     pareto_front,
 )
 from adaspring_ros.core.offline.profiler import (
-    bn_calibration_images,
     measure_static,
     neighbours,
     stratified_sample,
     time_round_robin,
     unique_configs,
+)
+from adaspring_ros.core.offline.task_data import (
+    calibration_images,
+    check_classes,
+    open_data,
+    test_set,
 )
 from adaspring_ros.core.paths import default_backbone, default_profile_table
 from adaspring_ros.core.serving.frame_stats import percentile
@@ -105,7 +111,7 @@ class ProfileOptions:
     eval_threads: int = 2         # threads of the batched accuracy pass
     threads: int = 1              # engine threads of the batch-1 latency, as served
     device_profile: str = DEFAULT_DEVICE  # power model used when RAPL is unreadable
-    data: str = str(FASHION_MNIST_DIR)
+    data: str = str(FASHION_MNIST_DIR)  # the backbone's task: IDX files or an image folder
     seed: int = 0
     progress: bool = True
 
@@ -156,7 +162,7 @@ def plot_pareto(table: ProfileTable, path: str | Path, highlight: dict[str, str]
         ax.set_xlim(min(every) / 1.15, max(every) * 1.4)  # room for the labels of the extremes
         ax.set_ylim(bottom, top)
         ax.grid(alpha=0.3)
-    axes[0].set_ylabel("top-1 on Fashion-MNIST test (%)")
+    axes[0].set_ylabel("top-1 on the test split (%)")
     axes[0].set_title("every profiled variant", fontsize=9)
     axes[1].set_title("near the front (zoomed)", fontsize=9)
     axes[1].legend(loc="upper left", fontsize=8)
@@ -190,14 +196,19 @@ def profile(opts: ProfileOptions) -> ProfileTable:
         print_summary(table)
         return table
     backbone = load_backbone(backbone_path)
-    space = backbone.space
-    test = load_fashion_mnist("test", opts.data)
-    if opts.test_size:
-        test = test.subset(np.arange(min(opts.test_size, len(test))))
-    bn_images = bn_calibration_images(opts.bn_images, opts.seed, opts.data) \
-        if opts.bn_images else None
-    calib_images = bn_images if bn_images is not None else \
-        bn_calibration_images(512, opts.seed, opts.data)
+    space, card = backbone.space, backbone.card
+    try:
+        data = open_data(opts.data)
+        check_classes(data, card)
+        test = test_set(data, card, opts.test_size)
+        bn_images = calibration_images(data, opts.bn_images, opts.seed, card) \
+            if opts.bn_images else None
+        calib_images = bn_images if bn_images is not None else \
+            calibration_images(data, 512, opts.seed, card)
+    except DataError as exc:
+        raise ProfileError(f"adaspring profile: --data {opts.data}: {exc}") from exc
+    if not len(test):
+        raise ProfileError(f"adaspring profile: --data {opts.data} has no test images")
     bn_before = set(backbone.variant_bn)
     meter = make_meter(opts.device_profile)
     engine = make_engine(opts.engine, opts.threads)
@@ -215,8 +226,8 @@ def profile(opts: ProfileOptions) -> ProfileTable:
                 backbone, config, test, eval_engine, bn_images, serving=engine,
                 calib_images=calib_images)
         # Latencies of everything so far (the refinement walks the front they make).
-        timed = time_round_robin(runners, test.images, max(5, opts.repeats // 4), 2, meter,
-                                 opts.seed)
+        timed = time_round_robin(runners, calib_images, max(5, opts.repeats // 4), 2, meter,
+                                 opts.seed, card=card)
         for i, (times, energy_mj) in timed.items():
             measured[i] = replace(measured[i], latency_ms_p50=statistics.median(times),
                                   latency_ms_p95=percentile(times, 95), energy_mj=energy_mj)
@@ -264,8 +275,9 @@ def profile(opts: ProfileOptions) -> ProfileTable:
         measure([candidates[i] for i in pick], f"Pareto refinement {round_ + 1}")
     torch.set_num_threads(1)
     # extend with repeats 0 keeps every latency of the table (nothing else was measured).
-    timed = time_round_robin(runners, test.images, opts.repeats, opts.warmup, meter, opts.seed,
-                             opts.progress) if opts.repeats and not opts.accuracy_only else {}
+    timed = time_round_robin(runners, calib_images, opts.repeats, opts.warmup, meter, opts.seed,
+                             opts.progress, card=card) \
+        if opts.repeats and not opts.accuracy_only else {}
     for i, (times, energy_mj) in timed.items():
         measured[i] = replace(measured[i], latency_ms_p50=statistics.median(times),
                               latency_ms_p95=percentile(times, 95), energy_mj=energy_mj)
@@ -281,7 +293,7 @@ def profile(opts: ProfileOptions) -> ProfileTable:
     else:
         timing = {"latency_repeats": opts.repeats, "warmup": opts.warmup,
                   "latency_method": "batch 1, round-robin among all variants (each call after "
-                                    "another variant), a real test image as input"}
+                                    "another variant), a real training image as input"}
     if set(backbone.variant_bn) != bn_before:
         meta = dict(getattr(backbone, "meta", {}))
         meta["variant_bn"] = (f"exact BN statistics of {len(backbone.variant_bn)} profiled "

@@ -47,17 +47,22 @@ class TrainRecipe:
     channels: tuple[int, ...] = (24, 48, 96)   # full-width channels of each stage
     max_depth: int = max(DEFAULT_SPACE.depths)
     max_resolution: int = max(DEFAULT_SPACE.resolutions)
+    resolutions: tuple[int, ...] = ()   # the space's input sides (empty: from max_resolution)
+    stem_stride: int = 1                # 1, 2 or 4: the input side's divisor before stage 1
+    input_channels: int = 0             # 1 or 3 (0: 3 unless every image is grey)
+    resize: str = "centre_crop"         # how an image is fitted to a square (model card)
+    interpolation: str = "bilinear"     # how it is resized (model card)
+    mirror: bool = True                 # the task is mirror-symmetric: flips augment it
     subset: int = 0                     # train on the first N images (0: all)
-    val_size: int = 5000                # held-out validation images
+    val_size: int = 5000                # held-out validation images (at most a fifth)
     init_from: str = ""                 # continue from this trained backbone
     fixed_config: str = ""              # train only this variant from scratch (a baseline)
     seed: int = 0
     threads: int = 2                    # CPU threads of each process
     device: str = "auto"                # auto (CUDA when available), cpu, cuda, cuda:N
     amp: str = "auto"                   # auto (bf16 on CUDA, off on the CPU), bf16, fp16, off
-    workers: int = 0                    # DataLoader worker processes (0: load in the trainer)
-    data: str = str(FASHION_MNIST_DIR)  # directory of the Fashion-MNIST IDX files
-    image_folder: str = ""              # train on an ImageFolder instead
+    workers: int = -1                   # DataLoader worker processes (-1: auto, 0: none)
+    data: str = str(FASHION_MNIST_DIR)  # Fashion-MNIST's IDX files or an image folder
     out: str = ""                       # the backbone file, rewritten after every epoch
     workdir: str = "runs/train"         # the resumable state goes here
     resume: bool = False                # continue from <workdir>/last.pt
@@ -73,6 +78,7 @@ def train_meta(recipe: TrainRecipe, history: list, cpu_seconds: float,
     args = {k: v for k, v in asdict(recipe).items() if k != "progress"}
     args["students"] = ",".join(recipe.students)
     args["channels"] = ",".join(map(str, recipe.channels))
+    args["resolutions"] = ",".join(map(str, recipe.resolutions))
     meta = {"args": json.dumps(args), "history": json.dumps(history),
             "cpu_seconds": round(cpu_seconds, 1), "world_size": world_size,
             "torch": str(torch.__version__)}
@@ -97,16 +103,19 @@ def epochs_trained(meta: dict) -> int | None:
     return int(args["epochs"])
 
 
-def initial_backbone(path: str, space: SearchSpace, channels: tuple[int, ...]
-                     ) -> ElasticBackbone:
+def initial_backbone(path: str, space: SearchSpace, channels: tuple[int, ...],
+                     stem_stride: int = 1) -> ElasticBackbone:
     """The trained backbone ``init_from`` continues from (checksum verified), frozen and in
     eval mode; refused (ValueError) unless it has the architecture being trained and, if it was
     trained alone, is the full network."""
     initial = load_backbone(path)
-    if initial.space != space or tuple(initial.arch()["stage_channels"]) != channels:
-        raise ValueError(f"--init-from {path}: its space or channels "
-                         f"{initial.arch()['stage_channels']} differ from the ones being trained "
-                         f"{list(channels)} (set --channels, --max-depth, --max-resolution)")
+    if initial.space != space or tuple(initial.arch()["stage_channels"]) != channels \
+            or initial.stem_stride != stem_stride:
+        raise ValueError(f"--init-from {path}: its space, channels "
+                         f"{initial.arch()['stage_channels']} or stem stride "
+                         f"{initial.stem_stride} differ from the ones being trained "
+                         f"{list(channels)}, {stem_stride} (set --channels, --max-depth, "
+                         "--max-resolution or --resolutions, --stem-stride)")
     alone = trained_alone(initial.meta)
     if alone and alone != CompressionConfig.full(space).id:
         raise ValueError(f"--init-from {path}: a net trained alone ({alone}) can seed the "

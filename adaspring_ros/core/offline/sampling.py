@@ -14,6 +14,7 @@ from typing import Callable, Sequence
 
 import torch
 
+from adaspring_ros.core.model.card import MAX_RESOLUTION
 from adaspring_ros.core.model.config import (
     DEFAULT_SPACE,
     CompressionConfig,
@@ -31,6 +32,7 @@ __all__ = [
     "with_operator",
     "smallest_trained",
     "sized_space",
+    "resolution_ladder",
 ]
 
 
@@ -120,12 +122,34 @@ def smallest_trained(space: SearchSpace, operator: str) -> CompressionConfig:
                              resolution=space.resolutions[0])
 
 
-def sized_space(max_depth: int, max_resolution: int) -> SearchSpace:
+def resolution_ladder(max_resolution: int) -> tuple[int, ...]:
+    """Four input sides up to ``max_resolution``, spaced as the default space's 16..28 (4/7,
+    5/7, 6/7 and 7/7 of it, multiples of 4 below it): 64 -> (36, 44, 56, 64)."""
+    return tuple(sorted({4 * round(max_resolution * k / 28) for k in (4, 5, 6)}
+                        | {int(max_resolution)}))
+
+
+def sized_space(max_depth: int, max_resolution: int, resolutions: Sequence[int] = ()
+                ) -> SearchSpace:
     """The default space cut to a backbone of at most ``max_depth`` blocks per stage and
-    ``max_resolution`` input pixels (``adaspring size-backbone`` picks them for a device)."""
+    ``max_resolution`` input pixels (``adaspring size-backbone`` picks them for a device).
+
+    The input sides are ``resolutions`` when given; else the default's up to
+    ``max_resolution`` when it is one of them, else :func:`resolution_ladder`. ValueError for a
+    depth the default space lacks or sides outside [8, MAX_RESOLUTION]."""
     space = DEFAULT_SPACE
-    if max_depth not in space.depths or max_resolution not in space.resolutions:
-        raise ValueError(f"max depth must be one of {space.depths} and max resolution one of "
-                         f"{space.resolutions}, got {max_depth} and {max_resolution}")
+    if max_depth not in space.depths:
+        raise ValueError(f"max depth must be one of {space.depths}, got {max_depth}")
+    if resolutions:
+        sides = tuple(int(r) for r in resolutions)
+        if list(sides) != sorted(set(sides)):
+            raise ValueError(f"resolutions must be distinct and ascending, got {list(sides)}")
+    elif max_resolution in space.resolutions:
+        sides = tuple(r for r in space.resolutions if r <= max_resolution)
+    else:
+        sides = resolution_ladder(max_resolution)
+    if not all(8 <= r <= MAX_RESOLUTION for r in sides):
+        raise ValueError(f"max resolution / resolutions must lie in [8, {MAX_RESOLUTION}] px, "
+                         f"got {list(sides) or max_resolution}")
     return replace(space, depths=tuple(d for d in space.depths if d <= max_depth),
-                   resolutions=tuple(r for r in space.resolutions if r <= max_resolution))
+                   resolutions=sides)

@@ -21,16 +21,22 @@ operator's units learn (freezing.py), every student runs it in every stage, and 
 network only teaches. ``fixed_config`` trains one variant alone from scratch (the baselines of
 the benchmarks).
 
-Training uses the train split minus a fixed validation hold-out (``train_val_split``); the test
-split is never touched here. A resumable state is written to ``workdir`` after every epoch, and
-the current backbone (+ ``.sha256``) to ``out``. Each epoch's record logs the median and 90th
-percentile of the summed gradient's L2 norm before any clipping: what a ``clip_grad`` would cut.
+The data (``data``) is Fashion-MNIST's IDX files or an image folder (task_data.py): training
+uses the train split minus a fixed validation hold-out (a folder: its validation split), the
+test split is never touched here. The backbone's model card is built from the data before any
+step (channels, mean/std, classes, provenance) and saved with every file; Fashion-MNIST keeps
+its grey recipe (flips and 2-pixel shifts), an image folder is streamed by the DataLoader's
+worker processes and augmented for photos (augment.py). A resumable state is written to
+``workdir`` after every epoch, and the current backbone (+ ``.sha256``) to ``out``. Each epoch's
+record logs the median and 90th percentile of the summed gradient's L2 norm before any
+clipping: what a ``clip_grad`` would cut.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 import time
 from dataclasses import replace
@@ -40,16 +46,12 @@ from typing import Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
+import torch.utils.data as tud
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
-from adaspring_ros.core.data.datasets import (
-    Dataset,
-    load_fashion_mnist,
-    load_image_folder,
-    preprocess,
-    train_val_split,
-)
+from adaspring_ros.core.data.datasets import DataError, Dataset, preprocess
+from adaspring_ros.core.model.card import ModelCard
 from adaspring_ros.core.model.checkpoint import (
     atomic_save,
     backbone_checkpoint,
@@ -67,7 +69,7 @@ from adaspring_ros.core.offline.distributed import (
 )
 from adaspring_ros.core.offline.evaluate import evaluate
 from adaspring_ros.core.offline.freezing import freeze_all_but, restore_frozen_buffers
-from adaspring_ros.core.offline.loader import BatchAugment, ImageArrays, train_loader
+from adaspring_ros.core.offline.loader import BatchAugment, train_loader
 from adaspring_ros.core.offline.losses import student_distillation
 from adaspring_ros.core.offline.optim import lr_at, sgd_optimizer
 from adaspring_ros.core.offline.precision import Precision, resolve_amp, resolve_device, to_cpu
@@ -85,11 +87,18 @@ from adaspring_ros.core.offline.sampling import (
     student_pool,
     with_operator,
 )
+from adaspring_ros.core.offline.task_data import (
+    augmentation,
+    build_card,
+    open_data,
+    training_sets,
+)
 from adaspring_ros.core.paths import default_backbone
 
 __all__ = ["TRAIN_STATE", "load_train_state", "train"]
 
 TRAIN_STATE = "last.pt"  # in the workdir: the run after its last finished epoch
+AUTO_WORKERS = min(4, max(1, (os.cpu_count() or 2) - 1))  # an image folder's loader processes
 
 
 def load_train_state(workdir: str | Path) -> dict | None:
@@ -101,9 +110,11 @@ def load_train_state(workdir: str | Path) -> dict | None:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
-def _inputs(images: np.ndarray, resolution: int, device: torch.device) -> Tensor:
-    """THE preprocessing (on the CPU), then to the device the network computes on."""
-    return preprocess(images, resolution).to(device, non_blocking=True)
+def _inputs(images: np.ndarray, resolution: int, device: torch.device,
+            card: ModelCard | None) -> Tensor:
+    """THE preprocessing for the backbone's card (on the CPU), then to the device the network
+    computes on."""
+    return preprocess(images, resolution, card).to(device, non_blocking=True)
 
 
 def _train_step(model: ElasticBackbone, images: np.ndarray, labels: Tensor,
@@ -138,15 +149,15 @@ def _train_step(model: ElasticBackbone, images: np.ndarray, labels: Tensor,
         largest = k == 0 and train_largest
         seen = images if largest or student_images is None else student_images
         with precision.autocast():
-            logits = forward(_inputs(seen, config.resolution, device))
+            logits = forward(_inputs(seen, config.resolution, device, model.card))
             if largest:
                 loss = F.cross_entropy(logits, labels, label_smoothing=label_smoothing)
                 if teacher is None and student_images is None:
                     teacher = logits.detach().float().softmax(1)
                 elif teacher is None and len(configs) > 1:
                     with torch.no_grad():
-                        teacher = forward(_inputs(student_images, config.resolution, device)
-                                          ).float().softmax(1)
+                        teacher = forward(_inputs(student_images, config.resolution, device,
+                                                  model.card)).float().softmax(1)
                 teacher_loss = loss.detach()
             else:  # distillation from the largest variant (in place) or the frozen network
                 loss = student_distillation(logits, teacher, distill_loss)
@@ -178,13 +189,13 @@ def _step_configs(space: SearchSpace, step: int, gen: torch.Generator, sandwich:
     return [full]
 
 
-def _validate(model: ElasticBackbone, val_set: Dataset, full: CompressionConfig,
+def _validate(model: ElasticBackbone, val_set: Dataset | tud.Dataset, full: CompressionConfig,
               smallest: CompressionConfig) -> dict[str, float]:
     """Validation top-1 of the full and the smallest variant (the full one left active)."""
     model.set_active(full)
-    val_full = evaluate(model, val_set, full.resolution)
+    val_full = evaluate(model, val_set, full.resolution, card=model.card)
     model.set_active(smallest)
-    val_small = evaluate(model, val_set, smallest.resolution)
+    val_small = evaluate(model, val_set, smallest.resolution, card=model.card)
     model.set_active(full)
     return {"val_full": val_full, "val_smallest": val_small}
 
@@ -218,27 +229,33 @@ def train(recipe: TrainRecipe, ranks: Ranks | None = None) -> ElasticBackbone:
     device = resolve_device(r.device, ranks.local_rank if ranks.distributed else None)
     r = replace(r, device=str(device), amp=resolve_amp(r.amp, device))
     say = print if ranks.is_main else _silent
-    torch.manual_seed(r.seed)
     torch.set_num_threads(r.threads)
-    if r.image_folder:
-        full_train = load_image_folder(r.image_folder)
-    else:
-        full_train = load_fashion_mnist("train", r.data)
-    train_idx, val_idx = train_val_split(len(full_train), min(r.val_size, len(full_train) // 5),
-                                         seed=r.seed)
-    if r.subset:
-        train_idx = train_idx[:r.subset]
-        val_idx = val_idx[:max(100, r.subset // 10)]
-    train_set, val_set = full_train.subset(train_idx), full_train.subset(val_idx)
-    loader = train_loader(ImageArrays(train_set), ranks, r.batch_size, r.seed, r.workers)
-    space = sized_space(r.max_depth, r.max_resolution)
-    model = build_backbone(space, r.channels, full_train.classes)
+    space = sized_space(r.max_depth, r.max_resolution, r.resolutions)
+    # The data and its card before anything is written: DataError if they cannot be used.
+    data = open_data(r.data)
+    workers = r.workers if r.workers >= 0 else 0 if data.folder is None else AUTO_WORKERS
+    card, data = build_card(data, space.resolutions, channels=r.input_channels,
+                            resize=r.resize, interpolation=r.interpolation, mirror=r.mirror,
+                            seed=r.seed, workers=workers)
+    train_set, val_set = training_sets(data, card, val_size=r.val_size, subset=r.subset,
+                                       seed=r.seed, workers=workers)
+    if data.folder is not None:
+        say(f"data: {data.describe()}; card: {card.channels} channel(s), mean "
+            f"{list(card.mean)}, std {list(card.std)}", file=sys.stderr)
+    loader = train_loader(train_set, ranks, r.batch_size, r.seed, workers)
+    torch.manual_seed(r.seed)
+    model = build_backbone(space, r.channels, card.classes, card.channels, r.stem_stride)
+    model.card = card
     if r.zero_init_residual:
         model.zero_init_residual()
     frozen: ElasticBackbone | None = None
     prior_epochs: int | None = 0
     if r.init_from:
-        frozen = initial_backbone(r.init_from, space, r.channels)
+        frozen = initial_backbone(r.init_from, space, r.channels, r.stem_stride)
+        if (frozen.in_channels, frozen.classes) != (model.in_channels, model.classes):
+            raise DataError(f"--init-from {r.init_from} was trained on {frozen.in_channels}-"
+                            f"channel images of the classes {list(frozen.classes)}, not on "
+                            f"{model.in_channels}-channel images of {list(model.classes)}")
         prior_epochs = epochs_trained(frozen.meta)          # None: the file does not say
         model.load_state_dict(frozen.state_dict())
         if trained_alone(frozen.meta):
@@ -259,6 +276,10 @@ def train(recipe: TrainRecipe, ranks: Ranks | None = None) -> ElasticBackbone:
     state = load_train_state(workdir) if r.resume else None
     if state is not None:
         model = backbone_from_checkpoint(state["backbone"], str(state_path))
+        if model.card != card:
+            say(f"the data's card differs from the one {state_path} was trained with; the "
+                "run keeps that one", file=sys.stderr)
+            card = model.card
         if operator:
             freeze_all_but(model, operator)
     model.to(device).train()
@@ -289,6 +310,7 @@ def train(recipe: TrainRecipe, ranks: Ranks | None = None) -> ElasticBackbone:
     if r.fixed_config:
         full = smallest = CompressionConfig.from_id(r.fixed_config, space)
     max_norm = r.clip_grad if r.clip_grad > 0 else math.inf
+    photo_or_grey = augmentation(data, card)
     for epoch in range(start_epoch, r.epochs):
         cpu0, wall0 = time.process_time(), time.perf_counter()
         sandwich = epoch >= r.warmup_epochs
@@ -297,7 +319,7 @@ def train(recipe: TrainRecipe, ranks: Ranks | None = None) -> ElasticBackbone:
         # Per-epoch seeds make a resumed run draw exactly what an uninterrupted one would, and
         # every rank draw what the others do.
         loader.batch_sampler.sampler.set_epoch(epoch)
-        augment = BatchAugment(r.seed, epoch, len(train_set), ranks)
+        augment = BatchAugment(r.seed, epoch, len(train_set), ranks, photo_or_grey)
         gen = torch.Generator().manual_seed(r.seed * 100_003 + epoch)
         bar = tqdm(loader, total=len(loader),
                    desc=f"epoch {epoch + 1}/{r.epochs}" + (" sandwich" if sandwich else ""),
@@ -318,7 +340,7 @@ def train(recipe: TrainRecipe, ranks: Ranks | None = None) -> ElasticBackbone:
             if frozen is not None and (operator or len(configs) > 1):
                 with torch.no_grad(), precision.autocast():
                     teacher = frozen(_inputs(images if clean is None else clean,
-                                             full.resolution, device)).float().softmax(1)
+                                             full.resolution, device, card)).float().softmax(1)
             loss = float(_train_step(model, images, labels, configs, r.label_smoothing,
                                      r.student_label_weight, teacher, r.distill_loss,
                                      train_largest=not operator, student_images=clean,
@@ -349,22 +371,24 @@ def train(recipe: TrainRecipe, ranks: Ranks | None = None) -> ElasticBackbone:
                   "train_images_per_s": round(len(train_set) / loop_s, 1),
                   "grad_norm_p50": round(float(np.median(norms)), 3),
                   "grad_norm_p90": round(float(np.percentile(norms, 90)), 3)}
+        if hasattr(train_set, "failures"):  # files of a folder that failed to decode
+            record["decode_failures"] = int(train_set.failures.value)
         history.append(record)
         print(json.dumps(record), flush=True)
         saved = _on_cpu(model)
-        atomic_save({"backbone": backbone_checkpoint(saved),
+        atomic_save({"backbone": backbone_checkpoint(saved, card=card),
                      "optimizer": to_cpu(optimizer.state_dict()),
                      "scaler": precision.state_dict(), "epoch": epoch + 1,
                      "history": json.dumps(history), "cpu_seconds": cpu_seconds}, state_path)
         save_backbone(saved, r.out, train_meta(r, history, cpu_seconds, prior_epochs,
-                                               ranks.world_size))
+                                               ranks.world_size), card)
 
     model.eval()
     model.set_active(full)
     if ranks.is_main:
         digest = save_backbone(_on_cpu(model), r.out,
                                train_meta(r, history, cpu_seconds, prior_epochs,
-                                          ranks.world_size))
+                                          ranks.world_size), card)
         print(f"wrote {r.out} (sha256 {digest}); CPU time {cpu_seconds / 60:.1f} min",
               flush=True)
     return model

@@ -36,13 +36,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from adaspring_ros.core.data.datasets import (
-    FASHION_MNIST_DIR,
-    Dataset,
-    load_fashion_mnist,
-    preprocess,
-    train_val_split,
-)
+from adaspring_ros.core.data.datasets import FASHION_MNIST_DIR, preprocess
 from adaspring_ros.core.model.bn_stats import variant_bn_stats
 from adaspring_ros.core.model.checkpoint import atomic_save, load_backbone, save_backbone
 from adaspring_ros.core.model.config import CompressionConfig, ConfigError
@@ -51,7 +45,13 @@ from adaspring_ros.core.model.supernet import ElasticBackbone
 from adaspring_ros.core.offline.evaluate import evaluate
 from adaspring_ros.core.offline.losses import distillation_loss
 from adaspring_ros.core.offline.optim import lr_at
-from adaspring_ros.core.offline.profiler import bn_calibration_images
+from adaspring_ros.core.offline.task_data import (
+    calibration_images,
+    check_classes,
+    open_data,
+    tuning_sets,
+    tuning_split,
+)
 
 __all__ = [
     "TuneOptions",
@@ -87,7 +87,7 @@ class TuneOptions:
     resume: bool = False          # continue from <workdir>/state.pt
     threads: int = 1
     seed: int = 0
-    data: str = str(FASHION_MNIST_DIR)
+    data: str = str(FASHION_MNIST_DIR)  # the backbone's task: IDX files or an image folder
     progress: bool = True
 
     def provenance(self) -> dict:
@@ -127,7 +127,8 @@ def teacher_logits(model: ElasticBackbone, images: np.ndarray, config: Compressi
     model.eval()
     model.set_active(config)
     try:
-        return torch.cat([model(preprocess(images[i:i + batch_size], config.resolution))
+        return torch.cat([model(preprocess(images[i:i + batch_size], config.resolution,
+                                           model.card))
                           for i in range(0, len(images), batch_size)])
     finally:
         model.train(was_training)
@@ -156,7 +157,6 @@ def tune_variant(model: ElasticBackbone, config: CompressionConfig, images: np.n
     params = {n: t.clone().requires_grad_(True) for n, t in initial_affine(model, config).items()}
     frozen = [(p, p.requires_grad) for p in model.parameters()]
     was_training, was_active = model.training, model.active
-    x_all = preprocess(images, config.resolution)
     optimizer = torch.optim.Adam(list(params.values()), lr=lr)
     steps = math.ceil(len(images) / batch_size)
     total = steps * epochs
@@ -177,7 +177,8 @@ def tune_variant(model: ElasticBackbone, config: CompressionConfig, images: np.n
                 for group in optimizer.param_groups:
                     group["lr"] = lr_at(epoch * steps + i, total, lr)
                 idx = order[i * batch_size:(i + 1) * batch_size]
-                loss = distillation_loss(model(x_all[idx]), teacher[idx], temperature)
+                x = preprocess(images[idx.numpy()], config.resolution, model.card)
+                loss = distillation_loss(model(x), teacher[idx], temperature)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
@@ -197,18 +198,6 @@ def tune_variant(model: ElasticBackbone, config: CompressionConfig, images: np.n
     return tuned, last
 
 
-def tuning_split(num_items: int, n_images: int, seed: int = 0, val_size: int = 5000
-                 ) -> tuple[np.ndarray, np.ndarray]:
-    """(tuning indices, validation indices) of a train split of ``num_items``: the tuning images
-    are a seeded draw of ``n_images`` (0: all) from the training part of the split training
-    used (``train_val_split`` with seed 0), so never a validation image."""
-    train_idx, val_idx = train_val_split(num_items, val_size, seed=0)
-    if 0 < n_images < len(train_idx):
-        train_idx = np.sort(np.random.default_rng(seed).choice(train_idx, n_images,
-                                                               replace=False))
-    return train_idx, val_idx
-
-
 def tune_variants(opts: TuneOptions) -> dict:
     """Tune every variant ``opts`` names (the full network excepted: it is the teacher), keep
     each result that validates better, write the tuned backbone, the state and results.json;
@@ -220,6 +209,8 @@ def tune_variants(opts: TuneOptions) -> dict:
     torch.set_num_threads(opts.threads)
     cpu0 = time.process_time()
     model = load_backbone(opts.backbone or None)
+    data = open_data(opts.data)        # before anything is written: DataError if unusable
+    check_classes(data, model.card)
     source_sha = model.sha256
     space = model.space
     full = CompressionConfig.full(space)
@@ -263,17 +254,13 @@ def tune_variants(opts: TuneOptions) -> dict:
         cpu_before = float(state["cpu_seconds"])
         print(f"resumed from {state_path}: {len(results)} variant(s) done", file=sys.stderr)
 
-    full_train = load_fashion_mnist("train", opts.data)
-    tune_idx, val_idx = tuning_split(len(full_train), opts.images, opts.seed)
-    images, val = full_train.images[tune_idx], full_train.subset(val_idx)
-    if opts.val_size:
-        val = Dataset(val.images[:opts.val_size], val.labels[:opts.val_size], val.classes)
+    images, val = tuning_sets(data, model.card, opts.images, opts.seed, opts.val_size)
 
     # BN statistics for variants the profiler did not store (as the profiler computes them).
     added_bn: dict[str, dict[str, Tensor]] = dict(restored_bn)
     missing = [c for c in configs if c.id not in model.variant_bn]
     if missing:
-        bn_images = bn_calibration_images(opts.bn_images, opts.seed, opts.data)
+        bn_images = calibration_images(data, opts.bn_images, opts.seed, model.card)
         for config in missing:
             model.variant_bn[config.id] = variant_bn_stats(model, config, bn_images)
             added_bn[config.id] = model.variant_bn[config.id]

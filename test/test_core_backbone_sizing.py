@@ -29,8 +29,10 @@ def test_candidates_span_the_grid_and_refuse_what_the_space_lacks():
     assert cands[0].full_config().id == "r24-w100d2ck100f-w100d2ck100f-w100d2ck100f"
     with pytest.raises(ValueError, match="depth 4"):
         sizing.candidates([8], [4], [28])
-    with pytest.raises(ValueError, match="resolution 30"):
-        sizing.candidates([8], [3], [30])
+    with pytest.raises(ValueError, match="resolution 300"):
+        sizing.candidates([8], [3], [300])
+    with pytest.raises(ValueError, match="stem stride 3"):
+        sizing.candidates([8], [3], [64], [3])
     with pytest.raises(ValueError, match=">= 4"):
         sizing.candidates([2], [3], [28])
 

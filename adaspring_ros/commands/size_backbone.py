@@ -1,9 +1,10 @@
 """Size the backbone for its device before training it: ``adaspring size-backbone``.
 
-Every candidate's full model (``--bases`` x ``--depths`` x ``--resolutions``) is timed in
-``--engine``; those within ``--latency-ms`` and ``--max-mmacs`` are trained briefly and scored on
-validation, and the fastest within ``--tolerance-pt`` of the best is chosen
-(core/offline/sizing.py). The report goes to ``--out``, which also lets a long run resume.
+Every candidate's full model (``--bases`` x ``--depths`` x ``--resolutions`` x
+``--stem-strides``), with the input channels of ``--data``, is timed in ``--engine``; those
+within ``--latency-ms`` and ``--max-mmacs`` are trained briefly and scored on validation, and
+the fastest within ``--tolerance-pt`` of the best is chosen (core/offline/sizing.py). The
+report goes to ``--out``, which also lets a long run resume.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from adaspring_ros.core.data.datasets import DataError
+from adaspring_ros.core.model.card import CardError
 from adaspring_ros.core.offline.sizing import SizingOptions, candidates, size_backbone
 
 __all__ = ["build_parser", "cli_main"]
@@ -39,14 +42,22 @@ def build_parser() -> argparse.ArgumentParser:
                    help="first-stage channels to try (stages are x1, x2, x4)")
     p.add_argument("--depths", type=_ints, default=list(d.depths), help="blocks per stage to try")
     p.add_argument("--resolutions", type=_ints, default=list(d.resolutions),
-                   help="input sides to try")
+                   help="input sides to try (up to 224)")
+    p.add_argument("--stem-strides", type=_ints, default=list(d.stem_strides),
+                   help="stem strides to try, of 1, 2, 4 (default: per resolution, those that "
+                        "bring the first stage to 24..56 px: 1 up to 48 px, 2 from 48, 4 "
+                        "from 96)")
+    p.add_argument("--input-channels", type=int, choices=(0, 1, 3), default=d.input_channels,
+                   help="1 or 3; 0: 3 unless every image of --data is grey")
     p.add_argument("--repeats", type=int, default=d.repeats, help="timing rounds")
     p.add_argument("--epochs", type=int, default=d.epochs, help="short training run per candidate")
     p.add_argument("--subset", type=int, default=d.subset, help="training images per run")
     p.add_argument("--train-threads", type=int, default=d.train_threads)
     p.add_argument("--tolerance-pt", type=float, default=d.tolerance_pt,
                    help="validation points a faster candidate may lose to the best and win")
-    p.add_argument("--data", default=d.data)
+    p.add_argument("--data", default=d.data,
+                   help="Fashion-MNIST's IDX folder or an image folder (as adaspring train "
+                        "takes): the candidates are timed with its channels, trained on it")
     p.add_argument("--out", default=d.out, help="report directory")
     p.add_argument("--no-progress", dest="progress", action="store_false")
     return p
@@ -55,7 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
 def cli_main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     opts = SizingOptions(**{**vars(args), "bases": tuple(args.bases),
-                            "depths": tuple(args.depths), "resolutions": tuple(args.resolutions)})
+                            "depths": tuple(args.depths), "resolutions": tuple(args.resolutions),
+                            "stem_strides": tuple(args.stem_strides)})
     for name in ("latency_ms", "max_mmacs", "tolerance_pt"):
         if not getattr(opts, name) >= 0:
             print(f"adaspring size-backbone: --{name.replace('_', '-')} must be >= 0",
@@ -66,11 +78,16 @@ def cli_main(argv: Sequence[str] | None = None) -> int:
               file=sys.stderr)
         return 2
     try:
-        candidates(opts.bases, opts.depths, opts.resolutions)
+        candidates(opts.bases, opts.depths, opts.resolutions, opts.stem_strides)
     except ValueError as exc:
         print(f"adaspring size-backbone: {exc}", file=sys.stderr)
         return 2
-    if size_backbone(opts) is None:
+    try:
+        chosen = size_backbone(opts)
+    except (DataError, CardError) as exc:
+        print(f"adaspring size-backbone: --data {opts.data}: {exc}", file=sys.stderr)
+        return 2
+    if chosen is None:
         print("adaspring size-backbone: no candidate meets the budgets", file=sys.stderr)
         return 1
     return 0

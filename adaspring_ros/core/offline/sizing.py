@@ -2,12 +2,16 @@
 the options are ``SizingOptions``'s).
 
 The paper initialises its backbone with AdaDeep for the target platform; here a backbone is a
-full-width channel count per stage, a depth and an input resolution. Every candidate's full model
-is timed in the engine it will run on (round-robin, random weights: latency does not depend on
-them) and its MACs counted; the candidates within the latency (and MACs) budget are trained
-briefly as plain nets (no weight sharing, the same recipe for all) and scored on the validation
-hold-out. The choice is the fastest candidate within ``tolerance_pt`` of the most accurate one
-that fits: a full model larger than the accuracy it buys only makes every variant slower.
+full-width channel count per stage, a depth, an input resolution and a stem stride (what the stem
+divides the input side by: a large input at stride 2 or 4 costs about what a small one does at
+1; by default the strides that bring the first stage to 24..56 px are tried). Every candidate's
+full model, with the input channels of ``data`` (3 for colour images), is timed in the engine
+it will run on (round-robin on noise frames shaped by the data's card, random weights: latency
+does not depend on them) and its MACs counted; the candidates within the latency (and MACs)
+budget are trained briefly as plain nets (no weight sharing, the same recipe for all) and scored
+on the validation hold-out. The choice is the fastest candidate within ``tolerance_pt`` of the
+most accurate one that fits: a full model larger than the accuracy it buys only makes every
+variant slower.
 """
 
 from __future__ import annotations
@@ -24,13 +28,22 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from adaspring_ros.core.data.datasets import FASHION_MNIST_DIR, load_fashion_mnist, train_val_split
-from adaspring_ros.core.model.config import DEFAULT_SPACE, CompressionConfig, StageConfig
+from adaspring_ros.core.data.datasets import FASHION_MNIST_DIR
+from adaspring_ros.core.model.card import MAX_RESOLUTION, ModelCard
+from adaspring_ros.core.model.config import (
+    DEFAULT_SPACE,
+    CompressionConfig,
+    SearchSpace,
+    StageConfig,
+)
 from adaspring_ros.core.model.engine import make_engine
-from adaspring_ros.core.model.supernet import build_backbone
+from adaspring_ros.core.model.supernet import STEM_STRIDES, build_backbone
 from adaspring_ros.core.offline.evaluate import evaluate
+from adaspring_ros.core.offline.latency import noise_frame
 from adaspring_ros.core.offline.profiler import count_macs, time_round_robin
 from adaspring_ros.core.offline.recipe import TrainRecipe
+from adaspring_ros.core.offline.sampling import sized_space
+from adaspring_ros.core.offline.task_data import build_card, open_data, training_sets
 from adaspring_ros.core.offline.train import load_train_state, train
 from adaspring_ros.core.serving.frame_stats import percentile
 
@@ -41,6 +54,7 @@ __all__ = [
     "Candidate",
     "Measured",
     "candidates",
+    "stem_strides_for",
     "measure",
     "short_train",
     "load_trained",
@@ -64,27 +78,37 @@ class SizingOptions:
     bases: tuple[int, ...] = (12, 16, 24, 32)  # first-stage channels (stages x1, x2, x4)
     depths: tuple[int, ...] = (2, 3)            # blocks per stage
     resolutions: tuple[int, ...] = (24, 28)     # input sides
+    stem_strides: tuple[int, ...] = ()         # stem strides to try (empty: stem_strides_for)
+    input_channels: int = 0       # 1 or 3 (0: from the data, as adaspring train decides)
     repeats: int = 100            # timing rounds
     epochs: int = 2               # short training run per candidate
     subset: int = 20000           # training images per run
     train_threads: int = 2
     tolerance_pt: float = 0.3     # validation points a faster candidate may lose and win
-    data: str = str(FASHION_MNIST_DIR)
+    data: str = str(FASHION_MNIST_DIR)  # Fashion-MNIST's IDX files or an image folder
     out: str = "runs/size-backbone"  # report directory
     progress: bool = True
 
 
 @dataclass(frozen=True)
 class Candidate:
-    """One backbone design: full-width channels per stage, blocks per stage, input side."""
+    """One backbone design: full-width channels per stage, blocks per stage, input side, stem
+    stride."""
 
     channels: tuple[int, ...]
     depth: int
     resolution: int
+    stem_stride: int = 1
 
     @property
     def id(self) -> str:
-        return f"c{'-'.join(map(str, self.channels))}_d{self.depth}_r{self.resolution}"
+        stride = f"_s{self.stem_stride}" if self.stem_stride != 1 else ""
+        return f"c{'-'.join(map(str, self.channels))}_d{self.depth}_r{self.resolution}{stride}"
+
+    def space(self) -> SearchSpace:
+        """The space of the backbone the candidate stands for (``adaspring train --max-depth
+        D --max-resolution R``): its full network is the candidate."""
+        return sized_space(self.depth, self.resolution)
 
     def full_config(self) -> CompressionConfig:
         """The candidate's full model as a config of the default space."""
@@ -103,32 +127,50 @@ class Measured:
     train_cpu_s: float | None = None
 
 
-def candidates(bases: Sequence[int], depths: Sequence[int],
-               resolutions: Sequence[int]) -> list[Candidate]:
+def stem_strides_for(resolution: int) -> tuple[int, ...]:
+    """The stem strides worth measuring at an input side: the smallest that brings the first
+    stage to at most 56 px, and twice it when the first stage then still has 24 px or more
+    (28 px: 1; 48: 1, 2; 64: 2; 96: 2, 4; 224: 4)."""
+    first = next((s for s in STEM_STRIDES if resolution / s <= 56), STEM_STRIDES[-1])
+    more = 2 * first
+    return (first, more) if more in STEM_STRIDES and resolution / more >= 24 else (first,)
+
+
+def candidates(bases: Sequence[int], depths: Sequence[int], resolutions: Sequence[int],
+               stem_strides: Sequence[int] = ()) -> list[Candidate]:
+    """Every combination (``stem_strides`` empty: those of :func:`stem_strides_for` for each
+    resolution); ValueError for a value the space cannot hold."""
     space = DEFAULT_SPACE
     for d in depths:
         if d not in space.depths:
             raise ValueError(f"depth {d} is not in the search space {space.depths}")
     for r in resolutions:
-        if r not in space.resolutions:
-            raise ValueError(f"resolution {r} is not in the search space {space.resolutions}")
+        if not 8 <= r <= MAX_RESOLUTION:
+            raise ValueError(f"resolution {r} is not in [8, {MAX_RESOLUTION}] px")
+    for s in stem_strides:
+        if s not in STEM_STRIDES:
+            raise ValueError(f"stem stride {s} is not one of {STEM_STRIDES}")
     if any(b < 4 for b in bases):
         raise ValueError("channel bases must be >= 4 (a quarter width needs one channel)")
-    return [Candidate(tuple(b * k for k in WIDTH_RATIOS), d, r)
-            for b in bases for d in depths for r in resolutions]
+    return [Candidate(tuple(b * k for k in WIDTH_RATIOS), d, r, s)
+            for b in bases for d in depths for r in resolutions
+            for s in (stem_strides or stem_strides_for(r))]
 
 
 def measure(cands: Sequence[Candidate], engine_name: str, threads: int, repeats: int,
-            images: np.ndarray, progress: bool = False) -> list[Measured]:
-    """Latency of every candidate's full model in ``engine_name``, timed round-robin."""
+            card: ModelCard, progress: bool = False) -> list[Measured]:
+    """Latency of every candidate's full model in ``engine_name``, timed round-robin on noise
+    frames shaped by ``card`` (its channels; the candidate's resolution)."""
     engine = make_engine(engine_name, threads)
     runners, static = {}, {}
     for c in cands:
         torch.manual_seed(0)
-        net = build_backbone(DEFAULT_SPACE, c.channels).eval().materialise(c.full_config())
+        net = build_backbone(c.space(), c.channels, card.classes, card.channels,
+                             c.stem_stride).eval().materialise(c.full_config())
         static[c.id] = (count_macs(net, c.resolution), sum(p.numel() for p in net.parameters()))
         runners[c.id] = engine.prepare(net, None, batch=1)
-    timed = time_round_robin(runners, images, repeats, warmup=10, meter=None, progress=progress)
+    timed = time_round_robin(runners, None, repeats, warmup=10, meter=None, progress=progress,
+                             frames=lambda config: noise_frame(card, config.resolution))
     out = []
     for c in cands:
         times, _ = timed[c.id]
@@ -139,7 +181,7 @@ def measure(cands: Sequence[Candidate], engine_name: str, threads: int, repeats:
 
 def short_train(c: Candidate, epochs: int, subset: int, threads: int, data: str,
                 seed: int = 0, workdir: Path | None = None,
-                keep: Path | None = None) -> tuple[float, float]:
+                keep: Path | None = None, input_channels: int = 0) -> tuple[float, float]:
     """Train ``c``'s full model alone for ``epochs`` -> (validation top-1, CPU seconds).
 
     With ``workdir`` the run keeps its state there after every epoch and an interrupted run
@@ -150,16 +192,15 @@ def short_train(c: Candidate, epochs: int, subset: int, threads: int, data: str,
         work = Path(workdir) if workdir is not None else Path(tmp)
         recipe = TrainRecipe(
             channels=c.channels, fixed_config=c.full_config().id, max_depth=c.depth,
-            max_resolution=c.resolution, epochs=epochs, subset=subset, threads=threads,
+            max_resolution=c.resolution, stem_stride=c.stem_stride,
+            input_channels=input_channels, epochs=epochs, subset=subset, threads=threads,
             data=data, seed=seed, workdir=str(work), resume=True,
             out=str(keep or Path(tmp) / "backbone.pt"), progress=False)
         model = train(recipe)
         cpu_s = float(load_train_state(work)["cpu_seconds"])
-    full_train = load_fashion_mnist("train", data)
-    _, val_idx = train_val_split(len(full_train), min(recipe.val_size, len(full_train) // 5),
-                                 seed=seed)
+    _, val = training_sets(open_data(data), model.card, val_size=recipe.val_size, seed=seed)
     model.set_active(c.full_config())
-    return evaluate(model.eval(), full_train.subset(val_idx), c.resolution), cpu_s
+    return evaluate(model.eval(), val, c.resolution, card=model.card), cpu_s
 
 
 TRAINED_LOG = "trained.jsonl"  # one line per finished training run: a long sizing run resumes
@@ -245,13 +286,15 @@ def size_backbone(opts: SizingOptions) -> Measured | None:
     and write the report (sizing.md, sizing.json, sizing.png) to ``out``; returns the chosen
     candidate, or None (after printing the timings) when no candidate meets the budgets.
     ValueError for a candidate grid outside the search space (see ``candidates``)."""
-    cands = candidates(opts.bases, opts.depths, opts.resolutions)
+    cands = candidates(opts.bases, opts.depths, opts.resolutions, opts.stem_strides)
+    # the data's card (channels, mean/std) before anything is written: DataError if unusable
+    card, _ = build_card(open_data(opts.data), tuple(sorted(set(opts.resolutions))),
+                         channels=opts.input_channels)
     out = Path(opts.out)
     out.mkdir(parents=True, exist_ok=True)
-    images = load_fashion_mnist("test", opts.data).images[:64]  # inputs for timing only
-    print(f"timing {len(cands)} full models in {opts.engine} ({opts.threads} thread(s))",
-          flush=True)
-    rows = measure(cands, opts.engine, opts.threads, opts.repeats, images, opts.progress)
+    print(f"timing {len(cands)} full models ({card.channels} input channel(s)) in "
+          f"{opts.engine} ({opts.threads} thread(s))", flush=True)
+    rows = measure(cands, opts.engine, opts.threads, opts.repeats, card, opts.progress)
     fits = [m for m in rows if within(m, opts.latency_ms, opts.max_mmacs)]
     if not fits:
         print(format_table(rows, None))
@@ -269,7 +312,8 @@ def size_backbone(opts: SizingOptions) -> Measured | None:
         m.val_accuracy, m.train_cpu_s = short_train(m.candidate, opts.epochs, opts.subset,
                                                     opts.train_threads, opts.data,
                                                     workdir=out / f"work-{key}",
-                                                    keep=out / f"{key}.pt")
+                                                    keep=out / f"{key}.pt",
+                                                    input_channels=opts.input_channels)
         with open(out / TRAINED_LOG, "a") as f:
             f.write(json.dumps({"key": key, "val_accuracy": m.val_accuracy,
                                 "train_cpu_s": m.train_cpu_s}) + "\n")
@@ -280,7 +324,10 @@ def size_backbone(opts: SizingOptions) -> Measured | None:
     print(table)
     c = chosen.candidate
     command = (f"adaspring train --channels {','.join(map(str, c.channels))} "
-               f"--max-depth {c.depth} --max-resolution {c.resolution}")
+               f"--max-depth {c.depth} --max-resolution {c.resolution}"
+               + (f" --stem-stride {c.stem_stride}" if c.stem_stride != 1 else "")
+               + (f" --data {opts.data}" if Path(opts.data) != FASHION_MNIST_DIR else "")
+               + (f" --input-channels {opts.input_channels}" if opts.input_channels else ""))
     print(f"chosen: {c.id}; train it with `{command}`")
     kept = out / f"{trained_key(c, opts.epochs, opts.subset)}.pt"
     if kept.exists():   # absent when trained.jsonl names it but its net was not kept

@@ -297,11 +297,11 @@ def tune_variants(opts: TuneOptions) -> dict:
     for k, config in enumerate(outer):
         v0 = time.process_time()
         model.variant_affine.pop(config.id, None)
-        before = evaluate(model.materialise(config), val, config.resolution)
+        before = evaluate(model.materialise(config), val, config.resolution, card=model.card)
         _, kl = tune_variant(model, config, images, teacher, opts.epochs, opts.batch_size,
                              opts.lr, opts.temperature, opts.seed, opts.progress,
                              f"{k + 1}/{len(todo)} {config.id}")
-        after = evaluate(model.materialise(config), val, config.resolution)
+        after = evaluate(model.materialise(config), val, config.resolution, card=model.card)
         kept = after > before or opts.keep_worse
         if not kept:
             model.variant_affine.pop(config.id)

@@ -8,6 +8,7 @@ import random
 import pytest
 import torch
 
+from adaspring_ros.core.model.card import FASHION_MNIST_CARD
 from adaspring_ros.core.model.checkpoint import (
     CheckpointError,
     load_backbone,
@@ -279,3 +280,34 @@ def test_freeze_heap_moves_live_objects_out_of_the_collector():
         assert len(gc.get_objects()) < gc.get_freeze_count()
     finally:
         gc.unfreeze()
+
+
+@pytest.mark.parametrize("stem_stride", [2, 4])
+def test_a_strided_stem_divides_the_first_stage_and_its_compact_copy_follows(stem_stride,
+                                                                              tmp_path):
+    torch.manual_seed(1)
+    space = dataclasses.replace(DEFAULT_SPACE, resolutions=(48, 64))
+    model = build_backbone(space, (8, 12, 16), in_channels=3, stem_stride=stem_stride).eval()
+    sides = []
+    handle = model.stages[0][0].register_forward_hook(lambda m, i, o: sides.append(o.shape[-1]))
+    x = torch.randn(2, 3, 64, 64)
+    for config in (CompressionConfig.full(space), CompressionConfig.smallest(space),
+                   CompressionConfig.full(space)):
+        model.set_active(config)
+        with torch.no_grad():
+            xi = x[..., :config.resolution, :config.resolution]
+            elastic = model(xi)
+            compact = model.materialise(config)(xi)
+        torch.testing.assert_close(compact, elastic, rtol=1e-4, atol=1e-4)
+    handle.remove()
+    assert sides[0] == 64 // stem_stride and sides[1] == 48 // stem_stride
+    path = tmp_path / "bb.pt"
+    save_backbone(model, path, card=dataclasses.replace(
+        FASHION_MNIST_CARD, channels=3, channel_order="RGB", mean=(0.5,) * 3, std=(0.25,) * 3,
+        resolutions=(48, 64), classes=model.classes))
+    loaded = load_backbone(path)
+    assert loaded.stem_stride == stem_stride and loaded.arch()["stem_stride"] == stem_stride
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.materialise(config)(x), model.materialise(config)(x))
+    with pytest.raises(ValueError, match="stem_stride"):
+        build_backbone(space, (8, 12, 16), stem_stride=3)

@@ -3,6 +3,7 @@ the choice rule, and one tiny real run."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
@@ -12,7 +13,9 @@ from hypothesis import strategies as st
 
 from adaspring_ros.commands.size_backbone import cli_main
 from adaspring_ros.core.data.datasets import FASHION_MNIST_DIR
+from adaspring_ros.core.model.card import FASHION_MNIST_CARD
 from adaspring_ros.core.model.checkpoint import load_backbone
+from adaspring_ros.core.model.config import CompressionConfig
 from adaspring_ros.core.offline import sizing
 from adaspring_ros.core.offline.sampling import sized_space
 
@@ -62,6 +65,37 @@ def test_sized_space_cuts_the_default_space():
     assert space.depths == (1, 2) and space.resolutions == (16, 20, 24)
     with pytest.raises(ValueError, match="max depth"):
         sized_space(4, 28)
+
+
+def test_larger_inputs_get_a_spaced_ladder_or_the_sides_given():
+    assert sized_space(3, 64).resolutions == (36, 44, 56, 64)
+    assert sized_space(3, 224).resolutions == (128, 160, 192, 224)
+    assert sized_space(3, 28, (48, 56, 64)).resolutions == (48, 56, 64)
+    for sides, says in (((64, 48), "ascending"), ((48, 256), "224")):
+        with pytest.raises(ValueError, match=says):
+            sized_space(3, 28, sides)
+    ids = {CompressionConfig.full(sized_space(3, 224)).id,
+           CompressionConfig.smallest(sized_space(3, 224)).id}
+    for config_id in ids:   # ids of large resolutions parse back in their space
+        assert CompressionConfig.from_id(config_id, sized_space(3, 224)).id == config_id
+
+
+def test_stem_strides_keep_the_first_stage_between_24_and_56_px():
+    assert [sizing.stem_strides_for(r) for r in (24, 28, 48, 64, 96, 128, 224)] == [
+        (1,), (1,), (1, 2), (2,), (2, 4), (4,), (4,)]
+    cands = sizing.candidates([8], [2], [28, 96])
+    assert [(c.resolution, c.stem_stride) for c in cands] == [(28, 1), (96, 2), (96, 4)]
+    assert cands[0].id == "c8-16-32_d2_r28" and cands[2].id == "c8-16-32_d2_r96_s4"
+    assert [c.stem_stride for c in sizing.candidates([8], [2], [96], [1])] == [1]
+
+
+def test_colour_candidates_are_timed_with_three_channels_and_their_stride():
+    card = dataclasses.replace(FASHION_MNIST_CARD, channels=3, channel_order="RGB",
+                               mean=(0.5,) * 3, std=(0.25,) * 3, resolutions=(64,))
+    rows = sizing.measure(sizing.candidates([4], [1], [64], [1, 2, 4]), "torch", 1, 3, card)
+    macs = [m.macs for m in rows]
+    assert macs[0] > macs[1] > macs[2] and all(m.latency_ms_p50 > 0 for m in rows)
+    assert macs[0] > 4 * 64 * 64 * 3 * 9        # the stem alone reads 3 channels at 64 px
 
 
 def test_bad_options_are_refused_with_exit_code_2(capsys):

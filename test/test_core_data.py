@@ -140,3 +140,44 @@ def test_a_camera_frame_equals_its_centre_square_bit_for_bit(shape):
     square = np.ascontiguousarray(frame[top:top + side, left:left + side])
     for resolution in (16, 28):
         assert torch.equal(preprocess(frame, resolution), preprocess(square, resolution))
+
+
+def _card(**fields):
+    from adaspring_ros.core.model.card import FASHION_MNIST_CARD, ModelCard
+
+    base = dict(channels=3, channel_order="RGB", mean=(0.5, 0.4, 0.3), std=(0.2, 0.25, 0.5),
+                resolutions=(16, 28), classes=("a", "b"))
+    return FASHION_MNIST_CARD if fields.get("grey") else ModelCard(**{**base, **fields})
+
+
+def test_preprocess_for_a_colour_card_keeps_rgb_and_its_statistics():
+    card = _card()
+    pixel = np.asarray((255, 102, 0), np.uint8)
+    frame = np.broadcast_to(pixel, (30, 40, 3)).copy()
+    x = preprocess(frame, 16, card)
+    assert x.shape == (1, 3, 16, 16)
+    expected = [(1.0 - 0.5) / 0.2, (0.4 - 0.4) / 0.25, (0.0 - 0.3) / 0.5]
+    torch.testing.assert_close(x.mean((0, 2, 3)), torch.tensor(expected), rtol=0, atol=1e-5)
+    rgba = np.concatenate([frame, np.zeros((30, 40, 1), np.uint8)], axis=2)
+    torch.testing.assert_close(preprocess(rgba, 16, card), x)          # alpha dropped
+    grey = np.full((5, 28, 28), 51, np.uint8)                           # grey: replicated
+    g = preprocess(grey, 28, card)
+    assert g.shape == (5, 3, 28, 28)
+    torch.testing.assert_close(g[:, 0] * 0.2 + 0.5, g[:, 2] * 0.5 + 0.3)
+
+
+def test_preprocess_letterboxes_with_the_mean_colour_when_the_card_says_so():
+    frame = np.zeros((10, 40, 3), np.uint8)                             # a black strip
+    box = preprocess(frame, 40, _card(resize="letterbox", interpolation="nearest"))
+    assert box[..., :15, :].abs().max() < 1e-5 and box[..., 25:, :].abs().max() < 1e-5  # mean
+    black = torch.tensor(-0.5 / 0.2)
+    torch.testing.assert_close(box[:, 0, 15:25], black.expand(1, 10, 40))   # the strip
+    crop = preprocess(frame, 40, _card(interpolation="nearest"))
+    torch.testing.assert_close(crop[:, 0], black.expand(1, 40, 40))         # all strip
+
+
+def test_the_fashion_mnist_card_preprocesses_bit_for_bit_as_no_card():
+    frames = np.random.default_rng(2).integers(0, 256, (4, 28, 28), dtype=np.uint8)
+    for resolution in (16, 28):
+        assert torch.equal(preprocess(frames, resolution, _card(grey=True)),
+                           preprocess(frames, resolution))

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from adaspring_ros.core.data.datasets import Dataset
-from adaspring_ros.core.offline.augment import flip_and_shift
+from adaspring_ros.core.offline.augment import PhotoAugment, flip_and_shift
 from adaspring_ros.core.offline.distributed import Ranks
 from adaspring_ros.core.offline.loader import (
     BatchAugment,
@@ -88,3 +88,39 @@ def test_a_batch_that_does_not_split_over_the_ranks_is_refused():
         train_loader(_data(10), Ranks(0, 3), 32, seed=0)
     with pytest.raises(ValueError, match="not a place"):
         Ranks(2, 2)
+
+
+def test_photo_augmentation_is_the_same_for_one_process_or_two():
+    rng = np.random.default_rng(3)
+    images = rng.integers(0, 256, (64, 40, 40, 3), dtype=np.uint8)
+    recipe = PhotoAugment(32)
+    one = BatchAugment(5, 2, 64, Ranks(), recipe)(images)
+    assert one.shape == (64, 32, 32, 3) and one.dtype == np.uint8
+    shares = [BatchAugment(5, 2, 64, Ranks(r, 2), recipe)(images[r::2]) for r in range(2)]
+    assert np.array_equal(one[0::2], shares[0]) and np.array_equal(one[1::2], shares[1])
+    assert np.array_equal(one, BatchAugment(5, 2, 64, Ranks(), recipe)(images))   # seeded
+    assert not np.array_equal(one, BatchAugment(5, 3, 64, Ranks(), recipe)(images))
+
+
+def test_photo_augmentation_crops_flips_and_jitters_only_as_told():
+    rng = np.random.default_rng(4)
+    draws = PhotoAugment(16).draw(2000, rng)
+    area = draws.box[:, 2] * draws.box[:, 3]
+    assert 0.24 < area.min() and area.max() <= 1.0 and 0.4 < draws.flip.mean() < 0.6
+    assert (draws.box[:, :2] >= 0).all() and (draws.box[:, :2] + draws.box[:, 2:] <= 1).all()
+    assert not PhotoAugment(16, mirror=False).draw(2000, rng).flip.any()
+    # a left-right asymmetric image keeps its sides without mirroring, with no jitter
+    image = np.zeros((1, 20, 20, 3), np.uint8)
+    image[:, :, :10] = 200
+    still = PhotoAugment(20, mirror=False, scale=(1, 1), ratio=(1, 1), jitter=0.0)
+    out = still.apply(image, still.draw(1, rng))
+    assert np.array_equal(out, image)
+    flipped = PhotoAugment(20, scale=(1, 1), ratio=(1, 1), jitter=0.0)
+    draws = flipped.draw(1, rng)
+    draws.flip[:] = True
+    assert np.array_equal(flipped.apply(image, draws), image[:, :, ::-1])
+    # brightness x1.2 on a mid-grey image, contrast and saturation unchanged
+    grey = np.full((1, 8, 8, 3), 100, np.uint8)
+    draws = still.draw(1, rng)
+    draws.jitter[:] = (1.2, 1.0, 1.0)
+    assert (still.apply(grey, draws) == 120).all()

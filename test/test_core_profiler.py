@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections import Counter
 
@@ -229,3 +230,41 @@ def test_rapl_counter_wraps(tmp_path):
     (domain / "energy_uj").write_text("1000\n")
     assert meter.stop().joules == pytest.approx(0.002)
     assert not RaplMeter(root=str(tmp_path / "none")).available()
+
+
+def test_count_macs_follows_the_input_channels_and_the_stem_stride():
+    space = dataclasses.replace(DEFAULT_SPACE, resolutions=(32,))
+    grey = build_backbone(space, (8, 12, 16)).materialise(CompressionConfig.full(space))
+    colour = build_backbone(space, (8, 12, 16), in_channels=3, stem_stride=2).materialise(
+        CompressionConfig.full(space))
+    # the stem reads three maps at 32 px and writes 16 px; every stage then works at half size
+    stem_grey, stem_colour = conv_macs(8, 1, 3, 32), conv_macs(8, 3, 3, 16)
+    body_grey = count_macs(grey, 32) - stem_grey - 16 * 10
+    assert count_macs(colour, 32) - stem_colour - 16 * 10 == body_grey // 4
+    assert peak_memory_bytes(colour, 32) >= 4 * (3 * 32 * 32 + 8 * 16 * 16)
+
+
+def test_profile_measures_a_colour_backbone_on_its_own_image_folder(tmp_path, capsys):
+    from synthetic_folder import train_colour_backbone, write_colour_folder
+
+    from adaspring_ros.commands.profile import cli_main as profile_main
+    from adaspring_ros.core.data.folders import index_image_folder
+    from adaspring_ros.core.model.checkpoint import load_backbone
+
+    root = write_colour_folder(tmp_path / "photos")
+    backbone = train_colour_backbone(root, tmp_path)
+    out = tmp_path / "table.json"
+    common = ["--backbone", str(backbone), "--sample", "3", "--rounds", "0", "--repeats", "2",
+              "--warmup", "1", "--engine", "torch", "--bn-images", "16", "--no-progress"]
+    assert profile_main(common + ["--data", str(root), "--out", str(out)]) == 0
+    table = ProfileTable.load(out)
+    assert table.card.channels == 3 and table.card.classes == ("apple", "leaf", "sky")
+    assert table.meta["test_images"] == len(index_image_folder(root).splits["test"])
+    assert all(0.0 <= e.accuracy <= 1.0 and e.latency_ms_p50 > 0 for e in table.entries)
+    assert {e.id for e in table.entries} <= set(load_backbone(backbone).variant_bn)
+    # another task's data is refused before anything is measured or written
+    other = write_colour_folder(tmp_path / "other")
+    (other / "sky").rename(other / "sea")
+    assert profile_main(common + ["--data", str(other), "--out", str(tmp_path / "t2.json")]) == 1
+    assert "holds the classes" in capsys.readouterr().err
+    assert not (tmp_path / "t2.json").exists()

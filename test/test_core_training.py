@@ -7,11 +7,14 @@ import hashlib
 import json
 import math
 import platform
+import shutil
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from synthetic_folder import COLOURS, train_colour_backbone, write_colour_folder
+from synthetic_idx import write_idx_dataset
 
 from adaspring_ros.commands.train import build_parser, cli_main, recipe_from
 from adaspring_ros.core.data.datasets import FASHION_MNIST_DIR, preprocess
@@ -527,3 +530,63 @@ def test_the_shipped_chain_reads_back_from_its_command_lines():
         assert recipe_from(build_parser().parse_args(options)) == recipe, stage.name
     assert [s.epochs for s in SHIPPED_CHAIN] == [18, 8, 4, 4, 4, 4]
     assert scaled_lr(0.1, 1024) == pytest.approx(0.8)
+
+
+def test_a_colour_image_folder_trains_and_the_card_describes_it(tmp_path):
+    root = write_colour_folder(tmp_path / "photos")
+    out = train_colour_backbone(root, tmp_path, "--no-mirror", "--workers", "1")
+    model = load_backbone(out)
+    card = model.card
+    assert (card.channels, card.channel_order, model.in_channels) == (3, "RGB", 3)
+    assert card.classes == ("apple", "leaf", "sky") and card.resolutions == (24, 32)
+    assert not card.mirror_symmetric and card.resize == "centre_crop"
+    # each class is its colour x 0.75 plus uniform noise in 0..59: per channel, the mean and
+    # the spread between the classes and within them, as measured on the train split
+    levels = np.asarray(list(COLOURS.values())) * 0.75 + 29.5
+    np.testing.assert_allclose(card.mean, levels.mean(0) / 255, atol=0.03)
+    np.testing.assert_allclose(card.std, np.sqrt(levels.var(0) + (60 ** 2 - 1) / 12) / 255,
+                               atol=0.03)
+    assert str(root.resolve()) in card.data and "file list sha256" in card.data
+    history = json.loads(model.meta["history"])
+    assert history[-1]["decode_failures"] == 0      # broken.jpg was dropped by its header
+    assert json.loads(model.meta["args"])["data"] == str(root)
+    x = np.random.default_rng(0).integers(0, 256, (2, 50, 61, 3), dtype=np.uint8)
+    model.set_active(CompressionConfig.full(model.space))
+    assert model(preprocess(x, 32, card)).shape == (2, 3)
+
+
+def _one_class(root):
+    write_colour_folder(root)
+    for name in ("leaf", "sky"):
+        shutil.rmtree(root / name)
+
+
+def _empty_class(root):
+    write_colour_folder(root)
+    (root / "cloud").mkdir()
+
+
+def _no_images(root):
+    for name in ("a", "b"):
+        (root / name).mkdir(parents=True)
+        for i in range(3):
+            (root / name / f"{i}.jpg").write_bytes(b"not an image")
+
+
+@pytest.mark.parametrize("make, says", [(_one_class, "at least two"),
+                                        (_empty_class, "cloud holds no images"),
+                                        (_no_images, "none of the train split's files")])
+def test_unusable_image_folders_are_refused_with_nothing_written(make, says, tmp_path, capsys):
+    make(tmp_path / "data")
+    out, work = tmp_path / "bb.pt", tmp_path / "run"
+    assert cli_main(["--data", str(tmp_path / "data"), "--out", str(out), "--workdir",
+                     str(work), "--no-progress"]) == 2
+    assert says in capsys.readouterr().err
+    assert not out.exists() and not work.exists()
+
+
+def test_fashion_mnist_cannot_train_a_colour_backbone(tmp_path, capsys):
+    data = write_idx_dataset(tmp_path / "idx")
+    assert cli_main(["--data", str(data), "--input-channels", "3", "--out",
+                     str(tmp_path / "bb.pt"), "--workdir", str(tmp_path / "w")]) == 2
+    assert "grey" in capsys.readouterr().err and not (tmp_path / "w").exists()

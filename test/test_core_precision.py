@@ -71,7 +71,7 @@ def test_to_cpu_walks_containers_and_leaves_cpu_tensors_as_they_are():
 
 @pytest.mark.parametrize("option, says", [
     (["--amp", "bf16"], "float32"), (["--device", "quantum"], "--device"),
-    (["--workers", "-1"], "--workers")])
+    (["--workers", "-2"], "--workers")])
 def test_the_command_refuses_before_any_work(option, says, tmp_path, capsys):
     out = tmp_path / "never.pt"
     assert cli_main(["--device", "cpu", *option, "--out", str(out)]) == 2

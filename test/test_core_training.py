@@ -8,6 +8,7 @@ import json
 import math
 import platform
 import shutil
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -25,6 +26,7 @@ from adaspring_ros.core.model.supernet import build_backbone
 from adaspring_ros.core.offline.losses import adaptive_alpha_loss, alpha_divergence
 from adaspring_ros.core.offline.recipe import (
     SHIPPED_CHAIN,
+    TrainRecipe,
     epochs_trained,
     recipe_options,
     scaled_lr,
@@ -590,3 +592,14 @@ def test_fashion_mnist_cannot_train_a_colour_backbone(tmp_path, capsys):
     assert cli_main(["--data", str(data), "--input-channels", "3", "--out",
                      str(tmp_path / "bb.pt"), "--workdir", str(tmp_path / "w")]) == 2
     assert "grey" in capsys.readouterr().err and not (tmp_path / "w").exists()
+
+
+def test_a_colour_recipe_reads_back_from_its_command_line():
+    recipe = replace(TrainRecipe(), data="/photos", resolutions=(48, 56, 64), stem_stride=2,
+                     input_channels=3, resize="letterbox", interpolation="bicubic",
+                     mirror=False, workers=2)
+    names = ["data", "resolutions", "stem_stride", "input_channels", "resize",
+             "interpolation", "mirror", "workers"]
+    options = recipe_options(recipe, names)
+    assert "--no-mirror" in options and "48,56,64" in options
+    assert recipe_from(build_parser().parse_args(options)) == recipe

@@ -32,6 +32,17 @@ learn, everything the other operators use is frozen bit for bit (parameters and 
 variants without OP come out identical. Every student, pool members included, runs OP in every
 stage; the full network is not trained, it only teaches (the frozen copy of the file).
 
+Data: ``--data DIR`` is Fashion-MNIST's IDX folder (the default, held in memory, its grey
+recipe) or an image folder: one sub-folder of images per class, any size, format, colour or
+grey, optionally below ``train/``, ``val/``, ``test/`` (else split deterministically, a tenth
+each for validation and test). Its files are streamed by ``--workers`` DataLoader processes
+and augmented for photos (random resized crop, flip unless ``--no-mirror``, colour jitter);
+files that are not images are skipped and counted. The model card saved with the backbone is
+measured from it: ``--input-channels`` (default 3 unless every image is grey), the mean/std of
+a sample, the class names, ``--resize`` and ``--interpolation``, the file list's sha256.
+``--resolutions`` (or ``--max-resolution``) sets the space's input sides, up to 224 px, and
+``--stem-stride`` 2 or 4 keeps a large input's cost near a small one's.
+
 ``--fixed-config ID`` instead trains one variant alone from scratch (the baselines of the
 benchmark). A resumable state is written every epoch (``--resume``) and the current backbone
 (+ ``.sha256``) is written to ``--out`` after every epoch.

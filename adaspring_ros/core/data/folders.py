@@ -124,7 +124,8 @@ def _class_files(folder: Path, suffixes: frozenset[str], skipped: dict[str, int]
 def _index_split(root: Path, classes: Sequence[str] | None, suffixes: frozenset[str],
                  skipped: dict[str, int]) -> FileList:
     """Every class sub-folder of ``root``; ``classes`` (the train split's) fixes the labels."""
-    entries = sorted(os.scandir(root), key=lambda e: e.name)
+    with os.scandir(root) as listing:
+        entries = sorted(listing, key=lambda e: e.name)
     found = tuple(e.name for e in entries if e.is_dir() and not e.name.startswith("."))
     loose = sum(1 for e in entries if e.is_file() and not e.name.startswith("."))
     skipped["outside a class folder"] = skipped.get("outside a class folder", 0) + loose
@@ -177,7 +178,10 @@ def index_image_folder(root: str | Path) -> ImageFolder:
     suffixes = _image_suffixes()
     skipped: dict[str, int] = {}
     train_root = root / "train"
-    split_mode = train_root.is_dir() and any(e.is_dir() for e in os.scandir(train_root))
+    split_mode = False
+    if train_root.is_dir():
+        with os.scandir(train_root) as entries:
+            split_mode = any(e.is_dir() for e in entries)
     if not split_mode:
         train = _index_split(root, None, suffixes, skipped)
     else:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import copy
+import json
 
 import numpy as np
 import pytest
 import torch
+from synthetic_idx import write_idx_dataset
 
 from adaspring_ros.commands.tune_variants import cli_main
 from adaspring_ros.core.data.datasets import FASHION_MNIST_DIR, preprocess
@@ -314,3 +316,27 @@ def test_profile_remeasures_the_tuned_variants_of_a_table(tmp_path, model, capsy
                          "0", "--remeasure-tuned"] + common) == 1
     assert "was measured on backbone" in capsys.readouterr().err
     assert profile_main(["--backbone", str(bb), "--repeats", "0"] + common) == 2
+
+
+def test_a_colour_backbone_is_tuned_on_its_own_image_folder(tmp_path, capsys):
+    from synthetic_folder import train_colour_backbone, write_colour_folder
+
+    root = write_colour_folder(tmp_path / "photos")
+    backbone = train_colour_backbone(root, tmp_path)
+    variant = "r24-w50d1sk100f-w50d1ck100f-w50d1ck100f"
+    common = ["--backbone", str(backbone), "--variants", variant, "--bn-images", "16",
+              "--batch-size", "16", "--no-progress", "--keep-worse"]
+    out, work = tmp_path / "tuned.pt", tmp_path / "work"
+    assert cli_main(common + ["--data", str(root), "--out", str(out), "--workdir",
+                              str(work)]) == 0
+    tuned = load_backbone(out)
+    assert tuned.card == load_backbone(backbone).card and variant in tuned.variant_affine
+    results = json.loads((work / "results.json").read_text())
+    # tuned on the folder's train split, validated on its (carved) validation split
+    assert results["tuning_images"] == 62 and results["validation_images"] == 6
+    # Fashion-MNIST-shaped data for this backbone is refused before anything is written
+    other = write_idx_dataset(tmp_path / "idx")
+    assert cli_main(common + ["--data", str(other), "--out", str(tmp_path / "t2.pt"),
+                              "--workdir", str(tmp_path / "w2")]) == 2
+    assert "holds the classes" in capsys.readouterr().err
+    assert not (tmp_path / "t2.pt").exists() and not (tmp_path / "w2").exists()

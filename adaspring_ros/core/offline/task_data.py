@@ -5,7 +5,9 @@ grey, with its own recipe) or an image folder (core/data/folders.py: streamed fr
 offline command reads the same splits of it through this module: training the train split and
 validates on the hold-out, ``profile`` measures accuracy on the test split, BN statistics and
 int8 ranges are calibrated on training images, ``tune-variants`` tunes on training images and
-validates on the hold-out, so that no command ever measures on what another trained on.
+validates on the hold-out, so that no command ever measures on what another trained on. Every
+command drops the files whose header is not a readable image (training counts them in its log)
+and replaces one that fails to decode later by the next (counted: ``decode_failures``).
 
 The card of an image folder is measured, never assumed: 3 channels (RGB) unless every image's
 header says grey (or ``channels`` says otherwise), the per-channel mean/std of a sample of the
@@ -35,6 +37,7 @@ from adaspring_ros.core.data.datasets import (
 )
 from adaspring_ros.core.data.folders import (
     SPLITS,
+    FileList,
     ImageFiles,
     ImageFolder,
     in_memory,
@@ -134,15 +137,23 @@ def build_card(data: TaskData, resolutions: tuple[int, ...], *, channels: int = 
     return card, data
 
 
-def _files(files, size: int, card: ModelCard) -> ImageFiles:
+def _files(files: FileList, size: int, card: ModelCard) -> ImageFiles:
     fill = tuple(int(round(255 * m)) for m in card.mean)
     return ImageFiles(files, size, card.channels, card.resize, card.interpolation, fill)
 
 
-def _kept(files: ImageFiles, workers: int = 0) -> Dataset | ImageFiles:
+def _decoded(files: FileList, size: int, card: ModelCard, workers: int = 0) -> Dataset:
+    """The readable files of ``files`` (by their headers, as training drops the others),
+    decoded into memory."""
+    return in_memory(_files(scan_headers(files).readable, size, card), workers)
+
+
+def _kept(files: FileList, size: int, card: ModelCard, workers: int = 0
+          ) -> Dataset | ImageFiles:
     """A split decoded once into memory when it is small enough, else streamed."""
-    bytes_ = len(files) * files.size ** 2 * files.channels
-    return in_memory(files, workers) if bytes_ <= IN_MEMORY_BYTES else files
+    if len(files) * size ** 2 * card.channels <= IN_MEMORY_BYTES:
+        return _decoded(files, size, card, workers)
+    return _files(files, size, card)
 
 
 def training_sets(data: TaskData, card: ModelCard, *, val_size: int = 5000, subset: int = 0,
@@ -164,7 +175,7 @@ def training_sets(data: TaskData, card: ModelCard, *, val_size: int = 5000, subs
     if subset:
         train, val = train.sample(subset, seed), val.sample(max(100, subset // 10), seed)
     size = math.ceil(max(card.resolutions) * TRAIN_MARGIN)
-    return _files(train, size, card), _kept(_files(val, max(card.resolutions), card), workers)
+    return _files(train, size, card), _kept(val, max(card.resolutions), card, workers)
 
 
 def augmentation(data: TaskData, card: ModelCard) -> Augmentation:
@@ -184,7 +195,7 @@ def test_set(data: TaskData, card: ModelCard, size: int = 0, workers: int = 0
     files = data.folder.splits["test"]
     if size:
         files = files.subset(np.arange(min(size, len(files))))
-    return _kept(_files(files, max(card.resolutions), card), workers)
+    return _kept(files, max(card.resolutions), card, workers)
 
 
 def calibration_images(data: TaskData, n: int, seed: int, card: ModelCard | None
@@ -198,7 +209,7 @@ def calibration_images(data: TaskData, n: int, seed: int, card: ModelCard | None
                                                   replace=False)
         return train.images[np.sort(pick)]
     files = data.folder.splits["train"].sample(n, seed)
-    return in_memory(_files(files, max(card.resolutions), card)).images
+    return _decoded(files, max(card.resolutions), card).images
 
 
 def tuning_split(num_items: int, n_images: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -222,9 +233,8 @@ def tuning_sets(data: TaskData, card: ModelCard, n_images: int, seed: int = 0,
         images, val = full.images[train_idx], full.subset(val_idx)
     else:
         size = max(card.resolutions)
-        images = in_memory(_files(data.folder.splits["train"].sample(n_images, seed), size,
-                                  card)).images
-        val = in_memory(_files(data.folder.splits["val"], size, card))
+        images = _decoded(data.folder.splits["train"].sample(n_images, seed), size, card).images
+        val = _decoded(data.folder.splits["val"], size, card)
     if val_size:
         val = Dataset(val.images[:val_size], val.labels[:val_size], val.classes)
     return images, val

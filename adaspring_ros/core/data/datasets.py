@@ -1,8 +1,10 @@
 """Datasets and THE preprocessing used by training, profiling and the live perception node.
 
 Everything that feeds the backbone goes through :func:`preprocess`, so a camera frame on the robot
-is converted exactly like the training images were: grey, centre square crop, antialiased resize to
-the variant's resolution, Fashion-MNIST normalisation.
+is converted exactly like the training images were, as the backbone's model card says: its
+channels (grey or RGB), a square by centre crop or letterbox, an antialiased resize to the
+variant's resolution, its per-channel mean/std (without a card: grey, centre crop, bilinear,
+Fashion-MNIST's normalisation).
 """
 
 from __future__ import annotations

@@ -23,7 +23,8 @@ from pathlib import Path
 
 import torch
 
-from adaspring_ros.core.data.datasets import load_fashion_mnist, preprocess, train_val_split
+from adaspring_ros.core.data.datasets import load_fashion_mnist, train_val_split
+from adaspring_ros.core.data.transforms import preprocess
 from adaspring_ros.core.model.checkpoint import load_backbone
 from adaspring_ros.core.model.config import CompressionConfig
 from adaspring_ros.core.model.engine import make_engine
@@ -105,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         if config.id not in model.variant_bn:      # as the profiler and the tuning compute them
             model.variant_bn[config.id] = training.variant_bn_stats(model, config, bn_images)
         net, r = model.materialise(config), config.resolution
-        ranges = engine.calibrate(net, preprocess(bn_images, r).numpy())
+        ranges = engine.calibrate(net, preprocess(bn_images, r))
         runner = engine.prepare(net, ranges or None, batch=None)
         return {k: 100 * runner_accuracy(runner, d, r) for k, d in splits.items()}
 

@@ -1,4 +1,4 @@
-"""Datasets and the one preprocessing function (no ROS)."""
+"""Datasets: IDX files, Fashion-MNIST, image folders, the train/val split (no ROS)."""
 
 from __future__ import annotations
 
@@ -7,17 +7,13 @@ import struct
 
 import numpy as np
 import pytest
-import torch
 
 from adaspring_ros.core.data.datasets import (
     FASHION_MNIST_CLASSES,
     FASHION_MNIST_DIR,
-    MEAN,
-    STD,
     DataError,
     load_fashion_mnist,
     load_image_folder,
-    preprocess,
     read_idx,
     train_val_split,
 )
@@ -84,59 +80,3 @@ def test_image_folder(tmp_path):
     assert list(ds.labels) == [0, 0, 1, 1]
     with pytest.raises(DataError):
         load_image_folder(tmp_path / "nothing")
-
-
-@pytest.mark.parametrize("shape", [(28, 28), (28, 28, 1), (28, 28, 3), (28, 28, 4),
-                                   (5, 28, 28), (5, 28, 28, 3), (480, 640, 3), (480, 640)])
-@pytest.mark.parametrize("resolution", [16, 28])
-def test_preprocess_shapes(shape, resolution):
-    images = np.random.default_rng(0).integers(0, 256, size=shape, dtype=np.uint8)
-    x = preprocess(images, resolution)
-    n = shape[0] if len(shape) == 4 or (len(shape) == 3 and shape[-1] not in (1, 3, 4)) else 1
-    assert x.shape == (n, 1, resolution, resolution) and x.dtype == torch.float32
-
-
-def test_preprocess_grey_rgb_rgba_agree_and_normalise():
-    grey = np.full((28, 28), 128, dtype=np.uint8)
-    rgb = np.repeat(grey[..., None], 3, axis=2)
-    rgba = np.concatenate([rgb, np.zeros((28, 28, 1), np.uint8)], axis=2)  # alpha ignored
-    a, b, c = preprocess(grey, 28), preprocess(rgb, 28), preprocess(rgba, 28)
-    torch.testing.assert_close(a, b)
-    torch.testing.assert_close(a, c)
-    torch.testing.assert_close(a, torch.full_like(a, (128 / 255 - MEAN) / STD))
-
-
-def test_preprocess_uses_luma_and_antialiases():
-    red = np.zeros((28, 28, 3), np.uint8)
-    red[..., 0] = 255
-    torch.testing.assert_close(preprocess(red, 28).mean(), torch.tensor((0.299 - MEAN) / STD),
-                               rtol=1e-3, atol=1e-3)
-    # A one-pixel checkerboard downscaled 8x must average to grey, not alias to black/white.
-    board = ((np.indices((480, 640)).sum(0) % 2) * 255).astype(np.uint8)
-    x = preprocess(board, 20) * STD + MEAN
-    assert float(x.std()) < 0.02 and abs(float(x.mean()) - 0.5) < 0.02
-
-
-def test_preprocess_rejects_bad_input():
-    with pytest.raises(DataError, match="uint8"):
-        preprocess(np.zeros((28, 28), np.float32), 28)
-    with pytest.raises(DataError, match="shape"):
-        preprocess(np.zeros((2, 28, 28, 5), np.uint8), 28)
-    with pytest.raises(DataError, match="empty"):
-        preprocess(np.zeros((0, 28, 28), np.uint8), 28)
-    with pytest.raises(ValueError):
-        preprocess(np.zeros((28, 28), np.uint8), 0)
-
-
-@pytest.mark.parametrize("shape", [(480, 640, 3), (640, 480, 4), (481, 640, 3), (480, 640, 1)])
-def test_a_camera_frame_equals_its_centre_square_bit_for_bit(shape):
-    # The crop happens on the uint8 pixels before the grey conversion (cheaper for a 640x480
-    # frame); grey is per pixel, so the result must not change at all.
-    rng = np.random.default_rng(1)
-    frame = rng.integers(0, 256, shape, dtype=np.uint8)
-    h, w = shape[:2]
-    side = min(h, w)
-    top, left = (h - side) // 2, (w - side) // 2
-    square = np.ascontiguousarray(frame[top:top + side, left:left + side])
-    for resolution in (16, 28):
-        assert torch.equal(preprocess(frame, resolution), preprocess(square, resolution))

@@ -15,7 +15,7 @@ from adaspring_ros.core.serving.server import VariantServer, parse_config
 def server():
     torch.manual_seed(0)
     backbone = build_backbone(stage_channels=(4, 8, 8)).eval()
-    return VariantServer(backbone, make_engine("torch"), None, capacity=2,
+    return VariantServer(backbone.materialise, make_engine("torch"), None, capacity=2,
                          initial=CompressionConfig.full(backbone.space))
 
 

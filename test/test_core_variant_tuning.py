@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from adaspring_ros.core.data.datasets import FASHION_MNIST_DIR, preprocess
+from adaspring_ros.core.data.datasets import FASHION_MNIST_DIR
+from adaspring_ros.core.data.transforms import preprocess_tensor as preprocess
 from adaspring_ros.core.model.checkpoint import (
     CheckpointError,
     load_backbone,

@@ -125,10 +125,11 @@ def header_bombs(draw):
 def decodes(msg):
     """What the node should make of ``msg``: decoded pixels, or None when it must reject it."""
     from adaspring_ros.core.data import datasets as data
+    from adaspring_ros.core.data.transforms import preprocess
 
     try:
         pixels = msg_convert.image_to_numpy(msg)
-        data.preprocess(pixels, 16)
+        preprocess(pixels, 16)
     except (msg_convert.ImageError, data.DataError):
         return None
     return pixels

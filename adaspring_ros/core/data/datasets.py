@@ -1,8 +1,7 @@
-"""Datasets and THE preprocessing used by training, profiling and the live perception node.
+"""Datasets: labelled uint8 images in memory, from Fashion-MNIST's IDX files or an image folder.
 
-Everything that feeds the backbone goes through :func:`preprocess`, so a camera frame on the robot
-is converted exactly like the training images were: grey, centre square crop, antialiased resize to
-the variant's resolution, Fashion-MNIST normalisation.
+What feeds the backbone is converted by ``transforms.preprocess``; the images here stay uint8 as
+read (a camera frame arrives the same way).
 """
 
 from __future__ import annotations
@@ -12,22 +11,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
-import torch.nn.functional as F
-from torch import Tensor
 
 __all__ = [
     "FASHION_MNIST_CLASSES",
     "FASHION_MNIST_DIR",
-    "MEAN",
-    "STD",
     "DataError",
     "Dataset",
     "read_idx",
     "load_fashion_mnist",
     "load_image_folder",
     "train_val_split",
-    "preprocess",
 ]
 
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -35,12 +28,6 @@ FASHION_MNIST_CLASSES = (
     "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
     "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
 )
-# Pixel statistics of the Fashion-MNIST train split (after scaling to [0, 1]).
-MEAN = 0.2860
-STD = 0.3530
-
-# ITU-R BT.601 luma weights, the same as Pillow's "L" mode and OpenCV's RGB2GRAY.
-_LUMA = (0.299, 0.587, 0.114)
 _IDX_DTYPES = {0x08: np.uint8}
 
 
@@ -117,7 +104,7 @@ def load_image_folder(root: str | Path, size: int = 28) -> Dataset:
     """An ImageFolder: one sub-folder per class (sorted names), images of any size/mode.
 
     Images are converted to 8-bit grey and resized to ``size`` x ``size`` with Pillow so that
-    they stack into one array; :func:`preprocess` then treats them like Fashion-MNIST.
+    they stack into one array; ``transforms.preprocess`` then treats them like Fashion-MNIST.
     """
     from PIL import Image, UnidentifiedImageError
 
@@ -152,57 +139,3 @@ def train_val_split(
         raise ValueError(f"val_size must be in [0, {num_items}), got {val_size}")
     order = np.random.default_rng(seed).permutation(num_items)
     return np.sort(order[val_size:]), np.sort(order[:val_size])
-
-
-def _as_batch(images: np.ndarray) -> np.ndarray:
-    """uint8 image(s) -> (N, H, W) grey float32, in [0, 255]."""
-    images = np.asarray(images)
-    if images.dtype != np.uint8:
-        raise DataError(f"expected uint8 images, got dtype {images.dtype}")
-    if images.ndim == 2:                                    # (H, W)
-        return images[None].astype(np.float32)
-    if images.ndim == 3 and images.shape[-1] in (1, 3, 4) and images.shape[-1] < images.shape[0]:
-        images = images[None]                               # (H, W, C)
-    elif images.ndim == 3:                                  # (N, H, W)
-        return images.astype(np.float32)
-    if images.ndim != 4 or images.shape[-1] not in (1, 3, 4):
-        raise DataError(
-            f"expected (H, W), (H, W, C), (N, H, W) or (N, H, W, C) with C in 1/3/4, "
-            f"got shape {images.shape}"
-        )
-    if images.shape[-1] == 1:
-        return images[..., 0].astype(np.float32)
-    rgb = images[..., :3].astype(np.float32)                # RGBA: alpha is dropped
-    return rgb @ np.asarray(_LUMA, dtype=np.float32)
-
-
-def preprocess(images: np.ndarray, resolution: int) -> Tensor:
-    """uint8 image(s) -> normalised float32 tensor (N, 1, resolution, resolution).
-
-    Accepts (H, W) grey, (H, W, C) with C in {1, 3 (RGB), 4 (RGBA)}, or batches (N, H, W[, C]).
-    Colour is converted to grey (BT.601), a non-square frame is centre-cropped to a square (so a
-    640x480 camera frame keeps its aspect ratio), then resized with bilinear interpolation,
-    antialiased when downscaling, and normalised with the Fashion-MNIST mean/std.
-    """
-    if int(resolution) <= 0:
-        raise ValueError(f"resolution must be positive, got {resolution}")
-    images = np.asarray(images)
-    if images.ndim == 3 and images.shape[-1] in (1, 3, 4) and images.shape[-1] < images.shape[0]:
-        h, w = images.shape[:2]  # one colour frame: crop the uint8 pixels before converting
-        if h != w and 0 not in images.shape:  # (grey is per pixel, so this is exact and
-            side = min(h, w)                  # spares converting a 640x480 frame's margins)
-            top, left = (h - side) // 2, (w - side) // 2
-            images = images[top:top + side, left:left + side]
-    grey = _as_batch(images)
-    n, h, w = grey.shape
-    if n == 0 or h == 0 or w == 0:
-        raise DataError(f"empty image batch of shape {grey.shape}")
-    if h != w:
-        side = min(h, w)
-        top, left = (h - side) // 2, (w - side) // 2
-        grey = grey[:, top:top + side, left:left + side]
-    x = torch.from_numpy(np.ascontiguousarray(grey)).unsqueeze(1)
-    if x.shape[-1] != resolution:
-        x = F.interpolate(x, size=(resolution, resolution), mode="bilinear",
-                          align_corners=False, antialias=x.shape[-1] > resolution)
-    return (x * (1.0 / 255.0) - MEAN) / STD

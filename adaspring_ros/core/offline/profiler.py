@@ -19,9 +19,9 @@ from adaspring_ros.core.data.datasets import (
     FASHION_MNIST_DIR,
     Dataset,
     load_fashion_mnist,
-    preprocess,
     train_val_split,
 )
+from adaspring_ros.core.data.transforms import preprocess_tensor as preprocess
 from adaspring_ros.core.model.config import CompressionConfig, SearchSpace, StageConfig
 from adaspring_ros.core.model.engine import Engine, Runner, make_engine
 from adaspring_ros.core.model.profile_table import ProfileEntry

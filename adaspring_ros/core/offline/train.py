@@ -70,9 +70,9 @@ from adaspring_ros.core.data.datasets import (
     Dataset,
     load_fashion_mnist,
     load_image_folder,
-    preprocess,
     train_val_split,
 )
+from adaspring_ros.core.data.transforms import preprocess_tensor as preprocess
 from adaspring_ros.core.model.checkpoint import (
     atomic_save,
     backbone_checkpoint,

@@ -43,9 +43,9 @@ from adaspring_ros.core.data.datasets import (
     FASHION_MNIST_DIR,
     Dataset,
     load_fashion_mnist,
-    preprocess,
     train_val_split,
 )
+from adaspring_ros.core.data.transforms import preprocess_tensor as preprocess
 from adaspring_ros.core.model.checkpoint import atomic_save, load_backbone, save_backbone
 from adaspring_ros.core.model.config import CompressionConfig, ConfigError
 from adaspring_ros.core.model.supernet import ElasticBackbone

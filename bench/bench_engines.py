@@ -54,7 +54,7 @@ class OpenVinoRunner:
 
         self.config = net.config
         path = workdir / f"{net.config.id}.onnx"
-        path.write_bytes(onnx_graph(net).SerializeToString())
+        path.write_bytes(onnx_graph(net))
         core = ov.Core()
         compiled = core.compile_model(core.read_model(str(path)), "CPU", {
             "INFERENCE_NUM_THREADS": 1, "PERFORMANCE_HINT": "LATENCY"})

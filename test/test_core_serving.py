@@ -57,3 +57,22 @@ def test_set_threads_follows_the_parameter(server):
     assert server.threads == 2 and torch.get_num_threads() == 2
     server.set_threads(1)
     assert server.threads == 1 and torch.get_num_threads() == 1
+
+
+def test_evicted_variants_give_their_memory_back_once(server, monkeypatch):
+    from adaspring_ros.core.serving import server as module
+
+    released, real = [], module.release_free_memory
+    monkeypatch.setattr(module, "release_free_memory", lambda: released.append(1))
+    server.release_evicted()                               # whatever happened before
+    released.clear()
+    evictions = server.cache.evictions
+    assert not server.release_evicted() and not released  # nothing evicted since
+    full = CompressionConfig.full()
+    for width in (0.5, 0.75, 0.25):                        # capacity 2: two get evicted
+        server.swap(CompressionConfig.from_id(full.id.replace("w100d3", f"w{int(width * 100)}d3",
+                                                                1)))
+    assert server.cache.evictions > evictions
+    assert server.release_evicted() and released == [1]
+    assert not server.release_evicted() and released == [1]
+    real()                                                 # and the real one runs here

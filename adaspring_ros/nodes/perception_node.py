@@ -23,22 +23,7 @@ variant waits for it. A frame takes ONE reference to the (config, runner) pair w
 and the service replaces the pair with a single assignment once the new variant is built and
 warmed up, so every frame is computed entirely by one variant (``serving.server``).
 
-What the counters mean:
-  frames_received   images that reached the callback;
-  frames_processed  images that produced an InferenceResult;
-  frames_rejected   images refused as bad input (encoding, size, step, empty, huge);
-  frame_errors      images that failed for any other reason (on /diagnostics; e.g. MemoryError);
-  frames_skipped    images left unclassified to hold ``max_rate_hz``;
-                    frames_received = frames_processed + frames_rejected + frame_errors
-                                      + frames_skipped;
-  stamps_rejected   classified images whose stamp cannot be right (negative, or further than
-                    ``stamp_tolerance_s`` from this node's clock): their result is published,
-                    stamp copied as is, but they are left out of the end-to-end latency that the
-                    evolution node's deadline feedback reads (on /diagnostics);
-  callback_errors   exceptions caught in any callback of this node (on /diagnostics): none may
-                    end the node;
-  frames_dropped    frames a publisher sent that never reached the callback: the gaps in each
-                    publisher's DDS publication sequence number (see FrameStats).
+The counters in PerformanceMetrics and /diagnostics are explained in core/serving/perception.py.
 """
 
 from __future__ import annotations
@@ -218,10 +203,8 @@ class PerceptionNode(LifecycleNode):
         response.swap_ms, response.message = outcome.swap_ms, outcome.message
         response.active = msg_convert.config_to_msg(outcome.active, ConfigMsg)
         log = self.get_logger()
-        if outcome.level == "info":
-            log.info(f"reconfigure: {outcome.message}")
-        else:
-            (log.warning if outcome.level == "warning" else log.error)(outcome.message)
+        {"info": lambda m: log.info(f"reconfigure: {m}"), "warning": log.warning,
+         "error": log.error}[outcome.level](outcome.message)
         return response
 
     def image_callback(self, msg: Image, info: MessageInfo) -> None:

@@ -9,7 +9,7 @@ Reading it never runs code from the file. The zip holds ``data.pkl`` (the dict, 
 raw little-endian buffer per tensor storage. The pickle is read by an unpickler that resolves
 exactly four names, each to a function of this module or a plain container: the dict class
 (``collections.OrderedDict``), the tensor rebuild (``torch._utils._rebuild_tensor_v2``, here a
-strided, bounds-checked, read-only view of a storage) and the storage types (a
+strided, bounds-checked, read-only array over the file's bytes) and the storage types (a
 dtype). Any other global, the legacy non-zip format, or a storage that is short or outside the
 file is a :class:`~adaspring_ros.core.model.weights.CheckpointError` naming the file. This is
 the allow-list idea of ``torch.load(weights_only=True)``, with a smaller list.
@@ -86,27 +86,34 @@ class _StorageType:
         self.dtype = dtype
 
 
-def _rebuild_tensor(storage: np.ndarray, offset: int, size: tuple, stride: tuple,
+class _Storage:
+    """A tensor storage: ``count`` elements of ``dtype`` from byte ``start`` of ``data``."""
+
+    __slots__ = ("data", "start", "count", "dtype")
+
+    def __init__(self, data: bytes, start: int, count: int, dtype: np.dtype) -> None:
+        self.data, self.start, self.count, self.dtype = data, start, count, dtype
+
+
+def _rebuild_tensor(storage: _Storage, offset: int, size: tuple, stride: tuple,
                     *_ignored: Any) -> np.ndarray:
-    """A tensor as a read-only array: ``size`` elements of ``storage`` from ``offset`` by
-    ``stride`` (in elements), after checking that every one of them lies inside the storage."""
+    """A tensor as a read-only array over the file's bytes: ``size`` elements of ``storage``
+    from ``offset`` by ``stride`` (in elements), after checking that every one of them lies
+    inside the storage."""
+    if not isinstance(storage, _Storage):
+        raise CheckpointError("a tensor without a storage")
     size, stride, offset = tuple(int(s) for s in size), tuple(int(s) for s in stride), int(offset)
     if len(size) != len(stride) or offset < 0 or any(s < 0 for s in size + stride):
         raise CheckpointError(f"tensor of size {size}, stride {stride} at {offset}")
-    numel = math.prod(size)
-    if numel == 0:
-        return np.zeros(size, storage.dtype.newbyteorder("="))
-    if offset + sum((n - 1) * s for n, s in zip(size, stride, strict=True)) >= len(storage):
+    dtype = storage.dtype
+    if math.prod(size) == 0:
+        return np.zeros(size, dtype.newbyteorder("="))
+    if offset + sum((n - 1) * s for n, s in zip(size, stride, strict=True)) >= storage.count:
         raise CheckpointError(f"tensor of size {size} at {offset} runs past its storage of "
-                              f"{len(storage)} elements")
-    contiguous = tuple(math.prod(size[i + 1:]) for i in range(len(size)))
-    if stride == contiguous or numel == 1:
-        view = storage[offset:offset + numel].reshape(size)
-    else:
-        item = storage.itemsize
-        view = np.lib.stride_tricks.as_strided(storage[offset:], size,
-                                               tuple(s * item for s in stride), writeable=False)
-    return view if view.dtype.isnative else view.astype(view.dtype.newbyteorder("="))
+                              f"{storage.count} elements")
+    array = np.ndarray(size, dtype, storage.data, storage.start + offset * dtype.itemsize,
+                       tuple(s * dtype.itemsize for s in stride))
+    return array if dtype.isnative else array.astype(dtype.newbyteorder("="))
 
 
 class _Unpickler(pickle.Unpickler):
@@ -122,7 +129,7 @@ class _Unpickler(pickle.Unpickler):
         if f"{prefix}byteorder" in archive.NameToInfo:
             byteorder = archive.read(f"{prefix}byteorder").decode("ascii", "replace")
         self.order = "<" if byteorder == "little" else ">"
-        self.storages: dict[str, np.ndarray] = {}
+        self.storages: dict[str, _Storage] = {}
 
     def find_class(self, module: str, name: str) -> Any:
         found = self._GLOBALS.get((module, name))
@@ -132,34 +139,36 @@ class _Unpickler(pickle.Unpickler):
             return _StorageType(_STORAGE_DTYPES[name])
         raise CheckpointError(f"it refers to {module}.{name}, which a weights file never holds")
 
-    def _entry(self, name: str) -> memoryview | bytes:
-        """An entry's bytes: a slice of the file for a stored (uncompressed) one, as torch
-        writes them, without zipfile's per-entry overhead (the file's sha256 covers them)."""
+    def _entry(self, name: str) -> tuple[bytes, int, int]:
+        """(bytes, start, length) of an entry: a range of the file for a stored (uncompressed)
+        one, as torch writes them, without zipfile's per-entry overhead (the file's sha256
+        covers them); the entry read out for another."""
         info = self.archive.getinfo(name)
         start = info.header_offset
         header = self.raw[start:start + 30]
         if info.compress_type != zipfile.ZIP_STORED or len(header) < 30 \
                 or header[:4] != b"PK\x03\x04":
-            return self.archive.read(name)
+            data = self.archive.read(name)
+            return data, 0, len(data)
         start += 30 + int.from_bytes(header[26:28], "little") \
             + int.from_bytes(header[28:30], "little")
         if start + info.file_size > len(self.raw):
             raise CheckpointError(f"entry {name} runs past the end of the file")
-        return memoryview(self.raw)[start:start + info.file_size]
+        return self.raw, start, info.file_size
 
-    def persistent_load(self, pid: Any) -> np.ndarray:
+    def persistent_load(self, pid: Any) -> _Storage:
         if not (isinstance(pid, tuple) and len(pid) == 5 and pid[0] == "storage"
                 and isinstance(pid[1], _StorageType)):
             raise CheckpointError(f"unknown persistent object {str(pid)[:80]}")
         _, kind, key, _location, numel = pid
         key = str(key)
         if key not in self.storages:
-            data = self._entry(f"{self.prefix}data/{key}")
+            data, start, length = self._entry(f"{self.prefix}data/{key}")
             dtype = np.dtype(kind.dtype).newbyteorder(self.order)
-            if len(data) < int(numel) * dtype.itemsize:
-                raise CheckpointError(f"storage {key} holds {len(data)} bytes, "
+            if length < int(numel) * dtype.itemsize:
+                raise CheckpointError(f"storage {key} holds {length} bytes, "
                                       f"{numel} elements need more")
-            self.storages[key] = np.frombuffer(data, dtype, count=int(numel))
+            self.storages[key] = _Storage(data, start, int(numel), dtype)
         return self.storages[key]
 
 

@@ -140,7 +140,7 @@ class OnnxRuntimeEngine(Engine):
             import onnxruntime
         except ImportError as exc:
             raise EngineError(
-                "engine 'onnxruntime' is not installed (pip install onnxruntime onnx); "
+                "engine 'onnxruntime' is not installed (pip install onnxruntime); "
                 "engine 'torch' needs nothing more") from exc
         self.ort = onnxruntime
 
@@ -155,24 +155,29 @@ class OnnxRuntimeEngine(Engine):
         opts.execution_mode = self.ort.ExecutionMode.ORT_SEQUENTIAL
         opts.graph_optimization_level = self.ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         opts.log_severity_level = 3
+        # No memory arena per session: a node keeps several sessions (its variant cache) and
+        # each arena holds on to its peak; these small graphs run as fast without one
+        # (the full variant: a median 1.1 ms either way here), and 300 swaps end 10 MB lighter.
+        opts.enable_cpu_mem_arena = False
         # Idle worker threads must not spin: on a 2-core robot they would steal the CPU from the
         # rest of the pipeline between frames (and cost energy).
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         return opts
 
-    def session(self, model) -> Any:
+    def session(self, model: bytes, name: str) -> Any:
+        """A session of a serialised ONNX model (``onnx_graph``); ``name`` for the error."""
         try:
-            return self.ort.InferenceSession(model.SerializeToString(), self._options(),
+            return self.ort.InferenceSession(model, self._options(),
                                              providers=["CPUExecutionProvider"])
         except Exception as exc:  # ORT raises its own exception types
-            raise EngineError(f"ONNX Runtime cannot load {model.graph.name}: {exc}") from exc
+            raise EngineError(f"ONNX Runtime cannot load {name}: {exc}") from exc
 
     def prepare(self, variant: Variant, ranges: Mapping[str, Sequence[float]] | None = None,
                 batch: int | None = 1) -> OnnxRuntimeRunner:
         net = as_compact(variant)
         static = ranges is not None and any(st.int8 for st in net.config.stages)
         model = onnx_graph(net, batch=batch, ranges=ranges if static else None)
-        return OnnxRuntimeRunner(self.session(model), net.config, static)
+        return OnnxRuntimeRunner(self.session(model, net.config.id), net.config, static)
 
     def calibrate(self, variant: Variant, x: np.ndarray, batch_size: int = 256
                   ) -> dict[str, list[float]]:
@@ -180,7 +185,7 @@ class OnnxRuntimeEngine(Engine):
         if not any(st.int8 for st in net.config.stages):
             return {}
         model = onnx_graph(net, batch=None, probe=True)
-        session = self.session(model)
+        session = self.session(model, net.config.id)
         names = [o.name for o in session.get_outputs()[1:]]
         lo = {n: math.inf for n in names}
         hi = {n: -math.inf for n in names}

@@ -4,7 +4,10 @@ The topology is fixed (stem, residual blocks, global average pool, linear classi
 :func:`onnx_graph` writes the nodes itself from a :class:`~adaspring_ros.core.model.compact.
 CompactWeights` (a torch ``CompactNet`` gives its arrays with ``to_weights()``): a swap stays
 within a few milliseconds (``torch.onnx.export`` takes 30-140 ms here) and a serving process
-needs no torch.
+needs no torch. The model is written straight in protobuf's wire format, the few messages of
+onnx.proto an inference graph uses (model, graph, node, attribute, tensor, value info): the
+``onnx`` package would cost a serving process ~15 MB and most of a second to import, for
+nothing but this serialisation. ``onnx.checker`` accepts the result (test_core_onnx_graph.py).
 
 Node and tensor names follow the compact network's modules ("stem.0", "blocks.3.body.2",
 "blocks.3.shortcut.0", "blocks.3.relu", ...): the profile table keys its int8 activation ranges
@@ -21,7 +24,7 @@ int8 has two forms, both from the same int8 weights (symmetric, per output chann
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -31,29 +34,87 @@ from adaspring_ros.core.model.compact import RELU, Conv, Layer, as_compact, quan
 __all__ = ["OPSET", "onnx_graph"]
 
 OPSET = 17
+IR_VERSION = 8
 # Activation ranges narrower than this are widened (a dead channel must not give scale 0).
 _MIN_RANGE = 1e-6
+# onnx.proto's TensorProto.DataType of the element types written here.
+_DATA_TYPES = {np.dtype(np.float32): 1, np.dtype(np.uint8): 2, np.dtype(np.int8): 3}
+_FLOAT = 1
+_ATTRIBUTE_INT, _ATTRIBUTE_INTS = 2, 7
 
 
+# -- protobuf wire format ------------------------------------------------------------------------
+def _varint(value: int) -> bytes:
+    value &= (1 << 64) - 1  # an int64 as its two's complement
+    out = bytearray()
+    while value > 0x7F:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def _int(field: int, value: int) -> bytes:
+    return _varint(field << 3) + _varint(value)
+
+
+def _bytes(field: int, value: bytes) -> bytes:
+    return _varint(field << 3 | 2) + _varint(len(value)) + value
+
+
+def _str(field: int, value: str) -> bytes:
+    return _bytes(field, value.encode())
+
+
+def _message(field: int, parts: Iterable[bytes]) -> bytes:
+    return _bytes(field, b"".join(parts))
+
+
+def _tensor(field: int, name: str, array: np.ndarray) -> bytes:
+    """TensorProto: dims (1), data_type (2), name (8), raw_data (9, little-endian)."""
+    array = np.asarray(array)
+    raw = array.astype(array.dtype.newbyteorder("<"), copy=False).tobytes()
+    return _message(field, [*(_int(1, d) for d in array.shape),
+                            _int(2, _DATA_TYPES[array.dtype]), _str(8, name), _bytes(9, raw)])
+
+
+def _attribute(name: str, value: int | Sequence[int]) -> bytes:
+    """AttributeProto: name (1), type (20), i (3) or ints (8)."""
+    if isinstance(value, int):
+        return _message(5, [_str(1, name), _int(20, _ATTRIBUTE_INT), _int(3, value)])
+    return _message(5, [_str(1, name), _int(20, _ATTRIBUTE_INTS),
+                        *(_int(8, v) for v in value)])
+
+
+def _value_info(field: int, name: str, shape: Sequence[int | str] | None) -> bytes:
+    """ValueInfoProto of a float tensor: name (1), type (2) = TypeProto.tensor_type (1) =
+    elem_type (1), shape (2) = dims (1) of dim_value (1) or dim_param (2)."""
+    tensor = [_int(1, _FLOAT)]
+    if shape is not None:
+        tensor.append(_message(2, [_message(1, [_str(2, d) if isinstance(d, str) else
+                                                 _int(1, d)]) for d in shape]))
+    return _message(field, [_str(1, name), _message(2, [_message(1, tensor)])])
+
+
+# -- the graph -----------------------------------------------------------------------------------
 class _GraphWriter:
     """Collects ONNX nodes and initialisers while :func:`onnx_graph` walks a compact variant."""
 
     def __init__(self, ranges: Mapping[str, Sequence[float]] | None) -> None:
-        from onnx import helper, numpy_helper
-
-        self.helper, self.numpy_helper = helper, numpy_helper
-        self.nodes: list = []
-        self.inits: list = []
+        self.nodes: list[bytes] = []
+        self.inits: list[bytes] = []
         self.ranges = ranges
         self.points: list[str] = []   # activation tensors quantised in static int8
 
     def init(self, name: str, array: np.ndarray) -> str:
-        # np.ascontiguousarray would turn a scalar into shape (1,), which QLinearAdd refuses.
-        self.inits.append(self.numpy_helper.from_array(np.require(array, requirements='C'), name))
+        self.inits.append(_tensor(5, name, array))
         return name
 
     def node(self, op: str, inputs: list[str], output: str, **attrs: Any) -> str:
-        self.nodes.append(self.helper.make_node(op, inputs, [output], name=output, **attrs))
+        """NodeProto: input (1), output (2), name (3), op_type (4), attribute (5)."""
+        self.nodes.append(_message(1, [*(_str(1, i) for i in inputs), _str(2, output),
+                                       _str(3, output), _str(4, op),
+                                       *(_attribute(k, v) for k, v in sorted(attrs.items()))]))
         return output
 
     def weight(self, name: str, weight: np.ndarray, int8: bool) -> str:
@@ -111,8 +172,10 @@ class _GraphWriter:
 
 
 def onnx_graph(variant: Any, *, batch: int | None = 1,
-               ranges: Mapping[str, Sequence[float]] | None = None, probe: bool = False):
-    """The ONNX model (opset 17) of a compact variant, written from its weights.
+               ranges: Mapping[str, Sequence[float]] | None = None, probe: bool = False
+               ) -> bytes:
+    """The serialised ONNX model (opset 17) of a compact variant, written from its weights;
+    its graph is named after the config id.
 
     Args:
         variant: a ``compact.CompactWeights`` (``compact.materialise``) or a torch
@@ -122,8 +185,6 @@ def onnx_graph(variant: Any, *, batch: int | None = 1,
             None writes weight-only int8 (and float32 activations).
         probe: also expose every quantisation point as a graph output (for calibration).
     """
-    from onnx import TensorProto, helper
-
     net = as_compact(variant)
     cfg = net.config
     w = _GraphWriter(ranges)
@@ -147,14 +208,12 @@ def onnx_graph(variant: Any, *, batch: int | None = 1,
            "logits", transB=1)
     r = cfg.resolution
     dim = batch if batch is not None else "N"
-    inputs = [helper.make_tensor_value_info("image", TensorProto.FLOAT,
-                                            [dim, net.in_channels, r, r])]
-    outputs = [helper.make_tensor_value_info("logits", TensorProto.FLOAT,
-                                             [dim, net.num_classes])]
+    outputs = [_value_info(12, "logits", [dim, net.num_classes])]
     if probe:
-        outputs += [helper.make_tensor_value_info(p, TensorProto.FLOAT, None) for p in w.points]
-    graph = helper.make_graph(w.nodes, cfg.id, inputs, outputs, w.inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
-                              producer_name="adaspring_ros")
-    model.ir_version = 8
-    return model
+        outputs += [_value_info(12, p, None) for p in w.points]
+    # GraphProto: node (1), name (2), initializer (5), input (11), output (12)
+    graph = [*w.nodes, _str(2, cfg.id), *w.inits,
+             _value_info(11, "image", [dim, net.in_channels, r, r]), *outputs]
+    # ModelProto: ir_version (1), producer_name (2), graph (7), opset_import (8)
+    return b"".join([_int(1, IR_VERSION), _str(2, "adaspring_ros"), _message(7, graph),
+                     _message(8, [_str(1, ""), _int(2, OPSET)])])

@@ -215,7 +215,8 @@ def _config_id(config_id: Any, space: SearchSpace, what: str) -> None:
 
 
 def _checked_variant_bn(arch: BackboneArch, units: dict, bank: Any, where: str) -> dict:
-    """Validate stored whole-variant BN statistics (optional; older checkpoints have none)."""
+    """Validate stored whole-variant BN statistics (optional: a file the profiler has not
+    written to has none)."""
     if not isinstance(bank, dict):
         raise CheckpointError(f"{where}: variant_bn must be a mapping")
     for config_id, stats in bank.items():
@@ -233,8 +234,9 @@ def _checked_variant_bn(arch: BackboneArch, units: dict, bank: Any, where: str) 
 
 
 def _checked_variant_affine(arch: BackboneArch, variant_bn: dict, bank: Any, where: str) -> dict:
-    """Validate stored per-variant BN weight/bias and classifier bias (optional; older
-    checkpoints have none). Each belongs to a variant with stored statistics of the same units."""
+    """Validate stored per-variant BN weight/bias and classifier bias (optional: only variants
+    ``tune-variants`` tuned have them). Each belongs to a variant with stored statistics of the
+    same units."""
     if not isinstance(bank, dict):
         raise CheckpointError(f"{where}: variant_affine must be a mapping")
     for config_id, params in bank.items():

@@ -12,6 +12,23 @@ taken from ``server.active`` when it starts) -> the node publishes the result in
 :meth:`Perception.publishing` (which counts a failure and times the publication) ->
 :meth:`Perception.finish` (latency samples, timing log). Bad input raises :class:`RejectedFrame`
 (counted in frames_rejected); any other failure is counted in frame_errors and raised on.
+
+What the counters mean:
+  frames_received   images that reached the callback;
+  frames_processed  images that produced an InferenceResult;
+  frames_rejected   images refused as bad input (encoding, size, step, empty, huge);
+  frame_errors      images that failed for any other reason (on /diagnostics; e.g. MemoryError);
+  frames_skipped    images left unclassified to hold ``max_rate_hz``;
+                    frames_received = frames_processed + frames_rejected + frame_errors
+                                      + frames_skipped;
+  stamps_rejected   classified images whose stamp cannot be right (negative, or further than
+                    ``stamp_tolerance_s`` from this node's clock): their result is published,
+                    stamp copied as is, but they are left out of the end-to-end latency that the
+                    evolution node's deadline feedback reads (on /diagnostics);
+  callback_errors   exceptions caught in any callback of this node (on /diagnostics): none may
+                    end the node;
+  frames_dropped    frames a publisher sent that never reached the callback: the gaps in each
+                    publisher's DDS publication sequence number (see FrameStats).
 """
 
 from __future__ import annotations
@@ -43,7 +60,12 @@ from adaspring_ros.core.serving.frame_stats import (
 )
 from adaspring_ros.core.serving.image_codec import ImageError
 from adaspring_ros.core.serving.rate_cap import RateCap
-from adaspring_ros.core.serving.server import VariantServer, freeze_heap, parse_config
+from adaspring_ros.core.serving.server import (
+    VariantServer,
+    freeze_heap,
+    parse_config,
+    release_free_memory,
+)
 
 __all__ = ["RejectedFrame", "ModelInfo", "Frame", "Classification", "SwapOutcome", "Health",
            "invalid_parameters", "Perception"]
@@ -158,6 +180,7 @@ class Perception:
                                     params["max_cached_variants"], initial,
                                     params["num_threads"])
         freeze_heap()  # no full garbage-collection pause in a later frame or swap
+        release_free_memory()  # what reading the checkpoint left behind
         self.model_info = ModelInfo(self.bank.classes, path, self.bank.sha256, table_path,
                                     sha256_of(table_path) if table_path else "", engine.info)
         self.stats = FrameStats()
@@ -300,7 +323,9 @@ class Perception:
     # -- reporting ------------------------------------------------------------------------------
     def report(self, callback_errors: int) -> tuple[dict[str, Any], Health]:
         """Close the report window: the PerformanceMetrics values and the /diagnostics health
-        (``callback_errors``: exceptions the node's callbacks caught)."""
+        (``callback_errors``: exceptions the node's callbacks caught). Memory of variants
+        evicted meanwhile is given back here, off the frame path."""
+        self.server.release_evicted()
         counts, window, seconds = self.stats.take_window()
         meter = self.meter  # a parameter change may replace it meanwhile
         reading = meter.stop()

@@ -83,6 +83,12 @@ def low_rank_factors(matrix: np.ndarray, ratio: float) -> tuple[np.ndarray, np.n
     top-r eigenvectors of the small Gram matrix (min(out, fan_in) square, in float64): the same
     result as a full SVD, about 10x faster for these shapes. Output-channel scaling (BN folding)
     stays per row of ``second``.
+
+    Each eigenvector's sign is fixed (its largest component positive): an eigensolver may
+    return either sign, and LAPACK builds differ (MKL and OpenBLAS disagree on about a quarter
+    of these vectors). The product does not care, but the activations between the two factors
+    do, and a static int8 graph quantises them with ranges calibrated once, in the profile
+    table: the factors must come out the same on every machine.
     """
     m = np.asarray(matrix, np.float32)
     out_channels, fan_in = m.shape
@@ -90,7 +96,9 @@ def low_rank_factors(matrix: np.ndarray, ratio: float) -> tuple[np.ndarray, np.n
     m64 = m.astype(np.float64)
     wide = out_channels <= fan_in
     gram = m64 @ m64.T if wide else m64.T @ m64
-    basis = np.ascontiguousarray(np.linalg.eigh(gram)[1][:, -r:][:, ::-1], np.float32)
+    basis = np.linalg.eigh(gram)[1][:, -r:][:, ::-1]
+    basis = basis * np.where(basis[np.abs(basis).argmax(0), np.arange(r)] < 0, -1.0, 1.0)
+    basis = np.ascontiguousarray(basis, np.float32)
     if wide:   # U_r U_r^T M, with U_r the top left singular vectors
         first, second = basis.T @ m, basis
     else:      # M V_r V_r^T, with V_r the top right singular vectors

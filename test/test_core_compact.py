@@ -108,17 +108,17 @@ def test_low_rank_factors_do_not_depend_on_the_eigensolver_s_signs(monkeypatch):
     """Either sign is an eigenvector; the factors (and the activations between them, which
     static int8 quantises with calibrated ranges) must come out the same on every machine."""
     rng = np.random.default_rng(4)
+    eigh = np.linalg.eigh
+
+    def flipped(a):
+        values, vectors = eigh(a)
+        return values, vectors * np.where(np.arange(len(values)) % 2, -1.0, 1.0)
+
     for shape in ((12, 27), (27, 12)):                    # wide (out <= fan_in) and tall
         m = rng.standard_normal(shape).astype(np.float32)
         first, second = compact.low_rank_factors(m, 0.5)
         basis = second if shape[0] <= shape[1] else first.T
         assert np.all(basis[np.abs(basis).argmax(0), np.arange(basis.shape[1])] > 0)
-        eigh = np.linalg.eigh
-
-        def flipped(a):
-            values, vectors = eigh(a)
-            return values, vectors * np.where(np.arange(len(values)) % 2, -1.0, 1.0)
-
         monkeypatch.setattr(np.linalg, "eigh", flipped)
         again = compact.low_rank_factors(m, 0.5)
         monkeypatch.setattr(np.linalg, "eigh", eigh)

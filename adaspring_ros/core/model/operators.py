@@ -15,7 +15,7 @@ rank        truncated SVD of each (sliced) conv weight, kept rank = ratio x full
             the compact copy runs it as two smaller convs (k x k to r, then 1x1 to out)
 int8        per-output-channel symmetric weight quantisation (post-training; the        True/False
             elastic forward uses it straight-through while training)
-resolution  input resized to R x R by ``data.preprocess``                               16..28
+resolution  input resized to R x R by ``transforms.preprocess``                         16..28
 =========== ============================================================================ ==========
 
 In the torch reference engine int8 is a *storage / memory* operator: eager PyTorch has no fast

@@ -125,14 +125,14 @@ class Reference:
 
     def classify(self, config_id: str, pixels) -> tuple[int, float]:
         """(class, score) of decoded ``pixels`` by the variant the node would build."""
-        from adaspring_ros.core.data.transforms import preprocess
+        from adaspring_ros.core.data.transforms import preprocess_frame
         from adaspring_ros.core.model.engine import classify_logits
 
         if config_id not in self.nets:
             config = CompressionConfig.from_id(config_id, self.model.space)
             self.nets[config_id] = self.build(config)
         runner = self.nets[config_id]
-        return classify_logits(runner(preprocess(pixels, runner.config.resolution)))
+        return classify_logits(runner(preprocess_frame(pixels, runner.config.resolution)))
 
 
 @dataclass

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from adaspring_ros.core import paths
-from adaspring_ros.core.data.transforms import preprocess
+from adaspring_ros.core.data.transforms import preprocess_frame
 from adaspring_ros.core.model import compact
 from adaspring_ros.core.model.config import CompressionConfig, ConfigError
 from adaspring_ros.core.model.engine import classify_logits, make_engine
@@ -66,7 +66,7 @@ def test_a_frame_is_classified_by_the_served_variant(perception):
     config, _ = perception.server.active
     weights = compact.materialise(perception.bank, config)
     offline = classify_logits(make_engine("onnxruntime").prepare(weights)(
-        preprocess(pixels, config.resolution)))
+        preprocess_frame(pixels, config.resolution)))
     assert (result.class_id, result.config) == (offline[0], config)
     assert result.score == pytest.approx(offline[1], abs=1e-5)
     assert result.label == perception.bank.classes[result.class_id]

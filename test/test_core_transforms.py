@@ -7,7 +7,13 @@ import numpy as np
 import pytest
 
 from adaspring_ros.core.data.datasets import DataError
-from adaspring_ros.core.data.transforms import MEAN, STD, preprocess, preprocess_tensor
+from adaspring_ros.core.data.transforms import (
+    MEAN,
+    STD,
+    preprocess,
+    preprocess_frame,
+    preprocess_tensor,
+)
 
 
 def _torch_reference(grey_square: np.ndarray, resolution: int) -> np.ndarray:
@@ -61,6 +67,18 @@ def test_preprocess_shapes(shape, resolution):
     n = shape[0] if len(shape) == 4 or (len(shape) == 3 and shape[-1] not in (1, 3, 4)) else 1
     assert x.shape == (n, 1, resolution, resolution) and x.dtype == np.float32
     assert x.flags.c_contiguous
+
+
+@pytest.mark.parametrize("shape", [(1, 5, 3), (2, 7, 3), (3, 3, 4), (4, 9), (480, 640, 3)])
+def test_a_camera_frame_is_one_image_whatever_its_size(shape):
+    """A frame of a few rows is still one frame (the batch heuristic of preprocess would read
+    a (2, 7, 3) colour frame as two grey images of 7x3)."""
+    frame = np.random.default_rng(5).integers(0, 256, shape, dtype=np.uint8)
+    x = preprocess_frame(frame, 16)
+    assert x.shape == (1, 1, 16, 16)
+    np.testing.assert_allclose(x, preprocess(frame[None], 16), rtol=0, atol=1e-6)
+    with pytest.raises(DataError, match="one"):
+        preprocess_frame(np.zeros((2, 4, 4, 3), np.uint8), 16)
 
 
 def test_preprocess_grey_rgb_rgba_agree_and_normalise():

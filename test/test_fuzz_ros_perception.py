@@ -125,11 +125,11 @@ def header_bombs(draw):
 def decodes(msg):
     """What the node should make of ``msg``: decoded pixels, or None when it must reject it."""
     from adaspring_ros.core.data import datasets as data
-    from adaspring_ros.core.data.transforms import preprocess
+    from adaspring_ros.core.data.transforms import preprocess_frame
 
     try:
         pixels = msg_convert.image_to_numpy(msg)
-        preprocess(pixels, 16)
+        preprocess_frame(pixels, 16)
     except (msg_convert.ImageError, data.DataError):
         return None
     return pixels

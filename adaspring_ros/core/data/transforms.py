@@ -1,6 +1,7 @@
 """THE preprocessing: uint8 image(s) in, the backbone's normalised float32 input out.
 
-Training, profiling and the live perception node all call :func:`preprocess`, so a camera frame
+Training, profiling and the live perception node all go through :func:`preprocess` (a camera
+frame through :func:`preprocess_frame`, the same conversion of exactly one image), so a frame
 on the robot is converted exactly like the training images were: grey, centre square crop,
 bilinear resize to the variant's resolution (antialiased when downscaling), Fashion-MNIST
 normalisation. It is numpy only, so a serving process needs no torch; training wraps the array
@@ -25,7 +26,7 @@ from adaspring_ros.core.data.datasets import DataError
 if TYPE_CHECKING:  # torch only for the training side's tensor form
     from torch import Tensor
 
-__all__ = ["MEAN", "STD", "LUMA", "preprocess", "preprocess_tensor"]
+__all__ = ["MEAN", "STD", "LUMA", "preprocess", "preprocess_frame", "preprocess_tensor"]
 
 # Pixel statistics of the Fashion-MNIST train split (after scaling to [0, 1]).
 MEAN = 0.2860
@@ -105,21 +106,39 @@ def _resize_matrix(size_in: int, size_out: int) -> np.ndarray:
 def preprocess(images: np.ndarray, resolution: int) -> np.ndarray:
     """uint8 image(s) -> normalised float32 array (N, 1, resolution, resolution).
 
-    Accepts (H, W) grey, (H, W, C) with C in {1, 3 (RGB), 4 (RGBA)}, or batches (N, H, W[, C]).
+    Accepts (H, W) grey, (H, W, C) with C in {1, 3 (RGB), 4 (RGBA)}, or batches (N, H, W[, C]);
+    a 3-d array is one colour image when its last axis is a channel count smaller than its
+    first, else a grey batch (a camera frame of a few rows: :func:`preprocess_frame`).
     Colour is converted to grey (BT.601), a non-square frame is centre-cropped to a square (so a
     640x480 camera frame keeps its aspect ratio), then resized with bilinear interpolation,
     antialiased when downscaling, and normalised with the Fashion-MNIST mean/std.
     """
+    images = np.asarray(images)
+    if images.ndim == 3 and images.shape[-1] in (1, 3, 4) and images.shape[-1] < images.shape[0]:
+        return preprocess_frame(images, resolution)
+    return _normalised(_as_batch(images), resolution)
+
+
+def preprocess_frame(pixels: np.ndarray, resolution: int) -> np.ndarray:
+    """One camera frame, (H, W) grey or (H, W, C) with C in {1, 3, 4}, as :func:`preprocess`
+    converts it -> (1, 1, resolution, resolution), whatever its size."""
+    pixels = np.asarray(pixels)
+    if pixels.ndim == 3 and pixels.shape[-1] in (1, 3, 4):
+        h, w = pixels.shape[:2]  # crop the uint8 pixels before converting: grey is per pixel,
+        if h != w and h and w:   # so this is exact and spares converting the frame's margins
+            rows, cols = _centre_square(h, w)
+            pixels = pixels[rows, cols]
+    elif pixels.ndim != 2:
+        raise DataError(f"expected one (H, W) or (H, W, C) frame with C in 1/3/4, got shape "
+                        f"{pixels.shape}")
+    return _normalised(_as_batch(pixels[None]), resolution)
+
+
+def _normalised(grey: np.ndarray, resolution: int) -> np.ndarray:
+    """(N, H, W) grey float32 in [0, 255] -> cropped, resized and normalised (N, 1, R, R)."""
     if int(resolution) <= 0:
         raise ValueError(f"resolution must be positive, got {resolution}")
     resolution = int(resolution)
-    images = np.asarray(images)
-    if images.ndim == 3 and images.shape[-1] in (1, 3, 4) and images.shape[-1] < images.shape[0]:
-        h, w = images.shape[:2]  # one colour frame: crop the uint8 pixels before converting
-        if h != w and 0 not in images.shape:  # (grey is per pixel, so this is exact and
-            rows, cols = _centre_square(h, w)  # spares converting a frame's margins)
-            images = images[rows, cols]
-    grey = _as_batch(images)
     n, h, w = grey.shape
     if n == 0 or h == 0 or w == 0:
         raise DataError(f"empty image batch of shape {grey.shape}")

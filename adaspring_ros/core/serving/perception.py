@@ -45,7 +45,7 @@ import numpy as np
 
 from adaspring_ros.core import energy, paths
 from adaspring_ros.core.data.datasets import DataError
-from adaspring_ros.core.data.transforms import preprocess
+from adaspring_ros.core.data.transforms import preprocess_frame
 from adaspring_ros.core.model import compact
 from adaspring_ros.core.model.checkpoint_reader import load_weight_bank, sha256_of
 from adaspring_ros.core.model.config import CompressionConfig, ConfigError, SearchSpace
@@ -239,7 +239,7 @@ class Perception:
             try:
                 pixels = decode()
                 config, runner = self.server.active  # one reference per frame: one variant
-                x = preprocess(pixels, config.resolution)
+                x = preprocess_frame(pixels, config.resolution)
             except (ImageError, DataError) as exc:
                 self.stats.add("frames_rejected")
                 raise RejectedFrame(str(exc)) from exc

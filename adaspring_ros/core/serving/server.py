@@ -22,7 +22,7 @@ from typing import Any, Generic, TypeVar
 
 import numpy as np
 
-from adaspring_ros.core.data.transforms import preprocess
+from adaspring_ros.core.data.transforms import preprocess_frame
 from adaspring_ros.core.model.config import DEFAULT_SPACE, CompressionConfig, SearchSpace
 from adaspring_ros.core.model.engine import Engine, Runner
 from adaspring_ros.core.model.profile_table import ProfileTable
@@ -173,7 +173,7 @@ class VariantServer:
             return self.cache.get(config)
         runner = self.cache.get(config)
         blank = np.zeros((config.resolution, config.resolution), np.uint8)
-        runner(preprocess(blank, config.resolution))
+        runner(preprocess_frame(blank, config.resolution))
         return runner
 
     def swap(self, wanted: CompressionConfig) -> tuple[bool, bool]:

@@ -11,8 +11,9 @@ engine onnxruntime, one thread, a cache of 8 variants). Per run:
 * swap time: ``--swaps`` Reconfigure calls cycling over 36 variants of the profile table (more
   than the cache holds, so most swaps build a variant and evict another), as the node reports it
   (``swap_ms``) and as this client sees it (call -> reply);
-* resident memory after those swaps (RSS; with the share that is the DDS shared-memory segment
-  of the Fast DDS profile the nodes run with) and its peak (VmHWM).
+* resident memory after those swaps, at rest (frames flowing, two metrics reports later; RSS,
+  with the share that is the DDS shared-memory segment of the Fast DDS profile the nodes run
+  with) and its peak (VmHWM).
 
 Prints a table with the median and the spread over the runs and writes the
 ``perception_memory`` section of docs/benchmarks.md.
@@ -68,14 +69,16 @@ class NodeRun:
     """One perception node process from ``tree``, its results and its Reconfigure client."""
 
     def __init__(self, node, tree: Path, env: dict[str, str], log: Path, tag: str) -> None:
-        from adaspring_ros.msg import InferenceResult
+        from adaspring_ros.msg import InferenceResult, PerformanceMetrics
         from adaspring_ros.srv import Reconfigure
 
-        from adaspring_ros.nodes.qos import RESULT_QOS
+        from adaspring_ros.nodes.qos import METRICS_QOS, RESULT_QOS
 
-        self.node, self.tag, self.results = node, tag, 0
-        self.sub = node.create_subscription(InferenceResult, "/adaspring/result",
-                                            self._result, RESULT_QOS)
+        self.node, self.tag, self.results, self.reports = node, tag, 0, 0
+        self.subs = [node.create_subscription(InferenceResult, "/adaspring/result",
+                                              self._result, RESULT_QOS),
+                     node.create_subscription(PerformanceMetrics, "/adaspring/metrics",
+                                              self._report, METRICS_QOS)]
         self.client = node.create_client(Reconfigure, "/adaspring/perception/reconfigure")
         self.log = open(log, "wb")
         self.started, self.started_wall = time.perf_counter(), time.time()
@@ -91,6 +94,9 @@ class NodeRun:
 
     def _result(self, msg) -> None:
         self.results += 1
+
+    def _report(self, msg) -> None:
+        self.reports += 1
 
     def wait(self, predicate, what: str, timeout: float = 120.0) -> None:
         deadline = time.monotonic() + timeout
@@ -142,7 +148,8 @@ class NodeRun:
         return self.ps.memory_info().rss / 2**20, shm / 2**10, peak / 2**10
 
     def close(self) -> None:
-        self.node.destroy_subscription(self.sub)
+        for sub in self.subs:
+            self.node.destroy_subscription(sub)
         self.node.destroy_client(self.client)
         self.proc.send_signal(2)
         try:
@@ -166,8 +173,11 @@ def one_run(node, tree: Path, env: dict[str, str], workdir: Path, tag: str,
         start_s = run.first_result_s()
         active_s = run.active_s()
         timed = [run.swap(configs[i % len(configs)]) for i in range(swaps)]
-        before = run.results
-        run.wait(lambda: run.results >= before + 10, "results after the swaps")
+        # at rest: frames flowing, two metrics reports later (the report timer is where the
+        # node gives the memory of evicted variants back)
+        results, reports = run.results, run.reports
+        run.wait(lambda: run.results >= results + 10 and run.reports >= reports + 2,
+                 "results and reports after the swaps")
         rss, shm, peak = run.memory_mb()
     finally:
         run.close()
@@ -266,7 +276,8 @@ def main(argv: list[str] | None = None) -> int:
         f"{args.runs} runs each, against one replay camera (640x480 rgb8, 30 Hz) with the "
         "shipped backbone and profile table and the node's defaults (engine onnxruntime, one "
         f"thread, cache of 8). Per run: {args.swaps} Reconfigure calls over 36 profiled "
-        "variants (most build a variant and evict one), frames streaming meanwhile. Machine: "
+        "variants (most build a variant and evict one), frames streaming meanwhile; memory "
+        "read two metrics reports (~2 s) after the last swap. Machine: "
         f"2 cores shared with other work; {load}.",
         "Goals: RSS <= 200 MB after 300 swaps, start to first result <= 2 s, swaps as fast or "
         "faster. Median (min-max) over the runs; swap times pooled over all runs. Both nodes "

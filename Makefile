@@ -2,7 +2,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup test test-fast demo lint bench train profile clean
+.PHONY: setup test test-fast demo lint bench train gpu-recipe profile clean
 
 setup:  ## venv + ROS 2 wheels + torch (CPU) + dataset + colcon build (idempotent)
 	@bash tools/setup.sh
@@ -19,11 +19,14 @@ demo: setup  ## the whole pipeline on replayed Fashion-MNIST with a scenario, ~1
 lint: setup
 	$(VENV)/bin/ruff check adaspring_ros bench test tools launch
 
-bench: setup  ## all benchmarks; each prints a table and updates docs/benchmarks.md
-	$(PY) -m adaspring_ros.cli bench
+bench: setup  ## all benchmarks (python -m bench); each prints a table and updates docs/benchmarks.md
+	$(PY) -m bench
 
 train: setup  ## reproduce models/backbone.pt
 	$(PY) -m adaspring_ros.cli train
+
+gpu-recipe:  ## the shipped chain on one GPU at several times its epochs, then its profile, under OUT
+	$(PY) -m tools.gpu_recipe $(or $(OUT),runs/gpu-recipe) $(ARGS)
 
 profile: setup  ## reproduce models/profile_table.json
 	$(PY) -m adaspring_ros.cli profile

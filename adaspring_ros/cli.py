@@ -1,8 +1,9 @@
-"""The ``adaspring`` command: train, profile, search, demo, bench.
+"""The ``adaspring`` command: size-backbone, train, tune-variants, profile, search, demo.
 
-Each sub-command lives with the code it drives and exposes ``cli_main(argv) -> int``; this file
-only dispatches, so importing it stays cheap (torch and rclpy load only for the command that
-needs them).
+Each sub-command is a module of argument parsing plus calls into the libraries it drives
+(``adaspring_ros/commands/``, the demo, the benchmarks) and exposes ``cli_main(argv) -> int``;
+this file only dispatches, so importing it stays cheap (torch and rclpy load only for the
+command that needs them).
 """
 
 from __future__ import annotations
@@ -11,15 +12,15 @@ import importlib
 import sys
 
 COMMANDS = {
-    "train": ("adaspring_ros.core.offline.train", "train the self-evolutionary backbone"),
-    "profile": ("adaspring_ros.core.offline.profiling", "measure every variant -> profile table"),
-    "size-backbone": ("adaspring_ros.core.offline.sizing",
+    "train": ("adaspring_ros.commands.train", "train the self-evolutionary backbone"),
+    "profile": ("adaspring_ros.commands.profile", "measure every variant -> profile table"),
+    "size-backbone": ("adaspring_ros.commands.size_backbone",
                       "pick the backbone's width, depth, resolution for a device"),
     "search": ("adaspring_ros.commands.search", "pick the best variant for a context"),
     "demo": ("adaspring_ros.demo.run", "run the whole ROS pipeline on replayed data"),
-    "tune-variants": ("adaspring_ros.core.offline.tuning",
+    "tune-variants": ("adaspring_ros.commands.tune_variants",
                       "tune each chosen variant's own BN scale/shift (weights stay shared)"),
-    "bench": ("bench.__main__", "run the benchmarks in bench/"),
+    "info": ("adaspring_ros.commands.info", "print the model card of a checkpoint or table"),
 }
 
 

@@ -343,3 +343,28 @@ def check_metrics_origin(msg: Any, now_ns: int, tolerance_ns: int, known: Any,
         raise MetricsError(f"metrics for {config_id} closed {(not_before_ns - ns) / 1e9:.3g} s "
                            f"before the last swap", stale=True)
     return ns
+
+
+# -- vision_msgs (nodes/vision_out.py): the same results in the messages integrators expect -------
+
+__all__ += ["classification_to_msg", "label_info_to_msg"]
+
+
+def classification_to_msg(result: Any, msg_type: Any, hypothesis_type: Any) -> Any:
+    """A vision_msgs/Classification of an adaspring_ros/InferenceResult: the image's header and
+    one hypothesis, the top-1 class with its score. vision_msgs' ``class_id`` is a string: it
+    holds the class name, so a subscriber needs no lookup (LabelInfo maps indexes to names)."""
+    msg = msg_type()
+    msg.header = result.header
+    msg.results = [hypothesis_type(class_id=str(result.label), score=_finite(result.score))]
+    return msg
+
+
+def label_info_to_msg(class_names: list[str], msg_type: Any, class_type: Any) -> Any:
+    """A vision_msgs/LabelInfo: every class index (InferenceResult.class_id) with its name.
+    The threshold is 0: every frame's top-1 class is published, whatever its score."""
+    msg = msg_type()
+    msg.class_map = [class_type(class_id=index, class_name=str(name))
+                     for index, name in enumerate(class_names)]
+    msg.threshold = 0.0
+    return msg

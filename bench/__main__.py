@@ -1,8 +1,14 @@
-"""`adaspring bench`: run the benchmarks of bench/ (a source checkout) one after another.
+"""Run the benchmarks of bench/ one after another: ``python -m bench [names] [options]``.
 
-Each benchmark is a module ``bench.bench_<name>`` run as ``python -m`` from the checkout root; it
-prints its table and rewrites its own section of docs/benchmarks.md. Benchmarks measure and print;
-they never assert a time.
+From the root of a source checkout (bench/ is not installed with the package, and the checkout's
+``adaspring_ros`` must come first on ``sys.path``). Each benchmark is the module
+``bench.bench_<name>``, run in a child interpreter; options the runner does not know are passed
+to every benchmark named. A benchmark prints its table and rewrites its own section of
+docs/benchmarks.md; benchmarks measure and print, they never assert a time.
+
+    .venv/bin/python -m bench --list
+    .venv/bin/python -m bench engines search
+    .venv/bin/python -m bench.bench_backbone --help      (one benchmark's own options)
 """
 
 from __future__ import annotations
@@ -17,25 +23,23 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def available() -> list[str]:
+    """The benchmark names: ``bench/bench_<name>.py``."""
     return sorted(p.stem[len("bench_"):] for p in (ROOT / "bench").glob("bench_*.py"))
 
 
-def cli_main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="adaspring bench", description=__doc__)
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench",
+                                     description=__doc__.split("\n")[0])
     parser.add_argument("names", nargs="*", help="benchmarks to run (default: all)")
     parser.add_argument("--list", action="store_true", help="list the benchmarks and exit")
     args, passthrough = parser.parse_known_args(argv)
-    if not (ROOT / "bench").is_dir():
-        print("adaspring bench: needs a source checkout (bench/ is not installed)",
-              file=sys.stderr)
-        return 2
     names = available()
     if args.list:
         print("\n".join(names))
         return 0
     unknown = sorted(set(args.names) - set(names))
     if unknown:
-        print(f"adaspring bench: unknown benchmark(s) {unknown}; have {names}", file=sys.stderr)
+        print(f"python -m bench: unknown benchmark(s) {unknown}; have {names}", file=sys.stderr)
         return 2
     failed = []
     for name in args.names or names:
@@ -49,3 +53,7 @@ def cli_main(argv: list[str]) -> int:
     if failed:
         print(f"failed: {failed}", file=sys.stderr)
     return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -13,16 +13,19 @@ ranges calibrated as the profiler does), batch 1, one thread:
   the most accurate shared variant of the table at most as slow as each of them;
 * materialise time and switch time (``VariantCache`` lookup between two cached variants).
 
-Baselines trained alone are trained by this script (``adaspring train --fixed-config``) into
-runs/bench/ unless already there; ``--baseline-epochs`` says how long. Nothing here asserts a
-time: it prints a table and writes the ``backbone`` section of docs/benchmarks.md.
+The nets trained alone come from models/baselines/ when its MANIFEST.json lists them (each
+file's sha256 checked against the manifest before it is loaded); any other is trained here
+(``adaspring train --fixed-config``) into runs/bench/, resumably. ``--baseline-epochs`` says how
+long. ``--dry-run`` only finds and checks the files. Nothing here asserts a time: it prints a
+table and writes the ``backbone`` section of docs/benchmarks.md.
 
-    .venv/bin/python bench/bench_backbone.py
+    .venv/bin/python -m bench.bench_backbone --baseline-epochs 34 --operator-epochs dwsep=8
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 import time
@@ -30,29 +33,35 @@ from pathlib import Path
 
 import torch
 
+from adaspring_ros.cli import main as adaspring
 from adaspring_ros.core.data.datasets import load_fashion_mnist
 from adaspring_ros.core.energy import DEFAULT_DEVICE, make_meter
-from adaspring_ros.core.model.checkpoint import load_backbone
+from adaspring_ros.core.model.bn_stats import variant_bn_stats
+from adaspring_ros.core.model.checkpoint import load_backbone, sha256_of
 from adaspring_ros.core.model.config import CompressionConfig, StageConfig
 from adaspring_ros.core.model.engine import DEFAULT_ENGINE, ENGINES, Runner, make_engine
+from adaspring_ros.core.model.profile_table import (
+    fastest_within,
+    load_profile_table,
+    most_accurate_within,
+)
 from adaspring_ros.core.model.supernet import ElasticBackbone
-from adaspring_ros.core.offline import train as training
 from adaspring_ros.core.offline.profiler import (
     bn_calibration_images,
-    fastest_within,
     measure_static,
-    most_accurate_within,
     time_round_robin,
 )
-from adaspring_ros.core.paths import default_backbone
-from adaspring_ros.core.policy.search import default_table
+from adaspring_ros.core.offline.recipe import epochs_trained
+from adaspring_ros.core.offline.sampling import sample_config
+from adaspring_ros.core.paths import default_backbone, default_profile_table
 from adaspring_ros.core.serving.server import VariantCache, freeze_heap
-from bench.report import markdown_table, spread, write_section
+from bench.report import ROOT, markdown_table, shown, spread, write_section
 
 HALF_WIDTH = "r28-w50d3ck100f-w50d3ck100f-w50d3ck100f"      # hand-crafted: half width
 SUBNETS = ("r20-w50d1ck100f-w50d1ck100f-w50d1ck100f",       # small and shallow
            "r24-w50d2sk100f-w50d2sk100f-w50d2sk100f")       # separable, mid size
-RUNS = Path(__file__).resolve().parent.parent / "runs" / "bench"
+RUNS = ROOT / "runs" / "bench"
+BASELINES = ROOT / "models" / "baselines"
 
 
 def most_factorised(space) -> CompressionConfig:
@@ -63,20 +72,62 @@ def most_factorised(space) -> CompressionConfig:
                              resolution=space.resolutions[-1])
 
 
+def shipped_baseline(tag: str) -> Path | None:
+    """The file of models/baselines/ for ``alone-<tag>.pt`` if its manifest lists one, after
+    checking its sha256 against the manifest; None when the manifest has no such net."""
+    manifest = json.loads((BASELINES / "MANIFEST.json").read_text())["files"]
+    name = f"alone-{tag}.pt"
+    if name not in manifest:
+        return None
+    path = BASELINES / name
+    if not path.is_file():
+        raise SystemExit(f"{path} is listed in {BASELINES / 'MANIFEST.json'} but missing")
+    digest, expected = sha256_of(path), manifest[name]["sha256"]
+    if digest != expected:
+        raise SystemExit(f"{path}: sha256 {digest} does not match its manifest's {expected}")
+    return path
+
+
+def existing_baseline(config_id: str) -> tuple[ElasticBackbone, Path] | None:
+    """A net trained alone on ``config_id`` that is already there, for any number of epochs:
+    one of models/baselines/ (sha256 checked), else the last in runs/bench/; None if neither."""
+    for path in sorted(BASELINES.glob(f"alone-{config_id}-e*.pt"), reverse=True):
+        shipped = shipped_baseline(path.name.removeprefix("alone-").removesuffix(".pt"))
+        if shipped is not None:
+            return load_backbone(shipped, verify=False), shipped   # sha256 checked above
+    found = sorted(RUNS.glob(f"alone-{config_id}-e*.pt"))
+    return (load_backbone(found[-1]), found[-1]) if found else None
+
+
 def train_alone(config_id: str, epochs: int, retrain: bool, subset: int = 0) -> Path:
     """A backbone trained on ``config_id`` only (cached in runs/bench/)."""
     tag = f"{config_id}-e{epochs}" + (f"-s{subset}" if subset else "")
     out = RUNS / f"alone-{tag}.pt"
     # --out is rewritten after every epoch: a file an interrupted run left is resumed, not used
-    finished = out.exists() and training.epochs_trained(load_backbone(out).meta) == epochs
+    finished = out.exists() and epochs_trained(load_backbone(out).meta) == epochs
     if retrain or not finished:
         args = ["--fixed-config", config_id, "--epochs", str(epochs), "--out", str(out),
                 "--workdir", str(RUNS / f"work-{tag}"), "--no-progress", "--threads", "2",
                 "--resume",
                 "--subset", str(subset)]
-        if training.cli_main(args) != 0:
+        if adaspring(["train", *args]) != 0:
             raise RuntimeError(f"training {config_id} alone failed")
     return out
+
+
+def baseline(config_id: str, epochs: int, retrain: bool, subset: int = 0,
+             dry_run: bool = False) -> tuple[ElasticBackbone | None, Path]:
+    """The net trained alone on ``config_id`` for ``epochs``, and its file: models/baselines/
+    when listed there (unless ``retrain``), else runs/bench/, trained first when not finished.
+    ``dry_run``: never train nor load from runs/bench/; (None, the file training writes)."""
+    tag = f"{config_id}-e{epochs}" + (f"-s{subset}" if subset else "")
+    shipped = None if retrain or subset else shipped_baseline(tag)
+    if shipped is not None:
+        return load_backbone(shipped, verify=False), shipped   # sha256 checked just above
+    if dry_run:
+        return None, RUNS / f"alone-{tag}.pt"
+    out = train_alone(config_id, epochs, retrain, subset)
+    return load_backbone(out), out
 
 
 def interleaved_latency(nets: dict[str, Runner], rounds: int, calls: int,
@@ -114,6 +165,10 @@ def main(argv: list[str] | None = None) -> int:
                         "trained only OP's weights")
     p.add_argument("--retrain", action="store_true", help="retrain the baselines")
     p.add_argument("--train-only", action="store_true", help="train the baselines and stop")
+    p.add_argument("--dry-run", action="store_true",
+                   help="find the backbone, the profile table and the baselines of "
+                        "models/baselines/ (sha256 checked, files loaded), say which "
+                        "baselines would be trained, and stop")
     p.add_argument("--baseline-subset", type=int, default=0, help=argparse.SUPPRESS)
     p.add_argument("--rounds", type=int, default=30)
     p.add_argument("--calls", type=int, default=20)
@@ -123,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="accuracy tolerances (points below full) for the fastest-variant rows")
     args = p.parse_args(argv)
     backbone = load_backbone(default_backbone())
-    backbone_epochs = training.epochs_trained(backbone.meta)
+    backbone_epochs = epochs_trained(backbone.meta)
     if args.baseline_epochs <= 0:
         if backbone_epochs is None:
             p.error("the backbone does not record how many epochs it was trained in all (it "
@@ -141,12 +196,23 @@ def main(argv: list[str] | None = None) -> int:
         return args.baseline_epochs + (extra.get(operators.pop(), 0) if len(operators) == 1
                                        else 0)
 
-    if args.train_only:
+    if args.train_only or args.dry_run:
         for config_id in (HALF_WIDTH, *SUBNETS):
-            train_alone(config_id, epochs_alone(config_id), args.retrain, args.baseline_subset)
+            epochs = epochs_alone(config_id)
+            alone, path = baseline(config_id, epochs, args.retrain, args.baseline_subset,
+                                   dry_run=args.dry_run)
+            if alone is None:
+                print(f"{config_id}: would train {epochs} epochs alone into {shown(path)}")
+            else:
+                print(f"{config_id}: {shown(path)} ({alone.sha256[:12]}, "
+                      f"{epochs_trained(alone.meta)} epochs)")
+        if args.dry_run:
+            table = load_profile_table(None, args.engine)
+            print(f"backbone {default_backbone()} ({backbone.sha256[:12]}, {backbone_epochs} "
+                  f"epochs); table {default_profile_table(args.engine)} ({len(table)} variants)")
         return 0
 
-    table, table_path = default_table(engine=args.engine)
+    table = load_profile_table(None, args.engine)
     if table.backbone_sha256 != backbone.sha256:
         print("warning: the profile table was measured on another backbone", file=sys.stderr)
     full_cfg = CompressionConfig.full(backbone.space)
@@ -163,19 +229,18 @@ def main(argv: list[str] | None = None) -> int:
     }
     for pt, entry in picks.items():
         nets[f"fastest within {pt:g} pt"] = (backbone, entry.config, "shared weights")
-    train_cpu, unprofiled = {}, []
+    train_cpu, unprofiled, sources = {}, [], []
     labels = ["hand-crafted half width"] + [f"subnet {'AB'[i]}" for i in range(len(SUBNETS))]
     for label, config_id in zip(labels, (HALF_WIDTH, *SUBNETS), strict=True):
-        path = train_alone(config_id, epochs_alone(config_id), args.retrain,
-                           args.baseline_subset)
-        alone = load_backbone(path)
+        alone, path = baseline(config_id, epochs_alone(config_id), args.retrain,
+                               args.baseline_subset)
+        sources.append(shown(path))
         train_cpu[config_id] = float(alone.meta.get("cpu_seconds", 0.0))
         config = CompressionConfig.from_id(config_id)
         nets[f"{label} (alone)"] = (alone, config,
                                     f"trained alone, {epochs_alone(config_id)} epochs")
         if config_id not in backbone.variant_bn:
-            backbone.variant_bn[config_id] = training.variant_bn_stats(backbone, config,
-                                                                       bn_images)
+            backbone.variant_bn[config_id] = variant_bn_stats(backbone, config, bn_images)
         nets[f"{label} (shared)"] = (backbone, config, "shared weights")
 
     # Accuracy in the engine (batched, 2 threads) and a batch-1 runner on 1 thread each.
@@ -238,7 +303,7 @@ def main(argv: list[str] | None = None) -> int:
     # (every operator, low rank and int8 included), plus the most factorised one.
     profiled = [e.config for e in table.entries[:: max(1, len(table) // 40)]]
     gen = torch.Generator().manual_seed(0)
-    anywhere = [training.sample_config(backbone.space, gen, post_training=True)
+    anywhere = [sample_config(backbone.space, gen, post_training=True)
                 for _ in range(60)] + [most_factorised(backbone.space)]
     backbone.materialise(profiled[0])
     freeze_heap()                             # as the perception node does after loading
@@ -294,7 +359,8 @@ def main(argv: list[str] | None = None) -> int:
            "in every stage, as the backbone's operator stage trained those weights that much "
            "longer)" if extra else "")
         + " (same data and optimiser, one cosine schedule, labels only), CPU time per baseline: "
-        + ", ".join(f"{k} {v / 60:.1f} min" for k, v in train_cpu.items()) + ".",
+        + ", ".join(f"{k} {v / 60:.1f} min" for k, v in train_cpu.items())
+        + "; files: " + ", ".join(f"`{s}`" for s in sources) + ".",
         f"- Fastest within N pt of full, and the best shared variant at most as slow as each "
         f"net trained alone (by the table's latency of that same config), are picked from the "
         f"shipped profile table ({len(table)} profiled variants; its accuracy is on the test "
@@ -304,7 +370,7 @@ def main(argv: list[str] | None = None) -> int:
            if unprofiled else ""),
     ]
     write_section("backbone", "Self-evolutionary backbone vs nets trained alone",
-                  ".venv/bin/python bench/bench_backbone.py "
+                  ".venv/bin/python -m bench.bench_backbone "
                   f"--baseline-epochs {args.baseline_epochs} --engine {args.engine}"
                   + (f" --operator-epochs {args.operator_epochs}" if extra else ""),
                   "\n".join(body))

@@ -25,20 +25,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parent.parent
 from adaspring_ros.core.data.datasets import load_fashion_mnist
 from adaspring_ros.core.data.transforms import preprocess
 from adaspring_ros.core.model.checkpoint import load_backbone
 from adaspring_ros.core.model.config import CompressionConfig, StageConfig
 from adaspring_ros.core.model.engine import make_engine
 from adaspring_ros.core.model.onnx_graph import onnx_graph
-from adaspring_ros.core.model.profile_table import ProfileTable
-from adaspring_ros.core.offline.profiler import (
-    bn_calibration_images,
-    fastest_within,
-    pareto_front,
-    time_round_robin,
-)
+from adaspring_ros.core.model.profile_table import ProfileTable, fastest_within, pareto_front
+from adaspring_ros.core.offline.profiler import bn_calibration_images, time_round_robin
 from adaspring_ros.core.paths import default_profile_table
 from adaspring_ros.core.serving.server import VariantCache, freeze_heap
 from bench.report import markdown_table, spread, write_section

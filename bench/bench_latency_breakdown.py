@@ -28,7 +28,6 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
 import numpy as np
 
 from adaspring_ros import msg_convert

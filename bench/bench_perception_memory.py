@@ -35,7 +35,6 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
 os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
 
 import psutil
@@ -49,6 +48,8 @@ from adaspring_ros.demo.child_process import dies_with_parent
 from adaspring_ros.demo.graph import ChildProcess, ros_environment, spin_until
 from bench.bench_ros_perception import quiet_domain
 from bench.report import markdown_table, spread, write_section
+
+ROOT = Path(__file__).resolve().parent.parent
 
 BEFORE = "e5764e8"  # the last tree whose perception node materialised variants with torch
 CAMERA = "adaspring_ros.nodes.camera_replay_node"

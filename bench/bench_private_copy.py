@@ -10,7 +10,7 @@ serve every other variant, against what its own BN scale/shift bought (``variant
 section). Validation only (the 5 000 held-out training images); torch, float.
 Writes the ``private-copy`` section of docs/benchmarks.md.
 
-    .venv/bin/python bench/bench_private_copy.py --epochs 4
+    .venv/bin/python -m bench.bench_private_copy --epochs 4
 """
 
 from __future__ import annotations
@@ -28,8 +28,10 @@ from adaspring_ros.core.data.datasets import load_fashion_mnist
 from adaspring_ros.core.data.transforms import preprocess_tensor
 from adaspring_ros.core.model.checkpoint import load_backbone
 from adaspring_ros.core.model.config import CompressionConfig
-from adaspring_ros.core.offline import train as training
-from adaspring_ros.core.offline import tuning as variant_tuning
+from adaspring_ros.core.offline.evaluate import evaluate
+from adaspring_ros.core.offline.losses import distillation_loss
+from adaspring_ros.core.offline.optim import lr_at
+from adaspring_ros.core.offline.tuning import teacher_logits, tuning_split
 from adaspring_ros.core.paths import default_backbone
 from bench.bench_variant_tuning import BENCH_SUBNETS
 from bench.report import markdown_table, write_section
@@ -48,11 +50,11 @@ def fine_tune_copy(net: torch.nn.Module, images, labels, teacher: torch.Tensor, 
         order = torch.randperm(len(x), generator=gen)
         for i in range(steps):
             for group in optimizer.param_groups:
-                group["lr"] = training.lr_at(epoch * steps + i, epochs * steps, lr)
+                group["lr"] = lr_at(epoch * steps + i, epochs * steps, lr)
             idx = order[i * batch_size:(i + 1) * batch_size]
             out = net(x[idx])
             loss = (label_weight * F.cross_entropy(out, y[idx])
-                    + (1 - label_weight) * variant_tuning.distillation_loss(out, teacher[idx]))
+                    + (1 - label_weight) * distillation_loss(out, teacher[idx]))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             # the copy has no BN left (folded at materialise): clipping keeps a deep one stable
@@ -80,24 +82,23 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     model = load_backbone(default_backbone())
     train = load_fashion_mnist("train")
-    train_idx, val_idx = variant_tuning.tuning_split(len(train), 0)
+    train_idx, val_idx = tuning_split(len(train), 0)
     val = train.subset(val_idx)
     images, labels = train.images[train_idx], train.labels[train_idx]
     full = CompressionConfig.full(model.space)
-    teacher = variant_tuning.teacher_logits(model, images, full)
+    teacher = teacher_logits(model, images, full)
 
     rows = []
     for config_id, name in BENCH_SUBNETS.items():
         config = CompressionConfig.from_id(config_id, model.space)
-        served = 100 * training.evaluate(model.materialise(config).eval(), val,
-                                         config.resolution)
+        served = 100 * evaluate(model.materialise(config).eval(), val, config.resolution)
         private, cpu = [], 0.0
         for lr in lrs:
             net = model.materialise(config)
             cpu0 = time.process_time()
             fine_tune_copy(net, images, labels, teacher, config.resolution, args.epochs, lr,
                            args.label_weight)
-            private.append(100 * training.evaluate(net, val, config.resolution))
+            private.append(100 * evaluate(net, val, config.resolution))
             cpu += time.process_time() - cpu0
             print(json.dumps({"variant": config_id, "lr": lr, "served": served,
                               "private": private[-1]}), flush=True)
@@ -122,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
         "- Validation: the 5 000 held-out training images; one seed (~0.3 pt of noise).",
     ]
     write_section("private-copy", "A subnet's own weights vs the shared ones (validation split)",
-                  f".venv/bin/python bench/bench_private_copy.py --epochs {args.epochs} "
+                  f".venv/bin/python -m bench.bench_private_copy --epochs {args.epochs} "
                   f"--lr {args.lr}",
                   "\n".join(body))
     return 0

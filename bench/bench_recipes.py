@@ -7,14 +7,14 @@ table, a mixed-width variant and the smallest — is evaluated on the validation
 train split (never the test split: this chooses a recipe), each variant with its own exact BN
 statistics. Prints a table and writes the ``recipes`` section of docs/benchmarks.md.
 
-    .venv/bin/python bench/bench_recipes.py --epochs 4
+    .venv/bin/python -m bench.bench_recipes --epochs 4
 
 With ``--backbones name=path,...`` it trains nothing and compares backbones already trained (full
 length runs, e.g. a candidate against the shipped one) on the same panel, into the
 ``recipes-backbones`` section; with ``--operator-twins OP`` as well (an operator stage), into
 the ``recipes-operator`` section. ``--alone PATH,...`` (nets trained alone, ``adaspring train
 --fixed-config``) adds their validation top-1 in a column of its own and each backbone's mean gap
-to them: issue 13's target, measured where recipes are chosen.
+to them: the cost of sharing the weights, measured where recipes are chosen.
 """
 
 from __future__ import annotations
@@ -25,12 +25,16 @@ import statistics
 import sys
 from pathlib import Path
 
+from adaspring_ros.cli import main as adaspring
 from adaspring_ros.core.data.datasets import load_fashion_mnist, train_val_split
+from adaspring_ros.core.model.bn_stats import variant_bn_stats
 from adaspring_ros.core.model.checkpoint import load_backbone
 from adaspring_ros.core.model.config import DEFAULT_SPACE, CompressionConfig
 from adaspring_ros.core.model.supernet import ElasticBackbone
-from adaspring_ros.core.offline import train as training
+from adaspring_ros.core.offline.evaluate import evaluate
 from adaspring_ros.core.offline.profiler import bn_calibration_images
+from adaspring_ros.core.offline.recipe import epochs_trained, trained_alone
+from adaspring_ros.core.offline.sampling import student_pool, with_operator
 from bench.report import markdown_table, write_section
 
 # the shipped first stage: labels + BigNAS's augmentation on the largest only, zero-init
@@ -66,7 +70,7 @@ def train_recipe(name: str, epochs: int, subset: int) -> Path:
     if not out.exists():
         args = ["--epochs", str(epochs), "--out", str(out), "--workdir", str(RUNS / f"work-{tag}"),
                 "--resume", "--no-progress", "--subset", str(subset), *RECIPES[name]]
-        if training.cli_main(args) != 0:
+        if adaspring(["train", *args]) != 0:
             raise RuntimeError(f"training recipe {name} failed")
     return out
 
@@ -79,9 +83,9 @@ def panel_accuracy(model: ElasticBackbone, val, bn_images, panel: list[str]) -> 
     out = {}
     for config_id in panel:
         config = CompressionConfig.from_id(config_id, DEFAULT_SPACE)
-        model.variant_bn[config_id] = training.variant_bn_stats(model, config, bn_images)
+        model.variant_bn[config_id] = variant_bn_stats(model, config, bn_images)
         net = model.materialise(config).eval()
-        out[config_id] = 100.0 * training.evaluate(net, val, config.resolution)
+        out[config_id] = 100.0 * evaluate(net, val, config.resolution)
     return out
 
 
@@ -112,20 +116,20 @@ def main(argv: list[str] | None = None) -> int:
     if args.front_of:
         if not Path(args.front_of).is_file():
             p.error(f"no such profile table: {args.front_of}")
-        front = [c.id for c in training.student_pool(DEFAULT_SPACE, [], args.front_of)]
+        front = [c.id for c in student_pool(DEFAULT_SPACE, [], args.front_of)]
     twins: list[str] = []
     if args.operator_twins:
         if not front or args.operator_twins not in DEFAULT_SPACE.operators:
             p.error(f"--operator-twins needs --front-of and one of {DEFAULT_SPACE.operators}")
         twins = list(dict.fromkeys(
-            training.with_operator(CompressionConfig.from_id(cid), args.operator_twins).id
+            with_operator(CompressionConfig.from_id(cid), args.operator_twins).id
             for cid in front))
     alone_nets: dict[str, ElasticBackbone] = {}
     for path in filter(None, args.alone.split(",")):
         if not Path(path).is_file():
             p.error(f"no such net trained alone: {path}")
         net = load_backbone(path)
-        config_id = training.trained_alone(net.meta)
+        config_id = trained_alone(net.meta)
         if config_id is None:
             p.error(f"{path} was not trained alone (no --fixed-config in its file)")
         alone_nets[config_id] = net
@@ -156,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
         model = load_backbone(path)
         cpu[name] = float(model.meta.get("cpu_seconds", 0.0))
         # a file made by --init-from records its own run; the chain's total when it was known
-        total = training.epochs_trained(model.meta)
+        total = epochs_trained(model.meta)
         last = len(json.loads(model.meta.get("history", "[]")))
         about[name] = (f"`{path}` (sha256 {model.sha256[:12]}, "
                        + (f"{total} epochs in all, {last} in its last run)" if total else
@@ -168,8 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     alone = {}
     for cid, net in alone_nets.items():
         config = CompressionConfig.from_id(cid, DEFAULT_SPACE)
-        alone[cid] = 100.0 * training.evaluate(net.materialise(config).eval(), val,
-                                               config.resolution)
+        alone[cid] = 100.0 * evaluate(net.materialise(config).eval(), val, config.resolution)
     if alone:
         print(json.dumps({"alone": "val_top1", **alone}), flush=True)
     rows = [[cid] + [f"{results[n][cid]:.2f}" for n in names]
@@ -193,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
         rows = [row + [""] * (len(names) + 2 - len(row)) for row in rows]
     if args.backbones:
         origin = ["- Backbones: " + "; ".join(f"{n}: {about[n]}" for n in names) + "."]
-        command = (f".venv/bin/python bench/bench_recipes.py --backbones {args.backbones}"
+        command = (f".venv/bin/python -m bench.bench_recipes --backbones {args.backbones}"
                    + (f" --front-of {args.front_of}" if args.front_of else "")
                    + (f" --alone {args.alone}" if alone else "")
                    + (f" --operator-twins {args.operator_twins}" if twins else ""))
@@ -209,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
                   "warm-up epoch, seed 0) plus its options: "
                   + "; ".join(f"{n}: `{' '.join(RECIPES[n]) or '(none)'}`" for n in names) + "."]
         section = ("recipes", "Training recipes side by side (short runs, validation split)",
-                   f".venv/bin/python bench/bench_recipes.py --epochs {args.epochs}"
+                   f".venv/bin/python -m bench.bench_recipes --epochs {args.epochs}"
                    + (f" --recipes {','.join(names)}" if names != list(FIRST_RECIPES) else "")
                    + (f" --subset {args.subset}" if args.subset else "")
                    + (f" --front-of {args.front_of}" if args.front_of else "")

@@ -224,8 +224,7 @@ def overhead_rows(session: Session, label: str, frames: int) -> list[list]:
 
 def swap_session(node, workdir: Path, backbone: Path, engine: str, args) -> tuple:
     """Swaps, memory and live-vs-table forward times of one engine's perception node."""
-    from adaspring_ros.core.model.profile_table import ProfileTable
-    from adaspring_ros.core.offline.profiler import pareto_front
+    from adaspring_ros.core.model.profile_table import ProfileTable, pareto_front
 
     session = Session(node, workdir, backbone, 640, 480, "rgb8", tag=f"-{engine}",
                       extra=["-p", f"engine:={engine}"])

@@ -94,14 +94,14 @@ class Reference:
         from adaspring_ros.core.data import datasets as data
         from adaspring_ros.core.model.checkpoint import load_backbone
         from adaspring_ros.core.model.engine import DEFAULT_ENGINE, make_engine
-        from adaspring_ros.core.policy.search import default_table
+        from adaspring_ros.core.model.profile_table import load_profile_table
         from adaspring_ros.core.serving.server import VariantBuilder
 
         torch.set_num_threads(1)  # as the node: the same kernels, the same float results
         self.model = load_backbone(backbone)
         # The node's defaults: the default engine, with the (shipped) table's int8 ranges.
         self.build = VariantBuilder(self.model.materialise, make_engine(DEFAULT_ENGINE),
-                                    default_table(table)[0])
+                                    load_profile_table(table))
         self.limit = limit  # the camera's loop: frame seq n shows image n % limit
         self.images = data.load_fashion_mnist("test").images[:limit]
         self.nets: dict = {}

@@ -7,10 +7,11 @@ classifier bias, convolutions shared and frozen). Both are compact modules in to
 the variant's exact BN statistics. The tuned backbone is made by this script (into runs/tuned/,
 resumable) unless it is already there. Validation is the 5 000-image hold-out of the train split
 (every choice of the tuning recipe was made on it); ``--test`` adds the test split, for the final
-figure only. Nets trained alone (``bench_backbone``'s runs/bench/) are added where present.
+figure only. Nets trained alone (``bench_backbone``'s: models/baselines/, else runs/bench/) are
+added where present.
 Writes the ``variant-tuning`` section of docs/benchmarks.md.
 
-    .venv/bin/python bench/bench_variant_tuning.py --test
+    .venv/bin/python -m bench.bench_variant_tuning --test
 """
 
 from __future__ import annotations
@@ -23,39 +24,22 @@ from pathlib import Path
 
 import torch
 
+from adaspring_ros.cli import main as adaspring
 from adaspring_ros.core.data.datasets import load_fashion_mnist, train_val_split
 from adaspring_ros.core.data.transforms import preprocess
+from adaspring_ros.core.model.bn_stats import variant_bn_stats
 from adaspring_ros.core.model.checkpoint import load_backbone
 from adaspring_ros.core.model.config import CompressionConfig
 from adaspring_ros.core.model.engine import make_engine
-from adaspring_ros.core.offline import train as training
-from adaspring_ros.core.offline import tuning as variant_tuning
-from adaspring_ros.core.offline.profiler import (
-    bn_calibration_images,
-    count_macs,
-    runner_accuracy,
-)
+from adaspring_ros.core.model.profile_table import front_ids
+from adaspring_ros.core.offline.evaluate import runner_accuracy
+from adaspring_ros.core.offline.profiler import bn_calibration_images, count_macs
 from adaspring_ros.core.paths import default_backbone, default_profile_table
-from bench.bench_backbone import HALF_WIDTH, SUBNETS
-from bench.report import markdown_table, write_section
+from bench.bench_backbone import HALF_WIDTH, SUBNETS, existing_baseline
+from bench.report import ROOT, markdown_table, shown, write_section
 
-ROOT = Path(__file__).resolve().parent.parent
 TUNED = ROOT / "runs" / "tuned"
 BENCH_SUBNETS = {HALF_WIDTH: "half width", SUBNETS[0]: "subnet A", SUBNETS[1]: "subnet B"}
-
-
-def _shown(path: Path) -> str:
-    """``path`` relative to the checkout when inside it (as the docs name files)."""
-    try:
-        return str(path.resolve().relative_to(ROOT))
-    except ValueError:
-        return str(path)
-
-
-def alone_checkpoint(config_id: str) -> Path | None:
-    """A net trained alone on ``config_id`` by bench_backbone, if one is there."""
-    found = sorted((ROOT / "runs" / "bench").glob(f"alone-{config_id}-e*.pt"))
-    return found[-1] if found else None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -73,8 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     tuned_path = Path(args.tuned)
     if not tuned_path.exists():
         workdir = tuned_path.parent
-        rc = variant_tuning.cli_main([
-            "--variants-from", str(table_path), "--front-only",
+        rc = adaspring([
+            "tune-variants", "--variants-from", str(table_path), "--front-only",
             "--variants", ",".join(BENCH_SUBNETS), "--epochs", str(args.epochs),
             "--images", str(args.images), "--out", str(tuned_path), "--workdir", str(workdir),
             "--resume", "--no-progress"])
@@ -89,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     if tuning.get("source_sha256") != base.sha256:
         print("warning: the tuned backbone was not tuned from models/backbone.pt",
               file=sys.stderr)
-    ids = variant_tuning.front_ids(table_path) + list(BENCH_SUBNETS)
+    ids = front_ids(table_path) + list(BENCH_SUBNETS)
     full_id = CompressionConfig.full(base.space).id
     ids = [full_id] + [i for i in dict.fromkeys(ids) if i != full_id]
 
@@ -104,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def accuracy(model, config) -> dict[str, float]:
         if config.id not in model.variant_bn:      # as the profiler and the tuning compute them
-            model.variant_bn[config.id] = training.variant_bn_stats(model, config, bn_images)
+            model.variant_bn[config.id] = variant_bn_stats(model, config, bn_images)
         net, r = model.materialise(config), config.resolution
         ranges = engine.calibrate(net, preprocess(bn_images, r))
         runner = engine.prepare(net, ranges or None, batch=None)
@@ -114,8 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     for config_id in ids:
         config = CompressionConfig.from_id(config_id, base.space)
         before, after = accuracy(base, config), accuracy(tuned, config)
-        alone_path = alone_checkpoint(config_id)
-        alone = accuracy(load_backbone(alone_path), config) if alone_path else None
+        found = existing_baseline(config_id)
+        alone = accuracy(found[0], config) if found else None
         info = per_variant.get(config_id, {})
         name = BENCH_SUBNETS.get(config_id, "full (the teacher)" if config_id == full_id
                                  else "front")
@@ -149,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
         markdown_table(headers, rows),
         "",
         "- Mean gain, " + "; ".join(summary) + ".",
-        f"- Shared: `models/backbone.pt` (`{base.sha256[:12]}`); tuned: `{_shown(tuned_path)}` "
+        f"- Shared: `models/backbone.pt` (`{base.sha256[:12]}`); tuned: `{shown(tuned_path)}` "
         f"(`{tuned.sha256[:12]}`), made by `adaspring tune-variants --variants-from "
         f"{Path(table_path).name} --front-only --variants <the three subnets> --epochs "
         f"{targs.get('epochs', '?')} --images {targs.get('images', '?')} --lr "
@@ -175,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     write_section("variant-tuning" + suffix,
                   "Per-variant BN scale/shift tuned by distillation (weights shared)"
                   + (f", in {args.engine}" if suffix else ""),
-                  ".venv/bin/python bench/bench_variant_tuning.py"
+                  ".venv/bin/python -m bench.bench_variant_tuning"
                   + (" --test" if args.test else "")
                   + (f" --engine {args.engine}" if suffix else ""), "\n".join(body))
     return 0

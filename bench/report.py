@@ -15,12 +15,19 @@ from pathlib import Path
 
 from adaspring_ros.core import energy
 
-DOC = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
+ROOT = Path(__file__).resolve().parent.parent
+DOC = ROOT / "docs" / "benchmarks.md"
 HEADER = (
     "# Benchmarks\n\n"
     "Measured on the machine named in each section; every section says the command that "
     "produced it. Ratios are measured side by side in one run.\n"
 )
+
+
+def shown(path: Path) -> str:
+    """``path`` relative to the checkout when inside it, as the sections name files."""
+    path = path.resolve()
+    return str(path.relative_to(ROOT) if path.is_relative_to(ROOT) else path)
 
 
 def markdown_table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> str:

@@ -14,11 +14,16 @@ battery driver.
 lifecycle_manager listing ``perception_node``). The default is a plain node that configures and
 activates itself, as most ROS 2 drivers do. The transitions are requested with launch events
 rather than LifecycleNode's ``autostart`` argument, so the file also runs on Humble.
+
+A node that cannot start (a parameter value out of its range or not among its choices, missing
+weights: one FATAL line says which) exits with code 2, and then this launch stops every other
+node too, so that no graph runs half-configured.
 """
 
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument, EmitEvent, RegisterEventHandler
+from launch.actions import DeclareLaunchArgument, EmitEvent, RegisterEventHandler, Shutdown
 from launch.conditions import IfCondition, UnlessCondition
+from launch.event_handlers import OnProcessExit
 from launch.events import matches_action
 from launch.substitutions import (
     AndSubstitution,
@@ -32,6 +37,14 @@ from launch_ros.substitutions import FindPackageShare
 from lifecycle_msgs.msg import Transition
 
 PACKAGE = 'adaspring_ros'
+CANNOT_START = 2  # the exit code of an adaspring node that refused its parameters or data
+
+
+def stop_all_if_one_cannot_start(event, context):
+    """OnProcessExit callback: shut the launch down when a node exited with CANNOT_START."""
+    if event.returncode == CANNOT_START:
+        return Shutdown(reason=f'{event.action.name} cannot start (see its FATAL line)')
+    return None
 
 
 def generate_launch_description():
@@ -95,4 +108,5 @@ def generate_launch_description():
         Node(package=PACKAGE, executable='evolution_node', name='evolution_node',
              parameters=[params_file], output='screen'),
     ]
-    return LaunchDescription(arguments + nodes + lifecycle)
+    cannot_start = RegisterEventHandler(OnProcessExit(on_exit=stop_all_if_one_cannot_start))
+    return LaunchDescription(arguments + nodes + lifecycle + [cannot_start])

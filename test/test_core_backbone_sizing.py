@@ -1,4 +1,5 @@
-"""`adaspring size-backbone`: candidates, the choice rule, and one tiny real run."""
+"""`adaspring size-backbone` (commands/size_backbone.py, core/offline/sizing.py): candidates,
+the choice rule, and one tiny real run."""
 
 from __future__ import annotations
 
@@ -9,10 +10,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from adaspring_ros.commands.size_backbone import cli_main
 from adaspring_ros.core.data.datasets import FASHION_MNIST_DIR
 from adaspring_ros.core.model.checkpoint import load_backbone
 from adaspring_ros.core.offline import sizing
-from adaspring_ros.core.offline.train import sized_space
+from adaspring_ros.core.offline.sampling import sized_space
 
 
 def row(latency: float, acc: float | None, macs: int = 1_000_000) -> sizing.Measured:
@@ -61,10 +63,10 @@ def test_sized_space_cuts_the_default_space():
 
 
 def test_bad_options_are_refused_with_exit_code_2(capsys):
-    assert sizing.cli_main(["--latency-ms", "-1"]) == 2
-    assert sizing.cli_main(["--depths", "5"]) == 2
+    assert cli_main(["--latency-ms", "-1"]) == 2
+    assert cli_main(["--depths", "5"]) == 2
     assert "not in the search space" in capsys.readouterr().err
-    from adaspring_ros.core.offline.train import cli_main as train_main
+    from adaspring_ros.commands.train import cli_main as train_main
 
     assert train_main(["--max-depth", "7"]) == 2
 
@@ -72,10 +74,10 @@ def test_bad_options_are_refused_with_exit_code_2(capsys):
 @pytest.mark.skipif(not FASHION_MNIST_DIR.is_dir(), reason="dataset-fashion-mnist not installed")
 def test_tiny_run_times_trains_and_reports(tmp_path, capsys):
     out = tmp_path / "size"
-    code = sizing.cli_main(["--bases", "4,8", "--depths", "1", "--resolutions", "16",
-                            "--epochs", "1", "--subset", "300", "--repeats", "5",
-                            "--engine", "torch", "--latency-ms", "1000", "--out", str(out),
-                            "--no-progress"])
+    code = cli_main(["--bases", "4,8", "--depths", "1", "--resolutions", "16",
+                     "--epochs", "1", "--subset", "300", "--repeats", "5",
+                     "--engine", "torch", "--latency-ms", "1000", "--out", str(out),
+                     "--no-progress"])
     assert code == 0
     report = json.loads((out / "sizing.json").read_text())
     assert report["chosen"] in {"c4-8-16_d1_r16", "c8-16-32_d1_r16"}
@@ -96,18 +98,18 @@ def test_tiny_run_times_trains_and_reports(tmp_path, capsys):
     with open(out / sizing.TRAINED_LOG, "a") as f:
         f.write('{"key": "c8-16-32_d1_r16_e1_s3')
     capsys.readouterr()
-    assert sizing.cli_main(["--bases", "4,8", "--depths", "1", "--resolutions", "16",
-                            "--epochs", "1", "--subset", "300", "--repeats", "5",
-                            "--engine", "torch", "--latency-ms", "1000", "--out", str(out),
-                            "--no-progress"]) == 0
+    assert cli_main(["--bases", "4,8", "--depths", "1", "--resolutions", "16",
+                     "--epochs", "1", "--subset", "300", "--repeats", "5",
+                     "--engine", "torch", "--latency-ms", "1000", "--out", str(out),
+                     "--no-progress"]) == 0
     printed = capsys.readouterr().out
     assert "training " not in printed and printed.count("trained by an earlier run") == 2
     again = {r["candidate"]: r for r in json.loads((out / "sizing.json").read_text())["rows"]}
     assert all(again[k]["val_accuracy"] == rows[k]["val_accuracy"] for k in rows)
     # a budget no candidate meets: exit 1, the table still printed
-    assert sizing.cli_main(["--bases", "4", "--depths", "1", "--resolutions", "16",
-                            "--repeats", "5", "--engine", "torch", "--latency-ms", "0",
-                            "--out", str(out), "--no-progress"]) == 1
+    assert cli_main(["--bases", "4", "--depths", "1", "--resolutions", "16",
+                     "--repeats", "5", "--engine", "torch", "--latency-ms", "0",
+                     "--out", str(out), "--no-progress"]) == 1
     assert "no candidate meets the budgets" in capsys.readouterr().err
 
 

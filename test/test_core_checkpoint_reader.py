@@ -1,9 +1,10 @@
-"""Reading a backbone checkpoint without torch: the same arrays as torch.load, checked alike,
-and nothing in the file is ever run (no ROS)."""
+"""Reading a backbone checkpoint without torch: the same arrays and model card as torch.load,
+checked alike, and nothing in the file is ever run (no ROS)."""
 
 from __future__ import annotations
 
 import collections
+import dataclasses
 import io
 import os
 import pickle
@@ -15,17 +16,25 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from adaspring_ros.core.model import compact
+from adaspring_ros.core.model.card import FASHION_MNIST_CARD, ModelCard
 from adaspring_ros.core.model.checkpoint_reader import (
     load_weight_bank,
     read_checkpoint,
     write_checksum,
 )
+from adaspring_ros.core.model.config import DEFAULT_SPACE, CompressionConfig
+from adaspring_ros.core.model.onnx_graph import onnx_graph
 from adaspring_ros.core.model.weights import CheckpointError
 
 torch = pytest.importorskip("torch")
 
-from adaspring_ros.core.model.checkpoint import save_backbone  # noqa: E402
-from adaspring_ros.core.model.supernet import build_backbone  # noqa: E402
+from adaspring_ros.core.model.checkpoint import (  # noqa: E402
+    backbone_checkpoint,
+    load_backbone,
+    save_backbone,
+)
+from adaspring_ros.core.model.supernet import CompactNet, build_backbone  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -58,6 +67,83 @@ def test_the_arrays_are_torch_load_s(saved):
                    for u in theirs[c])
     assert bank.meta == {"note": "test", "epochs": 3} and len(bank.sha256) == 64
     assert bank.classes == tuple(str(i) for i in range(10))
+    # saved without a card: the legacy grey one, at the space's resolutions, the file's classes
+    assert bank.card == load_backbone(saved).card
+    assert bank.card.mean == FASHION_MNIST_CARD.mean and bank.card.classes == bank.classes
+
+
+COLOUR_CARD = ModelCard(channels=3, channel_order="RGB", mean=(0.5, 0.4, 0.3),
+                        std=(0.25, 0.25, 0.25), resolutions=DEFAULT_SPACE.resolutions,
+                        classes=("bird", "fruit", "tool"), resize="letterbox",
+                        mirror_symmetric=False, data="a test folder")
+
+
+@pytest.fixture(scope="module")
+def colour(tmp_path_factory):
+    """A 3-channel backbone saved with its model card."""
+    torch.manual_seed(1)
+    model = build_backbone(stage_channels=(4, 8, 8), classes=COLOUR_CARD.classes,
+                           in_channels=3).eval()
+    path = tmp_path_factory.mktemp("colour") / "colour.pt"
+    save_backbone(model, path, card=COLOUR_CARD)
+    return model, path
+
+
+def test_a_colour_backbone_serves_from_the_file_without_torch_s_loader(colour):
+    model, path = colour
+    bank = load_weight_bank(path)
+    assert bank.card == COLOUR_CARD and bank.arch.in_channels == 3
+    config = CompressionConfig.from_id("r16-w50d2sk50q-w75d1ck25f-w25d3sk100q")
+    weights = compact.materialise(bank, config)
+    assert weights.in_channels == 3 and weights.stem[0].weight.shape[1] == 3
+    x = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        model.set_active(config)
+        elastic = model(x)
+        torch.testing.assert_close(CompactNet.from_weights(weights)(x), elastic)
+    ort = pytest.importorskip("onnxruntime")
+    session = ort.InferenceSession(onnx_graph(weights, batch=None),
+                                   providers=["CPUExecutionProvider"])
+    image, = session.get_inputs()
+    assert image.shape == ["N", 3, 16, 16]       # the ONNX input is (N, in_channels, R, R)
+    logits, = session.run(None, {"image": x.numpy()})
+    np.testing.assert_allclose(logits, elastic.numpy(), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("change, message", [
+    (dict(channels=1, channel_order="L", mean=(0.5,), std=(0.25,)),
+     r"1 input channel\(s\), the stem's weights take 3"),
+    (dict(classes=("a", "b")), "names 2 classes, the classifier has 3 outputs"),
+])
+def test_a_card_that_contradicts_the_weights_is_refused_by_both_readers(colour, tmp_path,
+                                                                        change, message):
+    model, _ = colour
+    ckpt = backbone_checkpoint(model, card=COLOUR_CARD)
+    ckpt["card"] = dataclasses.replace(COLOUR_CARD, **change).to_dict()
+    path = tmp_path / "bad.pt"
+    torch.save(ckpt, path)
+    write_checksum(path)
+    for reader in (load_weight_bank, load_backbone):
+        with pytest.raises(CheckpointError, match=message):
+            reader(path)
+
+
+def test_a_version_1_file_gets_the_legacy_card(colour, tmp_path):
+    grey = build_backbone(stage_channels=(4, 8, 8))
+    ckpt = backbone_checkpoint(grey)
+    ckpt["version"] = 1
+    del ckpt["card"], ckpt["arch"]["in_channels"]
+    path = tmp_path / "v1.pt"
+    torch.save(ckpt, path)
+    write_checksum(path)
+    bank = load_weight_bank(path)
+    assert bank.arch.in_channels == 1 and bank.card == load_backbone(path).card
+    assert bank.card.channels == 1 and bank.card.resolutions == DEFAULT_SPACE.resolutions
+    ckpt["version"] = 3
+    torch.save(ckpt, path)
+    write_checksum(path)
+    with pytest.raises(CheckpointError, match="version 3 is not supported"):
+        load_weight_bank(path)
 
 
 def test_the_checksum_is_verified(saved, tmp_path):
@@ -157,6 +243,7 @@ def test_reading_needs_no_torch(saved):
             "from adaspring_ros.core.model.config import CompressionConfig\n"
             f"bank = load_weight_bank({str(saved)!r})\n"
             "compact.materialise(bank, CompressionConfig.smallest(bank.space))\n"
+            "assert bank.card.classes == bank.classes\n"
             "print('torch' in sys.modules)\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=120, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})

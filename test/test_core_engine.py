@@ -19,6 +19,7 @@ from adaspring_ros.core import paths
 from adaspring_ros.core.data.datasets import load_fashion_mnist
 from adaspring_ros.core.data.transforms import preprocess
 from adaspring_ros.core.model import compact
+from adaspring_ros.core.model.bn_stats import variant_bn_stats
 from adaspring_ros.core.model.checkpoint import load_backbone
 from adaspring_ros.core.model.checkpoint_reader import load_weight_bank
 from adaspring_ros.core.model.config import DEFAULT_SPACE, CompressionConfig, StageConfig
@@ -26,7 +27,6 @@ from adaspring_ros.core.model.engine import EngineError, classify_logits, make_e
 from adaspring_ros.core.model.onnx_graph import onnx_graph
 from adaspring_ros.core.model.profile_table import ProfileError, ProfileTable
 from adaspring_ros.core.offline.profiler import bn_calibration_images, time_round_robin
-from adaspring_ros.core.offline.train import variant_bn_stats
 
 pytest.importorskip("onnxruntime")
 
@@ -266,9 +266,9 @@ def test_shipped_table_int8_costs_at_most_half_a_point():
     import statistics
 
     from adaspring_ros.core.model.checkpoint import load_backbone
-    from adaspring_ros.core.policy.search import default_table
+    from adaspring_ros.core.model.profile_table import load_profile_table
 
-    table, _ = default_table(engine="onnxruntime")
+    table = load_profile_table(None, "onnxruntime")
     tuned = set(load_backbone().variant_affine)
     by_id = {e.id: e for e in table.entries}
     losses = []

@@ -16,14 +16,19 @@ from adaspring_ros.core.energy import (
     make_meter,
 )
 from adaspring_ros.core.model.config import DEFAULT_SPACE, CompressionConfig
-from adaspring_ros.core.model.profile_table import ProfileEntry, ProfileError, ProfileTable
+from adaspring_ros.core.model.profile_table import (
+    ProfileEntry,
+    ProfileError,
+    ProfileTable,
+    fastest_within,
+    front_ids,
+    most_accurate_within,
+    pareto_front,
+)
 from adaspring_ros.core.model.supernet import build_backbone
 from adaspring_ros.core.offline.profiler import (
     count_macs,
-    fastest_within,
-    most_accurate_within,
     neighbours,
-    pareto_front,
     peak_memory_bytes,
     stratified_sample,
 )
@@ -75,11 +80,69 @@ def test_pareto_front_and_fastest_within():
     assert most_accurate_within(entries, 0.1) is None
 
 
-def test_costs_of_a_compact_net():
+def test_front_ids_read_a_table_fastest_first(tmp_path):
+    dominated = "r28-w50d1ck100f-w50d1ck100f-w50d1ck100f"
+    entries = [_entry(FULL, 0.93, 2.0), _entry(dominated, 0.91, 0.6), _entry(SMALL, 0.80, 0.2),
+               _entry(MID, 0.92, 0.4)]
+    path = tmp_path / "table.json"
+    ProfileTable(space=DEFAULT_SPACE, entries=entries).save(path)
+    assert front_ids(path) == [SMALL, MID, FULL]
+    assert front_ids(path, front_only=False) == [SMALL, MID, dominated, FULL]
+
+
+def conv_macs(out_c: int, in_c: int, k: int, side: int) -> int:
+    """MACs of a dense k x k convolution producing out_c maps of side x side."""
+    return out_c * side * side * in_c * k * k
+
+
+def test_count_macs_is_exact():
+    """Counted by hand for stage channels (8, 12, 16) at 16 px: stage s works at 16 / 2**s px,
+    the first block of stages 1 and 2 has a strided 1x1 shortcut, the classifier has 10
+    outputs. Low rank r splits a conv into k x k -> r and 1x1 r -> out (r = round(ratio *
+    min(out, in * k * k))); dwsep is a depthwise k x k (one input map per output) then a 1x1;
+    int8 changes no MAC."""
+    backbone = build_backbone(stage_channels=(8, 12, 16))
+    plain = backbone.materialise(
+        CompressionConfig.from_id("r16-w100d1ck100f-w100d1ck100f-w100d1ck100f"))
+    expected = (conv_macs(8, 1, 3, 16)                                 # stem
+                + 2 * conv_macs(8, 8, 3, 16)                           # stage 0, block 0
+                + conv_macs(12, 8, 3, 8) + conv_macs(12, 12, 3, 8)     # stage 1, block 0
+                + conv_macs(12, 8, 1, 8)                               #   shortcut
+                + conv_macs(16, 12, 3, 4) + conv_macs(16, 16, 3, 4)    # stage 2, block 0
+                + conv_macs(16, 12, 1, 4)                              #   shortcut
+                + 16 * 10)                                             # classifier
+    assert expected == 525_472
+    assert count_macs(plain, 16) == expected
+
+    mixed = backbone.materialise(
+        CompressionConfig.from_id("r16-w100d1sk50f-w100d1ck50f-w50d2ck100q"))
+    dwsep_half_rank = 8 * 16 * 16 * 9 + conv_macs(4, 8, 1, 16) + conv_macs(8, 4, 1, 16)
+    expected = (conv_macs(8, 1, 3, 16)
+                + 2 * dwsep_half_rank                                  # stage 0: r = 4 of 8
+                + conv_macs(6, 8, 3, 8) + conv_macs(12, 6, 1, 8)       # stage 1: r = 6 of 12
+                + conv_macs(6, 12, 3, 8) + conv_macs(12, 6, 1, 8)
+                + conv_macs(12, 8, 1, 8)                               #   shortcut, full rank
+                + conv_macs(8, 12, 3, 4) + conv_macs(8, 8, 3, 4)       # stage 2: 8 channels
+                + conv_macs(8, 12, 1, 4)                               #   shortcut
+                + 2 * conv_macs(8, 8, 3, 4)                            #   block 1
+                + 8 * 10)
+    assert expected == 215_632
+    assert count_macs(mixed, 16) == expected
+
+
+def test_a_colour_variant_is_counted_on_its_own_input_channels():
+    grey = build_backbone(stage_channels=(8, 12, 16))
+    colour = build_backbone(stage_channels=(8, 12, 16), in_channels=3)
+    config = CompressionConfig.from_id("r16-w100d1ck100f-w100d1ck100f-w100d1ck100f")
+    nets = grey.materialise(config), colour.materialise(config)
+    # only the stem differs: 2 more input maps, 8 x 16 x 16 outputs of a 3 x 3 kernel each
+    assert count_macs(nets[1], 16) - count_macs(nets[0], 16) == conv_macs(8, 2, 3, 16)
+    assert peak_memory_bytes(nets[1], 16) >= peak_memory_bytes(nets[0], 16)
+
+
+def test_peak_memory_holds_the_weights_and_the_stem():
     net = build_backbone(stage_channels=(8, 12, 16)).materialise(
         CompressionConfig.from_id("r16-w100d1ck100f-w100d1ck100f-w100d1ck100f"))
-    stem = 8 * 9 * 16 * 16
-    assert count_macs(net, 16) > stem
     # (weights) + at least the stem's input and output
     weights = 4 * sum(p.numel() for p in net.parameters())
     assert peak_memory_bytes(net, 16) >= weights + 4 * (16 * 16 + 8 * 16 * 16)
@@ -110,6 +173,30 @@ def test_profile_table_round_trip_and_rejection(tmp_path):
     path.write_text("{not json")
     with pytest.raises(ProfileError, match="JSON"):
         ProfileTable.load(path)
+
+
+def test_the_runtime_loader_refuses_a_table_without_latency(tmp_path):
+    entries = [_entry(FULL, 0.93, 0.0), _entry(SMALL, 0.8, 0.0)]
+    path = tmp_path / "acc.json"
+    ProfileTable(space=DEFAULT_SPACE, entries=entries, measured=("accuracy",)).save(path)
+    with pytest.raises(ProfileError, match="acc.json holds accuracies only") as exc:
+        ProfileTable.load(path)
+    assert "\n" not in str(exc.value) and "--latency-only --accuracy-from" in str(exc.value)
+    with pytest.raises(ProfileError, match="accuracies only"):   # its front needs latencies
+        front_ids(path)
+    accuracy = ProfileTable.load(path, need_latency=False)
+    assert accuracy.measured == ("accuracy",) and not accuracy.has_latency
+    # a table that does not say what it holds (every table before the split) holds both
+    data = json.loads(path.read_text())
+    del data["measured"]
+    path.write_text(json.dumps(data))
+    assert ProfileTable.load(path).measured == ("accuracy", "latency")
+    for bad, problem in ((["latency"], "accuracy"), ([], "non-empty"), ("accuracy", "list"),
+                         (["accuracy", "speed"], "speed")):
+        data["measured"] = bad
+        path.write_text(json.dumps(data))
+        with pytest.raises(ProfileError, match=problem):
+            ProfileTable.load(path, need_latency=False)
 
 
 def test_shipped_profile_table_matches_shipped_backbone():

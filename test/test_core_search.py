@@ -1,4 +1,5 @@
-"""Runtime search: optimality against exhaustive search, constraints, fallback, contention, CLI."""
+"""Runtime search: optimality against the exhaustive oracle, constraints, the rules when no
+candidate fits, contention, and the `adaspring search` command."""
 
 from __future__ import annotations
 
@@ -10,16 +11,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from adaspring_ros.commands.search import cli_main
-from adaspring_ros.core.policy import search as search_module
-from adaspring_ros.core.policy.budgets import Budgets
+from adaspring_ros.core.model.profile_table import load_profile_table
+from adaspring_ros.core.policy.budgets import BudgetParams, Budgets, compute_budgets
 from adaspring_ros.core.policy.context import Context
-from adaspring_ros.core.policy.lambdas import Lambdas
-from adaspring_ros.core.policy.search import (
-    ObjectiveParams,
-    RuntimeSearch,
-    default_table,
-    exhaustive_search,
-)
+from adaspring_ros.core.policy.lambdas import Lambdas, adapt_lambdas
+from adaspring_ros.core.policy.objective import ObjectiveParams
+from adaspring_ros.core.policy.search import RuntimeSearch
+from tools.search_oracle import exhaustive_search
 from tools.synthetic_tables import synthetic_table, table_from_rows
 
 INF = math.inf
@@ -54,14 +52,15 @@ def test_search_equals_exhaustive_on_random_small_tables(seed):
         contention = float(rng.uniform(0.5, 4))
         overhead = float(rng.choice([0.0, rng.uniform(0, 20)]))
         result = search.search(budgets, lambdas, contention, overhead_mj=overhead)
-        best_id, best_value = exhaustive_search(table, budgets, lambdas, contention,
-                                                objective=objective, overhead_mj=overhead)
-        if best_id is None:
-            assert not result.feasible and result.n_feasible == 0
-        else:
-            assert result.config_id == best_id
-            assert result.prediction.objective == pytest.approx(best_value, abs=1e-12)
-            assert result.feasible or "no variant meets the energy budget" in result.reason
+        best_id, best_value, rule = exhaustive_search(table, budgets, lambdas, contention,
+                                                      objective_params=objective,
+                                                      overhead_mj=overhead)
+        assert (result.config_id, result.rule) == (best_id, rule)
+        assert result.prediction.objective == pytest.approx(best_value, abs=1e-12)
+        assert result.reason.startswith(f"{rule}: ")
+        assert result.feasible == (rule in ("best", "forced-below-floor"))
+        if rule != "forced-below-floor":  # the floor holds unless only variants below it fit
+            assert result.entry.accuracy >= search.floor - 1e-9
 
 
 metric = st.integers(1, 4)
@@ -80,11 +79,10 @@ def test_search_equals_exhaustive_with_many_ties(rows, budget, lambda2, contenti
     lambdas = Lambdas(1 - lambda2, lambda2)
     objective = ObjectiveParams(loss, 10.0)
     result = RuntimeSearch(table, objective=objective).search(budgets, lambdas, contention)
-    best_id, best_value = exhaustive_search(table, budgets, lambdas, contention,
-                                            objective=objective)
-    assert result.config_id == best_id if best_id is not None else not result.feasible
-    if best_id is not None:
-        assert result.prediction.objective == pytest.approx(best_value, abs=1e-12)
+    best_id, best_value, rule = exhaustive_search(table, budgets, lambdas, contention,
+                                                  objective_params=objective)
+    assert (result.config_id, result.rule) == (best_id, rule)
+    assert result.prediction.objective == pytest.approx(best_value, abs=1e-12)
 
 
 def test_exact_ties_go_to_the_smallest_id():
@@ -120,14 +118,31 @@ def test_every_budget_is_respected():
     assert search.search(Budgets(), energy_only).config_id == ids[3]
 
 
-def test_nothing_fits_falls_back_to_the_fastest_with_that_reason():
+def test_nothing_fits_falls_back_to_the_fastest_within_the_floor_with_that_reason():
     table = synthetic_table(200, seed=3)
     search = RuntimeSearch(table)
     result = search.search(Budgets(latency_ms=1e-6), Lambdas(0.5, 0.5))
-    assert not result.feasible and result.n_feasible == 0
-    assert result.config_id == search.fastest.id
-    assert "no variant meets the budgets" in result.reason
-    assert "latency" in result.reason
+    assert not result.feasible and result.n_feasible == 0 and result.rule == "nothing-fits"
+    assert result.config_id == search.fastest_within_floor.id != search.fastest.id
+    assert result.entry.accuracy >= search.floor
+    assert result.reason.startswith("nothing-fits: no variant meets the budgets")
+    assert "within 3 pt of the best" in result.reason and "still violates latency" in \
+        result.reason
+
+
+def test_only_variants_below_the_floor_fit_the_most_accurate_of_them_runs():
+    rows = [{"accuracy": 0.95, "peak_memory_mb": 2.0}, {"accuracy": 0.80, "peak_memory_mb": 0.5},
+            {"accuracy": 0.60, "peak_memory_mb": 0.1}]
+    table = table_from_rows(rows)
+    search = RuntimeSearch(table)
+    forced = search.search(Budgets(memory_mb=1.0), Lambdas(0.0, 1.0))
+    assert forced.rule == "forced-below-floor" and forced.feasible
+    assert forced.config_id == table.entries[1].id
+    assert "only variants more than 3 pt below the best meet the budgets" in forced.reason
+    # nothing fits: the least memory within the floor (the 95 % one), not the 60 % variant
+    nothing = search.search(Budgets(memory_mb=0.0), Lambdas(0.0, 1.0))
+    assert nothing.rule == "nothing-fits" and nothing.config_id == table.entries[0].id
+    assert "still violates memory 2 MB > 0 MB" in nothing.reason
 
 
 def test_an_accuracy_floor_keeps_poor_variants_out():
@@ -163,7 +178,8 @@ def test_fallback_is_the_variant_closest_to_fitting_the_binding_budget():
             {"latency_ms_p50": 9, "peak_memory_mb": 12},
             {"latency_ms_p50": 5, "peak_memory_mb": 30}]
     table = table_from_rows(rows)
-    result = RuntimeSearch(table).search(Budgets(memory_mb=10), Lambdas(0.5, 0.5))
+    result = RuntimeSearch(table, objective=ANY_LOSS).search(Budgets(memory_mb=10),
+                                                            Lambdas(0.5, 0.5))
     assert result.config_id == table.entries[1].id  # least memory, though not the fastest
     assert "memory" in result.reason
 
@@ -225,27 +241,25 @@ def test_decide_adapts_lambdas_and_budgets_from_the_context():
     assert tight.prediction.latency_ms <= 2 * 0.9
 
 
-def test_default_table_falls_back_to_a_synthetic_table_and_says_so(monkeypatch, tmp_path):
-    import adaspring_ros.core.paths as paths
-
-    monkeypatch.setattr(paths, "default_profile_table", lambda engine: tmp_path / "missing.json")
-    table, note = default_table()
-    assert "SYNTHETIC" in note and len(table) == search_module.SYNTHETIC_FALLBACK_SIZE
-    shipped = tmp_path / "table.json"
-    synthetic_table(20).save(shipped)
-    monkeypatch.setattr(paths, "default_profile_table", lambda engine: shipped)
-    table, note = default_table()
-    assert len(table) == 20 and "shipped" in note
-
-
-def test_cli_prints_the_choice(capsys):
-    code = cli_main(["--battery", "30", "--cpu-load", "50", "--latency-budget-ms", "10",
+def test_cli_prints_the_variant_the_oracle_chooses(capsys):
+    # 30 % battery (λ2 0.43), half the CPU taken by others (contention 1.5x), 2 ms per frame
+    code = cli_main(["--battery", "30", "--cpu-load", "50", "--latency-budget-ms", "2",
                      "--mission-s", "600", "--min-accuracy", "0.5"])
     out = capsys.readouterr().out
     assert code == 0
-    for word in ("chosen:", "predicted:", "λ1", "budgets:", "reason:", "latency <= 9.00 ms",
-                 "accuracy >= 50.0%"):
-        assert word in out
+    table = load_profile_table()
+    context = Context(battery_percent=30, cpu_load_percent=50, cpu_load_other_percent=50,
+                      latency_budget_ms=2)
+    budgets = compute_budgets(context, BudgetParams(mission_duration_s=600, min_accuracy=0.5))
+    expected, value, rule = exhaustive_search(table, budgets, adapt_lambdas(context), 1.5)
+    entry = table.get(expected)
+    assert rule == "best" and expected != RuntimeSearch(table).reference.id
+    lines = dict(line.split(":", 1) for line in out.splitlines() if ":" in line)
+    assert lines["chosen"].strip() == expected
+    assert f"accuracy {entry.accuracy:.2%}" in lines["predicted"]
+    assert f"= {value:+.3f}" in lines["objective"]
+    assert "latency <= 1.80 ms" in lines["budgets"] and "accuracy >= 50.0%" in lines["budgets"]
+    assert lines["reason"].strip().startswith("best: ")
 
 
 def test_cli_takes_a_scenario_and_lambda_overrides(capsys):
@@ -271,7 +285,7 @@ def test_cli_cpu_load_predicts_contention_and_moves_the_choice(capsys):
     from adaspring_ros.core.policy.budgets import contention_from_load
 
     assert contention_from_load(0) == 1.0 and contention_from_load(95) == pytest.approx(1.95)
-    table, _ = default_table()
+    table = load_profile_table()
     search = RuntimeSearch(table)
     full_p95 = float(search.latency_p50[search.row(search.reference.id)] * search.tail_ratio)
     budget = f"{full_p95 / 0.9 * 1.2:.3f}"  # the reference fits a calm CPU, not a busy one

@@ -3,31 +3,37 @@
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import math
+import platform
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
+from adaspring_ros.commands.train import build_parser, cli_main, recipe_from
 from adaspring_ros.core.data.datasets import FASHION_MNIST_DIR
 from adaspring_ros.core.data.transforms import preprocess_tensor as preprocess
+from adaspring_ros.core.model.bn_stats import variant_bn_stats
 from adaspring_ros.core.model.checkpoint import load_backbone
 from adaspring_ros.core.model.config import DEFAULT_SPACE, CompressionConfig
 from adaspring_ros.core.model.supernet import build_backbone
-from adaspring_ros.core.offline.train import (
-    _train_step,
-    adaptive_alpha_loss,
-    alpha_divergence,
-    cli_main,
+from adaspring_ros.core.offline.losses import adaptive_alpha_loss, alpha_divergence
+from adaspring_ros.core.offline.recipe import (
+    SHIPPED_CHAIN,
     epochs_trained,
+    recipe_options,
+    scaled_lr,
+)
+from adaspring_ros.core.offline.sampling import (
     sample_config,
     sample_student,
     smallest_trained,
     student_pool,
-    variant_bn_stats,
 )
+from adaspring_ros.core.offline.train import _train_step
 
 needs_data = pytest.mark.skipif(not FASHION_MNIST_DIR.is_dir(),
                                 reason="dataset-fashion-mnist not installed")
@@ -472,3 +478,53 @@ def test_operator_stage_refuses_what_it_cannot_do(extra, says, tmp_path, capsys)
         [str(first) if a == "FIRST" else a for a in extra]
     assert cli_main(argv) == 2
     assert says in capsys.readouterr().err and not out.exists()
+
+
+# sha256 of every state_dict tensor (name, then bytes) of the three files below: the weights
+# the CPU recipe computes (torch 2.13.0, x86-64, 1 thread). A change to the CPU path that moves
+# a single bit of them fails here; recording new digests is a decision to change the recipe.
+CPU_CHAIN_DIGESTS = (
+    "9e1dd69f345ededa7675326d796dad39df2ea0d625cae1572339602707e068da",
+    "b9a6d57b9d401c3df7448f5f0fcd138a5b60b706aaa633dba05b653466362941",
+    "aecdee93957926374514cd4c3f14556509c64a3fe40acd83890cf8f723b28348",
+)
+
+
+def _weights_digest(path) -> str:
+    digest = hashlib.sha256()
+    for name, tensor in load_backbone(path).state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+@needs_data
+@pytest.mark.skipif(torch.__version__.split("+")[0] != "2.13.0" or platform.machine() != "x86_64",
+                    reason="the recorded digests are of torch 2.13.0 on x86-64")
+def test_the_cpu_path_trains_bit_for_bit_the_same_weights(tmp_path):
+    """A warm-up + sandwich run (4 steps), progressive shrinking with in-place distillation on
+    clean images (2 steps) and an operator stage (2 steps), on the CPU by default."""
+    common = ["--subset", "64", "--batch-size", "32", "--channels", "4,8,8", "--val-size", "500",
+              "--threads", "1", "--no-progress"]
+    a, b, c = (tmp_path / f"{x}.pt" for x in "abc")
+    assert cli_main(common + ["--epochs", "2", "--warmup-epochs", "1", "--out", str(a),
+                              "--workdir", str(tmp_path / "a")]) == 0
+    assert cli_main(common + ["--epochs", "1", "--warmup-epochs", "0", "--init-from", str(a),
+                              "--lr", "0.03", "--student-label-weight", "0.5",
+                              "--augment-largest-only", "--out", str(b),
+                              "--workdir", str(tmp_path / "b")]) == 0
+    assert cli_main(common + ["--epochs", "1", "--warmup-epochs", "0", "--init-from", str(b),
+                              "--only-operator", "dwsep", "--lr", "0.03", "--out", str(c),
+                              "--workdir", str(tmp_path / "c")]) == 0
+    assert tuple(_weights_digest(p) for p in (a, b, c)) == CPU_CHAIN_DIGESTS
+
+
+def test_the_shipped_chain_reads_back_from_its_command_lines():
+    """Each stage's settings are recipe fields that ``adaspring train`` options set, so the
+    GPU chain and the benchmark run exactly models/README.md's commands."""
+    for stage in SHIPPED_CHAIN:
+        recipe = stage.recipe(batch_size=1024, lr=scaled_lr(stage.recipe().lr, 1024))
+        options = recipe_options(recipe, ["epochs", "batch_size", *stage.settings])
+        assert recipe_from(build_parser().parse_args(options)) == recipe, stage.name
+    assert [s.epochs for s in SHIPPED_CHAIN] == [18, 8, 4, 4, 4, 4]
+    assert scaled_lr(0.1, 1024) == pytest.approx(0.8)

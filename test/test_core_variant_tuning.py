@@ -8,8 +8,10 @@ import numpy as np
 import pytest
 import torch
 
+from adaspring_ros.commands.tune_variants import cli_main
 from adaspring_ros.core.data.datasets import FASHION_MNIST_DIR
 from adaspring_ros.core.data.transforms import preprocess_tensor as preprocess
+from adaspring_ros.core.model.bn_stats import variant_bn_stats
 from adaspring_ros.core.model.checkpoint import (
     CheckpointError,
     load_backbone,
@@ -18,10 +20,8 @@ from adaspring_ros.core.model.checkpoint import (
 )
 from adaspring_ros.core.model.config import CompressionConfig
 from adaspring_ros.core.model.supernet import build_backbone
-from adaspring_ros.core.offline.train import variant_bn_stats
+from adaspring_ros.core.offline.losses import distillation_loss
 from adaspring_ros.core.offline.tuning import (
-    cli_main,
-    distillation_loss,
     initial_affine,
     teacher_logits,
     tune_variant,
@@ -252,23 +252,24 @@ def test_engines_serve_the_tuned_variant(model, engine_name):
 
 
 @needs_data
-def test_resume_refuses_another_recipe(tmp_path, model):
+def test_resume_refuses_another_recipe(tmp_path, model, capsys):
     bb = tmp_path / "bb.pt"
     save_backbone(model, bb)
     common = ["--backbone", str(bb), "--variants", CONFIGS[0], "--images", "128", "--val-size",
               "100", "--batch-size", "128", "--out", str(tmp_path / "tuned.pt"), "--workdir",
               str(tmp_path / "work"), "--no-progress", "--resume"]
     assert cli_main(common) == 0
-    with pytest.raises(SystemExit, match="was tuned with"):
-        cli_main(common[:-1] + ["--epochs", "3", "--resume"])
+    capsys.readouterr()
+    assert cli_main(common[:-1] + ["--epochs", "3", "--resume"]) == 1
+    assert "was tuned with" in capsys.readouterr().err
 
 
 @needs_data
-def test_profile_remeasures_the_tuned_variants_of_a_table(tmp_path, model):
+def test_profile_remeasures_the_tuned_variants_of_a_table(tmp_path, model, capsys):
     import json
 
+    from adaspring_ros.commands.profile import cli_main as profile_main
     from adaspring_ros.core.model.profile_table import ProfileTable
-    from adaspring_ros.core.offline.profiling import cli_main as profile_main
 
     bb, table_path = tmp_path / "bb.pt", tmp_path / "table.json"
     save_backbone(model, bb)
@@ -285,8 +286,9 @@ def test_profile_remeasures_the_tuned_variants_of_a_table(tmp_path, model):
     save_backbone(shared, tuned_path, {"variant_tuning": json.dumps(
         {"source_sha256": before.backbone_sha256})})
     remeasure = ["--backbone", str(tuned_path), "--extend", "--rounds", "0", "--repeats", "0"]
-    with pytest.raises(SystemExit, match="--remeasure-tuned"):
-        profile_main(remeasure + common)
+    capsys.readouterr()
+    assert profile_main(remeasure + common) == 1
+    assert "add --remeasure-tuned" in capsys.readouterr().err
     assert profile_main(remeasure + ["--remeasure-tuned"] + common) == 0
     after = ProfileTable.load(table_path)
     tuned = load_backbone(tuned_path)
@@ -299,7 +301,7 @@ def test_profile_remeasures_the_tuned_variants_of_a_table(tmp_path, model):
             assert new == old
     from adaspring_ros.core.data.datasets import load_fashion_mnist
     from adaspring_ros.core.model.engine import make_engine
-    from adaspring_ros.core.offline.profiler import runner_accuracy
+    from adaspring_ros.core.offline.evaluate import runner_accuracy
 
     config = CompressionConfig.from_id(cid)
     test = load_fashion_mnist("test").subset(np.arange(300))
@@ -309,7 +311,7 @@ def test_profile_remeasures_the_tuned_variants_of_a_table(tmp_path, model):
     # a backbone that was not tuned from the table's one is refused
     other = tmp_path / "other.pt"
     save_backbone(build_backbone(stage_channels=(8, 12, 16)), other)
-    with pytest.raises(SystemExit, match="was measured on backbone"):
-        profile_main(["--backbone", str(other), "--extend", "--rounds", "0", "--repeats", "0",
-                      "--remeasure-tuned"] + common)
+    assert profile_main(["--backbone", str(other), "--extend", "--rounds", "0", "--repeats",
+                         "0", "--remeasure-tuned"] + common) == 1
+    assert "was measured on backbone" in capsys.readouterr().err
     assert profile_main(["--backbone", str(bb), "--repeats", "0"] + common) == 2

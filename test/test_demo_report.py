@@ -72,9 +72,13 @@ def test_summary_verdict_and_swap_labels():
                      {**whole("static full", 100.0, 30.0, 95.0), "frames": 300}])
     assert "NOT better: deadline hits" in worse
     event = {"config_id": "r24-w50d2ck100f-w50d2ck100f-w50d2ck100f", "reason":
-             "r28-x violates energy 37 mJ > 27 mJ (contention 1.2x): swap to ...",
+             "violation: r28-x violates energy 37 mJ > 27 mJ (contention 1.2x): swap to ...",
              "predicted_accuracy_percent": 91.67, "predicted_energy_mj": 21.1}
     assert swap_label(event) == "r24-w50d2… 91.7% 21.1 mJ (budget)"
-    assert swap_label({**event, "reason": "objective gain +1.34 >= 0.15 (battery 29%)"}) \
-        .endswith("(gain)")
-    assert swap_label({**event, "reason": "initial choice: best of 4"}).endswith("(initial)")
+    for reason, why in (("gain: objective gain +1.34 >= 0.15 (battery 29%)", "gain"),
+                        ("initial: best: the highest J of 4 candidates", "initial"),
+                        ("stale: context is 4.0 s old (> 3 s)", "stale"),
+                        ("floor: r16-x is below the accuracy floor", "floor"),
+                        ("re-applied after a perception restart; chosen because: gain: ...",
+                         "re-applied")):
+        assert swap_label({**event, "reason": reason}).endswith(f"({why})"), reason

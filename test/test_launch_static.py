@@ -1,5 +1,5 @@
-"""Static checks of launch/*.py (``launch`` is not installable here, so they are read with ``ast``)
-and of config/*.yaml against the parameters the nodes really declare.
+"""Static checks of launch/*.py (read with ``ast``, so they run where ``launch`` is not installed;
+test_ros2_cli.py runs the files) and of config/*.yaml against the parameters the nodes declare.
 
 * every ``executable=`` a launch file names is installed by CMakeLists.txt and exists in scripts/;
 * every parameter file or scenario it names exists under config/, every launch file it includes

@@ -12,7 +12,7 @@ from adaspring_ros.core import paths
 from adaspring_ros.core.policy.budgets import BudgetParams
 from adaspring_ros.core.policy.evolution import EvolutionParams
 from adaspring_ros.core.policy.lambdas import LambdaParams
-from adaspring_ros.core.policy.search import ObjectiveParams
+from adaspring_ros.core.policy.objective import ObjectiveParams
 from adaspring_ros.core.validation import from_ros, ros_default, setting, settings_of
 from adaspring_ros.nodes.settings import NODE_SETTINGS
 

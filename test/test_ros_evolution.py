@@ -317,6 +317,18 @@ def test_timed_out_call_is_reconciled_without_a_second_swap(rclpy_node, tmp_path
     assert fake_log.count("swap to") == 1, fake_log
 
 
+def test_a_missing_profile_table_stops_the_node_with_its_path(tmp_path):
+    missing = tmp_path / "no_table.json"
+    proc = start_evolution(tmp_path, missing)
+    try:
+        code = proc.proc.wait(60)
+    finally:
+        proc.kill()
+    out = proc.output()
+    assert code == 2, out[-2000:]
+    assert f"cannot read profile table {missing}" in out and "Traceback" not in out
+
+
 # -- the stand-in perception node ------------------------------------------------------------
 def fake_perception() -> None:
     import rclpy

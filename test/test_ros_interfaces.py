@@ -1,8 +1,10 @@
-"""The generated interfaces import and cross process boundaries over real DDS on loopback."""
+"""The generated interfaces match msg/ and srv/, and cross process boundaries over real DDS on
+loopback."""
 
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,17 +15,70 @@ from adaspring_ros.core.model.config import CompressionConfig
 
 pytestmark = pytest.mark.ros
 
+ROOT = Path(__file__).resolve().parent.parent
 MESSAGE_TYPES = ["ContextState", "CompressionConfig", "PerformanceMetrics", "InferenceResult"]
+# .msg primitive types as the generated classes' get_fields_and_field_types() spells them
+PRIMITIVES = {"bool": "boolean", "byte": "octet", "char": "uint8", "float32": "float",
+              "float64": "double", "string": "string", "wstring": "wstring",
+              **{f"{s}int{n}": f"{s}int{n}" for s in ("", "u") for n in (8, 16, 32, 64)}}
 
 
-def test_every_interface_imports():
+def declared_fields(text: str) -> list[tuple[str, str]]:
+    """(name, type as the generated class spells it) of each field of a .msg (or one half of a
+    .srv), in file order. Only the forms msg/ and srv/ use: primitives, nested types and
+    unbounded arrays; anything else fails here, so a new form gets its own mapping."""
+    fields = []
+    for line in text.splitlines():
+        line = line.split("#", 1)[0].strip()
+        if not line:
+            continue
+        type_, name, *rest = line.split()
+        assert not rest and "=" not in name, f"defaults and constants need a check: {line!r}"
+        base, array = (type_[:-2], True) if type_.endswith("[]") else (type_, False)
+        assert "[" not in base and "<" not in base, f"unhandled type form: {line!r}"
+        if base in PRIMITIVES:
+            base = PRIMITIVES[base]
+        elif "/" not in base:
+            base = "std_msgs/Header" if base == "Header" else f"adaspring_ros/{base}"
+        fields.append((name, f"sequence<{base}>" if array else base))
+    return fields
+
+
+def interface_classes() -> list[tuple[str, str, type]]:
+    """(file, declaration text, generated class) for every message and service half."""
     from adaspring_ros import msg, srv
 
-    for name in MESSAGE_TYPES:
-        assert getattr(msg, name)() is not None
-    assert srv.Reconfigure.Request().config.config_id == ""
-    assert hasattr(srv.Reconfigure.Response(), "swap_ms")
-    assert hasattr(msg.CompressionConfig(), "swap_ms")  # the swap time is a field, not text
+    found = [(p.name, p.read_text(), getattr(msg, p.stem))
+             for p in sorted((ROOT / "msg").glob("*.msg"))]
+    for p in sorted((ROOT / "srv").glob("*.srv")):
+        request, response = p.read_text().split("\n---\n")
+        service = getattr(srv, p.stem)
+        found += [(f"{p.name} request", request, service.Request),
+                  (f"{p.name} response", response, service.Response)]
+    return found
+
+
+def test_generated_interfaces_match_msg_and_srv_files():
+    from adaspring_ros import msg
+
+    generated = {name for name in dir(msg) if name[:1].isupper()}
+    assert generated == {p.stem for p in (ROOT / "msg").glob("*.msg")}
+    for where, text, cls in interface_classes():
+        declared = declared_fields(text)
+        assert declared, where
+        assert list(cls.get_fields_and_field_types().items()) == declared, where
+        # No declared defaults, so a fresh message holds each type's zero value.
+        fresh = cls()
+        for name, type_ in declared:
+            value = getattr(fresh, name)
+            if type_.startswith("sequence<"):
+                assert len(value) == 0, (where, name)
+            elif "/" in type_:
+                assert type(value).__name__ == type_.rsplit("/", 1)[1], (where, name)
+            elif type_ == "string":
+                assert value == "", (where, name)
+            else:
+                assert value == 0, (where, name)
 
 
 @pytest.mark.parametrize("type_name", MESSAGE_TYPES + ["Image"])

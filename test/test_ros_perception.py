@@ -14,6 +14,7 @@ frames, so the comparison discriminates.
 
 from __future__ import annotations
 
+import itertools
 import math
 import shutil
 import time
@@ -36,6 +37,7 @@ CAMERA = "adaspring_ros.nodes.camera_replay_node"
 PERCEPTION = "adaspring_ros.nodes.perception_node"
 TOPIC = "/test_perception/image"
 LIMIT = 200  # the camera loops over the first LIMIT test images: seq n shows image n % LIMIT
+CAMERA_HZ = 30.0
 FULL = CompressionConfig.full()
 CONFIGS = [
     CompressionConfig.smallest(),
@@ -94,7 +96,7 @@ def pipeline(tmp_path_factory):
     # The shipped parameter file first (it must parse and fit), then the test's overrides.
     params = ["--params-file", str(paths.config_dir() / "adaspring.yaml")]
     camera = NodeProcess.module(CAMERA, log_dir, ros_args=params + [
-        "-p", f"image_topic:={TOPIC}", "-p", f"limit:={LIMIT}", "-p", "rate_hz:=30.0",
+        "-p", f"image_topic:={TOPIC}", "-p", f"limit:={LIMIT}", "-p", f"rate_hz:={CAMERA_HZ}",
         "-p", "width:=640", "-p", "height:=480", "-p", "encoding:=rgb8"])
     perception = NodeProcess.module(PERCEPTION, log_dir, ros_args=params + [
         "-p", f"image_topic:={TOPIC}", "-p", f"backbone_path:={backbone}",
@@ -132,6 +134,29 @@ def check_against_reference(pipe: Pipeline, result) -> None:
         f"class {result.class_id} p={result.score:.5f}")
 
 
+def stamp_s(message) -> float:
+    return message.header.stamp.sec + message.header.stamp.nanosec * 1e-9
+
+
+def check_fps(metrics: list) -> None:
+    """Each report's fps times its window (the time since the report before) is the frames the
+    node processed in that window, and over all windows it is no more than the camera sent."""
+    pairs = list(itertools.pairwise(metrics))
+    assert len(pairs) >= 4, "too few metrics reports"
+    processed_by_fps = 0.0
+    for before, after in pairs:
+        window = stamp_s(after) - stamp_s(before)
+        processed = after.frames_processed - before.frames_processed
+        # +-1 frame: one counted between the two reads of a report; 50 ms: the report's stamp is
+        # taken just after its window closes, so scheduling can shift each end a little
+        assert abs(after.fps * window - processed) <= 1 + 0.05 * after.fps, (
+            f"fps {after.fps:.2f} over {window:.3f} s, but {processed} frames processed")
+        processed_by_fps += after.fps * window
+    span = stamp_s(metrics[-1]) - stamp_s(metrics[0])
+    assert processed_by_fps / span <= 1.1 * CAMERA_HZ, (
+        f"{processed_by_fps:.0f} frames in {span:.1f} s from a {CAMERA_HZ:g} Hz camera")
+
+
 def test_live_accuracy(rclpy_node, pipeline):
     listen = Listener(rclpy_node, pipeline)
     results = listen.results_after(120, "classified replayed frames")
@@ -159,7 +184,8 @@ def test_live_accuracy(rclpy_node, pipeline):
     assert m.frames_received >= m.frames_processed
     assert math.isfinite(m.model_latency_ms_p50) and m.model_latency_ms_p95 >= \
         m.model_latency_ms_p50
-    assert math.isfinite(m.end_to_end_latency_ms_p50) and m.fps >= 0
+    assert math.isfinite(m.end_to_end_latency_ms_p50)
+    check_fps(listen.metrics)
     assert m.energy_per_frame_mj > 0 and m.energy_method
     # The rest of a frame besides the forward pass (what the policy subtracts from the budget):
     # per frame it is end-to-end minus forward, so its percentiles sit below end-to-end's.
@@ -172,7 +198,7 @@ def test_live_accuracy(rclpy_node, pipeline):
     # (the offline references above share its 2 cores), so ask for one at the camera's pace soon.
     start = len(listen.metrics)
     listen.wait(lambda: any(x.fps > 5 for x in listen.metrics[start:]),
-                "a report window above 5 fps (camera at 30 Hz)", timeout=30.0)
+                f"a report window above 5 fps (camera at {CAMERA_HZ:g} Hz)", timeout=30.0)
 
 
 def test_swap_burst_every_result_from_the_named_variant(rclpy_node, pipeline):

@@ -27,12 +27,8 @@ from adaspring_ros.core import paths
 from adaspring_ros.core.data.datasets import load_fashion_mnist
 from adaspring_ros.core.model.checkpoint import load_backbone, write_checksum
 from adaspring_ros.core.model.engine import make_engine
-from adaspring_ros.core.model.profile_table import ProfileEntry, ProfileTable
-from adaspring_ros.core.offline.profiler import (
-    bn_calibration_images,
-    measure_static,
-    pareto_front,
-)
+from adaspring_ros.core.model.profile_table import ProfileEntry, ProfileTable, pareto_front
+from adaspring_ros.core.offline.profiler import bn_calibration_images, measure_static
 
 
 def factorised_int8(entry: ProfileEntry) -> bool:
@@ -71,9 +67,7 @@ def main(argv: list[str] | None = None) -> int:
         "variants": len(changes), "cpu_s": cpu_s,
         "command": "python tools/recalibrate_low_rank_int8.py",
         "created": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}}
-    ProfileTable(table.space, entries, backbone_sha256=table.backbone_sha256,
-                 device=table.device, engine=table.engine, energy_method=table.energy_method,
-                 meta=meta).save(args.table)
+    replace(table, entries=entries, meta=meta).save(args.table)
     write_checksum(Path(args.table))
     if changes:
         print(f"{len(changes)} variants re-measured in {cpu_s} CPU s: accuracy moved "

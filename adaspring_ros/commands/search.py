@@ -7,12 +7,13 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from adaspring_ros.core.model.profile_table import ProfileError
+from adaspring_ros.core.model.profile_table import ProfileError, load_profile_table
 from adaspring_ros.core.policy.budgets import BudgetParams, contention_from_load
 from adaspring_ros.core.policy.context import Context
 from adaspring_ros.core.policy.lambdas import Lambdas, adapt_lambdas
+from adaspring_ros.core.policy.objective import ObjectiveParams
 from adaspring_ros.core.policy.scenario import ScenarioError, ScenarioTrace
-from adaspring_ros.core.policy.search import ObjectiveParams, RuntimeSearch, default_table
+from adaspring_ros.core.policy.search import RuntimeSearch
 
 __all__ = ["cli_main"]
 
@@ -86,7 +87,7 @@ def _cli_lambdas(args: argparse.Namespace, context: Context) -> Lambdas:
 def cli_main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        table, note = default_table(args.table)
+        table = load_profile_table(args.table)
         context, budget_params = _cli_context(args)
         lambdas = _cli_lambdas(args, context)
         defaults = ObjectiveParams()
@@ -109,7 +110,8 @@ def cli_main(argv: Sequence[str] | None = None) -> int:
         print(f"adaspring search: {exc}", file=sys.stderr)
         return 2
     pred = result.prediction
-    print(note)
+    print(f"table:      {args.table or 'the shipped one'} ({len(table)} variants, engine "
+          f"{table.engine_name})")
     print(f"context:    {context.describe()}")
     print(f"lambda:     λ1 = {lambdas.lambda1:.3f}, λ2 = {lambdas.lambda2:.3f} ({lambdas.rule})")
     print(f"budgets:    {result.budgets.describe()}")

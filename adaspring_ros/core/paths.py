@@ -19,7 +19,7 @@ def _candidates() -> list[Path]:
     env = os.environ.get("ADASPRING_SHARE_DIR")
     if env:
         out.append(Path(env))
-    out.append(Path(__file__).resolve().parents[2])  # source checkout
+    out.append(Path(__file__).resolve().parents[2])  # source checkout: adaspring_ros/core/..
     try:
         from ament_index_python.packages import get_package_share_directory
 

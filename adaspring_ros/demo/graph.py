@@ -26,7 +26,7 @@ from adaspring_ros.demo.child_process import dies_with_parent
 __all__ = ["SOURCE_ROOT", "GraphError", "source_env", "ros_environment", "use_environment",
            "ChildProcess", "ChildProcesses", "CpuHog", "spin_until"]
 
-SOURCE_ROOT = Path(__file__).resolve().parents[2]
+SOURCE_ROOT = Path(__file__).resolve().parents[2]  # the checkout: adaspring_ros/demo/..
 
 
 class GraphError(RuntimeError):

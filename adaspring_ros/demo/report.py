@@ -185,18 +185,12 @@ def format_table(rows: list[dict[str, Any]]) -> str:
 
 
 def swap_label(event: dict[str, Any]) -> str:
-    """A short label of one swap for the timeline: the variant and why, e.g.
-    ``r24-w50d2… 91.7% 4.1 mJ (budget)``."""
+    """A short label of one swap for the timeline: the variant and why (the decision's kind,
+    which starts its reason), e.g. ``r24-w50d2… 91.7% 4.1 mJ (budget)``."""
     reason = event["reason"]
-    why = "gain"
-    for prefix, word in (("initial", "initial"), ("re-applied", "re-applied"),
-                         ("context is", "stale"), ("no context", "stale")):
-        if reason.startswith(prefix):
-            why = word
-            break
-    else:
-        if " violates " in reason.split(":")[0]:
-            why = "budget"
+    kind = reason.split(":", 1)[0]
+    why = "re-applied" if reason.startswith("re-applied") else \
+        {"violation": "budget"}.get(kind, kind)
     return (f"{event['config_id'][:9]}… {event['predicted_accuracy_percent']:.1f}% "
             f"{event['predicted_energy_mj']:.3g} mJ ({why})")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import signal
 from collections.abc import Callable, Mapping
 
@@ -11,17 +12,36 @@ from rclpy.exceptions import ParameterException
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 
-__all__ = ["run", "diagnostic_status", "diagnostic_array"]
+__all__ = ["run", "die_with_launcher", "diagnostic_status", "diagnostic_array"]
 
 # A node that cannot start (bad parameters, data or weights) exits 2 with one fatal log line.
 START_ERRORS: tuple[type[BaseException], ...] = (ValueError, OSError, ParameterException)
+PR_SET_PDEATHSIG, PR_GET_PDEATHSIG = 1, 2  # linux/prctl.h
+
+
+def die_with_launcher(signum: int = signal.SIGINT) -> None:
+    """Have the kernel send ``signum`` to this process when the one that started it dies
+    (Linux PR_SET_PDEATHSIG), unless that one asked for a signal of its own already.
+
+    ``ros2 launch`` ends at once on SIGTERM without stopping its nodes (ros2/launch#666), and
+    cannot stop them when it is killed: the nodes would run on, orphaned, in the robot's graph.
+    With this they get the Ctrl-C a launch sends and shut down cleanly. Off Linux: nothing.
+    """
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return
+    current = ctypes.c_int(0)
+    if prctl(PR_GET_PDEATHSIG, ctypes.byref(current), 0, 0, 0) == 0 and not current.value:
+        prctl(PR_SET_PDEATHSIG, int(signum), 0, 0, 0)
 
 
 def run(factory: Callable[[], Node], name: str, args: list[str] | None = None,
         start_errors: tuple[type[BaseException], ...] = ()) -> None:
     """Initialise rclpy, build the node and spin it (one thread, every callback in turn) until
-    Ctrl-C or an external shutdown. ``start_errors`` are added to :data:`START_ERRORS`: any of
-    them at construction is logged as fatal and exits with 2.
+    Ctrl-C, an external shutdown or the end of the process that started it. ``start_errors``
+    are added to :data:`START_ERRORS`: any of them at construction is logged as fatal and exits
+    with 2.
     """
     interrupted = False
 
@@ -32,11 +52,16 @@ def run(factory: Callable[[], Node], name: str, args: list[str] | None = None,
 
     # rclpy's own handler (installed by init) passes the signal on to this one
     previous = signal.signal(signal.SIGINT, on_sigint)
+    die_with_launcher()
     try:
         with rclpy.init(args=args):
             try:
                 node = factory()
             except START_ERRORS + start_errors as exc:
+                # On the way out with 2, a Ctrl-C (a launch stopping the other nodes because of
+                # this one) must turn that into neither 0 nor a KeyboardInterrupt.
+                previous = signal.SIG_IGN
+                signal.signal(signal.SIGINT, signal.SIG_IGN)
                 rclpy.logging.get_logger(name).fatal(f"cannot start: {exc}")
                 raise SystemExit(2) from None
             try:

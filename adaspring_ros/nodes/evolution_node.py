@@ -22,11 +22,11 @@ from rclpy.node import Node
 from rclpy.task import Future
 
 from adaspring_ros import msg_convert
-from adaspring_ros.core.model.profile_table import ProfileError
+from adaspring_ros.core.model.profile_table import ProfileError, load_profile_table
 from adaspring_ros.core.policy.budgets import BudgetParams
 from adaspring_ros.core.policy.evolution import Decision, EvolutionParams, Evolver
 from adaspring_ros.core.policy.lambdas import LambdaParams, Lambdas
-from adaspring_ros.core.policy.search import ObjectiveParams, default_table
+from adaspring_ros.core.policy.objective import ObjectiveParams
 from adaspring_ros.core.policy.swap_tracker import SwapCall, SwapTracker
 from adaspring_ros.msg import CompressionConfig as ConfigMsg
 from adaspring_ros.msg import ContextState, PerformanceMetrics
@@ -68,10 +68,11 @@ class EvolutionNode(Node):
         self.guard = CallbackGuard(self)
         declare(self, NODE_SETTINGS["evolution_node"])
         self.settings = read(self, EvolutionNodeSettings)
-        table, note = default_table(self.settings.profile_table or None,
-                                    engine=self.settings.engine)
-        table.require_engine(self.settings.engine)  # ProfileError: cannot start
-        self.get_logger().info(f"{note}: {len(table)} variants")
+        engine = self.settings.engine
+        table = load_profile_table(self.settings.profile_table or None, engine)
+        table.require_engine(engine)  # ProfileError (either): cannot start
+        self.get_logger().info(f"profile table {self.settings.profile_table or 'shipped'} "
+                               f"({engine}): {len(table)} variants")
         evolution, budget, lambdas, fixed, objective = policy_params(self)
         self.evolver = Evolver(table, evolution, budget_params=budget, lambda_params=lambdas,
                                lambdas=fixed, objective=objective)
@@ -300,7 +301,7 @@ class EvolutionNode(Node):
             reason = f"re-applied after a perception restart; chosen because: {reason}"
         took = f"{swap_ms:.1f} ms" if math.isfinite(swap_ms) else "unknown time"
         self.get_logger().info(f"swap {call.previous or 'unknown'} -> {decision.config_id} "
-                               f"({decision.kind}, took {took}): {reason}")
+                               f"(took {took}): {reason}")
         self.config_publisher.publish(self._config_msg(decision, reason, swap_ms))
 
     def _config_msg(self, decision: Decision, reason: str, swap_ms: float) -> ConfigMsg:

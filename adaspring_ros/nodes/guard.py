@@ -1,7 +1,7 @@
 """CallbackGuard: no exception escapes a node's callbacks; each is counted and logged (throttled).
 
-An exception that leaves a callback leaves ``executor.spin()`` too and ends the node (issue 18: a
-MemoryError from one hostile frame stopped the perception node). Every callback a node registers
+An exception that leaves a callback leaves ``executor.spin()`` too and ends the node: one hostile
+frame that raises MemoryError would stop the perception node. Every callback a node registers
 (subscriptions, services, timers, parameter and future callbacks) goes through ``guard(...)``;
 the node reports ``guard.total`` as ``callback_errors`` on /diagnostics.
 """

@@ -1,10 +1,10 @@
 """perception_node: classifies camera frames with the active compact variant of the backbone.
 
 Subscribes sensor_msgs/Image (IMAGE_QOS: best effort, keep last 1, so stale frames never queue),
-publishes an InferenceResult per frame and PerformanceMetrics + /diagnostics every
-``metrics_period_s``, and serves Reconfigure, which swaps the variant atomically between frames.
-Once per configuration it publishes ModelInfo (class names, backbone and profile table sha256,
-engine) latched; with ``debug_image`` it also publishes annotated frames at a capped rate.
+publishes an InferenceResult (and a vision_msgs Classification: vision_out.py) per frame and
+PerformanceMetrics + /diagnostics every ``metrics_period_s``, and serves Reconfigure, which swaps
+the variant atomically between frames. Once per configuration it publishes ModelInfo (class
+names, sha256s, engine) and LabelInfo latched; with ``debug_image`` also annotated frames.
 Everything but the wiring is ``core.serving.perception.Perception``; with the default engine
 (onnxruntime) the process never loads torch.
 
@@ -64,6 +64,7 @@ from adaspring_ros.nodes.qos import (
     RESULT_TOPIC,
 )
 from adaspring_ros.nodes.settings import NODE_SETTINGS
+from adaspring_ros.nodes.vision_out import VisionOut
 from adaspring_ros.srv import Reconfigure
 
 SETTINGS = NODE_SETTINGS["perception_node"]
@@ -92,7 +93,7 @@ class PerceptionNode(LifecycleNode):
         self.add_post_set_parameters_callback(self.guard(self.apply_parameters_callback))
         # Created by configure (publishers) and activate (the rest), destroyed by their undoing.
         self.result_publisher = self.metrics_publisher = self.diagnostics_publisher = None
-        self.model_info_publisher = self.debug_publisher = None
+        self.model_info_publisher = self.debug_publisher = self.vision_out = None
         self.subscription = self.service = self.timer = None
 
     # -- lifecycle ------------------------------------------------------------------------------
@@ -114,6 +115,7 @@ class PerceptionNode(LifecycleNode):
         self.model_info_publisher = self.create_publisher(ModelInfo, MODEL_INFO_TOPIC,
                                                           MODEL_INFO_QOS)
         self.publish_model_info()
+        self.vision_out = VisionOut(self, self.serving.model_info.class_names)
         self._set_debug_view(self.get_parameter("debug_image").value)
         return SUCCESS
 
@@ -162,9 +164,11 @@ class PerceptionNode(LifecycleNode):
             if getattr(self, name) is not None:
                 self.destroy_publisher(getattr(self, name))
                 setattr(self, name, None)
+        if self.vision_out is not None:
+            self.vision_out.destroy()
         if self.serving is not None:
             self.serving.close()
-        self.serving = None
+        self.serving = self.vision_out = None
 
     def _set_debug_view(self, on: bool) -> None:
         """The debug publisher exists only while configured with debug_image on: no cost off."""
@@ -250,10 +254,12 @@ class PerceptionNode(LifecycleNode):
 
     # -- what this node publishes about its frames and its model ---------------------------------
     def publish_result(self, header, result: Classification) -> None:
-        """A frame's decision, stamped with the image's header."""
-        self.result_publisher.publish(msg_convert.result_to_msg(
-            header, result.class_id, result.label, result.score, result.config.id,
-            result.forward_ms, InferenceResult))
+        """A frame's decision, stamped with the image's header, as an InferenceResult and a
+        vision_msgs Classification."""
+        msg = msg_convert.result_to_msg(header, result.class_id, result.label, result.score,
+                                        result.config.id, result.forward_ms, InferenceResult)
+        self.result_publisher.publish(msg)
+        self.vision_out.publish(msg)
 
     def publish_model_info(self) -> None:
         """What decodes this configuration's results (latched)."""

@@ -18,7 +18,7 @@ from adaspring_ros.core.model.engine import DEFAULT_ENGINE, ENGINES
 from adaspring_ros.core.policy.budgets import BudgetParams
 from adaspring_ros.core.policy.evolution import EvolutionParams
 from adaspring_ros.core.policy.lambdas import LambdaParams
-from adaspring_ros.core.policy.search import ObjectiveParams
+from adaspring_ros.core.policy.objective import ObjectiveParams
 from adaspring_ros.core.serving.image_codec import ENCODINGS
 from adaspring_ros.core.validation import setting
 from adaspring_ros.nodes.names import BATTERY_TOPIC, IMAGE_TOPIC

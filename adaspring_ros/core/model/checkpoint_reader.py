@@ -3,7 +3,9 @@
 A serving process needs the trained weights, not torch (a quarter of a GB of memory and seconds
 of start-up). The checkpoint stays the one artefact: ``torch.save``'s zip format, verified
 against its ``.sha256`` as always, is read here directly, so there is no second weights file to
-export, ship and keep in step with it, and a user's own checkpoint serves as it is.
+export, ship and keep in step with it, and a user's own checkpoint serves as it is. The model
+card a checkpoint stores (plain dicts, lists, strings and numbers) comes back with the tensors,
+so a serving process knows the input contract and the class names without torch.
 
 Reading it never runs code from the file. The zip holds ``data.pkl`` (the dict, pickled) and one
 raw little-endian buffer per tensor storage. The pickle is read by an unpickler that resolves
@@ -30,7 +32,7 @@ import numpy as np
 
 from adaspring_ros.core.model.weights import CheckpointError, WeightBank, bank_from_checkpoint
 
-__all__ = ["sha256_of", "write_checksum", "verify_checksum", "read_checkpoint",
+__all__ = ["sha256_of", "checksum_path", "write_checksum", "verify_checksum", "read_checkpoint",
            "load_weight_bank"]
 
 # torch's storage classes by pickled name, and the element type they hold.
@@ -49,7 +51,9 @@ def sha256_of(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def _checksum_path(path: Path) -> Path:
+def checksum_path(path: str | Path) -> Path:
+    """The sibling file that holds ``path``'s sha256 (``<path>.sha256``)."""
+    path = Path(path)
     return path.with_name(path.name + ".sha256")
 
 
@@ -57,14 +61,14 @@ def write_checksum(path: str | Path) -> str:
     """Write ``<path>.sha256`` in sha256sum format; returns the digest."""
     path = Path(path)
     digest = sha256_of(path)
-    _checksum_path(path).write_text(f"{digest}  {path.name}\n")
+    checksum_path(path).write_text(f"{digest}  {path.name}\n")
     return digest
 
 
 def verify_checksum(path: str | Path) -> str:
     """Check ``path`` against ``<path>.sha256``; returns the digest or raises CheckpointError."""
     path = Path(path)
-    sums = _checksum_path(path)
+    sums = checksum_path(path)
     if not path.is_file():
         raise CheckpointError(f"backbone checkpoint {path} does not exist")
     if not sums.is_file():
@@ -193,7 +197,8 @@ def load_weight_bank(path: str | Path, verify: bool = True) -> WeightBank:
     """The checked :class:`WeightBank` of a backbone checkpoint, read without torch.
 
     The file's sha256 must match ``<path>.sha256`` (unless ``verify=False``); the digest is
-    kept as ``bank.sha256``.
+    kept as ``bank.sha256``, the model card (checked against the weights; the legacy card for a
+    version-1 file) as ``bank.card``.
     """
     path = Path(path)
     digest = verify_checksum(path) if verify else sha256_of(path)

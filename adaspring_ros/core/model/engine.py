@@ -11,18 +11,19 @@ torch-free serving process materialises) or a torch ``CompactNet``. ONNX Runtime
 ``onnx_graph`` writes from the arrays (static int8 with the profile table's activation ranges,
 weight-only int8 without); torch, the reference, lives in ``torch_engine`` and is imported only
 when asked for, so that this module, and a process serving with ONNX Runtime, never load torch.
+The interface both implement is ``engine_base``'s (re-exported here).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Any, Mapping, Protocol, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
 from adaspring_ros.core.model.compact import as_compact
 from adaspring_ros.core.model.config import CompressionConfig
+from adaspring_ros.core.model.engine_base import Engine, EngineError, EngineInfo, Runner, Variant
 from adaspring_ros.core.model.onnx_graph import onnx_graph
 
 __all__ = [
@@ -41,80 +42,12 @@ ENGINES = ("onnxruntime", "torch")
 DEFAULT_ENGINE = "onnxruntime"
 
 
-class EngineError(RuntimeError):
-    """An engine that is unknown, not installed, or cannot run a variant."""
-
-
-@dataclass(frozen=True)
-class EngineInfo:
-    """Which engine measured or serves a variant: recorded in the profile table."""
-
-    name: str
-    version: str
-    threads: int
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "version": self.version, "threads": self.threads}
-
-
-class Runner(Protocol):
-    """One variant, ready to serve: preprocessed float32 (N, 1, R, R) in, logits (N, C) out."""
-
-    config: CompressionConfig
-    static_int8: bool
-
-    def __call__(self, x: np.ndarray) -> np.ndarray: ...
-
-
 def classify_logits(logits: np.ndarray) -> tuple[int, float]:
     """Top-1 class and its softmax probability for the first row of a logits batch."""
     row = np.asarray(logits[0], dtype=np.float64)
     index = int(np.argmax(row))
     probs = np.exp(row - row[index])
     return index, float(1.0 / probs.sum())
-
-
-# -- engines -------------------------------------------------------------------------------------
-Variant = Any  # a compact.CompactWeights, or a torch CompactNet
-
-
-class Engine:
-    """Makes :class:`Runner` s for compact variants; ``info`` goes into the profile table."""
-
-    name = ""
-    # True when a runner keeps the thread count it was built with (rebuild to change it).
-    threads_fixed_at_build = False
-
-    def __init__(self, threads: int = 1) -> None:
-        self.threads = self._checked_threads(threads)
-
-    @staticmethod
-    def _checked_threads(threads: int) -> int:
-        if int(threads) < 1:
-            raise EngineError(f"threads must be >= 1, got {threads}")
-        return int(threads)
-
-    @property
-    def info(self) -> EngineInfo:
-        return EngineInfo(self.name, self.version, self.threads)
-
-    @property
-    def version(self) -> str:
-        raise NotImplementedError
-
-    def set_threads(self, threads: int) -> None:
-        """Intra-op threads of the runners built from now on (and, where the engine allows,
-        of the calling thread's forward passes)."""
-        self.threads = self._checked_threads(threads)
-
-    def prepare(self, variant: Variant, ranges: Mapping[str, Sequence[float]] | None = None,
-                batch: int | None = 1) -> Runner:
-        raise NotImplementedError
-
-    def calibrate(self, variant: Variant, x: np.ndarray, batch_size: int = 256
-                  ) -> dict[str, list[float]]:
-        """Activation (lo, hi) of every quantisation point over preprocessed images ``x``."""
-        return {}
 
 
 class OnnxRuntimeRunner:

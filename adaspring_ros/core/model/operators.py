@@ -6,15 +6,16 @@ Each operator changes one stage of the backbone (or, for the resolution, its inp
 operator    what it does to the stage                                                    choices
 =========== ============================================================================ ==========
 width       keep the first ``width`` fraction of the stage's channels; channels are      0.25..1.0
-            ordered by importance (L1 norm of their filters, see ``importance_order``)
-            after a full-width warm-up, so a narrow variant keeps the best filters
+            ordered by importance (L1 norm of their filters times |BN gamma|, see
+            ``ElasticBackbone.reorder_channels``) after a full-width warm-up, so a narrow
+            variant keeps the best filters
 depth       run the first ``depth`` residual blocks of the stage, skip the rest          1, 2, 3
 operator    "conv": standard 3x3 convolutions; "dwsep": depthwise 3x3 + pointwise 1x1,  dwsep, conv
             a second set of weights per block trained jointly with the first
 rank        truncated SVD of each (sliced) conv weight, kept rank = ratio x full rank;   0.25..1.0
             the compact copy runs it as two smaller convs (k x k to r, then 1x1 to out)
-int8        per-output-channel symmetric weight quantisation (post-training; the        True/False
-            elastic forward uses it straight-through while training)
+int8        per-output-channel symmetric weight quantisation, post-training: applied     True/False
+            to the trained weights, never sampled in training
 resolution  input resized to R x R by ``transforms.preprocess``                         16..28
 =========== ============================================================================ ==========
 
@@ -76,7 +77,8 @@ def _dequantised(weight: Tensor) -> Tensor:
 
 
 def fake_quant_int8(weight: Tensor) -> Tensor:
-    """Quantise-dequantise; gradients pass straight through (so training sees the int8 error)."""
+    """Quantise-dequantise: the int8 error in the elastic forward, with a straight-through
+    gradient."""
     return _straight_through(weight, _dequantised(weight))
 
 
@@ -100,12 +102,12 @@ class SwitchableBatchNorm2d(nn.Module):
     width / resolution choice), so narrow and wide variants do not share statistics.
     ``momentum=None`` gives a cumulative average, as in ``nn.BatchNorm2d``;
     ``momentum=0`` normalises with batch statistics without touching any row (used to measure the
-    statistics of one whole variant, see ``training.variant_bn_stats``).
+    statistics of one whole variant, see ``model.bn_stats.variant_bn_stats``).
 
     ``stats`` (a (2, C) tensor of mean and variance), when given, replaces the key's row in eval
     mode: the exact statistics of one variant, stored per config id by the profiler. A (4, C)
     ``stats`` also carries that variant's own scale and shift (rows 2 and 3, see
-    ``variant_tuning``), which then replace the shared affine parameters.
+    core/offline/tuning.py), which then replace the shared affine parameters.
     """
 
     def __init__(self, num_features: int, num_keys: int, eps: float = BN_EPS,
@@ -256,7 +258,7 @@ class ElasticLinear(nn.Module):
         return fake_quant_int8(w) if int8 else w
 
     def forward(self, x: Tensor, int8: bool = False, bias: Tensor | None = None) -> Tensor:
-        """``bias``, when given, replaces the shared one (a variant's own, see variant_tuning)."""
+        """``bias``, when given, replaces the shared one (a variant's own, see tuning)."""
         return F.linear(x, self._weight(x.shape[1], int8), self.bias if bias is None else bias)
 
     @torch.no_grad()

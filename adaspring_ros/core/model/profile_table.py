@@ -1,8 +1,11 @@
 """ProfileTable: the measured cost and accuracy of each profiled variant.
 
-Written by ``profiler.py`` (``adaspring profile``), read by the runtime search. Deliberately free
-of torch so that the evolution side can load it cheaply. One JSON file, versioned by
-``schema_version``.
+Written by ``adaspring profile`` (core/offline/profiling.py), read by the runtime search, which
+is why it is free of torch: the evolution side loads it cheaply. One JSON file, versioned by
+``schema_version``. It carries the model card of the backbone it measured (its accuracies hold
+for that input contract and label space only); schema 1 predates cards and gets the legacy one.
+The questions asked of a table (its accuracy/latency Pareto front, the fastest variant within a
+tolerance, the most accurate within a latency) live here with it.
 """
 
 from __future__ import annotations
@@ -12,13 +15,31 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
+from adaspring_ros.core.model.card import CardError, ModelCard, legacy_card
 from adaspring_ros.core.model.config import CompressionConfig, ConfigError, SearchSpace
+from adaspring_ros.core.paths import default_profile_table
 
-__all__ = ["SCHEMA_VERSION", "ProfileError", "ProfileEntry", "ProfileTable"]
+__all__ = [
+    "SCHEMA_VERSION",
+    "MEASUREMENTS",
+    "ProfileError",
+    "ProfileEntry",
+    "ProfileTable",
+    "pareto_front",
+    "fastest_within",
+    "most_accurate_within",
+    "front_ids",
+    "load_profile_table",
+]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2   # written; schema 1 (no model card) is still read
+_READABLE_SCHEMAS = (1, SCHEMA_VERSION)
+# What a table can hold: "accuracy" (top-1, int8 ranges, static costs; once per backbone, where
+# the data is) and "latency" (latency and energy; once per device kind). A table that does not
+# say holds both.
+MEASUREMENTS = ("accuracy", "latency")
 
 
 class ProfileError(ValueError):
@@ -121,11 +142,26 @@ class ProfileTable:
     energy_method: str = ""
     meta: dict[str, Any] = field(default_factory=dict)
     # The inference engine every latency and accuracy was measured in: name, version, threads.
-    # Tables written before engines existed were measured in torch.
+    # A table that names no engine was measured in torch.
     engine: dict[str, Any] = field(default_factory=lambda: {"name": "torch"})
+    # The model card of the measured backbone; None stands for the legacy grey card at this
+    # table's resolutions (what every table without a card was measured on).
+    card: ModelCard | None = None
+    # Which of MEASUREMENTS the entries hold; the others are 0 in every entry.
+    measured: tuple[str, ...] = MEASUREMENTS
 
     def __post_init__(self) -> None:
         self._by_id = {e.id: e for e in self.entries}
+        self.measured = _measured(self.measured)
+        if self.card is None:
+            try:
+                self.card = legacy_card(self.space.resolutions)
+            except CardError as exc:
+                raise ProfileError(f"profile table without a model card: {exc}") from exc
+        if self.card.resolutions != self.space.resolutions:
+            raise ProfileError(f"profile table: the model card's resolutions "
+                               f"{list(self.card.resolutions)} differ from the space's "
+                               f"{list(self.space.resolutions)}")
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -146,6 +182,31 @@ class ProfileTable:
                 f"variants run in {name!r}; profile them in it (adaspring profile --engine "
                 f"{name}) or set the engine parameter to {self.engine_name!r}")
 
+    @property
+    def has_latency(self) -> bool:
+        return "latency" in self.measured
+
+    def require_latency(self, where: str = "the profile table") -> None:
+        """ProfileError unless this table holds latencies and energies: an accuracy table
+        (``adaspring profile --accuracy-only``) is the input of a device's latency run, not
+        something to search or serve from."""
+        if not self.has_latency:
+            raise ProfileError(
+                f"{where} holds accuracies only (no latency measured on any device); measure "
+                f"them on this device: adaspring profile --latency-only --accuracy-from {where} "
+                f"--out TABLE")
+
+    def require_card(self, card: ModelCard) -> None:
+        """ProfileError unless this table was measured for a backbone with model card ``card``:
+        its accuracies hold for that input contract and label space only."""
+        if card == self.card:
+            return
+        mine, theirs = self.card.to_dict(), card.to_dict()
+        fields = [k for k in mine if mine[k] != theirs.get(k)]
+        diffs = "; ".join(f"{k}: table {mine[k]!r}, backbone {theirs.get(k)!r}" for k in fields)
+        raise ProfileError(f"the profile table was measured for another model card than the "
+                           f"backbone's ({diffs}); profile this backbone (adaspring profile)")
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "schema_version": SCHEMA_VERSION,
@@ -154,6 +215,8 @@ class ProfileTable:
             "device": self.device,
             "energy_method": self.energy_method,
             "engine": self.engine,
+            "card": self.card.to_dict(),
+            "measured": list(self.measured),
             "meta": self.meta,
             "entries": [e.to_dict() for e in self.entries],
         }
@@ -163,10 +226,10 @@ class ProfileTable:
         if not isinstance(data, Mapping):
             raise ProfileError("profile table must be a JSON object")
         version = data.get("schema_version")
-        if version != SCHEMA_VERSION:
+        if version not in _READABLE_SCHEMAS:
             raise ProfileError(
                 f"profile table schema_version {version!r} is not supported "
-                f"(expected {SCHEMA_VERSION})"
+                f"(this package reads {', '.join(map(str, _READABLE_SCHEMAS))})"
             )
         try:
             space = SearchSpace.from_dict(data["space"])
@@ -191,14 +254,21 @@ class ProfileTable:
             energy_method=str(data.get("energy_method", "")),
             meta=dict(data.get("meta", {}) or {}),
             engine=_engine(data.get("engine", {"name": "torch"})),
+            card=_card(data) if version != 1 else None,
+            measured=data.get("measured", MEASUREMENTS),
         )
 
     def save(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(self.to_dict(), indent=1, sort_keys=True) + "\n")
 
     @classmethod
-    def load(cls, path: str | Path, expected_sha256: str | None = None) -> "ProfileTable":
-        """Load and validate a table; with ``expected_sha256`` the file's checksum must match."""
+    def load(cls, path: str | Path, expected_sha256: str | None = None,
+             need_latency: bool = True) -> "ProfileTable":
+        """Load and validate a table; with ``expected_sha256`` the file's checksum must match.
+
+        A table without latencies (an accuracy table) is refused unless ``need_latency`` is
+        false: only ``adaspring profile --latency-only`` and tools that read accuracies alone
+        ask for one."""
         path = Path(path)
         try:
             raw = path.read_bytes()
@@ -214,10 +284,93 @@ class ProfileTable:
             data = json.loads(raw.decode("utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise ProfileError(f"profile table {path} is not valid JSON: {exc}") from exc
-        return cls.from_dict(data)
+        table = cls.from_dict(data)
+        if need_latency:
+            table.require_latency(str(path))
+        return table
+
+
+def _card(data: Mapping[str, Any]) -> ModelCard:
+    if "card" not in data:
+        raise ProfileError("profile table has no model card ('card')")
+    try:
+        return ModelCard.from_dict(data["card"])
+    except CardError as exc:
+        raise ProfileError(f"profile table: {exc}") from exc
+
+
+def _measured(raw: Any) -> tuple[str, ...]:
+    """The ``measured`` field, checked: a non-empty list of MEASUREMENTS holding "accuracy"."""
+    if isinstance(raw, str) or not isinstance(raw, Sequence) or not raw:
+        raise ProfileError(f"profile table 'measured' must be a non-empty list, got {raw!r}")
+    unknown = [m for m in raw if m not in MEASUREMENTS]
+    if unknown:
+        raise ProfileError(f"profile table 'measured' names {unknown!r}; known: "
+                           f"{list(MEASUREMENTS)}")
+    if "accuracy" not in raw:
+        raise ProfileError("profile table 'measured' must include 'accuracy' (every table "
+                           "holds the accuracies it was measured with)")
+    return tuple(m for m in MEASUREMENTS if m in raw)
+
+
+def load_profile_table(path: str | Path | None = None,
+                       engine: str = "onnxruntime") -> ProfileTable:
+    """The table at ``path``, or (None or "") the shipped table of ``engine``. Every failure,
+    a missing file included, is a ProfileError that names the path: nothing runs on a table
+    nobody measured."""
+    if path is None or str(path) == "":
+        try:
+            path = default_profile_table(engine)
+        except FileNotFoundError as exc:
+            raise ProfileError(f"no shipped profile table of engine {engine!r}: {exc}") from None
+        if not path.is_file():
+            raise ProfileError(f"no shipped profile table of engine {engine!r} at {path}: "
+                               f"measure one (adaspring profile --engine {engine}) or name one")
+    try:
+        return ProfileTable.load(path)
+    except ProfileError as exc:
+        if str(path) in str(exc):
+            raise
+        raise ProfileError(f"profile table {path}: {exc}") from exc
 
 
 def _engine(raw: Any) -> dict[str, Any]:
     if not isinstance(raw, Mapping) or not isinstance(raw.get("name"), str) or not raw["name"]:
         raise ProfileError(f"profile table 'engine' must name the engine, got {raw!r}")
     return dict(raw)
+
+
+def pareto_front(entries: Sequence[ProfileEntry]) -> list[ProfileEntry]:
+    """Entries no other entry beats on both accuracy (higher) and median latency (lower)."""
+    front, best = [], -1.0
+    for e in sorted(entries, key=lambda e: (e.latency_ms_p50, -e.accuracy)):
+        if e.accuracy > best:
+            front.append(e)
+            best = e.accuracy
+    return front
+
+
+def fastest_within(entries: Sequence[ProfileEntry], full_id: str,
+                   points: float = 1.5) -> ProfileEntry | None:
+    """The lowest-latency entry whose accuracy is within ``points`` (percent) of ``full_id``."""
+    by_id = {e.id: e for e in entries}
+    if full_id not in by_id:
+        return None
+    floor = by_id[full_id].accuracy - points / 100.0
+    ok = [e for e in entries if e.accuracy >= floor]
+    return min(ok, key=lambda e: e.latency_ms_p50) if ok else None
+
+
+def most_accurate_within(entries: Sequence[ProfileEntry], latency_ms: float
+                         ) -> ProfileEntry | None:
+    """The most accurate entry whose p50 latency is at most ``latency_ms`` (ties: the faster)."""
+    ok = [e for e in entries if e.latency_ms_p50 <= latency_ms]
+    return max(ok, key=lambda e: (e.accuracy, -e.latency_ms_p50)) if ok else None
+
+
+def front_ids(table_path: str | Path, front_only: bool = True) -> list[str]:
+    """Config ids of the profile table at ``table_path``, fastest first: its Pareto front or,
+    with ``front_only=False``, every variant."""
+    table = ProfileTable.load(table_path)
+    entries = pareto_front(table.entries) if front_only else list(table.entries)
+    return [e.id for e in sorted(entries, key=lambda e: e.latency_ms_p50)]

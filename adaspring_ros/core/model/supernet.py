@@ -21,8 +21,8 @@ folds BN statistics into the convs and, for low rank, runs a small SVD: ~5 ms):
 
 A variant with exact statistics can also carry its own BN scale/shift and classifier bias
 (``variant_affine``, by config id, a few KB each): fine-tuned for that variant alone with every
-convolution frozen (``variant_tuning``). They fold into the convs like the shared ones, so the
-materialised variant is as fast; variants without them use the shared affine parameters.
+convolution frozen (core/offline/tuning.py). They fold into the convs like the shared ones, so
+the materialised variant is as fast; variants without them use the shared affine parameters.
 
 Saving and loading a backbone: core/model/checkpoint.py.
 """
@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from adaspring_ros.core.model import compact
+from adaspring_ros.core.model.card import ModelCard
 from adaspring_ros.core.model.compact import RELU, CompactWeights, Conv
 from adaspring_ros.core.model.config import (
     DEFAULT_SPACE,
@@ -123,13 +124,14 @@ def _layers(sequence: nn.Sequential) -> tuple[compact.Layer, ...]:
 class CompactNet(nn.Module):
     """One materialised variant: a fresh static network with BN folded into its convs.
 
-    Input (N, 1, R, R) at ``config.resolution`` (see ``transforms.preprocess``), output logits
-    (N, C). Made from, and turned back into, :class:`compact.CompactWeights`.
+    Input (N, ``in_channels``, R, R) at ``config.resolution`` (see ``transforms.preprocess``),
+    output logits (N, classes). Made from, and turned back into, :class:`compact.CompactWeights`.
     """
 
     def __init__(self, stem: nn.Sequential, blocks: Sequence[CompactBlock], classifier: nn.Linear,
-                 config: CompressionConfig, storage: int) -> None:
+                 config: CompressionConfig, storage: int, in_channels: int = 1) -> None:
         super().__init__()
+        self.in_channels = in_channels
         self.stem = stem
         self.blocks = nn.Sequential(*blocks)
         self.classifier = classifier
@@ -148,7 +150,7 @@ class CompactNet(nn.Module):
         classifier.weight.data.copy_(torch.from_numpy(weights.classifier_weight))
         classifier.bias.data.copy_(torch.from_numpy(weights.classifier_bias))
         return cls(_sequential(weights.stem), blocks, classifier, weights.config,
-                   weights.storage_bytes).eval()
+                   weights.storage_bytes, weights.in_channels).eval()
 
     def to_weights(self) -> CompactWeights:
         """The variant's current parameters as arrays (what the ONNX writer reads)."""
@@ -209,23 +211,28 @@ class ElasticBackbone(nn.Module):
         stage_channels: full-width channels of each stage.
         num_classes: classifier outputs.
         classes: class names (kept in the checkpoint for the perception node).
+        in_channels: input channels of the stem (1 grey, 3 colour).
     """
 
     def __init__(self, space: SearchSpace = DEFAULT_SPACE,
                  stage_channels: Sequence[int] = (16, 32, 64), num_classes: int = 10,
-                 classes: Sequence[str] | None = None) -> None:
+                 classes: Sequence[str] | None = None, in_channels: int = 1) -> None:
         super().__init__()
         classes = tuple(classes) if classes is not None else tuple(
             str(i) for i in range(num_classes))
         self.layout = BackboneArch(space, tuple(int(c) for c in stage_channels), num_classes,
-                                   tuple(str(c) for c in classes))
+                                   tuple(str(c) for c in classes), int(in_channels))
         self.layout.check()
         self.space = space
         self.stage_channels = self.layout.stage_channels
         self.num_classes = num_classes
         self.classes = classes
+        self.in_channels = self.layout.in_channels
+        # The input contract and label space; set from the checkpoint when loaded (None for a
+        # network built here: its card is given when it is saved).
+        self.card: ModelCard | None = None
         num_keys = self.layout.num_bn_keys
-        self.stem = ElasticConvBN(self.layout.in_channels, self.stage_channels[0], 3, 1, False,
+        self.stem = ElasticConvBN(self.in_channels, self.stage_channels[0], 3, 1, False,
                                   num_keys)
         self.stages = nn.ModuleList(
             nn.ModuleList(ElasticBlock(block, space.operators, num_keys) for block in stage)
@@ -238,7 +245,7 @@ class ElasticBackbone(nn.Module):
         self.variant_bn: dict[str, dict[str, Tensor]] = {}
         # Per-variant tuned affine, by config id -> unit name -> (2, C) BN weight/bias, and
         # "classifier" -> (num_classes,) bias; only for variants that have ``variant_bn`` (it is
-        # normalised with those statistics). Filled by ``variant_tuning``; others use the shared.
+        # normalised with those statistics). Filled by offline/tuning.py; others use the shared.
         self.variant_affine: dict[str, dict[str, Tensor]] = {}
 
     # -- configuration ----------------------------------------------------------------------
@@ -309,7 +316,7 @@ class ElasticBackbone(nn.Module):
             return {cid: arrays(bank[cid]) for cid in ids}
 
         return WeightBank(self.layout, arrays(self.state_dict()), variants(self.variant_bn),
-                          variants(self.variant_affine))
+                          variants(self.variant_affine), card=self.card)
 
     def materialise(self, config: CompressionConfig) -> CompactNet:
         """A fresh plain network for ``config`` (weights copied; the supernet is not touched),
@@ -373,7 +380,9 @@ class ElasticBackbone(nn.Module):
 
 def build_backbone(space: SearchSpace = DEFAULT_SPACE,
                    stage_channels: Sequence[int] = (16, 32, 64),
-                   classes: Sequence[str] | None = None) -> ElasticBackbone:
-    """The default backbone for Fashion-MNIST-sized inputs (10 classes unless ``classes``)."""
+                   classes: Sequence[str] | None = None,
+                   in_channels: int = 1) -> ElasticBackbone:
+    """The default backbone for Fashion-MNIST-sized inputs (10 classes unless ``classes``,
+    grey unless ``in_channels``)."""
     num_classes = len(classes) if classes is not None else 10
-    return ElasticBackbone(space, stage_channels, num_classes, classes)
+    return ElasticBackbone(space, stage_channels, num_classes, classes, in_channels)

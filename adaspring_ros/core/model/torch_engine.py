@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from adaspring_ros.core.model.compact import CompactWeights
-from adaspring_ros.core.model.engine import Engine, Variant
+from adaspring_ros.core.model.engine_base import Engine, Variant
 from adaspring_ros.core.model.supernet import CompactNet
 
 __all__ = ["TorchRunner", "TorchEngine"]

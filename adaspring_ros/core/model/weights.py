@@ -1,16 +1,18 @@
 """The backbone as numpy arrays: its layout, and a checked bank of its trained tensors.
 
 :class:`BackboneArch` is the architecture a checkpoint records (search space, stage channels,
-classes) and the one place that says what follows from it: the residual blocks of each stage
-(stride, channels, whether a 1x1 shortcut is needed), the units (conv + switchable BN) they
-hold, and the shape of every tensor. ``supernet.ElasticBackbone`` builds its modules from it;
-:func:`bank_from_checkpoint` checks a loaded checkpoint against it.
+classes, input channels) and the one place that says what follows from it: the residual blocks
+of each stage (stride, channels, whether a 1x1 shortcut is needed), the units (conv + switchable
+BN) they hold, and the shape of every tensor. ``supernet.ElasticBackbone`` builds its modules
+from it; :func:`bank_from_checkpoint` checks a loaded checkpoint against it.
 
 A :class:`WeightBank` is a checkpoint's content as numpy arrays: the supernet's state, the exact
-BN statistics of the profiled variants and the tuned BN affine of some of them. ``compact``
+BN statistics of the profiled variants, the tuned BN affine of some of them, and the model card
+(``card.py``: the input contract and label space), checked against the weights. ``compact``
 materialises variants from it, so a serving process needs neither torch nor the supernet's
 modules. Torch's checkpoint loader and the torch-free reader (``checkpoint_reader``) both go
-through :func:`bank_from_checkpoint`: one set of checks and one set of messages.
+through :func:`bank_from_checkpoint`: one set of checks and one set of messages. Version-1
+files predate model cards and get :func:`~adaspring_ros.core.model.card.legacy_card`.
 """
 
 from __future__ import annotations
@@ -21,13 +23,16 @@ from typing import Any
 
 import numpy as np
 
+from adaspring_ros.core.model.card import CardError, ModelCard, legacy_card
 from adaspring_ros.core.model.config import CompressionConfig, ConfigError, SearchSpace
 
-__all__ = ["CHECKPOINT_FORMAT", "CHECKPOINT_VERSION", "CheckpointError", "BlockLayout",
-           "BackboneArch", "WeightBank", "bank_from_checkpoint"]
+__all__ = ["CHECKPOINT_FORMAT", "CHECKPOINT_VERSION", "READABLE_VERSIONS", "CheckpointError",
+           "BlockLayout", "BackboneArch", "WeightBank", "check_card", "arch_legacy_card",
+           "bank_from_checkpoint"]
 
 CHECKPOINT_FORMAT = "adaspring-backbone"
-CHECKPOINT_VERSION = 1
+CHECKPOINT_VERSION = 2   # written; version 1 (no model card) is still read
+READABLE_VERSIONS = (1, CHECKPOINT_VERSION)
 KERNEL_SIZE = 3  # every unit's spatial kernel (the shortcut's is 1)
 
 
@@ -80,16 +85,19 @@ class BackboneArch:
         classes = arch.get("classes")
         classes = tuple(str(c) for c in classes) if classes is not None else tuple(
             str(i) for i in range(num_classes))
-        result = cls(space, channels, num_classes, classes)
+        result = cls(space, channels, num_classes, classes, int(arch.get("in_channels", 1)))
         result.check()
         return result
 
     def to_dict(self) -> dict[str, Any]:
         return {"space": self.space.to_dict(), "stage_channels": list(self.stage_channels),
-                "num_classes": self.num_classes, "classes": list(self.classes)}
+                "num_classes": self.num_classes, "classes": list(self.classes),
+                "in_channels": self.in_channels}
 
     def check(self) -> None:
         """ValueError unless the parts fit together."""
+        if self.in_channels < 1:
+            raise ValueError(f"in_channels must be >= 1, got {self.in_channels}")
         if len(self.stage_channels) != self.space.num_stages:
             raise ValueError(f"stage_channels has {len(self.stage_channels)} entries, the space "
                              f"has {self.space.num_stages} stages")
@@ -155,6 +163,7 @@ class WeightBank:
     ``variant_bn``: config id -> unit name -> (2, C) mean/var of that whole variant.
     ``variant_affine``: config id -> unit name -> (2, C) BN weight/bias tuned for that variant,
     and "classifier" -> (num_classes,) bias; only for variants with ``variant_bn``.
+    ``card``: the model card (None where none is known: a supernet built here, not yet saved).
     """
 
     arch: BackboneArch
@@ -163,6 +172,7 @@ class WeightBank:
     variant_affine: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
     sha256: str = ""
     meta: dict[str, Any] = field(default_factory=dict)
+    card: ModelCard | None = None
 
     @property
     def space(self) -> SearchSpace:
@@ -173,15 +183,60 @@ class WeightBank:
         return self.arch.classes
 
 
+def check_card(card: ModelCard, arch: BackboneArch, where: str) -> None:
+    """CheckpointError naming both sides where ``card`` contradicts the backbone's weights: the
+    stem's input channels, the classifier's outputs and class names, the space's resolutions."""
+    problems = []
+    if card.channels != arch.in_channels:
+        problems.append(f"the card says {card.channels} input channel(s), the stem's weights "
+                        f"take {arch.in_channels}")
+    if card.num_classes != arch.num_classes:
+        problems.append(f"the card names {card.num_classes} classes, the classifier has "
+                        f"{arch.num_classes} outputs")
+    elif card.classes != arch.classes:
+        problems.append(f"the card's class names {list(card.classes)} differ from the "
+                        f"architecture's {list(arch.classes)}")
+    if card.resolutions != arch.space.resolutions:
+        problems.append(f"the card's resolutions {list(card.resolutions)} differ from the "
+                        f"space's {list(arch.space.resolutions)}")
+    if problems:
+        raise CheckpointError(f"{where}: the model card contradicts the weights: "
+                              + "; ".join(problems))
+
+
+def arch_legacy_card(arch: BackboneArch, where: str) -> ModelCard:
+    """The legacy grey card at the backbone's own resolutions and class names, for a file
+    written before cards (or a backbone saved without one); CheckpointError if none fits."""
+    try:
+        return legacy_card(arch.space.resolutions, arch.classes)
+    except CardError as exc:
+        raise CheckpointError(f"{where}: no model card describes it: {exc}") from exc
+
+
+def _stored_card(ckpt: dict, arch: BackboneArch, where: str) -> ModelCard:
+    """The checkpoint's card, checked against the weights (a version-1 file: the legacy card)."""
+    if ckpt["version"] == 1:
+        return arch_legacy_card(arch, where)
+    if "card" not in ckpt:
+        raise CheckpointError(f"{where} has no model card")
+    try:
+        card = ModelCard.from_dict(ckpt["card"])
+    except CardError as exc:
+        raise CheckpointError(f"{where}: {exc}") from exc
+    check_card(card, arch, where)
+    return card
+
+
 def bank_from_checkpoint(ckpt: Any, where: str = "checkpoint") -> WeightBank:
     """Check a loaded checkpoint dict whose tensors are numpy arrays; CheckpointError naming the
     first problem (format, version, architecture, a missing/unexpected/misshapen tensor, bad
-    per-variant statistics or affine)."""
+    per-variant statistics or affine, a model card that contradicts the weights)."""
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{where} is not an adaspring backbone checkpoint")
-    if ckpt.get("version") != CHECKPOINT_VERSION:
-        raise CheckpointError(f"{where}: checkpoint version {ckpt.get('version')!r} "
-                              f"is not supported (expected {CHECKPOINT_VERSION})")
+    version = ckpt.get("version")
+    if version not in READABLE_VERSIONS:
+        raise CheckpointError(f"{where}: checkpoint version {version!r} is not supported "
+                              f"(this package reads {', '.join(map(str, READABLE_VERSIONS))})")
     try:
         arch = BackboneArch.from_dict(ckpt["arch"])
     except (KeyError, TypeError, ValueError, ConfigError) as exc:
@@ -198,13 +253,14 @@ def bank_from_checkpoint(ckpt: Any, where: str = "checkpoint") -> WeightBank:
         got = tuple(getattr(state[name], "shape", ()))
         if not isinstance(state[name], np.ndarray) or got != shape:
             raise CheckpointError(f"{where}: {name} has shape {got}, expected {shape}")
+    card = _stored_card(ckpt, arch, where)
     units = arch.units()
     variant_bn = _checked_variant_bn(arch, units, ckpt.get("variant_bn", {}), where)
     variant_affine = _checked_variant_affine(arch, variant_bn, ckpt.get("variant_affine", {}),
                                              where)
     meta = ckpt.get("meta", {})
     return WeightBank(arch, dict(state), variant_bn, variant_affine,
-                      meta=dict(meta) if isinstance(meta, dict) else {})
+                      meta=dict(meta) if isinstance(meta, dict) else {}, card=card)
 
 
 def _config_id(config_id: Any, space: SearchSpace, what: str) -> None:

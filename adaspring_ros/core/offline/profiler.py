@@ -21,12 +21,13 @@ from adaspring_ros.core.data.datasets import (
     load_fashion_mnist,
     train_val_split,
 )
-from adaspring_ros.core.data.transforms import preprocess_tensor as preprocess
+from adaspring_ros.core.data.transforms import preprocess
+from adaspring_ros.core.model.bn_stats import variant_bn_stats
 from adaspring_ros.core.model.config import CompressionConfig, SearchSpace, StageConfig
 from adaspring_ros.core.model.engine import Engine, Runner, make_engine
 from adaspring_ros.core.model.profile_table import ProfileEntry
-from adaspring_ros.core.model.supernet import CompactBlock, ElasticBackbone
-from adaspring_ros.core.offline.train import variant_bn_stats
+from adaspring_ros.core.model.supernet import CompactBlock, CompactNet, ElasticBackbone
+from adaspring_ros.core.offline.evaluate import runner_accuracy
 from adaspring_ros.core.serving.frame_stats import percentile
 
 __all__ = [
@@ -34,11 +35,9 @@ __all__ = [
     "peak_memory_bytes",
     "measure_static",
     "time_round_robin",
-    "runner_accuracy",
     "stratified_sample",
+    "unique_configs",
     "neighbours",
-    "pareto_front",
-    "fastest_within",
     "bn_calibration_images",
     "profile_config",
 ]
@@ -53,7 +52,7 @@ def _leaf_hooks(net: nn.Module, hook: Callable) -> list:
 
 
 @torch.no_grad()
-def count_macs(net: nn.Module, resolution: int) -> int:
+def count_macs(net: CompactNet, resolution: int) -> int:
     """Multiply-accumulates of one batch-1 inference (convolutions and linear layers)."""
     total = 0
 
@@ -67,7 +66,7 @@ def count_macs(net: nn.Module, resolution: int) -> int:
 
     handles = _leaf_hooks(net, hook)
     try:
-        net(torch.zeros(1, 1, resolution, resolution))
+        net(torch.zeros(1, net.in_channels, resolution, resolution))
     finally:
         for h in handles:
             h.remove()
@@ -75,7 +74,7 @@ def count_macs(net: nn.Module, resolution: int) -> int:
 
 
 @torch.no_grad()
-def peak_memory_bytes(net: nn.Module, resolution: int) -> int:
+def peak_memory_bytes(net: CompactNet, resolution: int) -> int:
     """float32 weights + the largest set of activations alive at once in one inference."""
     pinned = 0          # residual inputs held while a block's body runs
     peak = 0
@@ -98,7 +97,7 @@ def peak_memory_bytes(net: nn.Module, resolution: int) -> int:
             handles += [m.register_forward_pre_hook(block_pre),
                         m.register_forward_hook(block_post)]
     try:
-        net(torch.zeros(1, 1, resolution, resolution))
+        net(torch.zeros(1, net.in_channels, resolution, resolution))
     finally:
         for h in handles:
             h.remove()
@@ -141,6 +140,7 @@ def stratified_sample(space: SearchSpace, n: int, seed: int = 0) -> list[Compres
 
 
 def unique_configs(configs: Iterable[CompressionConfig]) -> list[CompressionConfig]:
+    """``configs`` without repeats, in first-seen order."""
     seen: dict[str, CompressionConfig] = {}
     for c in configs:
         seen.setdefault(c.id, c)
@@ -171,34 +171,6 @@ def neighbours(config: CompressionConfig, space: SearchSpace) -> list[Compressio
     return out
 
 
-def pareto_front(entries: Sequence[ProfileEntry]) -> list[ProfileEntry]:
-    """Entries no other entry beats on both accuracy (higher) and median latency (lower)."""
-    front, best = [], -1.0
-    for e in sorted(entries, key=lambda e: (e.latency_ms_p50, -e.accuracy)):
-        if e.accuracy > best:
-            front.append(e)
-            best = e.accuracy
-    return front
-
-
-def fastest_within(entries: Sequence[ProfileEntry], full_id: str,
-                   points: float = 1.5) -> ProfileEntry | None:
-    """The lowest-latency entry whose accuracy is within ``points`` (percent) of ``full_id``."""
-    by_id = {e.id: e for e in entries}
-    if full_id not in by_id:
-        return None
-    floor = by_id[full_id].accuracy - points / 100.0
-    ok = [e for e in entries if e.accuracy >= floor]
-    return min(ok, key=lambda e: e.latency_ms_p50) if ok else None
-
-
-def most_accurate_within(entries: Sequence[ProfileEntry], latency_ms: float
-                         ) -> ProfileEntry | None:
-    """The most accurate entry whose p50 latency is at most ``latency_ms`` (ties: the faster)."""
-    ok = [e for e in entries if e.latency_ms_p50 <= latency_ms]
-    return max(ok, key=lambda e: (e.accuracy, -e.latency_ms_p50)) if ok else None
-
-
 def bn_calibration_images(n: int, seed: int = 0,
                           root: str | Path = FASHION_MNIST_DIR) -> np.ndarray:
     """``n`` fixed images of the training part of the train split (never validation or test)."""
@@ -209,16 +181,6 @@ def bn_calibration_images(n: int, seed: int = 0,
 
 
 # -- measuring one variant ----------------------------------------------------------------------
-def runner_accuracy(runner: Runner, data: Dataset, resolution: int, batch_size: int = 500
-                    ) -> float:
-    """Top-1 accuracy of an engine runner (built with a dynamic batch) on ``data``."""
-    correct = 0
-    for i in range(0, len(data), batch_size):
-        logits = runner(preprocess(data.images[i:i + batch_size], resolution).numpy())
-        correct += int((logits.argmax(1) == data.labels[i:i + batch_size]).sum())
-    return correct / max(1, len(data))
-
-
 def measure_static(backbone: ElasticBackbone, config: CompressionConfig, test: Dataset,
                    engine: Engine, bn_images: np.ndarray | None = None,
                    serving: Engine | None = None, calib_images: np.ndarray | None = None
@@ -237,7 +199,7 @@ def measure_static(backbone: ElasticBackbone, config: CompressionConfig, test: D
     calib = calib_images if calib_images is not None else bn_images
     if calib is None:  # never the test split: it is for the final measurement only
         calib = bn_calibration_images(256)
-    ranges = engine.calibrate(net, preprocess(calib, r).numpy())
+    ranges = engine.calibrate(net, preprocess(calib, r))
     accuracy = runner_accuracy(engine.prepare(net, ranges or None, batch=None), test, r)
     entry = ProfileEntry(
         config=config, accuracy=accuracy, latency_ms_p50=0.0, latency_ms_p95=0.0,
@@ -248,21 +210,29 @@ def measure_static(backbone: ElasticBackbone, config: CompressionConfig, test: D
     return entry, (serving or engine).prepare(net, ranges or None, batch=1)
 
 
-def time_round_robin(runners: Mapping[str, Runner], images: np.ndarray, repeats: int,
-                     warmup: int, meter, seed: int = 0, progress: bool = False
+def time_round_robin(runners: Mapping[str, Runner], images: np.ndarray | None, repeats: int,
+                     warmup: int, meter, seed: int = 0, progress: bool = False,
+                     frames: Callable[[CompressionConfig], np.ndarray] | None = None
                      ) -> dict[str, tuple[list[float], float]]:
     """Batch-1 latencies (ms) and energy per call (mJ) of every runner, timed round-robin.
 
     Each call follows a call of another variant, in a new shuffled order every round, so no
     variant is timed with the caches warmed by itself (back-to-back timing flatters the small
-    variants; docs/benchmarks.md, design measurements). Inputs come from real images.
+    variants; docs/benchmarks.md, design measurements). Each variant's input is the first of
+    ``images`` preprocessed at its resolution or, with ``frames``, ``frames(config)`` (a device
+    without the dataset times on synthetic frames: the nets have no data-dependent control flow).
     Calls follow each other with no idle time; a node at a camera's rate idles between frames
     and runs each forward slower still (bench_engines, section "Idle between frames").
     """
     from tqdm import tqdm
 
     ids = list(runners)
-    inputs = {i: preprocess(images[:1], runners[i].config.resolution).numpy() for i in ids}
+    if frames is None:
+        if images is None:
+            raise ValueError("time_round_robin needs images or frames")
+        inputs = {i: preprocess(images[:1], runners[i].config.resolution) for i in ids}
+    else:
+        inputs = {i: frames(runners[i].config) for i in ids}
     for _ in range(warmup):
         for i in ids:
             runners[i](inputs[i])

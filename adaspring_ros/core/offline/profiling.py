@@ -1,4 +1,5 @@
-"""``adaspring profile``: measure variants of a trained backbone -> the profile table.
+"""Profile a trained backbone: measure variants of it -> the profile table (``adaspring profile``
+drives it; the options are ``ProfileOptions``'s).
 
 The space holds ~12M configs, far too many to measure, so the profiler measures
 
@@ -7,14 +8,14 @@ The space holds ~12M configs, far too many to measure, so the profiler measures
    every operator appears about ``sample / len(choices)`` times; plus the full, the smallest and
    the "uniform" variants (every stage at the same width and depth);
 2. refinement around the accuracy/latency Pareto front of what was measured: one-step neighbours
-   (one operator moved by one choice) of each front member, ``--refine`` of them per round.
+   (one operator moved by one choice) of each front member, ``refine`` of them per round.
 
 Before a variant is measured, the exact BN statistics of that whole variant are computed on
-``--bn-images`` training images (``training.variant_bn_stats``, never test images) and stored in
-the backbone (``variant_bn``); the backbone file is re-saved with them at the end, so the table's
-``backbone_sha256`` is the file that holds every profiled variant's statistics.
+``bn_images`` training images (``model.bn_stats.variant_bn_stats``, never test images) and
+stored in the backbone (``variant_bn``); the backbone file is re-saved with them at the end, so
+the table's ``backbone_sha256`` is the file that holds every profiled variant's statistics.
 
-For each variant (all on the compact, materialised module, run in ``--engine``, the engine the
+For each variant (all on the compact, materialised module, run in ``engine``, the engine the
 perception node will serve it in; the table records the engine, its version and thread count):
 
 * int8 calibration (ONNX Runtime): activation ranges on the same training images, stored in the
@@ -34,12 +35,10 @@ perception node will serve it in; the table records the engine, its version and 
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
-import sys
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Sequence
 
@@ -50,21 +49,65 @@ from adaspring_ros.core.data.datasets import FASHION_MNIST_DIR, load_fashion_mni
 from adaspring_ros.core.energy import DEFAULT_DEVICE, describe_machine, make_meter
 from adaspring_ros.core.model.checkpoint import load_backbone, save_backbone, write_checksum
 from adaspring_ros.core.model.config import CompressionConfig
-from adaspring_ros.core.model.engine import DEFAULT_ENGINE, ENGINES, Runner, make_engine
-from adaspring_ros.core.model.profile_table import ProfileEntry, ProfileTable
+from adaspring_ros.core.model.engine import DEFAULT_ENGINE, Runner, make_engine
+from adaspring_ros.core.model.profile_table import (
+    ProfileEntry,
+    ProfileError,
+    ProfileTable,
+    fastest_within,
+    pareto_front,
+)
 from adaspring_ros.core.offline.profiler import (
     bn_calibration_images,
-    fastest_within,
     measure_static,
     neighbours,
-    pareto_front,
     stratified_sample,
     time_round_robin,
     unique_configs,
 )
+from adaspring_ros.core.paths import default_backbone, default_profile_table
 from adaspring_ros.core.serving.frame_stats import percentile
 
-__all__ = ["build_parser", "run", "plot_pareto", "cli_main"]
+__all__ = ["BackboneMismatch", "ProfileOptions", "profile", "plot_pareto", "print_summary",
+           "device_record"]
+
+
+class BackboneMismatch(ProfileError):
+    """A table (to extend, or to take accuracies from) measured on another backbone."""
+
+
+@dataclass(frozen=True)
+class ProfileOptions:
+    """One profiling run; ``adaspring profile`` has one flag per field (``--bn-images`` for
+    ``bn_images``). Empty paths mean the shipped ones (models/backbone.pt,
+    models/profile_table.json, pareto.png beside the table) or, for the others, none."""
+
+    backbone: str = ""
+    out: str = ""                 # the profile table
+    plot: str = ""
+    sample: int = 200             # stratified random variants
+    refine: int = 40              # Pareto-neighbour variants measured per refinement round
+    rounds: int = 2               # refinement rounds
+    engine: str = DEFAULT_ENGINE  # measured (and served) in this inference engine
+    compare_table: str = ""       # also draw this table's Pareto front (another engine)
+    plot_only: bool = False       # only redraw the plot of ``out``
+    accuracy_only: bool = False   # accuracy, int8 ranges, static costs: no latency recorded
+    latency_only: bool = False    # time accuracy_from's variants here, read no data (latency.py)
+    accuracy_from: str = ""       # with latency_only: the accuracy table
+    front_only: bool = False      # with latency_only: only its Pareto front
+    extend: bool = False          # keep the variants of ``out``, refine, time all again
+    remeasure_tuned: bool = False  # with extend: measure the tuned variants' accuracy again
+    variants_from: str = ""       # measure this table's variants instead of a fresh sample
+    repeats: int = 60             # timed batch-1 runs per variant (round-robin)
+    warmup: int = 10
+    test_size: int = 0            # first N test images (0: all)
+    bn_images: int = 512          # training images for each variant's BN statistics (0: keep)
+    eval_threads: int = 2         # threads of the batched accuracy pass
+    threads: int = 1              # engine threads of the batch-1 latency, as served
+    device_profile: str = DEFAULT_DEVICE  # power model used when RAPL is unreadable
+    data: str = str(FASHION_MNIST_DIR)
+    seed: int = 0
+    progress: bool = True
 
 
 def plot_pareto(table: ProfileTable, path: str | Path, highlight: dict[str, str] | None = None,
@@ -123,80 +166,43 @@ def plot_pareto(table: ProfileTable, path: str | Path, highlight: dict[str, str]
     plt.close(fig)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="adaspring profile", description=__doc__.split("\n")[0])
-    p.add_argument("--backbone", default="", help="default: models/backbone.pt")
-    p.add_argument("--out", default="", help="default: models/profile_table.json")
-    p.add_argument("--plot", default="", help="default: models/pareto.png")
-    p.add_argument("--sample", type=int, default=200, help="stratified random variants")
-    p.add_argument("--refine", type=int, default=40,
-                   help="Pareto-neighbour variants measured per refinement round")
-    p.add_argument("--rounds", type=int, default=2, help="refinement rounds")
-    p.add_argument("--engine", default=DEFAULT_ENGINE, choices=ENGINES,
-                   help="inference engine the variants are measured (and will be served) in")
-    p.add_argument("--compare-table", default="",
-                   help="also draw the Pareto front of this table (another engine) on the plot")
-    p.add_argument("--plot-only", action="store_true",
-                   help="only redraw the plot of --out (with --compare-table), no profiling")
-    p.add_argument("--extend", action="store_true",
-                   help="keep the variants already in --out (their accuracy and int8 ranges), "
-                        "measure the refinement rounds around their front, then time every "
-                        "variant again (with --rounds 0: only re-time; resumable profiling)")
-    p.add_argument("--remeasure-tuned", action="store_true",
-                   help="with --extend: measure again the accuracy and int8 ranges of every "
-                        "variant of --out that the backbone tunes (adaspring tune-variants), "
-                        "on a backbone tuned from the table's one; latencies are kept with "
-                        "--repeats 0 (a tuned scale/shift folds into the same operations)")
-    p.add_argument("--variants-from", default="",
-                   help="measure the variants of this profile table instead of a fresh "
-                        "stratified sample (e.g. to profile the same variants in another engine)")
-    p.add_argument("--repeats", type=int, default=60,
-                   help="timed batch-1 runs per variant (round-robin among all variants)")
-    p.add_argument("--warmup", type=int, default=10)
-    p.add_argument("--test-size", type=int, default=0, help="first N test images (0: all)")
-    p.add_argument("--bn-images", type=int, default=512,
-                   help="training images for each variant's BN statistics (0: keep the rows)")
-    p.add_argument("--eval-threads", type=int, default=2,
-                   help="threads for the batched accuracy pass (latency always uses 1)")
-    p.add_argument("--threads", type=int, default=1,
-                   help="engine threads for the batch-1 latency (as the perception node serves)")
-    p.add_argument("--device-profile", default=DEFAULT_DEVICE,
-                   help="config/devices/<name>.yaml (or a path) used when RAPL is unreadable")
-    p.add_argument("--data", default=str(FASHION_MNIST_DIR))
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--no-progress", dest="progress", action="store_false")
-    return p
+def profile(opts: ProfileOptions) -> ProfileTable:
+    """Measure the variants ``opts`` asks for, write the table (+ ``.sha256``) and its plot,
+    print a summary; returns the table. BackboneMismatch when ``extend`` meets a table measured
+    on another backbone (or on the one a tuned backbone came from, without
+    ``remeasure_tuned``).
 
-
-def run(args: argparse.Namespace) -> ProfileTable:
+    With ``accuracy_only`` the table holds accuracies, int8 ranges and static costs, and no
+    latency or energy (``measured == ("accuracy",)``, no plot): the refinement still walks this
+    machine's quick timing, whose front is kept as ``meta["pareto_front"]``. Each device kind
+    then times it with ``latency.profile_latency`` (``latency_only``), which this function does
+    not do."""
     from tqdm import tqdm
 
-    from adaspring_ros.core.paths import default_backbone, default_profile_table
-
-    backbone_path = Path(args.backbone or default_backbone())
-    out = Path(args.out or default_profile_table())
-    plot = Path(args.plot or out.with_name("pareto.png"))
-    compare = ProfileTable.load(args.compare_table) if args.compare_table else None
-    if args.plot_only:
+    backbone_path = Path(opts.backbone or default_backbone())
+    out = Path(opts.out or default_profile_table())
+    plot = Path(opts.plot or out.with_name("pareto.png"))
+    compare = ProfileTable.load(opts.compare_table) if opts.compare_table else None
+    if opts.plot_only:
         table = ProfileTable.load(out)
         plot_pareto(table, plot, _highlights(table), compare)
         print(f"wrote {plot}")
-        _print_summary(table)
+        print_summary(table)
         return table
     backbone = load_backbone(backbone_path)
     space = backbone.space
-    test = load_fashion_mnist("test", args.data)
-    if args.test_size:
-        test = test.subset(np.arange(min(args.test_size, len(test))))
-    bn_images = bn_calibration_images(args.bn_images, args.seed, args.data) \
-        if args.bn_images else None
+    test = load_fashion_mnist("test", opts.data)
+    if opts.test_size:
+        test = test.subset(np.arange(min(opts.test_size, len(test))))
+    bn_images = bn_calibration_images(opts.bn_images, opts.seed, opts.data) \
+        if opts.bn_images else None
     calib_images = bn_images if bn_images is not None else \
-        bn_calibration_images(512, args.seed, args.data)
+        bn_calibration_images(512, opts.seed, opts.data)
     bn_before = set(backbone.variant_bn)
-    meter = make_meter(args.device_profile)
-    engine = make_engine(args.engine, args.threads)
-    eval_engine = make_engine(args.engine, args.eval_threads)
-    torch.set_num_threads(args.eval_threads)
+    meter = make_meter(opts.device_profile)
+    engine = make_engine(opts.engine, opts.threads)
+    eval_engine = make_engine(opts.engine, opts.eval_threads)
+    torch.set_num_threads(opts.eval_threads)
     cpu0, wall0 = time.process_time(), time.perf_counter()
 
     measured: dict[str, ProfileEntry] = {}
@@ -204,32 +210,33 @@ def run(args: argparse.Namespace) -> ProfileTable:
 
     def measure(configs: list[CompressionConfig], desc: str) -> None:
         todo = [c for c in configs if c.id not in measured]
-        for config in tqdm(todo, desc=desc, disable=not args.progress, mininterval=2.0):
+        for config in tqdm(todo, desc=desc, disable=not opts.progress, mininterval=2.0):
             measured[config.id], runners[config.id] = measure_static(
                 backbone, config, test, eval_engine, bn_images, serving=engine,
                 calib_images=calib_images)
         # Latencies of everything so far (the refinement walks the front they make).
-        timed = time_round_robin(runners, test.images, max(5, args.repeats // 4), 2, meter,
-                                 args.seed)
+        timed = time_round_robin(runners, test.images, max(5, opts.repeats // 4), 2, meter,
+                                 opts.seed)
         for i, (times, energy_mj) in timed.items():
             measured[i] = replace(measured[i], latency_ms_p50=statistics.median(times),
                                   latency_ms_p95=percentile(times, 95), energy_mj=energy_mj)
 
     previous = None
     tuned: set[str] = set()
-    if args.extend:
+    if opts.extend:
         previous = ProfileTable.load(out)
         previous.require_engine(engine.name)
         if previous.backbone_sha256 not in (backbone.sha256, _tuned_from(backbone)):
-            raise SystemExit(f"adaspring profile --extend: {out} was measured on backbone "
-                             f"{previous.backbone_sha256[:12]}, not {backbone.sha256[:12]}"
-                             + (" or the one it was tuned from" if args.remeasure_tuned else ""))
-        if previous.backbone_sha256 != backbone.sha256 and not args.remeasure_tuned:
-            raise SystemExit(f"adaspring profile --extend: {backbone_path} was tuned from the "
-                             "backbone of the table: add --remeasure-tuned")
-        tuned = set(backbone.variant_affine) if args.remeasure_tuned else set()
+            raise BackboneMismatch(
+                f"adaspring profile --extend: {out} was measured on backbone "
+                f"{previous.backbone_sha256[:12]}, not {backbone.sha256[:12]}"
+                + (" or the one it was tuned from" if opts.remeasure_tuned else ""))
+        if previous.backbone_sha256 != backbone.sha256 and not opts.remeasure_tuned:
+            raise BackboneMismatch(f"adaspring profile --extend: {backbone_path} was tuned "
+                                   "from the backbone of the table: add --remeasure-tuned")
+        tuned = set(backbone.variant_affine) if opts.remeasure_tuned else set()
         for entry in tqdm(previous.entries, desc="prepare profiled variants",
-                          disable=not args.progress, mininterval=2.0):
+                          disable=not opts.progress, mininterval=2.0):
             if entry.id in tuned:  # its stored BN statistics stay (the tuning used them)
                 fresh, runners[entry.id] = measure_static(
                     backbone, entry.config, test, eval_engine, None, serving=engine,
@@ -239,31 +246,42 @@ def run(args: argparse.Namespace) -> ProfileTable:
                                              energy_mj=entry.energy_mj)
                 continue
             measured[entry.id] = entry
-            if args.repeats:  # else nothing is timed again (and --rounds is 0)
+            if opts.repeats:  # else nothing is timed again (and rounds is 0)
                 runners[entry.id] = engine.prepare(backbone.materialise(entry.config),
                                                    dict(entry.int8_ranges) or None)
-    elif args.variants_from:
-        measure([e.config for e in ProfileTable.load(args.variants_from).entries], "variants")
+    elif opts.variants_from:
+        measure([e.config for e in ProfileTable.load(opts.variants_from).entries], "variants")
     else:
-        measure(stratified_sample(space, args.sample, args.seed), "variants")
-    rng = np.random.default_rng(args.seed + 1)
-    for round_ in range(args.rounds):
+        measure(stratified_sample(space, opts.sample, opts.seed), "variants")
+    rng = np.random.default_rng(opts.seed + 1)
+    for round_ in range(opts.rounds):
         candidates = unique_configs(n for e in pareto_front(list(measured.values()))
                              for n in neighbours(e.config, space))
         candidates = [c for c in candidates if c.id not in measured]
         if not candidates:
             break
-        pick = rng.permutation(len(candidates))[:args.refine]
+        pick = rng.permutation(len(candidates))[:opts.refine]
         measure([candidates[i] for i in pick], f"Pareto refinement {round_ + 1}")
     torch.set_num_threads(1)
-    # --extend --repeats 0 keeps every latency of the table (nothing else was measured).
-    timed = time_round_robin(runners, test.images, args.repeats, args.warmup, meter, args.seed,
-                             args.progress) if args.repeats else {}
+    # extend with repeats 0 keeps every latency of the table (nothing else was measured).
+    timed = time_round_robin(runners, test.images, opts.repeats, opts.warmup, meter, opts.seed,
+                             opts.progress) if opts.repeats and not opts.accuracy_only else {}
     for i, (times, energy_mj) in timed.items():
         measured[i] = replace(measured[i], latency_ms_p50=statistics.median(times),
                               latency_ms_p95=percentile(times, 95), energy_mj=energy_mj)
 
     entries = sorted(measured.values(), key=lambda e: e.latency_ms_p50)
+    front = [e.id for e in pareto_front(entries)]
+    if opts.accuracy_only:  # the quick timings only steered the refinement
+        entries = [replace(e, latency_ms_p50=0.0, latency_ms_p95=0.0, energy_mj=0.0)
+                   for e in entries]
+        timing = {"latency_method": "not measured: adaspring profile --latency-only on each "
+                                    "device kind; pareto_front is this machine's, from the "
+                                    "quick timing that steered the refinement"}
+    else:
+        timing = {"latency_repeats": opts.repeats, "warmup": opts.warmup,
+                  "latency_method": "batch 1, round-robin among all variants (each call after "
+                                    "another variant), a real test image as input"}
     if set(backbone.variant_bn) != bn_before:
         meta = dict(getattr(backbone, "meta", {}))
         meta["variant_bn"] = (f"exact BN statistics of {len(backbone.variant_bn)} profiled "
@@ -273,23 +291,22 @@ def run(args: argparse.Namespace) -> ProfileTable:
         space=space,
         entries=entries,
         backbone_sha256=backbone.sha256,
-        device={"machine": describe_machine(), "threads": args.threads,
-                "torch": torch.__version__, "power_model": args.device_profile},
+        device=device_record(opts),
         engine=engine.info.to_dict(),
-        energy_method=meter.method,
+        energy_method="" if opts.accuracy_only else meter.method,
+        card=backbone.card,
+        measured=("accuracy",) if opts.accuracy_only else ("accuracy", "latency"),
         meta={
-            **(previous.meta if args.extend else {}),
-            "sample": previous.meta.get("sample") if args.extend else args.sample,
-            "refine": args.refine, "rounds": args.rounds,
-            "test_images": len(test), "latency_repeats": args.repeats, "warmup": args.warmup,
-            "latency_method": "batch 1, round-robin among all variants (each call after "
-                              "another variant), a real test image as input",
+            **(previous.meta if opts.extend else {}),
+            "sample": previous.meta.get("sample") if opts.extend else opts.sample,
+            "refine": opts.refine, "rounds": opts.rounds,
+            "test_images": len(test), **timing,
             "int8_method": "static: per-channel symmetric int8 weights, per-tensor uint8 "
                            "activations calibrated (min/max) on the BN training images"
-                           if args.engine == "onnxruntime" else "weight-only int8",
+                           if opts.engine == "onnxruntime" else "weight-only int8",
             "memory_method": "float32 weights + peak live activations from forward hooks",
             "macs_method": "forward hooks on Conv2d/Linear",
-            "pareto_front": [e.id for e in pareto_front(entries)],
+            "pareto_front": front,
             **({"remeasured_tuned": sorted(tuned & set(measured))} if tuned else {}),
             "profiling_cpu_s": round(time.process_time() - cpu0, 1),
             "profiling_wall_s": round(time.perf_counter() - wall0, 1),
@@ -299,15 +316,25 @@ def run(args: argparse.Namespace) -> ProfileTable:
     out.parent.mkdir(parents=True, exist_ok=True)
     table.save(out)
     write_checksum(out)
-    plot_pareto(table, plot, _highlights(table), compare)
-    print(f"wrote {out} ({len(table)} variants, {len(pareto_front(entries))} on the front) "
-          f"and {plot}")
-    _print_summary(table)
+    if opts.accuracy_only:
+        full = table.get(CompressionConfig.full(space).id)
+        print(f"wrote {out} ({len(table)} variants, accuracy only"
+              + (f"; full {full.accuracy:.4f})" if full else ")"))
+    else:
+        plot_pareto(table, plot, _highlights(table), compare)
+        print(f"wrote {out} ({len(table)} variants, {len(front)} on the front) and {plot}")
+        print_summary(table)
     print(json.dumps({k: table.meta[k] for k in ("profiling_cpu_s", "profiling_wall_s")}))
     return table
 
 
-def _print_summary(table: ProfileTable, points: Sequence[float] = (0.5, 1.5, 3.0, 5.0)) -> None:
+def device_record(opts: ProfileOptions) -> dict[str, object]:
+    """What a table records of the machine it was measured on."""
+    return {"machine": describe_machine(), "threads": opts.threads, "torch": torch.__version__,
+            "power_model": opts.device_profile}
+
+
+def print_summary(table: ProfileTable, points: Sequence[float] = (0.5, 1.5, 3.0, 5.0)) -> None:
     """The full network and the fastest variant within each tolerance, as models/README lists."""
     f = table.get(CompressionConfig.full(table.space).id)
     if f is None:
@@ -336,24 +363,3 @@ def _highlights(table: ProfileTable) -> dict[str, str]:
     if best is not None:
         out["fastest within 1.5 pt"] = best.id
     return out
-
-
-def cli_main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    if args.sample < 0 or args.repeats < (0 if args.extend else 1):
-        print("adaspring profile: --sample must be >= 0 and --repeats >= 1 (0 only with "
-              "--extend: keep the table's latencies)", file=sys.stderr)
-        return 2
-    if args.repeats == 0 and args.rounds:
-        print("adaspring profile: --repeats 0 measures no new variant: use --rounds 0",
-              file=sys.stderr)
-        return 2
-    if args.remeasure_tuned and not args.extend:
-        print("adaspring profile: --remeasure-tuned needs --extend", file=sys.stderr)
-        return 2
-    run(args)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(cli_main())

@@ -1,4 +1,5 @@
-"""Size the backbone for its device before training it: ``adaspring size-backbone``.
+"""Size the backbone for its device before training it (``adaspring size-backbone`` drives it;
+the options are ``SizingOptions``'s).
 
 The paper initialises its backbone with AdaDeep for the target platform; here a backbone is a
 full-width channel count per stage, a depth and an input resolution. Every candidate's full model
@@ -11,12 +12,10 @@ that fits: a full model larger than the accuracy it buys only makes every varian
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import shutil
 import statistics
-import sys
 import tempfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -29,10 +28,50 @@ from adaspring_ros.core.data.datasets import FASHION_MNIST_DIR, load_fashion_mni
 from adaspring_ros.core.model.config import DEFAULT_SPACE, CompressionConfig, StageConfig
 from adaspring_ros.core.model.engine import make_engine
 from adaspring_ros.core.model.supernet import build_backbone
+from adaspring_ros.core.offline.evaluate import evaluate
 from adaspring_ros.core.offline.profiler import count_macs, time_round_robin
+from adaspring_ros.core.offline.recipe import TrainRecipe
+from adaspring_ros.core.offline.train import load_train_state, train
 from adaspring_ros.core.serving.frame_stats import percentile
 
+__all__ = [
+    "WIDTH_RATIOS",
+    "TRAINED_LOG",
+    "SizingOptions",
+    "Candidate",
+    "Measured",
+    "candidates",
+    "measure",
+    "short_train",
+    "load_trained",
+    "choose",
+    "format_table",
+    "size_backbone",
+]
+
 WIDTH_RATIOS = (1, 2, 4)  # stage channels = base x ratio, as the shipped 24/48/96
+
+
+@dataclass(frozen=True)
+class SizingOptions:
+    """One sizing run; ``adaspring size-backbone`` has one flag per field (``--tolerance-pt``
+    for ``tolerance_pt``)."""
+
+    latency_ms: float = math.inf  # budget for the full model's p50 latency in the engine
+    max_mmacs: float = math.inf   # budget for the full model's MACs, millions
+    engine: str = "onnxruntime"
+    threads: int = 1              # engine threads, as on the robot
+    bases: tuple[int, ...] = (12, 16, 24, 32)  # first-stage channels (stages x1, x2, x4)
+    depths: tuple[int, ...] = (2, 3)            # blocks per stage
+    resolutions: tuple[int, ...] = (24, 28)     # input sides
+    repeats: int = 100            # timing rounds
+    epochs: int = 2               # short training run per candidate
+    subset: int = 20000           # training images per run
+    train_threads: int = 2
+    tolerance_pt: float = 0.3     # validation points a faster candidate may lose and win
+    data: str = str(FASHION_MNIST_DIR)
+    out: str = "runs/size-backbone"  # report directory
+    progress: bool = True
 
 
 @dataclass(frozen=True)
@@ -107,20 +146,17 @@ def short_train(c: Candidate, epochs: int, subset: int, threads: int, data: str,
     resumes from it (the CPU seconds count every part of the run); without, a temporary one.
     With ``keep`` the trained net is written there (+ ``.sha256``): the chosen design's full
     network is where ``adaspring train --init-from`` can start shrinking."""
-    from adaspring_ros.core.offline.train import build_parser, evaluate, load_train_state, train
-
     with tempfile.TemporaryDirectory(prefix="adaspring-size-") as tmp:
         work = Path(workdir) if workdir is not None else Path(tmp)
-        args = build_parser().parse_args([
-            "--channels", ",".join(map(str, c.channels)), "--fixed-config", c.full_config().id,
-            "--max-depth", str(c.depth), "--max-resolution", str(c.resolution),
-            "--epochs", str(epochs), "--subset", str(subset), "--threads", str(threads),
-            "--data", data, "--seed", str(seed), "--workdir", str(work), "--resume",
-            "--out", str(keep or Path(tmp) / "backbone.pt"), "--no-progress"])
-        model = train(args)
+        recipe = TrainRecipe(
+            channels=c.channels, fixed_config=c.full_config().id, max_depth=c.depth,
+            max_resolution=c.resolution, epochs=epochs, subset=subset, threads=threads,
+            data=data, seed=seed, workdir=str(work), resume=True,
+            out=str(keep or Path(tmp) / "backbone.pt"), progress=False)
+        model = train(recipe)
         cpu_s = float(load_train_state(work)["cpu_seconds"])
     full_train = load_fashion_mnist("train", data)
-    _, val_idx = train_val_split(len(full_train), min(args.val_size, len(full_train) // 5),
+    _, val_idx = train_val_split(len(full_train), min(recipe.val_size, len(full_train) // 5),
                                  seed=seed)
     model.set_active(c.full_config())
     return evaluate(model.eval(), full_train.subset(val_idx), c.resolution), cpu_s
@@ -204,77 +240,34 @@ def plot(rows: Sequence[Measured], chosen: Measured | None, budget_ms: float,
     plt.close(fig)
 
 
-def _ints(text: str) -> list[int]:
-    try:
-        return [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected comma-separated integers, got {text!r}") from None
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="adaspring size-backbone", description=__doc__.split("\n")[0])
-    p.add_argument("--latency-ms", type=float, default=float("inf"),
-                   help="budget for the full model's p50 latency in the engine, ms (none)")
-    p.add_argument("--max-mmacs", type=float, default=float("inf"),
-                   help="budget for the full model's MACs, millions (none)")
-    p.add_argument("--engine", default="onnxruntime", help="onnxruntime or torch")
-    p.add_argument("--threads", type=int, default=1, help="engine threads, as on the robot")
-    p.add_argument("--bases", type=_ints, default=[12, 16, 24, 32],
-                   help="first-stage channels to try (stages are x1, x2, x4)")
-    p.add_argument("--depths", type=_ints, default=[2, 3], help="blocks per stage to try")
-    p.add_argument("--resolutions", type=_ints, default=[24, 28], help="input sides to try")
-    p.add_argument("--repeats", type=int, default=100, help="timing rounds")
-    p.add_argument("--epochs", type=int, default=2, help="short training run per candidate")
-    p.add_argument("--subset", type=int, default=20000, help="training images per run")
-    p.add_argument("--train-threads", type=int, default=2)
-    p.add_argument("--tolerance-pt", type=float, default=0.3,
-                   help="validation points a faster candidate may lose to the best and win")
-    p.add_argument("--data", default=str(FASHION_MNIST_DIR))
-    p.add_argument("--out", default="runs/size-backbone", help="report directory")
-    p.add_argument("--no-progress", dest="progress", action="store_false")
-    return p
-
-
-def cli_main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    for name in ("latency_ms", "max_mmacs", "tolerance_pt"):
-        if not getattr(args, name) >= 0:
-            print(f"adaspring size-backbone: --{name.replace('_', '-')} must be >= 0",
-                  file=sys.stderr)
-            return 2
-    if args.epochs < 1 or args.repeats < 1 or args.subset < 0:
-        print("adaspring size-backbone: --epochs and --repeats must be >= 1, --subset >= 0",
-              file=sys.stderr)
-        return 2
-    try:
-        cands = candidates(args.bases, args.depths, args.resolutions)
-    except ValueError as exc:
-        print(f"adaspring size-backbone: {exc}", file=sys.stderr)
-        return 2
-    out = Path(args.out)
+def size_backbone(opts: SizingOptions) -> Measured | None:
+    """Time every candidate, train those within the budgets (resuming from ``out``), choose,
+    and write the report (sizing.md, sizing.json, sizing.png) to ``out``; returns the chosen
+    candidate, or None (after printing the timings) when no candidate meets the budgets.
+    ValueError for a candidate grid outside the search space (see ``candidates``)."""
+    cands = candidates(opts.bases, opts.depths, opts.resolutions)
+    out = Path(opts.out)
     out.mkdir(parents=True, exist_ok=True)
-    images = load_fashion_mnist("test", args.data).images[:64]  # inputs for timing only
-    print(f"timing {len(cands)} full models in {args.engine} ({args.threads} thread(s))",
+    images = load_fashion_mnist("test", opts.data).images[:64]  # inputs for timing only
+    print(f"timing {len(cands)} full models in {opts.engine} ({opts.threads} thread(s))",
           flush=True)
-    rows = measure(cands, args.engine, args.threads, args.repeats, images, args.progress)
-    fits = [m for m in rows if within(m, args.latency_ms, args.max_mmacs)]
+    rows = measure(cands, opts.engine, opts.threads, opts.repeats, images, opts.progress)
+    fits = [m for m in rows if within(m, opts.latency_ms, opts.max_mmacs)]
     if not fits:
         print(format_table(rows, None))
-        print("adaspring size-backbone: no candidate meets the budgets", file=sys.stderr)
-        return 1
+        return None
     done = load_trained(out / TRAINED_LOG)
     for k, m in enumerate(sorted(fits, key=lambda m: m.latency_ms_p50)):
-        key = trained_key(m.candidate, args.epochs, args.subset)
+        key = trained_key(m.candidate, opts.epochs, opts.subset)
         if key in done:
             m.val_accuracy, m.train_cpu_s = done[key]
             print(f"[{k + 1}/{len(fits)}] {m.candidate.id}: trained by an earlier run of this "
                   f"report directory, validation top-1 {m.val_accuracy * 100:.2f} %", flush=True)
             continue
-        print(f"[{k + 1}/{len(fits)}] training {m.candidate.id} for {args.epochs} epoch(s)",
+        print(f"[{k + 1}/{len(fits)}] training {m.candidate.id} for {opts.epochs} epoch(s)",
               flush=True)
-        m.val_accuracy, m.train_cpu_s = short_train(m.candidate, args.epochs, args.subset,
-                                                    args.train_threads, args.data,
+        m.val_accuracy, m.train_cpu_s = short_train(m.candidate, opts.epochs, opts.subset,
+                                                    opts.train_threads, opts.data,
                                                     workdir=out / f"work-{key}",
                                                     keep=out / f"{key}.pt")
         with open(out / TRAINED_LOG, "a") as f:
@@ -282,26 +275,22 @@ def cli_main(argv: Sequence[str] | None = None) -> int:
                                 "train_cpu_s": m.train_cpu_s}) + "\n")
         shutil.rmtree(out / f"work-{key}", ignore_errors=True)  # only once the result is kept
         print(f"    validation top-1 {m.val_accuracy * 100:.2f} %", flush=True)
-    chosen = choose(rows, args.tolerance_pt, args.latency_ms, args.max_mmacs)
+    chosen = choose(rows, opts.tolerance_pt, opts.latency_ms, opts.max_mmacs)
     table = format_table(rows, chosen)
     print(table)
     c = chosen.candidate
     command = (f"adaspring train --channels {','.join(map(str, c.channels))} "
                f"--max-depth {c.depth} --max-resolution {c.resolution}")
     print(f"chosen: {c.id}; train it with `{command}`")
-    kept = out / f"{trained_key(c, args.epochs, args.subset)}.pt"
-    if kept.exists():   # absent when an earlier version of this command trained it
+    kept = out / f"{trained_key(c, opts.epochs, opts.subset)}.pt"
+    if kept.exists():   # absent when trained.jsonl names it but its net was not kept
         print(f"its full network trained alone: {kept}; to shrink it instead (the full network "
               f"first, as once-for-all): `{command} --init-from {kept} --warmup-epochs 0`")
-    report = {"args": {k: v for k, v in vars(args).items() if k != "progress"},
+    report = {"args": {k: v for k, v in asdict(opts).items() if k != "progress"},
               "chosen": c.id, "train_command": command,
               "rows": [{**asdict(m), "candidate": m.candidate.id} for m in rows]}
     (out / "sizing.json").write_text(json.dumps(report, indent=1, default=float))
     (out / "sizing.md").write_text(table + "\n")
-    plot(rows, chosen, args.latency_ms, out / "sizing.png")
+    plot(rows, chosen, opts.latency_ms, out / "sizing.png")
     print(f"report: {out / 'sizing.md'}, {out / 'sizing.json'}, {out / 'sizing.png'}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(cli_main())
+    return chosen

@@ -20,8 +20,8 @@ __all__ = ["CONTEXT_LIMITS", "Context", "BatteryReading", "battery_from_state"]
 
 
 # What a reading may be: (lowest, highest), both inclusive, for every number of a Context (and a
-# scenario step). Infinity is never a reading: "+inf MB available" would lift the memory budget
-# (issue 18). The upper bounds are far beyond any device and only stop absurd values (1e30 MB)
+# scenario step). Infinity is never a reading: "+inf MB available" would lift the memory budget.
+# The upper bounds are far beyond any device and only stop absurd values (1e30 MB)
 # doing the same; an unknown optional reading is None (NaN in a ROS message), never a huge one.
 CONTEXT_LIMITS: dict[str, tuple[float, float]] = {
     "battery_percent": (0.0, 100.0),

@@ -1,88 +1,67 @@
-"""The evolution policy: context + measured latency -> keep the running variant or swap.
+"""The evolution policy: context + the live cost estimate -> keep the running variant or swap.
 
 Plain logic with injected time: every method takes ``now`` (seconds, any monotonic clock, the same
 for all calls) and nothing sleeps or starts threads, so the evolution node only wires messages to
-:class:`Evolver` and tests drive it with made-up clocks.
+:class:`Evolver` and tests drive it with made-up clocks. What the metrics say about the device is
+the :class:`~adaspring_ros.core.policy.estimator.CostEstimator`'s; the rules are here.
 
-Per decision (``Evolver.decide(now)``):
+Per decision (``Evolver.decide(now)``), the first rule that applies; its name starts the
+decision's reason:
 
-1. A swap that was asked for and not yet confirmed -> wait (until ``pending_timeout_s``).
-2. No context for ``stale_after_s`` -> fall back to the safe variant (configured, default the
-   fastest of the table), at once: running blind is worse than a short swap.
-3. Budgets and λ from the latest context. The latency prediction of a variant is its profiled
-   p50 x tail x contention: the contention factor is measured / profiled p50 of the running
-   variant and the tail the measured p95 / p50 (starting from the table's median ratio), both
-   smoothed and bounded; the latency budget is tightened while the measured p95 still exceeds
-   the smoothed prediction (a sudden slowdown the smoothing has not caught up with).
-4. The running variant violates a budget (predicted, or measured deadline misses) -> swap to the
-   best variant now, provided ``min_urgent_interval_s`` has passed since the last swap (so the
-   new variant's own metrics are seen before judging it).
-5. Otherwise swap only when the best variant's objective beats the running one's by
-   ``gain_threshold`` (absolute, in the objective's unit: accuracy points, see search.py;
-   both judged against the same budgets) and ``min_swap_interval_s`` has passed. An absolute
-   threshold cannot trap the policy on a variant whose objective is large, as a relative one
-   did (docs/benchmarks.md, design measurements). Candidates are searched
-   with ``headroom`` less latency and energy budget than the running variant is judged against:
-   a Schmitt trigger, so jitter around a budget does not flip between two variants, and a budget
-   that keeps shrinking (a draining battery) does not cause a swap at every step. After a
-   budget violation a slower variant is only tried again after ``recovery_s``; a violation that
-   follows a swap up to a slower variant is a flap, and every flap remembered
-   (``violation_memory_s``) doubles that back-off. Violations while stepping down under one
-   sustained load are not flaps, so the policy climbs back soon after the load is gone.
+1. ``wait``: a swap that was asked for and not yet confirmed (until ``pending_timeout_s``).
+2. ``stale``: no context for ``stale_after_s`` -> the safe variant (``safe_config_id``, default
+   the fastest within the accuracy floor), at once: running blind is worse than a short swap.
+3. ``initial``: nothing runs yet -> the choice of ``RuntimeSearch.choose``: the search with
+   ``headroom`` less latency and energy budget (a Schmitt trigger: the running variant is judged
+   against the full budgets, so jitter around a budget does not flip between two variants).
+4. ``keep``: the running variant is still the choice.
+5. ``violation`` / ``floor``: the running variant violates a budget (predicted, or measured
+   deadline misses), or sits below the accuracy floor while the budgets no longer force it ->
+   swap to the choice, once ``min_urgent_interval_s`` has passed since the last swap (so the
+   new variant's own metrics are seen first; ``hold`` until then).
+6. ``gain``: the choice's objective beats the running one's by ``gain_threshold`` (absolute, in
+   accuracy points, both judged against the same budgets) and ``min_swap_interval_s`` has
+   passed (``keep`` or ``hold`` otherwise).
 
-Every :class:`Decision` carries a human-readable reason.
+Back-off, only for real flaps. A swap to a variant that costs more (latency or energy) is a step
+up, remembered with the budgets it was chosen for. A violation is a flap when the variant
+stepped up to violates those same budgets with today's estimates (or misses the deadline it was
+chosen to meet) while the other processes' CPU load has not risen by more than
+:data:`LOAD_RISE_PT`: the policy misjudged it. A tighter context (battery, budget, memory, new
+load) is no flap. With n flaps remembered (``violation_memory_s``, n capped at 6), a step up
+waits ``recovery_s`` x 2^(n-1) after the last flap; with none, the policy climbs back at its
+first decision after ``min_swap_interval_s``.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from adaspring_ros.core.model.config import CompressionConfig
 from adaspring_ros.core.model.profile_table import ProfileEntry, ProfileTable
 from adaspring_ros.core.policy.budgets import BudgetParams, Budgets, compute_budgets
 from adaspring_ros.core.policy.context import Context
+from adaspring_ros.core.policy.estimator import CostEstimator
 from adaspring_ros.core.policy.lambdas import LambdaParams, Lambdas, adapt_lambdas
-from adaspring_ros.core.policy.search import (
-    ObjectiveParams,
-    Prediction,
-    RuntimeSearch,
-    SearchResult,
-)
+from adaspring_ros.core.policy.objective import ObjectiveParams, Prediction
+from adaspring_ros.core.policy.search import RuntimeSearch, SearchResult
 from adaspring_ros.core.validation import require_number, setting
 
-__all__ = ["EvolutionParams", "ContentionEstimator", "Decision", "Evolver"]
+__all__ = ["EvolutionParams", "Decision", "Evolver", "KINDS", "LOAD_RISE_PT"]
 
-_MAX_BACKOFF = 6  # the back-off doubles at most 5 times (32 x recovery_s)
+# Decision kinds: the first five swap.
+KINDS = ("initial", "violation", "floor", "gain", "stale", "keep", "hold", "wait")
+_MAX_FLAPS = 6  # the back-off doubles at most 5 times (32 x recovery_s)
+# A rise of the other processes' CPU load (points) that makes a violation the load's, not a flap.
+LOAD_RISE_PT = 10.0
 
 
 @dataclass(frozen=True)
 class EvolutionParams:
-    """Tuning of the trigger policy; each field with a description is an evolution_node
-    parameter of the same name.
-
-    gain_threshold:         objective gain a non-urgent swap needs, in accuracy points
-                            (0.15: e.g. 0.15 pt more accuracy at λ1 = 1).
-    min_swap_interval_s:    least time between a swap and a non-urgent swap.
-    min_urgent_interval_s:  least time between a swap and a budget-violation swap.
-    headroom:               fraction of the latency and energy budgets kept free when choosing
-                            a variant (the running one is judged against the full budgets).
-    stale_after_s:          context older than this (by receive time) is stale.
-    safe_config_id:         variant for stale context; None = the fastest of the table.
-    recovery_s:             flap damping: after a violation, no gain swap to a slower variant
-    violation_memory_s:     for recovery_s x 2^n, n = the flaps (violations following a swap
-                            up to a slower variant) remembered for violation_memory_s (n capped
-                            at 5), so a variant just left for being too slow is not retried at
-                            the first calm reading, and ever more rarely if it keeps failing.
-    settle_s:               metrics are ignored this long after a swap (mixed windows).
-    pending_timeout_s:      a swap not confirmed by then is considered failed.
-    contention_alpha:       smoothing of the contention factor (weight of the newest window).
-    contention_min/max:     bounds of the contention factor.
-    learn_tail:             learn the p95/p50 tail ratio from the metrics (with the same
-                            smoothing; bounds 1 .. tail_max); False keeps the table's.
-    tail_max:               upper bound of the learnt tail ratio.
-    deadline_miss_trigger:  deadline misses in one metrics window that count as a violation.
-    """
+    """Tuning of the trigger policy (the rules: see the module docstring). Each field with a
+    description is an evolution_node parameter of the same name; the contention and tail fields
+    tune the CostEstimator."""
 
     gain_threshold: float = setting(
         0.15, "hysteresis: objective gain a non-urgent swap needs, in accuracy points "
@@ -98,13 +77,13 @@ class EvolutionParams:
     stale_after_s: float = setting(
         3.0, "context older than this is stale: go to safe_config_id, s", range=(0.05, 3600.0))
     safe_config_id: str | None = setting(
-        None, "config id used while the context is stale ('' = the fastest variant of the "
-        "profile table)", none="")
+        None, "config id used while the context is stale ('' = the fastest variant within "
+        "max_accuracy_loss_pt of the table's most accurate)", none="")
     recovery_s: float = setting(
-        10.0, "back-off before re-trying a variant left for a violation, s",
-        range=(0.0, 86400.0))
+        10.0, "back-off before stepping up again after a flap (a variant stepped up to that "
+        "failed its own budgets), doubled per flap remembered, s", range=(0.0, 86400.0))
     violation_memory_s: float = setting(
-        600.0, "how long budget violations count for the back-off, s", range=(0.0, 86400.0))
+        600.0, "how long flaps count for the back-off, s", range=(0.0, 86400.0))
     settle_s: float = setting(1.0, "metrics ignored this long after a swap, s",
                               range=(0.0, 600.0))
     pending_timeout_s: float = setting(
@@ -140,41 +119,15 @@ class EvolutionParams:
             raise ValueError("min_urgent_interval_s must not exceed min_swap_interval_s")
 
 
-class ContentionEstimator:
-    """A smoothed ratio of two latencies: the contention factor (measured / profiled p50 of the
-    running variant) or the tail ratio (measured p95 / measured p50).
-
-    Exponentially smoothed (``alpha`` = weight of the newest measurement) and clipped to
-    [low, high], so one odd window cannot swing the choice and a broken measurement cannot
-    make every variant look infinitely slow. It describes the machine, not the variant, so it
-    carries over a swap.
-    """
-
-    def __init__(self, alpha: float = 0.5, low: float = 0.5, high: float = 10.0,
-                 initial: float = 1.0) -> None:
-        if not (0 < alpha <= 1 and 0 < low <= initial <= high):
-            raise ValueError(f"need 0 < alpha <= 1 and 0 < low <= initial <= high, got "
-                             f"alpha={alpha}, low={low}, initial={initial}, high={high}")
-        self.alpha, self.low, self.high = alpha, low, high
-        self.factor = float(initial)
-
-    def update(self, measured_ms: float, profiled_ms: float) -> float:
-        if not (math.isfinite(measured_ms) and measured_ms > 0 and profiled_ms > 0):
-            return self.factor  # no usable measurement: keep the estimate
-        ratio = min(max(measured_ms / profiled_ms, self.low), self.high)
-        self.factor = (1 - self.alpha) * self.factor + self.alpha * ratio
-        return self.factor
-
-
 @dataclass(frozen=True)
 class Decision:
     """The outcome of one :meth:`Evolver.decide`.
 
-    kind: "initial", "violation", "gain", "stale" (these swap) or "keep", "hold", "wait".
-    ``config_id`` is the variant to run after this decision ("none" while nothing runs and
-    nothing may be chosen); ``entry`` its profile-table row and ``prediction`` what the table
-    predicts for it now (budgets of the stale or missing context are unconstrained). ``result``
-    is the search behind the decision, when one ran.
+    ``kind`` is one of :data:`KINDS` and starts ``reason``. ``config_id`` is the variant to run
+    after this decision ("none" while nothing runs and nothing may be chosen); ``entry`` its
+    profile-table row and ``prediction`` what the table predicts for it now (budgets of the
+    stale or missing context are unconstrained). ``result`` is the search behind the decision,
+    when one ran.
     """
 
     swap: bool
@@ -193,73 +146,55 @@ class Decision:
         return self.entry.config if self.entry is not None else None
 
 
+@dataclass(frozen=True)
+class _StepUp:
+    """A swap to a costlier variant, with what it was chosen under."""
+
+    config_id: str
+    budgets: Budgets
+    deadline_ms: float
+    load_pct: float
+    time: float
+
+
 class Evolver:
     """The decision loop of the evolution node, as plain logic.
 
     The node calls :meth:`observe_context` for every ContextState, :meth:`observe_metrics` for
-    every PerformanceMetrics, :meth:`decide` on a timer, and, when a decision says ``swap``,
-    calls the Reconfigure service and reports the outcome with :meth:`swap_done`::
-
-        evolver = Evolver(ProfileTable.load(path), EvolutionParams(...),
-                          budget_params=BudgetParams(...), lambda_params=LambdaParams(...))
-        evolver.observe_context(context, now)                       # context callback
-        evolver.observe_metrics(m.config_id, m.model_latency_ms_p50,
-                                m.model_latency_ms_p95, now)        # metrics callback
-        decision = evolver.decide(now)                              # timer callback
-        if decision.swap:
-            ...  # Reconfigure(decision.config); log decision.reason
-            evolver.swap_done(decision.config_id, now, ok=response_ok)
+    every PerformanceMetrics and :meth:`decide` on a timer; when a decision says ``swap`` it
+    calls the Reconfigure service with ``decision.config``, logs ``decision.reason`` and reports
+    the outcome with :meth:`swap_done`.
     """
 
-    def __init__(
-        self,
-        table: ProfileTable | RuntimeSearch,
-        params: EvolutionParams | None = None,
-        *,
-        budget_params: BudgetParams | None = None,
-        lambda_params: LambdaParams | None = None,
-        lambdas: Lambdas | None = None,
-        active_id: str | None = None,
-        mission_start: float | None = None,
-        objective: ObjectiveParams | None = None,
-    ) -> None:
+    def __init__(self, table: ProfileTable | RuntimeSearch, params: EvolutionParams | None = None,
+                 *, budget_params: BudgetParams | None = None,
+                 lambda_params: LambdaParams | None = None, lambdas: Lambdas | None = None,
+                 active_id: str | None = None, mission_start: float | None = None,
+                 objective: ObjectiveParams | None = None) -> None:
         """``lambdas`` fixes λ (no adaptation); ``active_id`` is the variant already running;
         ``mission_start`` (same clock as ``now``) defaults to the first call's time."""
         self.search = table if isinstance(table, RuntimeSearch) else RuntimeSearch(table)
-        if objective is not None:
-            self.search.objective_params = objective
         if active_id is not None and active_id not in self.search:
             raise ValueError(f"active config {active_id!r} is not in the profile table")
         self.active_id = active_id
-        self.contention = ContentionEstimator()
-        initial_tail = min(self.search.tail_ratio, 1000.0)
-        self.tail = ContentionEstimator(low=1.0, high=max(initial_tail, 10.0),
-                                        initial=initial_tail)
+        self.estimator = CostEstimator(self.search.tail_ratio)
         self.set_params(params or EvolutionParams(), budget_params or BudgetParams(),
-                        lambda_params or LambdaParams(), lambdas)
-        self.latency_drift = 1.0
-        self.deadline_violated = False
-        # The rest of a frame besides the forward pass, measured: its median latency (None until
-        # a window reports it; why not its p95: see compute_budgets) and its energy (the table
-        # energy of the running variant subtracted from the measured frame energy).
-        self.non_model_ms: float | None = None
-        self.overhead_mj = 0.0
-        self.max_rate_hz = 0.0  # the perception node's frame-rate cap, from its metrics
+                        lambda_params or LambdaParams(), lambdas, objective)
         self.swaps = 0
         self.mission_start = mission_start
+        self.last_kind = ""
         self._context: Context | None = None
         self._context_at = -math.inf
         self._last_swap_at = -math.inf
-        self._violations: list[float] = []  # times of the flaps still remembered
-        self._last_upgrade_at = -math.inf  # last gain swap to a slower variant
-        self._last_violation_at = -math.inf
-        self._pending: tuple[str, float] | None = None
+        self._flaps: list[float] = []  # times of the flaps still remembered
+        self._step_up: _StepUp | None = None
+        self._pending: tuple[str, float, _StepUp | None] | None = None
 
     def set_params(self, params: EvolutionParams, budget_params: BudgetParams,
                    lambda_params: LambdaParams, lambdas: Lambdas | None = None,
                    objective: ObjectiveParams | None = None) -> None:
         """Replace the tuning at run time (e.g. ROS parameters changed). The running variant,
-        the contention estimate (clipped to the new bounds) and the swap history are kept.
+        the cost estimate (clipped to the new bounds) and the swap history are kept.
         ``lambdas`` fixes λ; None lets them adapt. Raises ValueError for an unknown safe id,
         leaving the old tuning in place."""
         safe = params.safe_config_id
@@ -269,16 +204,11 @@ class Evolver:
         self.fixed_lambdas = lambdas
         if objective is not None:
             self.search.objective_params = objective
-        self.safe_id = safe or self.search.fastest.id
-        est = self.contention
-        est.alpha, est.low, est.high = (params.contention_alpha, params.contention_min,
-                                        params.contention_max)
-        est.factor = min(max(est.factor, est.low), est.high)
-        tail = self.tail
-        tail.alpha, tail.high = params.contention_alpha, max(params.tail_max, 1.0)
-        if not params.learn_tail:
-            tail.factor = self.search.tail_ratio
-        tail.factor = min(max(tail.factor, tail.low), tail.high)
+        self.safe_id = safe or self.search.fastest_within_floor.id
+        self.estimator.configure(alpha=params.contention_alpha,
+                                 contention_min=params.contention_min,
+                                 contention_max=params.contention_max,
+                                 learn_tail=params.learn_tail, tail_max=params.tail_max)
 
     # -- inputs -------------------------------------------------------------------------------
     def _start(self, now: float) -> None:
@@ -296,11 +226,8 @@ class Evolver:
                         energy_per_frame_mj: float = math.nan,
                         max_rate_hz: float = math.nan) -> None:
         """Measured forward-pass latency of ``config_id`` over the last window, and optionally
-        the median of the rest of a frame (transport, decoding, preprocessing, publishing) and
-        the energy of a whole frame: the latency budget of the forward pass is the frame budget
-        minus that measured rest, and the energy budget is compared with the forward's table
-        energy plus the measured rest. ``max_rate_hz`` is the perception node's frame-rate cap
-        (0 = none): the energy budget is spread over min(fps, cap) frames per second.
+        the median of the rest of a frame (transport, decoding, preprocessing, publishing), the
+        energy of a whole frame and the perception node's frame-rate cap (CostEstimator).
 
         Metrics of the variant a pending swap asked for confirm that swap. Metrics of another
         known variant while nothing is pending mean the perception node runs something else
@@ -308,8 +235,7 @@ class Evolver:
         of a swap are ignored because the window may mix two variants.
         """
         self._start(now)
-        if math.isfinite(max_rate_hz) and max_rate_hz >= 0:  # about the node, whatever variant
-            self.max_rate_hz = max_rate_hz
+        self.estimator.observe_rate_cap(max_rate_hz)  # about the node, whatever variant
         if self._pending is not None and config_id == self._pending[0]:
             self.swap_done(config_id, now)
         if config_id not in self.search:
@@ -321,46 +247,37 @@ class Evolver:
         if now - self._last_swap_at < self.params.settle_s:
             return
         row = self.search.row(config_id)
-        alpha = self.params.contention_alpha
-        if math.isfinite(non_model_ms) and non_model_ms >= 0:
-            self.non_model_ms = non_model_ms if self.non_model_ms is None else \
-                (1 - alpha) * self.non_model_ms + alpha * non_model_ms
-        if math.isfinite(energy_per_frame_mj) and energy_per_frame_mj >= 0:
-            rest = max(energy_per_frame_mj - float(self.search.energy[row]), 0.0)
-            self.overhead_mj = (1 - alpha) * self.overhead_mj + alpha * rest \
-                if self.overhead_mj > 0 else rest
-        factor = self.contention.update(latency_ms_p50, float(self.search.latency_p50[row]))
-        if self.params.learn_tail:
-            self.tail.update(latency_ms_p95, latency_ms_p50)
-        # What the smoothed model still leaves unexplained: > 1 right after a sudden slowdown.
-        predicted_p95 = float(self.search.latency_p50[row]) * factor * self.tail.factor
-        if math.isfinite(latency_ms_p95) and latency_ms_p95 > 0 and predicted_p95 > 0:
-            self.latency_drift = latency_ms_p95 / predicted_p95
         # A missed deadline is a measured p95 over the application's budget itself; the
         # latency_margin below it is the search's safety buffer, not a deadline.
-        deadline = self._context.latency_budget_ms if self._context is not None else math.inf
-        self.deadline_violated = (deadline_misses >= self.params.deadline_miss_trigger
-                                  or (math.isfinite(latency_ms_p95) and latency_ms_p95 > deadline))
+        self.estimator.observe(
+            float(self.search.latency_p50[row]), float(self.search.energy[row]),
+            latency_ms_p50, latency_ms_p95, non_model_ms=non_model_ms,
+            energy_per_frame_mj=energy_per_frame_mj, deadline_ms=self._deadline(),
+            deadline_misses=deadline_misses, miss_trigger=self.params.deadline_miss_trigger)
 
     def swap_done(self, config_id: str, now: float, ok: bool = True) -> None:
         """The perception node reported the outcome of a swap to ``config_id``."""
         if self._pending is None or self._pending[0] != config_id:
             if ok and config_id in self.search:  # a swap we did not ask for: trust the node
-                self.active_id = config_id
+                self.active_id, self._step_up = config_id, None
                 self._reset_after_swap(now)
             return
+        step_up = self._pending[2]
         self._pending = None
         if ok:
             self.active_id = config_id
             self.swaps += 1
+            self._step_up = step_up
             self._reset_after_swap(now)
 
     def _reset_after_swap(self, now: float) -> None:
         self._last_swap_at = now
-        self.latency_drift = 1.0
-        self.deadline_violated = False
+        self.estimator.reset_after_swap()
 
     # -- the decision -------------------------------------------------------------------------
+    def _deadline(self) -> float:
+        return self._context.latency_budget_ms if self._context is not None else math.inf
+
     def _mission_remaining(self, now: float) -> float | None:
         duration = self.budget_params.mission_duration_s
         if duration is None or self.mission_start is None:
@@ -371,46 +288,46 @@ class Evolver:
         """Budgets and λ for the latest context (which must exist)."""
         if self._context is None:
             raise ValueError("no context observed yet")
+        est = self.estimator
         budgets = compute_budgets(self._context, self.budget_params,
-                                  latency_drift=self.latency_drift,
+                                  latency_drift=est.latency_drift,
                                   mission_remaining_s=self._mission_remaining(now),
-                                  non_model_ms=self.non_model_ms,
-                                  max_rate_hz=self.max_rate_hz)
+                                  non_model_ms=est.non_model_ms, max_rate_hz=est.max_rate_hz)
         lambdas = self.fixed_lambdas or adapt_lambdas(self._context, self.lambda_params)
         return budgets, lambdas
 
+    def _predict(self, config_id: str, budgets: Budgets, lambdas: Lambdas) -> Prediction:
+        est = self.estimator
+        return self.search.predict(config_id, budgets, lambdas, est.contention, est.tail,
+                                   est.overhead_mj)
+
     def _decision(self, swap: bool, kind: str, config_id: str, reason: str, now: float,
-                  prediction: Prediction | None = None,
-                  result: SearchResult | None = None) -> Decision:
+                  prediction: Prediction | None = None, result: SearchResult | None = None,
+                  step_up: _StepUp | None = None) -> Decision:
+        self.last_kind = kind
         if swap:
-            self._pending = (config_id, now)
+            self._pending = (config_id, now, step_up)
         entry = None
         if config_id in self.search:
             entry = self.search.entries[self.search.row(config_id)]
             if prediction is None:
-                context = self._context or Context()
-                lambdas = self.fixed_lambdas or adapt_lambdas(context, self.lambda_params)
-                prediction = self.search.predict(config_id, Budgets(), lambdas,
-                                                 self.contention.factor, self.tail.factor,
-                                                 self.overhead_mj)
+                lambdas = self.fixed_lambdas or adapt_lambdas(self._context or Context(),
+                                                              self.lambda_params)
+                prediction = self._predict(config_id, Budgets(), lambdas)
         return Decision(swap=swap, kind=kind, config_id=config_id, previous_id=self.active_id,
-                        reason=reason, time=now, entry=entry, prediction=prediction,
-                        result=result, context=self._context)
+                        reason=f"{kind}: {reason}", time=now, entry=entry,
+                        prediction=prediction, result=result, context=self._context)
 
     def status(self) -> dict[str, float | int | str]:
         """Internal state for diagnostics (e.g. a DiagnosticArray of the evolution node)."""
         return {
             "active": self.active_id or "none",
             "pending": self._pending[0] if self._pending else "",
-            "contention_factor": round(self.contention.factor, 3),
-            "tail_ratio": round(self.tail.factor, 3),
-            "latency_drift": round(self.latency_drift, 3),
-            "non_model_ms": round(self.non_model_ms, 3) if self.non_model_ms is not None
-            else "unmeasured",
-            "frame_overhead_mj": round(self.overhead_mj, 3),
-            "perception_max_rate_hz": self.max_rate_hz,
+            "last_decision": self.last_kind,
+            "context": self._context.describe() if self._context is not None else "none",
+            **self.estimator.status(),
             "swaps": self.swaps,
-            "violations_remembered": len(self._violations),
+            "flaps_remembered": len(self._flaps),
             "safe": self.safe_id,
         }
 
@@ -420,7 +337,7 @@ class Evolver:
         p = self.params
         current = self.active_id or "none"
         if self._pending is not None:
-            target, asked_at = self._pending
+            target, asked_at, _ = self._pending
             if now - asked_at < p.pending_timeout_s:
                 return self._decision(False, "wait", current,
                                       f"waiting for the swap to {target} to take effect", now)
@@ -437,49 +354,48 @@ class Evolver:
                                   f"{what}: fall back to the safe variant {self.safe_id}", now)
 
         budgets, lambdas = self.budgets(now)
-        contention, tail, overhead = self.contention.factor, self.tail.factor, self.overhead_mj
-        # Candidates must fit with headroom (Schmitt trigger); if none does, the plain budget.
-        strict = replace(budgets, latency_ms=budgets.latency_ms * (1 - p.headroom),
-                         energy_mj=budgets.energy_mj * (1 - p.headroom))
-        best = self.search.search(strict, lambdas, contention, tail, overhead)
-        if not best.feasible and p.headroom > 0:
-            best = self.search.search(budgets, lambdas, contention, tail, overhead)
-
+        est = self.estimator
+        best = self.search.choose(budgets, lambdas, p.headroom, est.contention, est.tail,
+                                  est.overhead_mj)
         if self.active_id is None or self.active_id not in self.search:
-            return self._decision(True, "initial", best.config_id,
-                                  f"initial choice: {best.reason}", now, best.prediction, best)
+            return self._decision(True, "initial", best.config_id, best.reason, now,
+                                  best.prediction, best)
 
-        active = self.search.predict(self.active_id, budgets, lambdas, contention, tail,
-                                     overhead)
-        problems = list(active.violations)
-        if self.deadline_violated:
-            problems.append("measured latency misses the deadline")
+        active = self._predict(self.active_id, budgets, lambdas)
+        problems = [f"violates {v}" for v in active.violations]
+        if est.deadline_violated:
+            problems.append("misses the deadline (measured)")
+        below = not self.search.within_floor(self.active_id) and \
+            best.rule != "forced-below-floor"
+        if below:
+            problems.append(f"is below the accuracy floor ({active.accuracy:.1%} < "
+                            f"{self.search.floor:.1%}) and the budgets no longer force it")
+        estimate = f"contention {est.contention:.2f}x, tail {est.tail:.2f}"
         if best.config_id == self.active_id:
-            state = "violates " + "; ".join(problems) if problems else "is within budget"
+            state = "; ".join(problems) if problems else "is within budget"
             return self._decision(False, "keep", self.active_id,
                                   f"{self.active_id} {state} and is still the best choice "
-                                  f"(contention {contention:.2f}x, tail {tail:.2f})", now,
-                                  active, best)
+                                  f"({estimate})", now, active, best)
 
         since = now - self._last_swap_at
+        rival = self._predict(best.config_id, budgets, lambdas)
+        step_up = self._step_up_to(best, rival, active, now)
         if problems:
             if since < p.min_urgent_interval_s:
                 return self._decision(False, "hold", self.active_id,
-                                      f"{self.active_id} violates {'; '.join(problems)}, but "
-                                      f"the last swap was {since:.1f} s ago (< "
+                                      f"{self.active_id} {'; '.join(problems)}, but the last "
+                                      f"swap was {since:.1f} s ago (< "
                                       f"{p.min_urgent_interval_s:g} s): waiting for its "
                                       f"metrics", now, active, best)
-            self._last_violation_at = now
-            if now - self._last_upgrade_at < p.violation_memory_s:
-                self._violations.append(now)  # the last step up did not hold: a flap
-            return self._decision(True, "violation", best.config_id,
-                                  f"{self.active_id} violates {'; '.join(problems)} "
-                                  f"(contention {contention:.2f}x, tail {tail:.2f}): swap to "
-                                  f"{best.config_id}, "
-                                  f"{best.reason}", now, best.prediction, best)
+            if self._is_flap(lambdas, now):
+                self._flaps.append(now)
+            kind = "floor" if below and len(problems) == 1 else "violation"
+            return self._decision(True, kind, best.config_id,
+                                  f"{self.active_id} {'; '.join(problems)} ({estimate}): swap "
+                                  f"to {best.config_id}, {best.reason}", now, best.prediction,
+                                  best, step_up)
 
         # Both objectives against the same (plain) budgets, so they share one anchor.
-        rival = self.search.predict(best.config_id, budgets, lambdas, contention, tail, overhead)
         gain = rival.objective - active.objective
         if gain < p.gain_threshold:
             return self._decision(False, "keep", self.active_id,
@@ -491,20 +407,41 @@ class Evolver:
                                   f"{best.config_id} would gain {gain:+.2f}, but the last swap "
                                   f"was {since:.1f} s ago (< {p.min_swap_interval_s:g} s)",
                                   now, active, best)
-        self._violations = [t for t in self._violations if now - t < p.violation_memory_s]
-        if best.prediction.latency_ms > active.latency_ms:
-            calm_for = now - self._last_violation_at
-            backoff = p.recovery_s * 2 ** min(len(self._violations), _MAX_BACKOFF - 1)
+        self._flaps = [t for t in self._flaps if now - t < p.violation_memory_s]
+        if step_up is not None and self._flaps:
+            calm_for = now - self._flaps[-1]
+            backoff = p.recovery_s * 2 ** (min(len(self._flaps), _MAX_FLAPS) - 1)
             if calm_for < backoff:
                 return self._decision(False, "hold", self.active_id,
-                                      f"{best.config_id} would gain {gain:+.2f}, but it is "
-                                      f"slower and the last budget violation was "
-                                      f"{calm_for:.1f} s ago (< {backoff:g} s back-off after "
-                                      f"{len(self._violations)} flap(s))",
-                                      now, active, best)
-        if best.prediction.latency_ms > active.latency_ms:
-            self._last_upgrade_at = now
+                                      f"{best.config_id} would gain {gain:+.2f}, but it costs "
+                                      f"more and the last flap was {calm_for:.1f} s ago (< "
+                                      f"{backoff:g} s back-off after {len(self._flaps)} "
+                                      f"flap(s))", now, active, best)
         return self._decision(True, "gain", best.config_id,
                               f"objective gain {gain:+.2f} >= {p.gain_threshold:g} "
                               f"({lambdas.rule}): swap {self.active_id} -> {best.config_id}, "
-                              f"{best.reason}", now, best.prediction, best)
+                              f"{best.reason}", now, best.prediction, best, step_up)
+
+    def _step_up_to(self, best: SearchResult, rival: Prediction, active: Prediction,
+                    now: float) -> _StepUp | None:
+        """A swap to ``best`` steps up when it costs more latency or energy than the active;
+        it is chosen for the budgets it was searched with (those less the headroom, mostly).
+        A choice that does not meet them (nothing fits) cannot fail them later."""
+        if not best.feasible or (rival.latency_ms <= active.latency_ms
+                                 and rival.energy_mj <= active.energy_mj):
+            return None
+        return _StepUp(best.config_id, best.budgets, self._deadline(),
+                       self._context.cpu_load_other_percent, now)
+
+    def _is_flap(self, lambdas: Lambdas, now: float) -> bool:
+        """The running variant, stepped up to within ``violation_memory_s``, fails the budgets
+        it was chosen for under today's estimates, with no more load than then."""
+        up = self._step_up
+        if up is None or up.config_id != self.active_id or \
+                now - up.time > self.params.violation_memory_s:
+            return False
+        if self._context.cpu_load_other_percent > up.load_pct + LOAD_RISE_PT:
+            return False  # other processes took the CPU: the context tightened
+        own = self._predict(self.active_id, up.budgets, lambdas)
+        missed = self.estimator.deadline_violated and self._deadline() >= up.deadline_ms
+        return bool(own.violations) or missed

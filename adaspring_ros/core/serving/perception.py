@@ -50,7 +50,7 @@ from adaspring_ros.core.model import compact
 from adaspring_ros.core.model.checkpoint_reader import load_weight_bank, sha256_of
 from adaspring_ros.core.model.config import CompressionConfig, ConfigError, SearchSpace
 from adaspring_ros.core.model.engine import EngineInfo, classify_logits, make_engine
-from adaspring_ros.core.model.profile_table import ProfileTable
+from adaspring_ros.core.model.profile_table import ProfileTable, load_profile_table
 from adaspring_ros.core.serving.annotate import annotate, decision_lines
 from adaspring_ros.core.serving.frame_stats import (
     FrameStats,
@@ -153,15 +153,13 @@ def invalid_parameters(values: Mapping[str, Any]) -> str:
 
 
 def _profile_table(engine: str, path: str) -> tuple[ProfileTable | None, str]:
-    """The table whose int8 activation ranges the engine serves with, and its path ('' and
-    None when there is none: int8 variants then run weight-only). The torch reference needs
-    none; ONNX Runtime defaults to its shipped table."""
+    """The table whose int8 activation ranges the engine serves with, and its path. The torch
+    reference needs none; another engine reads ``path`` or its shipped table, and a missing or
+    unreadable one is a ProfileError naming it (nothing serves on ranges nobody measured)."""
     if engine == "torch":
         return None, path
-    if not path:
-        shipped = paths.default_profile_table(engine)
-        path = str(shipped) if shipped.is_file() else ""
-    return (ProfileTable.load(path) if path else None), path
+    table = load_profile_table(path or None, engine)
+    return table, path or str(paths.default_profile_table(engine))
 
 
 class Perception:

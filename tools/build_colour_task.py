@@ -1,0 +1,184 @@
+"""Build the shipped colour example task from Debian's clip-art packages, deterministically.
+
+    apt-get install openclipart-png tuxpaint-stamps-default
+    python tools/build_colour_task.py --out runs/colour-task
+
+Eight object classes, each drawn from both packages (openclipart: line-art and flat colour;
+tuxpaint-stamps: many photo cut-outs), are composited with their alpha onto procedural backgrounds
+(two-colour gradients, noise, blobs) at a random scale, position, rotation and mirror, and written
+as an image folder with ``train/``, ``val/`` and ``test/`` splits of one sub-folder per class.
+
+The split is by *drawing*, not by composite: near-identical files of one drawing (``dog_01.png``,
+``dog_02.png``) share a group, and a group goes to exactly one split, chosen by a hash of its name.
+So the test split measures objects the network never saw, not new backgrounds behind seen ones.
+Backgrounds are procedural so that no background carries a class.
+
+Same inputs, same arguments -> byte-identical PNGs (seeded per source file; no global RNG).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import re
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+OPENCLIPART = Path("/usr/share/openclipart/png")
+TUXPAINT = Path("/usr/share/tuxpaint/stamps")
+
+# class -> folders (relative to the package roots); subfolders are included.
+CLASSES: dict[str, tuple[tuple[Path, str], ...]] = {
+    "mammal": ((OPENCLIPART, "animals/mammals"), (TUXPAINT, "animals/mammals")),
+    "bird": ((OPENCLIPART, "animals/birds"), (TUXPAINT, "animals/birds")),
+    "insect": ((OPENCLIPART, "animals/bugs"), (TUXPAINT, "animals/insects")),
+    "fruit": ((OPENCLIPART, "food/fruit"), (TUXPAINT, "food/fruit")),
+    "plant": ((OPENCLIPART, "plants"), (TUXPAINT, "plants")),
+    "vehicle": ((OPENCLIPART, "transportation/vehicles"), (TUXPAINT, "vehicles")),
+    "tool": ((OPENCLIPART, "tools"), (TUXPAINT, "household/tools")),
+    "building": ((OPENCLIPART, "buildings"), (TUXPAINT, "town/houses")),
+}
+EXCLUDE = ("tools/weapons",)  # not a robot's everyday tool, and a class of its own in spirit
+SPLITS = (("train", 0.70), ("val", 0.15), ("test", 0.15))
+_GROUP_SUFFIX = re.compile(r"(_\d+)+$")
+
+
+def sources(cls: str) -> list[Path]:
+    """The PNG files of one class, sorted."""
+    out = []
+    for root, folder in CLASSES[cls]:
+        base = root / folder
+        out += [p for p in base.rglob("*.png")
+                if not any(str(p.relative_to(root)).startswith(e) for e in EXCLUDE)]
+    return sorted(out)
+
+
+def group_of(path: Path) -> str:
+    """Near-identical files of one drawing share a group: the name without trailing _NN."""
+    return f"{path.parent.name}/{_GROUP_SUFFIX.sub('', path.stem)}"
+
+
+def split_of(group: str) -> str:
+    """train / val / test by a stable hash of the group name."""
+    u = int(hashlib.sha256(group.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
+    edge = 0.0
+    for name, share in SPLITS:
+        edge += share
+        if u < edge:
+            return name
+    return SPLITS[-1][0]
+
+
+def _seed(path: Path, k: int) -> int:
+    return int(hashlib.sha256(f"{path.name}:{k}".encode()).hexdigest()[:16], 16)
+
+
+def background(size: int, rng: np.random.Generator) -> Image.Image:
+    """A two-colour gradient at a random angle with noise and a few soft blobs."""
+    c0, c1 = rng.integers(0, 256, 3), rng.integers(0, 256, 3)
+    angle = rng.uniform(0, np.pi)
+    yy, xx = np.mgrid[0:size, 0:size] / max(size - 1, 1)
+    t = (np.cos(angle) * xx + np.sin(angle) * yy)
+    t = (t - t.min()) / max(t.max() - t.min(), 1e-6)
+    img = c0[None, None, :] * (1 - t[..., None]) + c1[None, None, :] * t[..., None]
+    for _ in range(int(rng.integers(0, 4))):
+        cx, cy, r = rng.uniform(0, size, 2).tolist() + [rng.uniform(size / 10, size / 3)]
+        mask = np.exp(-(((xx * size - cx) ** 2 + (yy * size - cy) ** 2) / (2 * r * r)))
+        img = img * (1 - 0.6 * mask[..., None]) + rng.integers(0, 256, 3) * 0.6 * mask[..., None]
+    img = img + rng.normal(0, rng.uniform(2, 18), img.shape)
+    return Image.fromarray(np.clip(img, 0, 255).astype(np.uint8), "RGB")
+
+
+def composite(obj: Image.Image, size: int, rng: np.random.Generator) -> Image.Image:
+    """``obj`` (RGBA) scaled to 45-90 % of the frame, rotated, mirrored, placed on a background."""
+    obj = obj.copy()
+    if rng.random() < 0.5:
+        obj = obj.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    obj = obj.rotate(float(rng.uniform(-20, 20)), resample=Image.Resampling.BICUBIC, expand=True)
+    bbox = obj.getchannel("A").getbbox()
+    if bbox:
+        obj = obj.crop(bbox)
+    scale = rng.uniform(0.45, 0.9) * size / max(obj.size)
+    w, h = max(1, round(obj.width * scale)), max(1, round(obj.height * scale))
+    obj = obj.resize((w, h), Image.Resampling.LANCZOS)
+    canvas = background(size, rng)
+    x = int(rng.integers(0, size - w + 1))
+    y = int(rng.integers(0, size - h + 1))
+    canvas.paste(obj, (x, y), obj)
+    return canvas
+
+
+def load_rgba(path: Path) -> Image.Image | None:
+    """The drawing as RGBA, at most 512 px a side (some clip art is 10^4 px wide); None when
+    unreadable or too large to decode safely."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            im = Image.open(path)
+        with im:
+            im.draft("RGBA", (512, 512))
+            im.thumbnail((512, 512), Image.Resampling.LANCZOS)
+            return im.convert("RGBA")
+    except (OSError, UnidentifiedImageError, Image.DecompressionBombError):
+        return None
+
+
+def build(out: Path, size: int, per_source: dict[str, int]) -> dict:
+    """Write the task under ``out`` and return its manifest (counts per split and class)."""
+    counts: dict[str, dict[str, int]] = {s: {} for s, _ in SPLITS}
+    sources_per_split: dict[str, dict[str, int]] = {s: {} for s, _ in SPLITS}
+    skipped = 0
+    for cls in CLASSES:
+        files = sources(cls)
+        if not files:
+            raise FileNotFoundError(f"no PNG for class {cls!r} under {CLASSES[cls]}: install "
+                                    "openclipart-png and tuxpaint-stamps-default")
+        for path in files:
+            split = split_of(group_of(path))
+            obj = load_rgba(path)
+            if obj is None or obj.getchannel("A").getbbox() is None:
+                skipped += 1
+                continue
+            folder = out / split / cls
+            folder.mkdir(parents=True, exist_ok=True)
+            for k in range(per_source[split]):
+                rng = np.random.default_rng(_seed(path, k))
+                img = composite(obj, size, rng)
+                img.save(folder / f"{path.parent.name}_{path.stem}_{k}.png", optimize=False)
+            counts[split][cls] = counts[split].get(cls, 0) + per_source[split]
+            sources_per_split[split][cls] = sources_per_split[split].get(cls, 0) + 1
+    manifest = {"classes": list(CLASSES), "size": size, "per_source": per_source,
+                "images": counts, "drawings": sources_per_split, "skipped_unreadable": skipped,
+                "packages": ["openclipart-png", "tuxpaint-stamps-default"]}
+    (out / "task.json").write_text(json.dumps(manifest, indent=1) + "\n")
+    return manifest
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, required=True, help="output folder (created)")
+    parser.add_argument("--size", type=int, default=96, help="side of the square images, px")
+    parser.add_argument("--train-per-drawing", type=int, default=24)
+    parser.add_argument("--eval-per-drawing", type=int, default=6,
+                        help="composites per drawing in val/ and test/")
+    args = parser.parse_args(argv)
+    if args.out.exists() and any(args.out.iterdir()):
+        print(f"{args.out} is not empty; choose a new folder", file=sys.stderr)
+        return 2
+    per = {"train": args.train_per_drawing, "val": args.eval_per_drawing,
+           "test": args.eval_per_drawing}
+    manifest = build(args.out, args.size, per)
+    for split, by_class in manifest["images"].items():
+        print(f"{split:5s} {sum(by_class.values()):6d} images  "
+              + " ".join(f"{c}={manifest['drawings'][split].get(c, 0)}" for c in CLASSES))
+    print(f"skipped (unreadable or empty): {manifest['skipped_unreadable']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,5 +1,5 @@
 """Message <-> core mapping with the real generated types: Image fields to the image codec and
-back, CompressionConfig round trips (the codec itself: test_core_image_codec.py)."""
+back, CompressionConfig round trips (the codec itself: test_serving_image_codec.py)."""
 
 from __future__ import annotations
 

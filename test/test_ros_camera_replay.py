@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from ros_harness import NodeProcess, set_parameters, spin_until
-from test_core_replay import write_bag
+from test_serving_replay import write_bag
 
 from adaspring_ros import msg_convert
 from adaspring_ros.core.data import datasets as data

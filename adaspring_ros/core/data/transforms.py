@@ -9,7 +9,7 @@ with ``torch.from_numpy`` (:func:`preprocess_tensor`).
 
 The resize computes what ``torch.nn.functional.interpolate(mode="bilinear",
 align_corners=False, antialias=downscaling)`` computes (the function the backbone was trained
-with; test/test_core_transforms.py holds it to that within float rounding): a separable
+with; test/test_data_transforms.py holds it to that within float rounding): a separable
 resampling whose weights are the triangle filter, stretched by the scale factor when
 downscaling (Pillow's and torch's antialiasing), written as two small matrix products.
 """

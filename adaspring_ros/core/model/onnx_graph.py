@@ -7,7 +7,7 @@ within a few milliseconds (``torch.onnx.export`` takes 30-140 ms here) and a ser
 needs no torch. The model is written straight in protobuf's wire format, the few messages of
 onnx.proto an inference graph uses (model, graph, node, attribute, tensor, value info): the
 ``onnx`` package would cost a serving process ~15 MB and most of a second to import, for
-nothing but this serialisation. ``onnx.checker`` accepts the result (test_core_onnx_graph.py).
+nothing but this serialisation. ``onnx.checker`` accepts the result (test_model_onnx_graph.py).
 
 Node and tensor names follow the compact network's modules ("stem.0", "blocks.3.body.2",
 "blocks.3.shortcut.0", "blocks.3.relu", ...): the profile table keys its int8 activation ranges

@@ -1,8 +1,8 @@
 """The numpy compact variant: weight transforms, copies not views, storage, layout (no ROS).
 
 That a materialised variant computes what the elastic forward computes is
-test_core_backbone's ``test_compact_equals_elastic_forward`` (the torch CompactNet is made of
-these arrays); that every engine serves it alike is test_core_engine's.
+test_model_supernet's ``test_compact_equals_elastic_forward`` (the torch CompactNet is made of
+these arrays); that every engine serves it alike is test_model_engine's.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """The ONNX writer: valid ONNX for every operator of the catalogue, the arrays it was given,
-int8 in both forms, calibration probes (no ROS; the logits are test_core_engine's)."""
+int8 in both forms, calibration probes (no ROS; the logits are test_model_engine's)."""
 
 from __future__ import annotations
 

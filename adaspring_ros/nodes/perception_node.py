@@ -30,6 +30,7 @@ The counters in PerformanceMetrics and /diagnostics are explained in core/servin
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
@@ -220,7 +221,8 @@ class PerceptionNode(LifecycleNode):
     def compressed_callback(self, msg: CompressedImage, info: MessageInfo) -> None:
         self.classify_frame(msg, info, msg_convert.compressed_to_numpy)
 
-    def classify_frame(self, msg, info: MessageInfo, decode) -> None:
+    def classify_frame(self, msg: Image | CompressedImage, info: MessageInfo,
+                       decode: Callable) -> None:
         """A frame of either transport (``decode(msg, channels)`` reads its pixels): counted,
         classified, its result published with the frame's header."""
         frame = self.serving.receive(info)

@@ -20,6 +20,7 @@ from adaspring_ros.core.model.config import (
     SearchSpace,
     StageConfig,
 )
+from adaspring_ros.core.serving.compressed_codec import decode_compressed, encode_compressed
 from adaspring_ros.core.serving.image_codec import ENCODINGS, ImageError, decode, encode
 
 __all__ = [
@@ -27,24 +28,43 @@ __all__ = [
     "ENCODINGS",
     "image_to_numpy",
     "numpy_to_image",
+    "compressed_to_numpy",
+    "numpy_to_compressed",
     "config_to_msg",
     "config_from_msg",
 ]
 
 
-def image_to_numpy(msg: Any) -> np.ndarray:
-    """Decode a sensor_msgs/Image into uint8 (H, W) for mono8 or (H, W, 3) RGB for colour
-    (``image_codec.decode`` of its fields: ImageError naming the bad one). The result is a
-    read-only view of the message buffer; callers must not keep it past the callback."""
-    return decode(msg.encoding, msg.height, msg.width, msg.step, msg.data)
+def image_to_numpy(msg: Any, channels: int | None = None) -> np.ndarray:
+    """Decode a sensor_msgs/Image into uint8 (H, W) grey or (H, W, 3) RGB, for a model of
+    ``channels`` input channels (``image_codec.decode`` of its fields: ImageError naming the bad
+    one). The result may be a read-only view of the message buffer; callers must not keep it
+    past the callback."""
+    return decode(msg.encoding, msg.height, msg.width, msg.step, msg.data,
+                  bigendian=bool(msg.is_bigendian), channels=channels)
 
 
 def numpy_to_image(pixels: np.ndarray, encoding: str, msg_type: Any) -> Any:
     """Encode uint8 (H, W) grey or (H, W, 3) RGB pixels as an Image of ``encoding``."""
     msg = msg_type()
     msg.height, msg.width, msg.step, msg.data = encode(pixels, encoding)
-    msg.encoding = encoding.lower()
+    msg.encoding = encoding.strip().lower()
     msg.is_bigendian = 0
+    return msg
+
+
+def compressed_to_numpy(msg: Any, channels: int | None = None) -> np.ndarray:
+    """Decode a sensor_msgs/CompressedImage (jpeg or png) into uint8 (H, W) grey or (H, W, 3)
+    RGB (``compressed_codec.decode_compressed``: ImageError naming the reason)."""
+    return decode_compressed(msg.format, msg.data, channels=channels)
+
+
+def numpy_to_compressed(pixels: np.ndarray, fmt: str, msg_type: Any, quality: int = 90) -> Any:
+    """Encode uint8 (H, W) grey or (H, W, 3) RGB pixels as a CompressedImage of ``fmt``
+    (jpeg at ``quality``, or png)."""
+    msg = msg_type()
+    msg.format = fmt
+    msg.data = encode_compressed(pixels, fmt, quality)
     return msg
 
 

@@ -66,7 +66,7 @@ def perception(started):
 
 ODD_ENCODINGS = st.one_of(
     st.sampled_from(["RGB8", " rgb8 ", "16UC1", "yuv422", "", "bayer_rggb8", "mono16", "32FC1",
-                     "rgb8;x", "ｍｏｎｏ８"]),
+                     "rgb8;x", "ｍｏｎｏ８", "nv12", "YUYV"]),
     st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\0"),
             max_size=12),
 )
@@ -128,7 +128,7 @@ def decodes(msg):
     from adaspring_ros.core.data.transforms import preprocess_frame
 
     try:
-        pixels = msg_convert.image_to_numpy(msg)
+        pixels = msg_convert.image_to_numpy(msg, channels=1)  # as the node for a grey backbone
         preprocess_frame(pixels, 16)
     except (msg_convert.ImageError, data.DataError):
         return None

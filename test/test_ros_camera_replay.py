@@ -41,8 +41,8 @@ def test_fashion_mnist_frames_size_encoding_labels(rclpy_node, tmp_path):
                                  {"rate_hz": 0.0}, [camera])
         assert not results[0].successful
         results = set_parameters(rclpy_node, "camera_replay_node",
-                                 {"encoding": "yuv422"}, [camera])
-        assert not results[0].successful and "yuv422" in results[0].reason
+                                 {"encoding": "nv12"}, [camera])
+        assert not results[0].successful and "nv12" in results[0].reason
         results = set_parameters(rclpy_node, "camera_replay_node",
                                  {"source": "bag"}, [camera])
         assert not results[0].successful  # read-only

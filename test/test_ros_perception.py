@@ -290,7 +290,7 @@ def bad_image(kind: str):
 
     msg = msg_convert.numpy_to_image(np.zeros((48, 64, 3), np.uint8), "rgb8", Image)
     if kind == "encoding":
-        msg.encoding = "yuv422"
+        msg.encoding = "nv12"
     elif kind == "step":
         msg.step = 100  # < 64 * 3
     elif kind == "size":

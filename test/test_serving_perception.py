@@ -53,7 +53,7 @@ def _frame(seed: int = 0) -> np.ndarray:
 
 def _serve(perception: Perception, pixels: np.ndarray, stamp_ns: int | None = 1):
     frame = perception.receive(None)
-    result = perception.classify(frame, lambda: pixels)
+    result = perception.classify(frame, lambda channels: pixels)
     with perception.publishing(frame):
         pass
     e2e = perception.finish(frame, result, 1, stamp_ns, 2_000_001 if stamp_ns else 0)
@@ -78,21 +78,28 @@ def test_a_frame_is_classified_by_the_served_variant(perception):
 def test_bad_input_is_rejected_and_failures_are_counted(perception):
     before = dict(perception.stats.counts)
 
-    def bad() -> np.ndarray:
-        raise ImageError("unsupported encoding 'yuv422'")
+    asked = []
 
-    with pytest.raises(RejectedFrame, match="yuv422"):
+    def bad(channels: int) -> np.ndarray:
+        asked.append(channels)
+        raise ImageError("unsupported encoding 'nv12'")
+
+    with pytest.raises(RejectedFrame, match="nv12"):
         perception.classify(perception.receive(None), bad)
+    assert asked == [1]  # the decoder is told the model's input channels (a grey backbone)
+    assert perception.report(0)[1].values["last_rejection"] == "unsupported encoding 'nv12'"
     with pytest.raises(RejectedFrame, match="uint8"):
-        perception.classify(perception.receive(None), lambda: np.zeros((4, 4), np.float32))
+        perception.classify(perception.receive(None),
+                            lambda channels: np.zeros((4, 4), np.float32))
+    assert "uint8" in perception.report(0)[1].values["last_rejection"]
 
-    def broken() -> np.ndarray:
+    def broken(channels: int) -> np.ndarray:
         raise MemoryError("no room")
 
     with pytest.raises(MemoryError):
         perception.classify(perception.receive(None), broken)
     frame = perception.receive(None)
-    perception.classify(frame, _frame)
+    perception.classify(frame, lambda channels: _frame())
     with pytest.raises(RuntimeError):
         with perception.publishing(frame):
             raise RuntimeError("publisher gone")
@@ -201,7 +208,7 @@ for config in ("full", "r24-w50d2sk50q-w75d2ck100f-w50d1sk50q", "smallest"):
     p.reconfigure(lambda space: CompressionConfig.from_id(config, space)
                   if config != "full" else CompressionConfig.full(space))
     frame = p.receive(None)
-    p.classify(frame, lambda: np.zeros((480, 640, 3), np.uint8))
+    p.classify(frame, lambda channels: np.zeros((480, 640, 3), np.uint8))
 print(sorted(m for m in sys.modules if m.split(".")[0] == "torch"))
 """
     env = {**os.environ, "PYTHONPATH": str(ROOT)}

@@ -1,6 +1,8 @@
 """perception_node: classifies camera frames with the active compact variant of the backbone.
 
-Subscribes sensor_msgs/Image (IMAGE_QOS: best effort, keep last 1, so stale frames never queue),
+Subscribes sensor_msgs/Image, or with ``transport: compressed`` sensor_msgs/CompressedImage on
+``<image_topic>/compressed`` (IMAGE_QOS either way: best effort, keep last 1, so stale frames
+never queue; the codecs in core/serving/ say which encodings and formats are read and how),
 publishes an InferenceResult (and a vision_msgs Classification: vision_out.py) per frame and
 PerformanceMetrics + /diagnostics every ``metrics_period_s``, and serves Reconfigure, which swaps
 the variant atomically between frames. Once per configuration it publishes ModelInfo (class
@@ -28,13 +30,14 @@ The counters in PerformanceMetrics and /diagnostics are explained in core/servin
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.subscription import MessageInfo
-from sensor_msgs.msg import Image
+from sensor_msgs.msg import CompressedImage, Image
 
 from adaspring_ros import msg_convert
 from adaspring_ros.core.model.engine import EngineError
@@ -62,6 +65,7 @@ from adaspring_ros.nodes.qos import (
     RECONFIGURE_SERVICE,
     RESULT_QOS,
     RESULT_TOPIC,
+    transport_topic,
 )
 from adaspring_ros.nodes.settings import NODE_SETTINGS
 from adaspring_ros.nodes.vision_out import VisionOut
@@ -121,9 +125,12 @@ class PerceptionNode(LifecycleNode):
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         self.serving.start_window()  # the first window starts now, not at configure
+        transport = self.get_parameter("transport").value
+        msg_type, callback = ((CompressedImage, self.compressed_callback)
+                              if transport == "compressed" else (Image, self.image_callback))
         self.subscription = self.create_subscription(
-            Image, self.get_parameter("image_topic").value, self.guard(self.image_callback),
-            IMAGE_QOS)
+            msg_type, transport_topic(self.get_parameter("image_topic").value, transport),
+            self.guard(callback), IMAGE_QOS)
         self.service = self.create_service(Reconfigure, RECONFIGURE_SERVICE,
                                            self.guard.service(self.reconfigure_callback))
         self.timer = self.create_timer(self.get_parameter("metrics_period_s").value,
@@ -213,11 +220,20 @@ class PerceptionNode(LifecycleNode):
 
     def image_callback(self, msg: Image, info: MessageInfo) -> None:
         # Two required arguments: rclpy passes MessageInfo only to callbacks that need it.
+        self.classify_frame(msg, info, msg_convert.image_to_numpy)
+
+    def compressed_callback(self, msg: CompressedImage, info: MessageInfo) -> None:
+        self.classify_frame(msg, info, msg_convert.compressed_to_numpy)
+
+    def classify_frame(self, msg: Image | CompressedImage, info: MessageInfo,
+                       decode: Callable) -> None:
+        """A frame of either transport (``decode(msg, channels)`` reads its pixels): counted,
+        classified, its result published with the frame's header."""
         frame = self.serving.receive(info)
         if frame is None:  # held below max_rate_hz
             return
         try:
-            result = self.serving.classify(frame, partial(msg_convert.image_to_numpy, msg))
+            result = self.serving.classify(frame, partial(decode, msg))
         except RejectedFrame as exc:
             self.get_logger().warning(f"rejected image: {exc}", throttle_duration_sec=5.0)
             return

@@ -53,8 +53,10 @@ def _as_batch(images: np.ndarray) -> np.ndarray:
         )
     if images.shape[-1] == 1:
         return images[..., 0].astype(np.float32)
-    rgb = images[..., :3].astype(np.float32)                # RGBA: alpha is dropped
-    return rgb @ np.asarray(LUMA, dtype=np.float32)
+    rgb, luma = images[..., :3], LUMA                       # RGBA: alpha is dropped
+    if rgb.strides[-1] < 0:  # a BGR camera frame seen as RGB through a reversed view: read its
+        rgb, luma = rgb[..., ::-1], LUMA[::-1]  # bytes in memory order (~3x faster here)
+    return rgb.astype(np.float32) @ np.asarray(luma, dtype=np.float32)
 
 
 def _centre_square(h: int, w: int) -> tuple[slice, slice]:

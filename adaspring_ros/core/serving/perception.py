@@ -16,7 +16,9 @@ taken from ``server.active`` when it starts) -> the node publishes the result in
 What the counters mean:
   frames_received   images that reached the callback;
   frames_processed  images that produced an InferenceResult;
-  frames_rejected   images refused as bad input (encoding, size, step, empty, huge);
+  frames_rejected   images refused as bad input (encoding, size, step, empty, huge; for
+                    compressed frames also a wrong format, a truncated or undecodable file,
+                    a decompression bomb); the last reason is on /diagnostics;
   frame_errors      images that failed for any other reason (on /diagnostics; e.g. MemoryError);
   frames_skipped    images left unclassified to hold ``max_rate_hz``;
                     frames_received = frames_processed + frames_rejected + frame_errors
@@ -189,6 +191,9 @@ class Perception:
         self.meter = energy.make_meter(params["device_power_profile"])
         self.meter.start()
         self.timing_log = TimingLog(params["timing_log"] or None)
+        # The model's input channels: the codecs hand frames over in the cheapest form for it.
+        self.channels = self.bank.arch.in_channels
+        self.last_rejection = ""
 
     @property
     def space(self) -> SearchSpace:
@@ -230,16 +235,17 @@ class Perception:
             return None
         return Frame(start, received_ns)
 
-    def classify(self, frame: Frame, decode: Callable[[], np.ndarray]) -> Classification:
-        """Decode (``decode()``: ImageError for bad input), preprocess and classify one frame
-        with the variant served when it starts."""
+    def classify(self, frame: Frame, decode: Callable[[int], np.ndarray]) -> Classification:
+        """Decode (``decode(channels)``, given the model's input channels: ImageError for bad
+        input), preprocess and classify one frame with the variant served when it starts."""
         with self._counting_errors():
             try:
-                pixels = decode()
+                pixels = decode(self.channels)
                 config, runner = self.server.active  # one reference per frame: one variant
                 x = preprocess_frame(pixels, config.resolution)
             except (ImageError, DataError) as exc:
                 self.stats.add("frames_rejected")
+                self.last_rejection = str(exc)
                 raise RejectedFrame(str(exc)) from exc
             forward_start = time.perf_counter()
             class_id, score = classify_logits(runner(x))
@@ -347,7 +353,7 @@ class Perception:
             "cached_variants": len(self.server.cache), "backbone_sha256": self.bank.sha256,
             "overhead_ms_p50": f"{percentile(window['overhead_ms'], 50):.3f}",
             "overhead_ms_p95": f"{percentile(window['overhead_ms'], 95):.3f}",
-            "callback_errors": callback_errors,
+            "callback_errors": callback_errors, "last_rejection": self.last_rejection,
             **{name: counts.get(name, 0) for name in _DIAGNOSTIC_COUNTS},
         }
         return values, Health(warn, message, health)

@@ -123,7 +123,7 @@ def bag_frames(path: Path, topic: str, loop: bool, limit: int) -> Iterator[Frame
                 count += 1
                 try:
                     frame = np.array(decode(msg.encoding, msg.height, msg.width, msg.step,
-                                            msg.data)), label
+                                            msg.data, bigendian=bool(msg.is_bigendian))), label
                 except ImageError as exc:  # one bad frame: skip it, keep replaying
                     frame = None, f"bag frame {count}: {exc}"
                 yield frame

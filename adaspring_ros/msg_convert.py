@@ -1,7 +1,9 @@
 """The one place that knows the message layout: ROS messages <-> core dataclasses, Image <-> numpy.
 
 Nodes call these and never touch message fields one by one. Every decoder validates what it reads
-and raises a ValueError subclass with a message fit for a log line.
+and raises a ValueError subclass with a message fit for a log line. What is not about the layout
+lives in core: the image codec (``core.serving.image_codec``), the replay camera's labelled
+frame ids (``core.serving.replay``).
 """
 
 from __future__ import annotations
@@ -18,107 +20,51 @@ from adaspring_ros.core.model.config import (
     SearchSpace,
     StageConfig,
 )
+from adaspring_ros.core.serving.compressed_codec import decode_compressed, encode_compressed
+from adaspring_ros.core.serving.image_codec import ENCODINGS, ImageError, decode, encode
 
 __all__ = [
     "ImageError",
     "ENCODINGS",
-    "MAX_IMAGE_BYTES",
     "image_to_numpy",
     "numpy_to_image",
+    "compressed_to_numpy",
+    "numpy_to_compressed",
     "config_to_msg",
     "config_from_msg",
 ]
 
-# Channels per pixel of every encoding the perception node accepts (8 bits per channel).
-ENCODINGS = {"mono8": 1, "rgb8": 3, "bgr8": 3, "rgba8": 4, "bgra8": 4}
-# Larger frames are refused rather than allocated: 8K RGBA is ~132 MB.
-MAX_IMAGE_BYTES = 64 * 1024 * 1024
 
-
-class ImageError(ValueError):
-    """A sensor_msgs/Image that cannot be decoded; the message says which field is wrong."""
-
-
-def image_to_numpy(msg: Any) -> np.ndarray:
-    """Decode a sensor_msgs/Image into uint8 (H, W) for mono8 or (H, W, 3) RGB for colour.
-
-    Honours ``step`` (row padding), converts BGR(A) to RGB and drops alpha. The result is a
-    read-only view of the message buffer; callers must not keep it past the callback.
-
-    Header fields are never trusted for an allocation: every size they imply is checked against
-    the bytes that actually arrived before anything is built, and the rows are a strided view
-    into those bytes (a missing padding after the last row is not filled in), so decoding costs
-    memory in proportion to the data received, whatever ``height``, ``width`` or ``step`` claim.
-    """
-    encoding = str(msg.encoding).strip().lower()
-    if encoding not in ENCODINGS:
-        raise ImageError(
-            f"unsupported encoding {msg.encoding!r}; supported: {', '.join(ENCODINGS)}"
-        )
-    channels = ENCODINGS[encoding]
-    height, width, step = int(msg.height), int(msg.width), int(msg.step)
-    data = msg.data
-    size = len(data)
-    if height <= 0 or width <= 0:
-        raise ImageError(f"empty image: {width}x{height}")
-    row_bytes = width * channels  # Python ints: no overflow, whatever the header says
-    if step < row_bytes:
-        raise ImageError(f"step {step} is smaller than width*channels = {row_bytes}")
-    claimed = step * height
-    if claimed > MAX_IMAGE_BYTES:
-        raise ImageError(
-            f"header claims {claimed} bytes ({width}x{height} {encoding}, step {step}), more "
-            f"than the {MAX_IMAGE_BYTES}-byte limit; {size} bytes arrived")
-    needed = step * (height - 1) + row_bytes  # the last row may come without its padding
-    if size < needed or size > claimed:
-        raise ImageError(
-            f"data has {size} bytes, {width}x{height} {encoding} with step {step} needs "
-            f"{claimed}")
-    if isinstance(data, np.ndarray):
-        buf = np.ascontiguousarray(data, dtype=np.uint8).reshape(-1)
-    else:
-        buf = np.frombuffer(data, dtype=np.uint8)
-    # A view: row r starts at r*step; the checks above keep every byte it reads inside buf.
-    rows = np.lib.stride_tricks.as_strided(buf, shape=(height, row_bytes), strides=(step, 1),
-                                           writeable=False)
-    if channels == 1:
-        return rows
-    pixels = rows.reshape(height, width, channels)
-    if encoding.startswith("bgr"):
-        return pixels[:, :, 2::-1]
-    return pixels[:, :, :3]
+def image_to_numpy(msg: Any, channels: int | None = None) -> np.ndarray:
+    """Decode a sensor_msgs/Image into uint8 (H, W) grey or (H, W, 3) RGB, for a model of
+    ``channels`` input channels (``image_codec.decode`` of its fields: ImageError naming the bad
+    one). The result may be a read-only view of the message buffer; callers must not keep it
+    past the callback."""
+    return decode(msg.encoding, msg.height, msg.width, msg.step, msg.data,
+                  bigendian=bool(msg.is_bigendian), channels=channels)
 
 
 def numpy_to_image(pixels: np.ndarray, encoding: str, msg_type: Any) -> Any:
     """Encode uint8 (H, W) grey or (H, W, 3) RGB pixels as an Image of ``encoding``."""
-    encoding = encoding.lower()
-    if encoding not in ENCODINGS:
-        raise ImageError(f"unsupported encoding {encoding!r}")
-    pixels = np.asarray(pixels, dtype=np.uint8)
-    if pixels.ndim == 2:
-        grey = pixels
-        rgb = np.repeat(pixels[:, :, None], 3, axis=2)
-    elif pixels.ndim == 3 and pixels.shape[2] == 3:
-        rgb = pixels
-        grey = None
-    else:
-        raise ImageError(f"expected (H, W) or (H, W, 3) pixels, got shape {pixels.shape}")
-    if encoding == "mono8":
-        if grey is None:  # ITU-R 601 luma, as the preprocessing does
-            grey = (rgb @ np.array([0.299, 0.587, 0.114])).round().clip(0, 255).astype(np.uint8)
-        out = grey
-    else:
-        out = rgb[:, :, ::-1] if encoding.startswith("bgr") else rgb
-        if encoding.endswith("a8"):
-            alpha = np.full(out.shape[:2] + (1,), 255, np.uint8)
-            out = np.concatenate([out, alpha], axis=2)
-    out = np.ascontiguousarray(out)
     msg = msg_type()
-    msg.height, msg.width = int(out.shape[0]), int(out.shape[1])
-    msg.encoding = encoding
+    msg.height, msg.width, msg.step, msg.data = encode(pixels, encoding)
+    msg.encoding = encoding.strip().lower()
     msg.is_bigendian = 0
-    msg.step = int(out.shape[1] * ENCODINGS[encoding])
-    msg.data = out.tobytes()
+    return msg
+
+
+def compressed_to_numpy(msg: Any, channels: int | None = None) -> np.ndarray:
+    """Decode a sensor_msgs/CompressedImage (jpeg or png) into uint8 (H, W) grey or (H, W, 3)
+    RGB (``compressed_codec.decode_compressed``: ImageError naming the reason)."""
+    return decode_compressed(msg.format, msg.data, channels=channels)
+
+
+def numpy_to_compressed(pixels: np.ndarray, fmt: str, msg_type: Any, quality: int = 90) -> Any:
+    """Encode uint8 (H, W) grey or (H, W, 3) RGB pixels as a CompressedImage of ``fmt``
+    (jpeg at ``quality``, or png)."""
+    msg = msg_type()
+    msg.format = fmt
+    msg.data = encode_compressed(pixels, fmt, quality)
     return msg
 
 
@@ -188,47 +134,12 @@ def config_from_msg(msg: Any, space: SearchSpace = DEFAULT_SPACE) -> Compression
     return config
 
 
-# -- camera labels, inference results, performance metrics ---------------------------------------
-# The replay camera carries the true class in header.frame_id as "<base>/label=<id>/seq=<n>"
-# ("<base>/seq=<n>" when unlabelled). The perception node copies the image header into its
-# InferenceResult, so live accuracy needs no stamp matching: parse result.header.frame_id.
-
+# -- inference results, model info, performance metrics ------------------------------------------
 __all__ += [
-    "labelled_frame_id",
-    "parse_labelled_frame_id",
     "result_to_msg",
     "model_info_to_msg",
     "metrics_to_msg",
 ]
-
-
-def labelled_frame_id(base: str, label: int | None, seq: int) -> str:
-    """``camera/label=3/seq=17`` (or ``camera/seq=17`` without a label)."""
-    base = str(base).rstrip("/")
-    if label is None:
-        return f"{base}/seq={int(seq)}"
-    return f"{base}/label={int(label)}/seq={int(seq)}"
-
-
-def parse_labelled_frame_id(frame_id: str) -> tuple[int | None, int | None]:
-    """(label, seq) from a frame_id written by :func:`labelled_frame_id`; None where absent.
-
-    Any other frame_id (a real camera's "camera_optical_frame") gives (None, None).
-    """
-    label = seq = None
-    for part in str(frame_id).split("/"):
-        key, sep, value = part.partition("=")
-        if not sep:
-            continue
-        try:
-            number = int(value)
-        except ValueError:
-            continue
-        if key == "label" and number >= 0:
-            label = number
-        elif key == "seq" and number >= 0:
-            seq = number
-    return label, seq
 
 
 def model_info_to_msg(class_names: list[str], backbone_path: str, backbone_sha256: str,
@@ -377,7 +288,7 @@ def battery_from_msg(msg: Any) -> Any:
 # -- stamps: builtin_interfaces/Time that cannot be right ----------------------------------------
 # A stamp is compared with the receiving node's clock. Both ends of a ROS graph are expected to
 # share time (NTP, or /clock in simulation), so a stamp far from it is a driver bug or a forgery,
-# and latency computed from it would be noise (issue 18: 3.9e12 ms p95 from one bad frame).
+# and latency computed from it would be noise (one such frame alone can make a p95 of 10^12 ms).
 
 __all__ += ["StampError", "stamp_to_ns", "checked_stamp_ns"]
 

@@ -23,15 +23,18 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
-from adaspring_ros.core.data.datasets import load_fashion_mnist, preprocess
+from adaspring_ros.core.data.datasets import load_fashion_mnist
+from adaspring_ros.core.data.transforms import preprocess
 from adaspring_ros.core.model.checkpoint import load_backbone
 from adaspring_ros.core.model.config import CompressionConfig, StageConfig
-from adaspring_ros.core.model.engine import make_engine, onnx_graph
+from adaspring_ros.core.model.engine import make_engine
+from adaspring_ros.core.model.onnx_graph import onnx_graph
 from adaspring_ros.core.model.profile_table import ProfileTable, fastest_within, pareto_front
 from adaspring_ros.core.offline.profiler import bn_calibration_images, time_round_robin
 from adaspring_ros.core.paths import default_profile_table
-from adaspring_ros.core.serving.server import VariantCache, freeze_heap, set_num_threads
+from adaspring_ros.core.serving.server import VariantCache, freeze_heap
 from bench.report import markdown_table, spread, write_section
 
 
@@ -45,7 +48,7 @@ class OpenVinoRunner:
 
         self.config = net.config
         path = workdir / f"{net.config.id}.onnx"
-        path.write_bytes(onnx_graph(net).SerializeToString())
+        path.write_bytes(onnx_graph(net))
         core = ov.Core()
         compiled = core.compile_model(core.read_model(str(path)), "CPU", {
             "INFERENCE_NUM_THREADS": 1, "PERFORMANCE_HINT": "LATENCY"})
@@ -85,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     workdir = Path(tempfile.mkdtemp(prefix="adaspring-bench-engines-"))
 
-    set_num_threads(1)   # torch eager as the perception node runs it (1 is fastest at batch 1)
+    torch.set_num_threads(1)   # torch eager as the perception node runs it (fastest at batch 1)
     backbone = load_backbone()
     table = ProfileTable.load(default_profile_table())
     freeze_heap()
@@ -105,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         net = backbone.materialise(config)
         entry = table.get(config.id)
         ranges = dict(entry.int8_ranges) if entry and entry.int8_ranges else \
-            ort.calibrate(net, preprocess(calib, config.resolution).numpy())
+            ort.calibrate(net, preprocess(calib, config.resolution))
         runners[f"torch|{config.id}"] = torch_engine.prepare(net)
         runners[f"onnxruntime|{config.id}"] = ort.prepare(net, ranges or None)
         if ov:
@@ -169,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
         runner = ort.prepare(backbone.materialise(config),
                              dict(table.get(config.id).int8_ranges)
                              if table.get(config.id) else None)
-        x = preprocess(test.images[:1], config.resolution).numpy()
+        x = preprocess(test.images[:1], config.resolution)
         row = [label, f"`{config.id}`"]
         for gap in gaps_ms:
             times = []
@@ -192,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
                 t0 = time.perf_counter()
                 runner = engine.prepare(backbone.materialise(entry.config),
                                         dict(entry.int8_ranges) or None)
-                runner(preprocess(test.images[:1], entry.config.resolution).numpy())
+                runner(preprocess(test.images[:1], entry.config.resolution))
                 build[name].append((time.perf_counter() - t0) * 1e3)
     cache = VariantCache(lambda c: ort.prepare(backbone.materialise(c)), capacity=4)
     other = pick[0].config

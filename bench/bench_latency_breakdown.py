@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from adaspring_ros import msg_convert
+from adaspring_ros.core.serving.replay import labelled_frame_id, parse_labelled_frame_id
 from adaspring_ros.demo import graph as processes
 from adaspring_ros.demo import run as demo
 from bench.report import markdown_table, write_section
@@ -57,7 +58,7 @@ def run(frames: int, hog: bool, config: str, workdir: Path, env: dict[str, str])
     stamps: dict[int, int] = {}
 
     def result_callback(msg) -> None:
-        _label, seq = msg_convert.parse_labelled_frame_id(msg.header.frame_id)
+        _label, seq = parse_labelled_frame_id(msg.header.frame_id)
         if seq is not None:
             received[seq] = time.time_ns()
 
@@ -79,7 +80,7 @@ def run(frames: int, hog: bool, config: str, workdir: Path, env: dict[str, str])
                 raise RuntimeError("the perception node classified nothing in 60 s")
             if time.time() >= next_at:
                 seq += 1
-                image.header.frame_id = msg_convert.labelled_frame_id("camera", 0, seq)
+                image.header.frame_id = labelled_frame_id("camera", 0, seq)
                 image.header.stamp = node.get_clock().now().to_msg()
                 publisher.publish(image)
                 next_at += 0.1
@@ -92,7 +93,7 @@ def run(frames: int, hog: bool, config: str, workdir: Path, env: dict[str, str])
             now = time.time()
             if now >= next_at:
                 seq += 1
-                image.header.frame_id = msg_convert.labelled_frame_id("camera", 0, seq)
+                image.header.frame_id = labelled_frame_id("camera", 0, seq)
                 stamp = node.get_clock().now()
                 image.header.stamp = stamp.to_msg()
                 t0 = time.perf_counter()

@@ -24,7 +24,8 @@ import time
 import torch
 import torch.nn.functional as F
 
-from adaspring_ros.core.data.datasets import load_fashion_mnist, preprocess
+from adaspring_ros.core.data.datasets import load_fashion_mnist
+from adaspring_ros.core.data.transforms import preprocess_tensor
 from adaspring_ros.core.model.checkpoint import load_backbone
 from adaspring_ros.core.model.config import CompressionConfig
 from adaspring_ros.core.offline.evaluate import evaluate
@@ -41,7 +42,7 @@ def fine_tune_copy(net: torch.nn.Module, images, labels, teacher: torch.Tensor, 
                    seed: int = 0) -> None:
     """Train every weight of the compact ``net`` in place (half labels, half KL by default)."""
     gen = torch.Generator().manual_seed(seed)
-    x, y = preprocess(images, resolution), torch.from_numpy(labels).long()
+    x, y = preprocess_tensor(images, resolution), torch.from_numpy(labels).long()
     optimizer = torch.optim.SGD(net.parameters(), lr=lr, momentum=0.9, nesterov=True)
     steps = math.ceil(len(x) / batch_size)
     net.train()

@@ -44,6 +44,7 @@ os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
 from adaspring_ros import msg_convert
 from adaspring_ros.core import paths
 from adaspring_ros.core.model.config import CompressionConfig
+from adaspring_ros.core.serving.replay import parse_labelled_frame_id
 from adaspring_ros.demo.graph import ChildProcess as NodeProcess
 from adaspring_ros.demo.graph import spin_until
 
@@ -92,13 +93,14 @@ class Reference:
 
         from adaspring_ros.core.data import datasets as data
         from adaspring_ros.core.model.checkpoint import load_backbone
-        from adaspring_ros.core.model.engine import DEFAULT_ENGINE, VariantBuilder, make_engine
+        from adaspring_ros.core.model.engine import DEFAULT_ENGINE, make_engine
         from adaspring_ros.core.model.profile_table import load_profile_table
+        from adaspring_ros.core.serving.server import VariantBuilder
 
         torch.set_num_threads(1)  # as the node: the same kernels, the same float results
         self.model = load_backbone(backbone)
         # The node's defaults: the default engine, with the (shipped) table's int8 ranges.
-        self.build = VariantBuilder(self.model, make_engine(DEFAULT_ENGINE),
+        self.build = VariantBuilder(self.model.materialise, make_engine(DEFAULT_ENGINE),
                                     load_profile_table(table))
         self.limit = limit  # the camera's loop: frame seq n shows image n % limit
         self.images = data.load_fashion_mnist("test").images[:limit]
@@ -123,14 +125,14 @@ class Reference:
 
     def classify(self, config_id: str, pixels) -> tuple[int, float]:
         """(class, score) of decoded ``pixels`` by the variant the node would build."""
-        from adaspring_ros.core.data import datasets as data
+        from adaspring_ros.core.data.transforms import preprocess_frame
         from adaspring_ros.core.model.engine import classify_logits
 
         if config_id not in self.nets:
             config = CompressionConfig.from_id(config_id, self.model.space)
             self.nets[config_id] = self.build(config)
         runner = self.nets[config_id]
-        return classify_logits(runner(data.preprocess(pixels, runner.config.resolution).numpy()))
+        return classify_logits(runner(preprocess_frame(pixels, runner.config.resolution)))
 
 
 @dataclass
@@ -170,7 +172,7 @@ class SoakRun:
         m = self.final_metrics
         confirmed = sum(r.success and r.active_id == r.config_id for r in self.requests)
         node_swaps = m.swaps
-        seqs = [msg_convert.parse_labelled_frame_id(r.header.frame_id)[1]
+        seqs = [parse_labelled_frame_id(r.header.frame_id)[1]
                 for _, r in self.results]
         seqs = [s for s in seqs if s is not None]
         span = (max(seqs) - min(seqs) + 1) if seqs else 0
@@ -341,7 +343,7 @@ def check_results(run: SoakRun, reference: Reference) -> None:
         allowed = {cid for begin, end, cid in windows if begin <= received_ns and end >= stamp}
         if not run.requests or stamp <= run.requests[0].replied_ns:
             allowed.add(start_id)
-        _, seq = msg_convert.parse_labelled_frame_id(r.header.frame_id)
+        _, seq = parse_labelled_frame_id(r.header.frame_id)
         run.checked += 1
         if r.config_id not in allowed:
             run.inconsistent.append(f"frame {seq}: {r.config_id} was not active "

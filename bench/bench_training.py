@@ -41,7 +41,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
 
-from adaspring_ros.core.data.datasets import preprocess
+from adaspring_ros.core.data.transforms import preprocess_tensor as preprocess
 from adaspring_ros.core.model.checkpoint import load_backbone
 from adaspring_ros.core.offline import train as trainer
 from adaspring_ros.core.offline.augment import flip_and_shift

@@ -25,7 +25,8 @@ from pathlib import Path
 import torch
 
 from adaspring_ros.cli import main as adaspring
-from adaspring_ros.core.data.datasets import load_fashion_mnist, preprocess, train_val_split
+from adaspring_ros.core.data.datasets import load_fashion_mnist, train_val_split
+from adaspring_ros.core.data.transforms import preprocess
 from adaspring_ros.core.model.bn_stats import variant_bn_stats
 from adaspring_ros.core.model.checkpoint import load_backbone
 from adaspring_ros.core.model.config import CompressionConfig
@@ -89,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         if config.id not in model.variant_bn:      # as the profiler and the tuning compute them
             model.variant_bn[config.id] = variant_bn_stats(model, config, bn_images)
         net, r = model.materialise(config), config.resolution
-        ranges = engine.calibrate(net, preprocess(bn_images, r).numpy())
+        ranges = engine.calibrate(net, preprocess(bn_images, r))
         runner = engine.prepare(net, ranges or None, batch=None)
         return {k: 100 * runner_accuracy(runner, d, r) for k, d in splits.items()}
 

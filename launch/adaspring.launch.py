@@ -3,7 +3,9 @@
     ros2 launch adaspring_ros adaspring.launch.py image_topic:=/my_camera/image_raw
 
 Every node reads its parameters from config/adaspring.yaml (or ``params_file:=``); the camera
-topic is remapped, so any driver publishing sensor_msgs/Image works unchanged. The context
+topic is remapped, so any driver publishing sensor_msgs/Image works unchanged
+(``transport:=compressed``: its sensor_msgs/CompressedImage on ``<image_topic>/compressed``,
+overriding the YAML). The context
 node's ``source`` and ``scenario`` come from the ``context_source`` / ``scenario`` launch
 arguments (they override the YAML), e.g. ``context_source:=battery_state`` on a robot with a
 battery driver.
@@ -50,6 +52,7 @@ def stop_all_if_one_cannot_start(event, context):
 def generate_launch_description():
     params_file = LaunchConfiguration('params_file')
     image_topic = LaunchConfiguration('image_topic')
+    transport = LaunchConfiguration('transport')
     context_source = LaunchConfiguration('context_source')
     scenario = LaunchConfiguration('scenario')
     managed = LaunchConfiguration('managed')
@@ -64,6 +67,10 @@ def generate_launch_description():
             'image_topic', default_value='/camera/image_raw',
             description='sensor_msgs/Image topic the perception node classifies'),
         DeclareLaunchArgument(
+            'transport', default_value='raw',
+            description='raw: sensor_msgs/Image on image_topic; compressed: '
+                        'sensor_msgs/CompressedImage (jpeg, png) on <image_topic>/compressed'),
+        DeclareLaunchArgument(
             'context_source', default_value='psutil',
             description='context_node source: psutil, battery_state or scenario'),
         DeclareLaunchArgument(
@@ -77,11 +84,13 @@ def generate_launch_description():
             description='with managed:=true, take perception_node to active from this file '
                         '(false: leave it to a lifecycle manager)'),
     ]
-    camera_remap = [('/camera/image_raw', image_topic)]
+    # A remap rule names one topic: the compressed sub-topic needs its own.
+    camera_remap = [('/camera/image_raw', image_topic),
+                    ('/camera/image_raw/compressed', [image_topic, '/compressed'])]
     managed_perception = LifecycleNode(
         package=PACKAGE, executable='perception_node', name='perception_node', namespace='',
-        parameters=[params_file, {'managed': True}], remappings=camera_remap, output='screen',
-        condition=IfCondition(managed))
+        parameters=[params_file, {'managed': True, 'transport': transport}],
+        remappings=camera_remap, output='screen', condition=IfCondition(managed))
     drive = IfCondition(AndSubstitution(managed, autostart))
 
     def transition(transition_id, **kwargs):
@@ -99,8 +108,8 @@ def generate_launch_description():
     ]
     nodes = [
         Node(package=PACKAGE, executable='perception_node', name='perception_node',
-             parameters=[params_file], remappings=camera_remap, output='screen',
-             condition=UnlessCondition(managed)),
+             parameters=[params_file, {'transport': transport}], remappings=camera_remap,
+             output='screen', condition=UnlessCondition(managed)),
         managed_perception,
         Node(package=PACKAGE, executable='context_node', name='context_node',
              parameters=[params_file, {'source': context_source, 'scenario': scenario}],

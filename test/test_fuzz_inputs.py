@@ -38,15 +38,17 @@ def _report():
 
 
 encodings = st.sampled_from(["mono8", "rgb8", "bgr8", "rgba8", "bgra8", "RGB8", "16UC1",
-                             "yuv422", "", "rgb8\0", "bayer_rggb8", "mono16"])
+                             "yuv422", "", "rgb8\0", "bayer_rggb8", "mono16", "yuv422_yuy2",
+                             "uyvy", "YUYV", "nv12"])
 dims = st.one_of(st.integers(0, 64), st.sampled_from([2**31 - 1, 2**32 - 1, 65536]))
 
 
 @pytest.mark.ros
 @FUZZ
 @given(encoding=encodings, height=dims, width=dims, step=dims,
-       extra=st.integers(-64, 64), bigendian=st.integers(0, 1))
-def test_image_decoder_never_escapes(encoding, height, width, step, extra, bigendian):
+       extra=st.integers(-64, 64), bigendian=st.integers(0, 1),
+       channels=st.sampled_from([None, 1, 3]))
+def test_image_decoder_never_escapes(encoding, height, width, step, extra, bigendian, channels):
     from sensor_msgs.msg import Image
 
     _count("image_to_numpy")
@@ -54,12 +56,64 @@ def test_image_decoder_never_escapes(encoding, height, width, step, extra, bigen
     size = max(0, min(step * height + extra, 1 << 16))
     m.data = bytes(size)
     try:
-        out = msg_convert.image_to_numpy(m)
+        out = msg_convert.image_to_numpy(m, channels)
     except msg_convert.ImageError as exc:
         assert str(exc)
         return
     assert out.dtype == np.uint8 and out.shape[:2] == (height, width)
     assert out.ndim == 2 or out.shape[2] == 3
+    assert channels != 3 or out.ndim == 3
+
+
+def _compressed_files() -> dict[str, bytes]:
+    """Small real files to damage: jpeg colour and grey, png colour, grey, 16-bit, palette."""
+    import io
+
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(0, 256, (12, 10, 3), dtype=np.uint8)
+    images = {"jpeg": Image.fromarray(rgb), "jpeg-grey": Image.fromarray(rgb[..., 0]),
+              "png": Image.fromarray(rgb), "png-grey": Image.fromarray(rgb[..., 0]),
+              "png-16": Image.fromarray(rgb[..., 0].astype(np.uint16) * 257),
+              "png-palette": Image.fromarray(rgb).quantize(8)}
+    files = {}
+    for name, image in images.items():
+        out = io.BytesIO()
+        image.save(out, "JPEG" if name.startswith("jpeg") else "PNG")
+        files[name] = out.getvalue()
+    return files
+
+
+COMPRESSED = _compressed_files()
+
+
+@pytest.mark.ros
+@FUZZ
+@given(name=st.sampled_from(sorted(COMPRESSED)), data=st.data(),
+       fmt=st.sampled_from(["jpeg", "png", "rgb8; jpeg compressed bgr8", "bgr8; png "
+                            "compressed bgr8", "JPG", "", "tiff", "16UC1; compressedDepth png"]),
+       channels=st.sampled_from([None, 1, 3]))
+def test_compressed_decoder_never_escapes(name, data, fmt, channels):
+    """Real small jpeg/png files, cut, spliced and with bytes overwritten (headers included),
+    under any format string: a valid frame or an ImageError, nothing else."""
+    from sensor_msgs.msg import CompressedImage
+
+    _count("compressed_to_numpy")
+    raw = bytearray(COMPRESSED[name])
+    for _ in range(data.draw(st.integers(0, 4))):
+        at = data.draw(st.integers(0, len(raw) - 1))
+        raw[at] = data.draw(st.integers(0, 255))
+    raw = raw[:data.draw(st.integers(0, len(raw)))] if data.draw(st.booleans()) else raw
+    m = CompressedImage(format=fmt)
+    m.data = bytes(raw)
+    try:
+        out = msg_convert.compressed_to_numpy(m, channels)
+    except msg_convert.ImageError as exc:
+        assert str(exc)
+        return
+    assert out.dtype == np.uint8 and out.ndim in (2, 3) and out.size <= 1 << 24
+    assert channels != 3 or out.shape[2] == 3
 
 
 floats = st.one_of(st.floats(allow_nan=True, allow_infinity=True, width=32),

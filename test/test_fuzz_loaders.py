@@ -1,7 +1,8 @@
 """Fuzzing (hypothesis) of the files a robot is given: scenario files, profile tables and weight
 files (truncated, bytes flipped, wrong checksum, wrong shapes) at core/policy/scenario.py
-ScenarioTrace.load, ProfileTable.load and checkpoint.load_backbone: a clear error of the loader's
-own type naming the problem. Needs no ROS.
+ScenarioTrace.load, ProfileTable.load, checkpoint.load_backbone and the torch-free
+checkpoint_reader.load_weight_bank: a clear error of the loader's own type naming the problem.
+Needs no ROS.
 """
 
 from __future__ import annotations
@@ -134,6 +135,34 @@ def test_fuzzed_weight_files_fail_naming_the_problem(tmp_path, tiny_checkpoint):
             return
         assert raw == good or checksum == "fresh"
         assert len(model.classes) == 10
+
+    fuzz_weights()
+
+
+def test_fuzzed_weight_files_fail_naming_the_problem_without_torch(tmp_path, tiny_checkpoint):
+    """The torch-free reader a perception node serves from: damage anywhere in the zip, the
+    pickle or a storage (checksum refreshed, so only parsing can tell) is a CheckpointError
+    naming the file, or a bank whose every tensor has its expected shape."""
+    from adaspring_ros.core.model.checkpoint_reader import load_weight_bank, write_checksum
+    from adaspring_ros.core.model.weights import CheckpointError
+
+    good = tiny_checkpoint.read_bytes()
+    path = tmp_path / "fuzzed.pt"
+
+    @fuzz(60)
+    @given(cut=st.integers(0, len(good)), flips=st.lists(
+        st.tuples(st.integers(0, len(good) - 1), st.integers(1, 255)), max_size=6))
+    def fuzz_weights(cut, flips):
+        tried("load_weight_bank")
+        path.write_bytes(damaged(good, cut, flips))
+        write_checksum(path)
+        try:
+            bank = load_weight_bank(path)
+        except CheckpointError as exc:
+            assert "fuzzed.pt" in str(exc), exc
+            return
+        shapes = bank.arch.state_shapes()
+        assert all(bank.state[name].shape == shape for name, shape in shapes.items())
 
     fuzz_weights()
 

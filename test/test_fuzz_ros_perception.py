@@ -66,7 +66,7 @@ def perception(started):
 
 ODD_ENCODINGS = st.one_of(
     st.sampled_from(["RGB8", " rgb8 ", "16UC1", "yuv422", "", "bayer_rggb8", "mono16", "32FC1",
-                     "rgb8;x", "ｍｏｎｏ８"]),
+                     "rgb8;x", "ｍｏｎｏ８", "nv12", "YUYV"]),
     st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\0"),
             max_size=12),
 )
@@ -125,10 +125,11 @@ def header_bombs(draw):
 def decodes(msg):
     """What the node should make of ``msg``: decoded pixels, or None when it must reject it."""
     from adaspring_ros.core.data import datasets as data
+    from adaspring_ros.core.data.transforms import preprocess_frame
 
     try:
-        pixels = msg_convert.image_to_numpy(msg)
-        data.preprocess(pixels, 16)
+        pixels = msg_convert.image_to_numpy(msg, channels=1)  # as the node for a grey backbone
+        preprocess_frame(pixels, 16)
     except (msg_convert.ImageError, data.DataError):
         return None
     return pixels

@@ -5,9 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from ros_harness import NodeProcess, set_parameters, spin_until
+from test_serving_replay import write_bag
 
 from adaspring_ros import msg_convert
 from adaspring_ros.core.data import datasets as data
+from adaspring_ros.core.data.transforms import preprocess
+from adaspring_ros.core.serving.replay import parse_labelled_frame_id
 
 pytestmark = pytest.mark.ros
 
@@ -38,8 +41,8 @@ def test_fashion_mnist_frames_size_encoding_labels(rclpy_node, tmp_path):
                                  {"rate_hz": 0.0}, [camera])
         assert not results[0].successful
         results = set_parameters(rclpy_node, "camera_replay_node",
-                                 {"encoding": "yuv422"}, [camera])
-        assert not results[0].successful and "yuv422" in results[0].reason
+                                 {"encoding": "nv12"}, [camera])
+        assert not results[0].successful and "nv12" in results[0].reason
         results = set_parameters(rclpy_node, "camera_replay_node",
                                  {"source": "bag"}, [camera])
         assert not results[0].successful  # read-only
@@ -54,7 +57,7 @@ def test_fashion_mnist_frames_size_encoding_labels(rclpy_node, tmp_path):
     first = frames[0]
     assert (first.width, first.height, first.encoding, first.step) == (640, 480, "bgr8", 1920)
     for msg in frames[:12]:
-        label, seq = msg_convert.parse_labelled_frame_id(msg.header.frame_id)
+        label, seq = parse_labelled_frame_id(msg.header.frame_id)
         assert msg.header.frame_id.startswith("camera/label=")
         assert label == test.labels[seq % 5]  # limit=5, loop: the first five test images
         assert msg.header.stamp.sec > 0
@@ -62,8 +65,8 @@ def test_fashion_mnist_frames_size_encoding_labels(rclpy_node, tmp_path):
         # (up to the blur of a 17.1x nearest upscale followed by an antialiased downscale).
         pixels = msg_convert.image_to_numpy(msg)
         assert pixels[:, :80].max() == 0 and pixels[:, -80:].max() == 0
-        restored = data.preprocess(pixels, 28).flatten().numpy()
-        original = data.preprocess(test.images[seq % 5], 28).flatten().numpy()
+        restored = preprocess(pixels, 28).flatten()
+        original = preprocess(test.images[seq % 5], 28).flatten()
         assert np.corrcoef(restored, original)[0, 1] > 0.95
     last = frames[-1]
     assert (last.width, last.height, last.step) == (320, 320, 320)  # square source
@@ -94,28 +97,11 @@ def test_image_folder_source_size_and_labels(rclpy_node, tmp_path):
     finally:
         camera.stop()
     for msg in frames:
-        label, seq = msg_convert.parse_labelled_frame_id(msg.header.frame_id)
+        label, seq = parse_labelled_frame_id(msg.header.frame_id)
         assert label == (0 if seq < 2 else 1)  # sorted class folders, sorted files
         # load_image_folder resizes to 28x28 grey; width/height 0 keep that size.
         assert (msg.width, msg.height, msg.encoding, msg.step) == (28, 28, "rgba8", 112)
         assert msg.header.frame_id.startswith("cam0/")
-
-
-def write_bag(path, frames: list[tuple[np.ndarray, str]]) -> None:
-    from rosbags.rosbag2 import Writer
-    from rosbags.typesys import Stores, get_typestore
-
-    store = get_typestore(Stores.ROS2_KILTED)
-    Image, Header, Time = (store.types[n] for n in (
-        "sensor_msgs/msg/Image", "std_msgs/msg/Header", "builtin_interfaces/msg/Time"))
-    with Writer(path, version=9) as writer:
-        conn = writer.add_connection("/robot/camera", "sensor_msgs/msg/Image", typestore=store)
-        for i, (pixels, frame_id) in enumerate(frames):
-            encoding = "16UC1" if frame_id == "bad" else "mono8"
-            msg = Image(header=Header(stamp=Time(sec=i, nanosec=0), frame_id=frame_id),
-                        height=pixels.shape[0], width=pixels.shape[1], encoding=encoding,
-                        is_bigendian=0, step=pixels.shape[1], data=pixels.reshape(-1))
-            writer.write(conn, i * 10**9, store.serialize_cdr(msg, "sensor_msgs/msg/Image"))
 
 
 def test_bag_source(rclpy_node, tmp_path):
@@ -134,7 +120,7 @@ def test_bag_source(rclpy_node, tmp_path):
     finally:
         camera.stop()
     for msg in got:
-        label, seq = msg_convert.parse_labelled_frame_id(msg.header.frame_id)
+        label, seq = parse_labelled_frame_id(msg.header.frame_id)
         assert (msg.width, msg.height, msg.encoding) == (64, 48, "mono8")
         # The bag's label survives, its seq is replaced by the replay's own counter (which
         # does not count the skipped frame).

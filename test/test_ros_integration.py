@@ -26,6 +26,7 @@ from adaspring_ros.core import paths
 from adaspring_ros.core.data import datasets as data
 from adaspring_ros.core.model.checkpoint import sha256_of
 from adaspring_ros.core.model.config import CompressionConfig
+from adaspring_ros.core.serving.replay import parse_labelled_frame_id
 
 pytestmark = pytest.mark.ros
 
@@ -228,7 +229,7 @@ def test_debug_view_is_off_by_default_and_annotates_frames_at_its_rate(rclpy_nod
     assert 1.5 < rate < 6.0
     view = views[-1]
     assert (view.width, view.height, view.encoding) == (640, 480, "rgb8")
-    label, seq = msg_convert.parse_labelled_frame_id(view.header.frame_id)
+    label, seq = parse_labelled_frame_id(view.header.frame_id)
     assert label is not None and seq is not None  # the camera frame's header, copied
     pixels = msg_convert.image_to_numpy(view).astype(int)
     # The replayed Fashion-MNIST frames are grey (R = G = B everywhere): coloured pixels are

@@ -29,6 +29,7 @@ from adaspring_ros import msg_convert
 from adaspring_ros.core import paths
 from adaspring_ros.core.data import datasets as data
 from adaspring_ros.core.model.config import CompressionConfig
+from adaspring_ros.core.serving.replay import parse_labelled_frame_id
 
 pytestmark = pytest.mark.ros
 
@@ -126,7 +127,7 @@ def config_msg(config: CompressionConfig):
 
 
 def check_against_reference(pipe: Pipeline, result) -> None:
-    _, seq = msg_convert.parse_labelled_frame_id(result.header.frame_id)
+    _, seq = parse_labelled_frame_id(result.header.frame_id)
     cls, score = pipe.reference(result.config_id, seq)
     assert (result.class_id, round(result.score, 4)) == (cls, round(score, 4)), (
         f"frame {seq}: {result.config_id} gives class {cls} p={score:.5f}, the node said "
@@ -162,7 +163,7 @@ def test_live_accuracy(rclpy_node, pipeline):
     classes = data.FASHION_MNIST_CLASSES
     correct = 0
     for r in results:
-        label, seq = msg_convert.parse_labelled_frame_id(r.header.frame_id)
+        label, seq = parse_labelled_frame_id(r.header.frame_id)
         assert label is not None and seq is not None, r.header.frame_id
         assert r.config_id == FULL.id
         assert 0 <= r.class_id < 10 and r.label == classes[r.class_id]
@@ -221,7 +222,7 @@ def test_swap_burst_every_result_from_the_named_variant(rclpy_node, pipeline):
     distinguishing = 0
     for k, r in enumerate(results, start=first):
         check_against_reference(pipeline, r)
-        _, seq = msg_convert.parse_labelled_frame_id(r.header.frame_id)
+        _, seq = parse_labelled_frame_id(r.header.frame_id)
         others = [pipeline.reference(c.id, seq)[1] for c in CONFIGS if c.id != r.config_id]
         distinguishing += all(abs(o - r.score) > 1e-3 for o in others)
         stamp = r.header.stamp.sec * 10**9 + r.header.stamp.nanosec
@@ -238,6 +239,17 @@ def test_swap_burst_every_result_from_the_named_variant(rclpy_node, pipeline):
     m = listen.fresh_metrics()
     assert m.swaps == before + 20 and m.last_swap_ms > 0
     assert m.config_id == CONFIGS[19 % 3].id
+
+
+def test_the_node_serves_without_torch(rclpy_node, pipeline):
+    """With the default engine the node process never loads torch: once it has classified
+    frames and swapped variants (the tests above), no torch library is mapped into it, while
+    ONNX Runtime's is (so the check can tell)."""
+    listen = Listener(rclpy_node, pipeline)
+    assert listen.results_after(2)[-1].config_id
+    maps = Path(f"/proc/{pipeline.perception.proc.pid}/maps").read_text()
+    assert "onnxruntime" in maps
+    assert "libtorch" not in maps and "/torch/" not in maps
 
 
 @pytest.mark.parametrize("case", ["operator", "stages", "nan", "config_id", "empty"])
@@ -278,7 +290,7 @@ def bad_image(kind: str):
 
     msg = msg_convert.numpy_to_image(np.zeros((48, 64, 3), np.uint8), "rgb8", Image)
     if kind == "encoding":
-        msg.encoding = "yuv422"
+        msg.encoding = "nv12"
     elif kind == "step":
         msg.step = 100  # < 64 * 3
     elif kind == "size":
@@ -411,7 +423,7 @@ def test_dropped_frames_are_counted_exactly(rclpy_node, tmp_path, pipeline):
         m = fresh_metrics()
 
         def fast_seqs() -> list:
-            return [msg_convert.parse_labelled_frame_id(r.header.frame_id)[1] for r in fast()]
+            return [parse_labelled_frame_id(r.header.frame_id)[1] for r in fast()]
 
         def counted() -> int:
             return (m.frames_received - before.frames_received

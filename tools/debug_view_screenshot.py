@@ -17,6 +17,7 @@ from PIL import Image as PilImage
 
 from adaspring_ros import msg_convert
 from adaspring_ros.core import paths
+from adaspring_ros.core.serving.replay import parse_labelled_frame_id
 from adaspring_ros.demo.graph import (
     SOURCE_ROOT,
     ChildProcesses,
@@ -53,7 +54,7 @@ def main() -> None:
 
             def wanted() -> list:
                 return [v for v in views
-                        if msg_convert.parse_labelled_frame_id(v.header.frame_id)[1] >= args.seq]
+                        if parse_labelled_frame_id(v.header.frame_id)[1] >= args.seq]
 
             spin_until(node, wanted, 120.0 + args.seq / 10.0,
                        f"the debug view of image {args.seq} or later", children.procs.values())

@@ -66,7 +66,7 @@ from collections.abc import Sequence
 
 from adaspring_ros.core.data.datasets import DataError
 from adaspring_ros.core.model.card import INTERPOLATIONS, RESIZE_POLICIES, CardError
-from adaspring_ros.core.model.supernet import STEM_STRIDES
+from adaspring_ros.core.model.weights import STEM_STRIDES
 from adaspring_ros.core.offline.distributed import Ranks, from_env, process_group
 from adaspring_ros.core.offline.losses import DISTILL_LOSSES
 from adaspring_ros.core.offline.precision import AMP_MODES, resolve_amp, resolve_device

@@ -23,9 +23,9 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from adaspring_ros import msg_convert
 from adaspring_ros.core import paths
 from adaspring_ros.core.policy.scenario import ScenarioTrace, resolve_scenario
+from adaspring_ros.core.serving.replay import parse_labelled_frame_id
 from adaspring_ros.demo.graph import (
     ChildProcesses,
     CpuHog,
@@ -93,7 +93,7 @@ class Recorder:
         ]
 
     def result_callback(self, msg: Any) -> None:
-        label, seq = msg_convert.parse_labelled_frame_id(msg.header.frame_id)
+        label, seq = parse_labelled_frame_id(msg.header.frame_id)
         if seq is None:
             return
         self.record.frames.append(Frame(seq, label, int(msg.class_id), msg.config_id,

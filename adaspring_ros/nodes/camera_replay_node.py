@@ -9,7 +9,7 @@ crop sees exactly the source image), encoded as ``encoding`` and published with 
 Label convention: the true class travels in ``header.frame_id`` as
 ``<frame_id>/label=<id>/seq=<n>`` (``<frame_id>/seq=<n>`` when the source has no label). The
 perception node copies the header into its InferenceResult, so a consumer parses
-``result.header.frame_id`` with ``msg_convert.parse_labelled_frame_id``: no stamp matching.
+``result.header.frame_id`` with ``replay.parse_labelled_frame_id``: no stamp matching.
 """
 
 from __future__ import annotations
@@ -24,7 +24,13 @@ from sensor_msgs.msg import Image
 
 from adaspring_ros import msg_convert
 from adaspring_ros.core.data import datasets as data
-from adaspring_ros.core.serving.replay import Frame, dataset_frames, fit_frame, open_bag
+from adaspring_ros.core.serving.replay import (
+    Frame,
+    dataset_frames,
+    fit_frame,
+    labelled_frame_id,
+    open_bag,
+)
 from adaspring_ros.nodes.common import diagnostic_array, diagnostic_status, run
 from adaspring_ros.nodes.guard import CallbackGuard
 from adaspring_ros.nodes.params import declare, invalid_choice, parameter_table
@@ -119,7 +125,7 @@ class CameraReplayNode(Node):
                           self.get_parameter("interpolation").value)
         msg = msg_convert.numpy_to_image(frame, self.get_parameter("encoding").value, Image)
         msg.header.stamp = self.get_clock().now().to_msg()
-        msg.header.frame_id = msg_convert.labelled_frame_id(
+        msg.header.frame_id = labelled_frame_id(
             self.get_parameter("frame_id").value, label, self.seq)
         self.publisher.publish(msg)
         self.seq += 1

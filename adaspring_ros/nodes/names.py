@@ -13,3 +13,16 @@ MODEL_INFO_TOPIC = "/adaspring/model_info"
 DEBUG_IMAGE_TOPIC = "/adaspring/debug_image"
 RECONFIGURE_SERVICE = "/adaspring/perception/reconfigure"
 DIAGNOSTICS_TOPIC = "/diagnostics"
+
+# How the perception node receives frames, as image_transport names them: "raw" subscribes
+# sensor_msgs/Image on the image topic, "compressed" sensor_msgs/CompressedImage on
+# <image topic>/compressed.
+TRANSPORTS = ("raw", "compressed")
+
+
+def transport_topic(image_topic: str, transport: str) -> str:
+    """The topic a subscriber of ``transport`` reads for ``image_topic`` (image_transport's
+    naming: raw is the topic itself, any other transport a sub-topic of its name)."""
+    if transport == "raw":
+        return image_topic
+    return f"{image_topic.rstrip('/')}/{transport}"

@@ -3,6 +3,7 @@
 | name                              | type              | QoS                                   |
 |-----------------------------------|-------------------|---------------------------------------|
 | /camera/image_raw                 | sensor_msgs/Image | sensor data: best effort, keep last 1 |
+| /camera/image_raw/compressed      | CompressedImage   | the same (transport: compressed)      |
 | /battery_state                    | BatteryState      | sensor data                           |
 | /adaspring/context                | ContextState      | reliable, keep last 1                 |
 | /adaspring/result                 | InferenceResult   | reliable, keep last 10                |
@@ -40,6 +41,7 @@ from adaspring_ros.nodes.names import (  # noqa: F401  (re-exported: the nodes i
     MODEL_INFO_TOPIC,
     RECONFIGURE_SERVICE,
     RESULT_TOPIC,
+    transport_topic,
 )
 
 # Camera frames: never queue stale frames behind the one being processed.

@@ -19,9 +19,9 @@ from adaspring_ros.core.policy.budgets import BudgetParams
 from adaspring_ros.core.policy.evolution import EvolutionParams
 from adaspring_ros.core.policy.lambdas import LambdaParams
 from adaspring_ros.core.policy.objective import ObjectiveParams
+from adaspring_ros.core.serving.image_codec import ENCODINGS
 from adaspring_ros.core.validation import setting
-from adaspring_ros.msg_convert import ENCODINGS
-from adaspring_ros.nodes.names import BATTERY_TOPIC, IMAGE_TOPIC
+from adaspring_ros.nodes.names import BATTERY_TOPIC, IMAGE_TOPIC, TRANSPORTS
 
 __all__ = ["PerceptionSettings", "CameraReplaySettings", "ContextSettings",
            "EvolutionNodeSettings", "NODE_SETTINGS", "CAMERA_SOURCES", "CONTEXT_SOURCES",
@@ -38,8 +38,13 @@ MAX_SIDE = 8192
 class PerceptionSettings:
     """perception_node: read-only ones are fixed at start, the rest may change at run time."""
 
-    image_topic: str = setting(IMAGE_TOPIC, "sensor_msgs/Image topic to classify",
+    image_topic: str = setting(IMAGE_TOPIC, "camera topic to classify (its base name: with "
+                               "transport compressed the node reads <image_topic>/compressed)",
                                read_only=True)
+    transport: str = setting(
+        "raw", "raw: sensor_msgs/Image (mono8, mono16, rgb8, bgr8, rgba8, bgra8, yuv422/uyvy, "
+        "yuv422_yuy2/yuyv); compressed: sensor_msgs/CompressedImage (jpeg, png) on "
+        "<image_topic>/compressed", read_only=True, choices=TRANSPORTS)
     backbone_path: str = setting("", "trained backbone checkpoint ('' = the shipped "
                                  "models/backbone.pt); its .sha256 must match", read_only=True)
     engine: str = setting(DEFAULT_ENGINE, "inference engine for the variants (torch is the "

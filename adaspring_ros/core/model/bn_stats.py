@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from adaspring_ros.core.data.datasets import preprocess
+from adaspring_ros.core.data.transforms import preprocess_tensor
 from adaspring_ros.core.model.config import CompressionConfig
 from adaspring_ros.core.model.operators import ElasticConvBN
 from adaspring_ros.core.model.supernet import ElasticBackbone
@@ -53,7 +53,7 @@ def variant_bn_stats(model: ElasticBackbone, config: CompressionConfig, images: 
         model.train()
         model.set_active(config)
         for i in range(0, len(images), batch_size):
-            model(preprocess(images[i:i + batch_size], config.resolution, model.card))
+            model(preprocess_tensor(images[i:i + batch_size], config.resolution, model.card))
     finally:
         for h in handles:
             h.remove()

@@ -16,7 +16,7 @@ rank        truncated SVD of each (sliced) conv weight, kept rank = ratio x full
             the compact copy runs it as two smaller convs (k x k to r, then 1x1 to out)
 int8        per-output-channel symmetric weight quantisation, post-training: applied     True/False
             to the trained weights, never sampled in training
-resolution  input resized to R x R by ``data.preprocess``                               16..28
+resolution  input resized to R x R by ``transforms.preprocess``                         16..28
 =========== ============================================================================ ==========
 
 In the torch reference engine int8 is a *storage / memory* operator: eager PyTorch has no fast
@@ -30,8 +30,9 @@ quantised into *new* tensors), so materialising any variant after any other give
 weights to materialising it first.
 
 Tier 1 of the elastic network lives here: :class:`ElasticConvBN` (one max-size conv or separable
-conv with switchable batch-norm statistics) and :class:`ElasticLinear`, both sliced on demand and
-able to ``export`` a plain, BN-folded ``nn.Sequential`` for one choice.
+conv with switchable batch-norm statistics) and :class:`ElasticLinear`, both sliced on demand for
+the elastic forward (training, and the exact BN statistics of a variant). The compact copy of a
+variant is made from the same weights, with the same transforms, in numpy (``compact``).
 """
 
 from __future__ import annotations
@@ -41,6 +42,9 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from adaspring_ros.core.model import compact
+from adaspring_ros.core.model.compact import BN_EPS, channels_for, rank_for
 
 __all__ = [
     "channels_for",
@@ -54,17 +58,7 @@ __all__ = [
 ]
 
 
-# -- pure weight transforms, shared by the elastic forward and the compact export -------------
-def channels_for(width: float, max_channels: int) -> int:
-    """Channels kept by a width ratio (at least one)."""
-    return max(1, int(round(width * max_channels)))
-
-
-def rank_for(ratio: float, out_channels: int, fan_in: int) -> int:
-    """Kept rank of an (out, fan_in) weight matrix at a rank ratio; >= 1."""
-    return max(1, int(round(ratio * min(out_channels, fan_in))))
-
-
+# -- weight transforms of the elastic forward (the compact copy applies them in ``compact``) ----
 def quantise_int8(weight: Tensor) -> tuple[Tensor, Tensor]:
     """Per-output-channel symmetric int8: returns (q int8 same shape, scale float (out,)).
 
@@ -89,59 +83,15 @@ def fake_quant_int8(weight: Tensor) -> Tensor:
 
 
 def low_rank_factors(matrix: Tensor, ratio: float) -> tuple[Tensor, Tensor]:
-    """Best rank-r factorisation of an (out, fan_in) matrix: (first (r, fan_in), second (out, r)).
-
-    ``second @ first`` is the truncated SVD (Eckart-Young). It is computed as a projection on the
-    top-r eigenvectors of the small Gram matrix (min(out, fan_in) square; accumulated in float64)
-    rather than with a full SVD of the matrix: the same result, about 10x faster for these shapes,
-    which keeps ``materialise`` of a low-rank variant within its time budget. Output-channel
-    scaling (BN folding) stays per row of ``second``.
-    """
-    out_channels, fan_in = matrix.shape
-    r = rank_for(ratio, out_channels, fan_in)
-    m = matrix.detach()
-    wide = out_channels <= fan_in
-    gram = (m.double() @ m.double().T) if wide else (m.double().T @ m.double())
-    basis = torch.linalg.eigh(gram.to(m.dtype)).eigenvectors[:, -r:].flip(1)
-    if wide:   # U_r U_r^T M, with U_r the top left singular vectors
-        first, second = basis.T @ m, basis
-    else:      # M V_r V_r^T, with V_r the top right singular vectors
-        first, second = basis.T, m @ basis
-    return first.contiguous(), second.contiguous()
+    """``compact.low_rank_factors`` of a tensor (no gradient), as tensors on its device: the
+    elastic forward uses the very factors the compact copy is made of."""
+    first, second = compact.low_rank_factors(matrix.detach().float().cpu().numpy(), ratio)
+    return (torch.from_numpy(first).to(matrix.device, matrix.dtype),
+            torch.from_numpy(second).to(matrix.device, matrix.dtype))
 
 
 def _straight_through(weight: Tensor, approx: Tensor) -> Tensor:
     return weight + (approx - weight).detach() if weight.requires_grad else approx
-
-
-class _CopiedConv2d(nn.Conv2d):
-    """An nn.Conv2d whose weights are copied in right after construction.
-
-    Skipping the random init keeps ``materialise`` within its time budget (``nn.utils.skip_init``
-    costs more here than the init it saves: it builds on the meta device first).
-    """
-
-    def reset_parameters(self) -> None:
-        pass
-
-
-class _CopiedLinear(nn.Linear):
-    """An nn.Linear whose weights are copied in right after construction (see above)."""
-
-    def reset_parameters(self) -> None:
-        pass
-
-
-def _new_conv(weight: Tensor, bias: Tensor | None, stride: int, padding: int,
-              groups: int = 1) -> nn.Conv2d:
-    """A plain nn.Conv2d holding copies of ``weight``/``bias`` (no shared memory)."""
-    out_c, in_per_group, k, _ = weight.shape
-    conv = _CopiedConv2d(in_per_group * groups, out_c, k, stride=stride, padding=padding,
-                         groups=groups, bias=bias is not None)
-    conv.weight.data.copy_(weight)
-    if bias is not None:
-        conv.bias.data.copy_(bias)
-    return conv
 
 
 # -- tier 1: elastic ops ------------------------------------------------------------------------
@@ -160,7 +110,7 @@ class SwitchableBatchNorm2d(nn.Module):
     core/offline/tuning.py), which then replace the shared affine parameters.
     """
 
-    def __init__(self, num_features: int, num_keys: int, eps: float = 1e-5,
+    def __init__(self, num_features: int, num_keys: int, eps: float = BN_EPS,
                  momentum: float | None = 0.1) -> None:
         super().__init__()
         self.num_features, self.num_keys, self.eps, self.momentum = (
@@ -195,16 +145,6 @@ class SwitchableBatchNorm2d(nn.Module):
         if stats is not None and stats.shape[0] == 4:
             return stats[2], stats[3]
         return self.weight[:c], self.bias[:c]
-
-    def folded(self, c: int, key: int, stats: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        """(scale, shift) of the eval-mode BN for the first ``c`` channels of ``key``."""
-        if stats is None:
-            mean, var = self.running_mean[key, :c], self.running_var[key, :c]
-        else:
-            mean, var = stats[0], stats[1]
-        weight, bias = self._affine(c, stats)
-        scale = weight / torch.sqrt(var + self.eps)
-        return scale.detach(), (bias - mean * scale).detach()
 
     def permute(self, order: Tensor) -> None:
         for t in (self.weight, self.bias):
@@ -281,27 +221,6 @@ class ElasticConvBN(nn.Module):
                          self.padding)
         return self.bn(x, key, stats)
 
-    @torch.no_grad()
-    def export(self, in_channels: int, out_channels: int, rank: float = 1.0,
-               int8: bool = False, key: int = 0, stats: Tensor | None = None) -> nn.Sequential:
-        """Plain convs for one choice, BN folded into the last one; copies, never views."""
-        scale, shift = self.bn.folded(out_channels, key, stats)
-        layers: list[nn.Module] = []
-        if self.separable:
-            layers.append(_new_conv(self._depthwise(in_channels, int8), None, self.stride,
-                                    self.padding, groups=in_channels))
-        factors = self._factors(in_channels, out_channels, rank, int8)
-        for i, w in enumerate(factors):
-            last = i == len(factors) - 1
-            first_spatial = i == 0 and not self.separable
-            layers.append(_new_conv(
-                w * scale[:, None, None, None] if last else w,
-                shift if last else None,
-                self.stride if first_spatial else 1,
-                self.padding if first_spatial else 0,
-            ))
-        return nn.Sequential(*layers)
-
     # -- importance ordering (in place, used once after the full-width warm-up) ---------------
     def output_importance(self) -> Tensor:
         """L1 norm of each output filter times |BN gamma|: how much each channel carries."""
@@ -341,14 +260,6 @@ class ElasticLinear(nn.Module):
     def forward(self, x: Tensor, int8: bool = False, bias: Tensor | None = None) -> Tensor:
         """``bias``, when given, replaces the shared one (a variant's own, see tuning)."""
         return F.linear(x, self._weight(x.shape[1], int8), self.bias if bias is None else bias)
-
-    @torch.no_grad()
-    def export(self, in_features: int, int8: bool = False,
-               bias: Tensor | None = None) -> nn.Linear:
-        linear = _CopiedLinear(in_features, self.out_features)
-        linear.weight.copy_(self._weight(in_features, int8))
-        linear.bias.copy_(self.bias if bias is None else bias)
-        return linear
 
     @torch.no_grad()
     def permute_inputs(self, order: Tensor) -> None:

@@ -3,7 +3,10 @@
 Three tiers, after once-for-all: elastic ops (``operators.ElasticConvBN``, sliced on demand) ->
 elastic residual blocks (:class:`ElasticBlock`) -> the network (:class:`ElasticBackbone`) with
 ``set_active(config)`` (training / elastic forward) and ``materialise(config)`` (a fresh, plain,
-BN-folded :class:`CompactNet` that inference runs on; it holds copies, never views).
+BN-folded :class:`CompactNet` that inference runs on; it holds copies, never views). The layout
+(blocks, strides, shortcuts, tensor shapes) is ``weights.BackboneArch``'s; the compact copy's
+weights are computed by ``compact.materialise`` from the supernet's tensors, the arrays a
+torch-free serving process materialises from the checkpoint too.
 
 Per-variant batch norm, in two levels, so that materialising needs no data (it slices weights,
 folds BN statistics into the convs and, for low rank, runs a small SVD: ~5 ms):
@@ -28,11 +31,14 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from adaspring_ros.core.model import compact
 from adaspring_ros.core.model.card import ModelCard
+from adaspring_ros.core.model.compact import RELU, CompactWeights, Conv
 from adaspring_ros.core.model.config import (
     DEFAULT_SPACE,
     CompressionConfig,
@@ -40,6 +46,7 @@ from adaspring_ros.core.model.config import (
     StageConfig,
 )
 from adaspring_ros.core.model.operators import ElasticConvBN, ElasticLinear, channels_for
+from adaspring_ros.core.model.weights import BackboneArch, BlockLayout, WeightBank
 
 __all__ = [
     "CompactBlock",
@@ -47,11 +54,7 @@ __all__ = [
     "ElasticBlock",
     "ElasticBackbone",
     "build_backbone",
-    "storage_bytes",
-    "STEM_STRIDES",
 ]
-
-STEM_STRIDES = (1, 2, 4)   # what the stem divides the input side by before the first stage
 
 
 # -- compact (materialised) network -------------------------------------------------------------
@@ -67,11 +70,62 @@ class CompactBlock(nn.Module):
         return F.relu(self.body(x) + self.shortcut(x))
 
 
+class _CopiedConv2d(nn.Conv2d):
+    """An nn.Conv2d whose weights are copied in right after construction.
+
+    Skipping the random init keeps ``materialise`` within its time budget (``nn.utils.skip_init``
+    costs more here than the init it saves: it builds on the meta device first).
+    """
+
+    def reset_parameters(self) -> None:
+        pass
+
+
+class _CopiedLinear(nn.Linear):
+    """An nn.Linear whose weights are copied in right after construction (see above)."""
+
+    def reset_parameters(self) -> None:
+        pass
+
+
+def _sequential(layers: Sequence[compact.Layer]) -> nn.Sequential:
+    """torch modules holding copies of a layer sequence's arrays."""
+    modules: list[nn.Module] = []
+    for layer in layers:
+        if layer == RELU:
+            modules.append(nn.ReLU(inplace=True))
+            continue
+        out_c, in_per_group, k, _ = layer.weight.shape
+        conv = _CopiedConv2d(in_per_group * layer.groups, out_c, k, stride=layer.stride,
+                             padding=layer.padding, groups=layer.groups,
+                             bias=layer.bias is not None)
+        conv.weight.data.copy_(torch.from_numpy(layer.weight))
+        if layer.bias is not None:
+            conv.bias.data.copy_(torch.from_numpy(layer.bias))
+        modules.append(conv)
+    return nn.Sequential(*modules)
+
+
+def _layers(sequence: nn.Sequential) -> tuple[compact.Layer, ...]:
+    """The arrays of a compact layer sequence (copies of its current parameters)."""
+    layers: list[compact.Layer] = []
+    for m in sequence:
+        if isinstance(m, nn.ReLU):
+            layers.append(RELU)
+        elif isinstance(m, nn.Conv2d):
+            layers.append(Conv(m.weight.detach().cpu().numpy().copy(),
+                               None if m.bias is None else m.bias.detach().cpu().numpy().copy(),
+                               m.stride[0], m.padding[0], m.groups))
+        else:
+            raise TypeError(f"no compact layer for {type(m).__name__}")
+    return tuple(layers)
+
+
 class CompactNet(nn.Module):
     """One materialised variant: a fresh static network with BN folded into its convs.
 
-    Input (N, ``in_channels``, R, R) at ``config.resolution`` (see ``data.preprocess``), output
-    logits (N, classes).
+    Input (N, ``in_channels``, R, R) at ``config.resolution`` (see ``transforms.preprocess``),
+    output logits (N, classes). Made from, and turned back into, :class:`compact.CompactWeights`.
     """
 
     def __init__(self, stem: nn.Sequential, blocks: Sequence[CompactBlock], classifier: nn.Linear,
@@ -85,24 +139,31 @@ class CompactNet(nn.Module):
         self.resolution = config.resolution
         self.storage_bytes = storage
 
+    @classmethod
+    def from_weights(cls, weights: CompactWeights) -> CompactNet:
+        """torch modules holding copies of a compact variant's arrays, in eval mode."""
+        blocks = [CompactBlock(_sequential(b.body),
+                               _sequential(b.shortcut) if b.shortcut is not None else None)
+                  for b in weights.blocks]
+        out_f, in_f = weights.classifier_weight.shape
+        classifier = _CopiedLinear(in_f, out_f)
+        classifier.weight.data.copy_(torch.from_numpy(weights.classifier_weight))
+        classifier.bias.data.copy_(torch.from_numpy(weights.classifier_bias))
+        return cls(_sequential(weights.stem), blocks, classifier, weights.config,
+                   weights.storage_bytes, weights.in_channels).eval()
+
+    def to_weights(self) -> CompactWeights:
+        """The variant's current parameters as arrays (what the ONNX writer reads)."""
+        blocks = tuple(compact.Block(_layers(b.body), _layers(b.shortcut)
+                                     if isinstance(b.shortcut, nn.Sequential) else None)
+                       for b in self.blocks)
+        return CompactWeights(self.config, _layers(self.stem), blocks,
+                              self.classifier.weight.detach().cpu().numpy().copy(),
+                              self.classifier.bias.detach().cpu().numpy().copy())
+
     def forward(self, x: Tensor) -> Tensor:
         x = self.blocks(self.stem(x))
         return self.classifier(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
-
-
-def storage_bytes(module: nn.Module, int8: bool) -> int:
-    """Bytes to store a compact module's weights.
-
-    float32: 4 bytes per parameter. int8: 1 byte per weight element plus a float32 scale per
-    output channel of each weight; biases stay float32.
-    """
-    total = 0
-    for name, p in module.named_parameters():
-        if int8 and name.endswith("weight"):
-            total += p.numel() + 4 * p.shape[0]
-        else:
-            total += 4 * p.numel()
-    return total
 
 
 # -- tier 2: elastic residual block -------------------------------------------------------------
@@ -113,26 +174,19 @@ class ElasticBlock(nn.Module):
     shortcut is the identity, or a 1x1 conv + BN when the block changes stride or channels.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, stride: int,
-                 operators: Sequence[str], num_keys: int) -> None:
+    def __init__(self, layout: BlockLayout, operators: Sequence[str], num_keys: int) -> None:
         super().__init__()
+        in_c, out_c, stride = layout.in_channels, layout.out_channels, layout.stride
+        self.layout = layout
         self.units = nn.ModuleDict({
             op: nn.ModuleList([
-                ElasticConvBN(in_channels, out_channels, 3, stride, op == "dwsep", num_keys),
-                ElasticConvBN(out_channels, out_channels, 3, 1, op == "dwsep", num_keys),
+                ElasticConvBN(in_c, out_c, 3, stride, op == "dwsep", num_keys),
+                ElasticConvBN(out_c, out_c, 3, 1, op == "dwsep", num_keys),
             ])
             for op in operators
         })
-        self.shortcut = (
-            ElasticConvBN(in_channels, out_channels, 1, stride, False, num_keys)
-            if stride != 1 or in_channels != out_channels else None
-        )
-
-    @staticmethod
-    def unit_names(prefix: str, operator: str) -> tuple[str, str, str]:
-        """Names (as in ``named_modules``) of the two units and the shortcut one config uses."""
-        return (f"{prefix}.units.{operator}.0", f"{prefix}.units.{operator}.1",
-                f"{prefix}.shortcut")
+        self.shortcut = (ElasticConvBN(in_c, out_c, 1, stride, False, num_keys)
+                         if layout.has_shortcut else None)
 
     def forward(self, x: Tensor, out_channels: int, stage: StageConfig, key: int,
                 stats: Sequence[Tensor | None] = (None, None, None)) -> Tensor:
@@ -143,32 +197,16 @@ class ElasticBlock(nn.Module):
             return F.relu(h + x)
         return F.relu(h + self.shortcut(x, out_channels, 1.0, stage.int8, key, stats[2]))
 
-    def export(self, in_channels: int, out_channels: int, stage: StageConfig, key: int,
-               stats: Sequence[Tensor | None] = (None, None, None)) -> CompactBlock:
-        first, second = self.units[stage.operator]
-        body = nn.Sequential(
-            *first.export(in_channels, out_channels, stage.rank, stage.int8, key, stats[0]),
-            nn.ReLU(inplace=True),
-            *second.export(out_channels, out_channels, stage.rank, stage.int8, key, stats[1]),
-        )
-        shortcut = None
-        if self.shortcut is not None:
-            shortcut = self.shortcut.export(in_channels, out_channels, 1.0, stage.int8, key,
-                                            stats[2])
-        return CompactBlock(body, shortcut)
-
 
 # -- tier 3: the network ------------------------------------------------------------------------
 class ElasticBackbone(nn.Module):
     """ResNet-style elastic backbone: stem, ``space.num_stages`` stages of residual blocks, head.
 
     Stage ``s`` has ``stage_channels[s]`` channels at full width and ``max(space.depths)`` blocks;
-    every stage after the first halves the resolution. ``stem_stride`` divides the input side
-    before the first stage, so that a large input costs about what a small one does: 1 (the
-    stem keeps the input size), 2 (the stem convolution has stride 2) or 4 (that, and the first
-    block of the first stage has stride 2 with a 1x1 shortcut, as every stage's first block
-    after it). Use :meth:`set_active` then call the module (training, elastic evaluation) or
-    :meth:`materialise` for a compact copy (inference).
+    every stage after the first halves the resolution, and ``stem_stride`` (1, 2 or 4) divides
+    the input side before the first stage (``weights.BackboneArch`` says how). Use
+    :meth:`set_active` then call the module (training, elastic evaluation) or :meth:`materialise`
+    for a compact copy (inference).
 
     Args:
         space: the search space the backbone serves.
@@ -176,7 +214,7 @@ class ElasticBackbone(nn.Module):
         num_classes: classifier outputs.
         classes: class names (kept in the checkpoint for the perception node).
         in_channels: input channels of the stem (1 grey, 3 colour).
-        stem_stride: 1, 2 or 4 (see above).
+        stem_stride: 1, 2 or 4.
     """
 
     def __init__(self, space: SearchSpace = DEFAULT_SPACE,
@@ -184,43 +222,27 @@ class ElasticBackbone(nn.Module):
                  classes: Sequence[str] | None = None, in_channels: int = 1,
                  stem_stride: int = 1) -> None:
         super().__init__()
-        if in_channels < 1:
-            raise ValueError(f"in_channels must be >= 1, got {in_channels}")
-        if stem_stride not in STEM_STRIDES:
-            raise ValueError(f"stem_stride must be one of {STEM_STRIDES}, got {stem_stride}")
-        if len(stage_channels) != space.num_stages:
-            raise ValueError(f"stage_channels has {len(stage_channels)} entries, the space has "
-                             f"{space.num_stages} stages")
-        if classes is not None and len(classes) != num_classes:
-            raise ValueError(f"{len(classes)} class names for {num_classes} classes")
-        if set(space.operators) - {"conv", "dwsep"}:
-            unknown = sorted(set(space.operators) - {"conv", "dwsep"})
-            raise ValueError(f"unknown operators {unknown}")
-        self.space = space
-        self.stage_channels = tuple(int(c) for c in stage_channels)
-        self.num_classes = num_classes
-        self.classes = tuple(classes) if classes is not None else tuple(
+        classes = tuple(classes) if classes is not None else tuple(
             str(i) for i in range(num_classes))
-        self.in_channels = int(in_channels)
-        self.stem_stride = int(stem_stride)
+        self.layout = BackboneArch(space, tuple(int(c) for c in stage_channels), num_classes,
+                                   tuple(str(c) for c in classes), int(in_channels),
+                                   int(stem_stride))
+        self.layout.check()
+        self.space = space
+        self.stage_channels = self.layout.stage_channels
+        self.num_classes = num_classes
+        self.classes = classes
+        self.in_channels = self.layout.in_channels
+        self.stem_stride = self.layout.stem_stride
         # The input contract and label space; set from the checkpoint when loaded (None for a
         # network built here: its card is given when it is saved).
         self.card: ModelCard | None = None
-        num_keys = len(space.widths) * len(space.resolutions)
+        num_keys = self.layout.num_bn_keys
         self.stem = ElasticConvBN(self.in_channels, self.stage_channels[0], 3,
-                                  min(self.stem_stride, 2), False, num_keys)
-        stages = []
-        in_c = self.stage_channels[0]
-        for s, out_c in enumerate(self.stage_channels):
-            first_stride = 2 if s > 0 or self.stem_stride == 4 else 1
-            blocks = [
-                ElasticBlock(in_c if b == 0 else out_c, out_c, first_stride if b == 0 else 1,
-                             space.operators, num_keys)
-                for b in range(max(space.depths))
-            ]
-            stages.append(nn.ModuleList(blocks))
-            in_c = out_c
-        self.stages = nn.ModuleList(stages)
+                                  self.layout.stem_conv_stride, False, num_keys)
+        self.stages = nn.ModuleList(
+            nn.ModuleList(ElasticBlock(block, space.operators, num_keys) for block in stage)
+            for stage in self.layout.stages())
         self.classifier = ElasticLinear(self.stage_channels[-1], num_classes)
         self.active = CompressionConfig.full(space)
         # Exact BN statistics of whole variants, by config id -> unit name -> (2, C) mean/var.
@@ -235,9 +257,7 @@ class ElasticBackbone(nn.Module):
     # -- configuration ----------------------------------------------------------------------
     def arch(self) -> dict[str, Any]:
         """Constructor arguments, as stored in the checkpoint."""
-        return {"space": self.space.to_dict(), "stage_channels": list(self.stage_channels),
-                "num_classes": self.num_classes, "classes": list(self.classes),
-                "in_channels": self.in_channels, "stem_stride": self.stem_stride}
+        return self.layout.to_dict()
 
     def set_active(self, config: CompressionConfig) -> CompressionConfig:
         """Validate ``config`` against the space and make it the variant ``forward`` runs."""
@@ -250,15 +270,10 @@ class ElasticBackbone(nn.Module):
         return [channels_for(st.width, c) for st, c in pairs]
 
     def bn_key(self, stage: StageConfig, resolution: int) -> int:
-        """Row of the switchable BN statistics for a stage's width at an input resolution.
-
-        Rank and int8 are post-training operators (applied to trained weights, never sampled in
-        training), so they share the row of their full-precision, full-rank variant; profiled
-        variants carry their own exact statistics in ``variant_bn`` anyway.
-        """
-        sp = self.space
-        return sp.widths.index(stage.width) * len(sp.resolutions) + sp.resolutions.index(
-            resolution)
+        """Row of the switchable BN statistics for a stage's width at an input resolution
+        (``compact.bn_key``); profiled variants carry their own exact statistics in
+        ``variant_bn`` anyway."""
+        return compact.bn_key(self.space, stage, resolution)
 
     def unit_stats(self, config_id: str, name: str) -> Tensor | None:
         """A unit's stored statistics for a variant: (2, C) mean/var, or (4, C) with the
@@ -271,8 +286,7 @@ class ElasticBackbone(nn.Module):
 
     def _stats(self, config: CompressionConfig, stage: int, block: int) -> list[Tensor | None]:
         """Stored whole-variant BN statistics for one block's units (Nones if none stored)."""
-        names = ElasticBlock.unit_names(f"stages.{stage}.{block}",
-                                        config.stages[stage].operator)
+        names = self.stages[stage][block].layout.unit_names(config.stages[stage].operator)
         return [self.unit_stats(config.id, n) for n in names]
 
     def _classifier_bias(self, config: CompressionConfig) -> Tensor | None:
@@ -297,34 +311,25 @@ class ElasticBackbone(nn.Module):
         return self.classifier(x, cfg.stages[-1].int8, self._classifier_bias(cfg))
 
     # -- materialise ------------------------------------------------------------------------
-    @torch.no_grad()
+    def weight_bank(self, config_id: str | None = None) -> WeightBank:
+        """The supernet's current tensors as arrays (views, no copy, for a CPU model); with
+        ``config_id``, only that variant's own BN statistics and affine."""
+        def arrays(tensors: dict[str, Tensor]) -> dict[str, np.ndarray]:
+            return {n: t.detach().cpu().numpy() for n, t in tensors.items()}
+
+        def variants(bank: dict[str, dict[str, Tensor]]) -> dict[str, dict[str, np.ndarray]]:
+            ids = bank if config_id is None else [config_id] if config_id in bank else []
+            return {cid: arrays(bank[cid]) for cid in ids}
+
+        return WeightBank(self.layout, arrays(self.state_dict()), variants(self.variant_bn),
+                          variants(self.variant_affine), card=self.card)
+
     def materialise(self, config: CompressionConfig) -> CompactNet:
-        """A fresh plain network for ``config`` (weights copied; the supernet is not touched)."""
+        """A fresh plain network for ``config`` (weights copied; the supernet is not touched),
+        on the supernet's device."""
         cfg = config.validated(self.space)
-        widths = self.channels(cfg)
-        st0 = cfg.stages[0]
-        stem = nn.Sequential(
-            *self.stem.export(self.in_channels, widths[0], 1.0, st0.int8,
-                              self.bn_key(st0, cfg.resolution), self.unit_stats(cfg.id, "stem")),
-            nn.ReLU(inplace=True),
-        )
-        blocks, in_c = [], widths[0]
-        for s, (s_blocks, stage, c) in enumerate(zip(self.stages, cfg.stages, widths,
-                                                     strict=True)):
-            key = self.bn_key(stage, cfg.resolution)
-            for b, block in enumerate(s_blocks[:stage.depth]):
-                blocks.append(block.export(in_c, c, stage, key, self._stats(cfg, s, b)))
-                in_c = c
-        classifier = self.classifier.export(in_c, cfg.stages[-1].int8,
-                                            self._classifier_bias(cfg))
-        storage = storage_bytes(stem, st0.int8) + storage_bytes(classifier, cfg.stages[-1].int8)
-        b = 0
-        for stage in cfg.stages:
-            for block in blocks[b:b + stage.depth]:
-                storage += storage_bytes(block, stage.int8)
-            b += stage.depth
-        net = CompactNet(stem, blocks, classifier, cfg, storage, self.in_channels)
-        return net.eval()
+        net = CompactNet.from_weights(compact.materialise(self.weight_bank(cfg.id), cfg))
+        return net.to(self.classifier.weight.device)
 
     @torch.no_grad()
     def zero_init_residual(self) -> None:

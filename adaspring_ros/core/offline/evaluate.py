@@ -12,8 +12,9 @@ import torch
 import torch.utils.data as tud
 from torch import nn
 
-from adaspring_ros.core.data.datasets import Dataset, InputSpec, preprocess
+from adaspring_ros.core.data.datasets import Dataset
 from adaspring_ros.core.data.folders import batches
+from adaspring_ros.core.data.transforms import InputSpec, preprocess, preprocess_tensor
 from adaspring_ros.core.model.engine import Runner
 
 __all__ = ["evaluate", "runner_accuracy"]
@@ -30,7 +31,7 @@ def evaluate(model: nn.Module, data: Dataset | tud.Dataset, resolution: int,
     correct = total = 0
     try:
         for images, labels in batches(data, batch_size):
-            logits = model(preprocess(images, resolution, card).to(device))
+            logits = model(preprocess_tensor(images, resolution, card).to(device))
             correct += int((logits.argmax(1).cpu() == torch.from_numpy(labels)).sum())
             total += len(labels)
     finally:
@@ -43,7 +44,7 @@ def runner_accuracy(runner: Runner, data: Dataset | tud.Dataset, resolution: int
     """Top-1 accuracy of an engine runner (built with a dynamic batch) on ``data``."""
     correct = total = 0
     for images, labels in batches(data, batch_size):
-        logits = runner(preprocess(images, resolution, card).numpy())
+        logits = runner(preprocess(images, resolution, card))
         correct += int((logits.argmax(1) == labels).sum())
         total += len(labels)
     return correct / max(1, total)

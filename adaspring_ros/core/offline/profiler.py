@@ -16,12 +16,13 @@ import torch
 import torch.utils.data as tud
 from torch import Tensor, nn
 
-from adaspring_ros.core.data.datasets import FASHION_MNIST_DIR, Dataset, InputSpec, preprocess
+from adaspring_ros.core.data.datasets import FASHION_MNIST_DIR, Dataset
+from adaspring_ros.core.data.transforms import InputSpec, preprocess
 from adaspring_ros.core.model.bn_stats import variant_bn_stats
 from adaspring_ros.core.model.config import CompressionConfig, SearchSpace, StageConfig
 from adaspring_ros.core.model.engine import Engine, Runner, make_engine
 from adaspring_ros.core.model.profile_table import ProfileEntry
-from adaspring_ros.core.model.supernet import CompactBlock, ElasticBackbone
+from adaspring_ros.core.model.supernet import CompactBlock, CompactNet, ElasticBackbone
 from adaspring_ros.core.offline.evaluate import runner_accuracy
 from adaspring_ros.core.offline.task_data import calibration_images, open_data
 from adaspring_ros.core.serving.frame_stats import percentile
@@ -47,13 +48,8 @@ def _leaf_hooks(net: nn.Module, hook: Callable) -> list:
             if isinstance(m, (nn.Conv2d, nn.Linear))]
 
 
-def _blank(net: nn.Module, resolution: int) -> Tensor:
-    """A batch-1 input of the net's channels (``in_channels``, 1 if it has none)."""
-    return torch.zeros(1, getattr(net, "in_channels", 1), resolution, resolution)
-
-
 @torch.no_grad()
-def count_macs(net: nn.Module, resolution: int) -> int:
+def count_macs(net: CompactNet, resolution: int) -> int:
     """Multiply-accumulates of one batch-1 inference (convolutions and linear layers)."""
     total = 0
 
@@ -67,7 +63,7 @@ def count_macs(net: nn.Module, resolution: int) -> int:
 
     handles = _leaf_hooks(net, hook)
     try:
-        net(_blank(net, resolution))
+        net(torch.zeros(1, net.in_channels, resolution, resolution))
     finally:
         for h in handles:
             h.remove()
@@ -75,7 +71,7 @@ def count_macs(net: nn.Module, resolution: int) -> int:
 
 
 @torch.no_grad()
-def peak_memory_bytes(net: nn.Module, resolution: int) -> int:
+def peak_memory_bytes(net: CompactNet, resolution: int) -> int:
     """float32 weights + the largest set of activations alive at once in one inference."""
     pinned = 0          # residual inputs held while a block's body runs
     peak = 0
@@ -98,7 +94,7 @@ def peak_memory_bytes(net: nn.Module, resolution: int) -> int:
             handles += [m.register_forward_pre_hook(block_pre),
                         m.register_forward_hook(block_post)]
     try:
-        net(_blank(net, resolution))
+        net(torch.zeros(1, net.in_channels, resolution, resolution))
     finally:
         for h in handles:
             h.remove()
@@ -201,7 +197,7 @@ def measure_static(backbone: ElasticBackbone, config: CompressionConfig,
     calib = calib_images if calib_images is not None else bn_images
     if calib is None:  # never the test split: it is for the final measurement only
         calib = bn_calibration_images(256, card=card)
-    ranges = engine.calibrate(net, preprocess(calib, r, card).numpy())
+    ranges = engine.calibrate(net, preprocess(calib, r, card))
     accuracy = runner_accuracy(engine.prepare(net, ranges or None, batch=None), test, r,
                                card=card)
     entry = ProfileEntry(
@@ -234,7 +230,7 @@ def time_round_robin(runners: Mapping[str, Runner], images: np.ndarray | None, r
     if frames is None:
         if images is None:
             raise ValueError("time_round_robin needs images or frames")
-        inputs = {i: preprocess(images[:1], runners[i].config.resolution, card).numpy()
+        inputs = {i: preprocess(images[:1], runners[i].config.resolution, card)
                   for i in ids}
     else:
         inputs = {i: frames(runners[i].config) for i in ids}

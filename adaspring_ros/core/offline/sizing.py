@@ -37,7 +37,8 @@ from adaspring_ros.core.model.config import (
     StageConfig,
 )
 from adaspring_ros.core.model.engine import make_engine
-from adaspring_ros.core.model.supernet import STEM_STRIDES, build_backbone
+from adaspring_ros.core.model.supernet import build_backbone
+from adaspring_ros.core.model.weights import STEM_STRIDES
 from adaspring_ros.core.offline.evaluate import evaluate
 from adaspring_ros.core.offline.latency import noise_frame
 from adaspring_ros.core.offline.profiler import count_macs, time_round_robin

@@ -50,7 +50,8 @@ import torch.utils.data as tud
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
-from adaspring_ros.core.data.datasets import DataError, Dataset, preprocess
+from adaspring_ros.core.data.datasets import DataError, Dataset
+from adaspring_ros.core.data.transforms import preprocess_tensor as preprocess
 from adaspring_ros.core.model.card import ModelCard
 from adaspring_ros.core.model.checkpoint import (
     atomic_save,

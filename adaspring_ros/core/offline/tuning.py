@@ -36,7 +36,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from adaspring_ros.core.data.datasets import FASHION_MNIST_DIR, preprocess
+from adaspring_ros.core.data.datasets import FASHION_MNIST_DIR
+from adaspring_ros.core.data.transforms import preprocess_tensor as preprocess
 from adaspring_ros.core.model.bn_stats import variant_bn_stats
 from adaspring_ros.core.model.checkpoint import atomic_save, load_backbone, save_backbone
 from adaspring_ros.core.model.config import CompressionConfig, ConfigError

@@ -5,7 +5,8 @@
 watching ``/adaspring/debug_image`` sees what the robot sees and what it concluded. Frames
 narrower than :data:`MIN_WIDTH` are enlarged by a whole factor (nearest neighbour) first, so the
 text stays readable on a 28x28 dataset image. Pillow's bundled font: nothing is read or
-downloaded at run time.
+downloaded at run time. Pillow is imported on the first drawing: the debug view is off by
+default, and a perception node then does without it (~4 MB).
 """
 
 from __future__ import annotations
@@ -13,9 +14,9 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from functools import lru_cache
+from typing import Any
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont
 
 __all__ = ["annotate", "decision_lines", "MIN_WIDTH"]
 
@@ -23,7 +24,9 @@ MIN_WIDTH = 320  # px; narrower frames are enlarged before the text is drawn
 
 
 @lru_cache(maxsize=8)
-def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
+def _font(size: int) -> Any:
+    from PIL import ImageFont
+
     return ImageFont.load_default(size=size)
 
 
@@ -36,6 +39,8 @@ def decision_lines(label: str, score: float, config_id: str, e2e_ms: float) -> l
 def annotate(pixels: np.ndarray, lines: Sequence[str]) -> np.ndarray:
     """``pixels`` (uint8 (H, W) grey or (H, W, 3) RGB) as (H', W', 3) RGB with ``lines`` drawn
     on a band across the top; H', W' = H, W times a whole factor for narrow frames."""
+    from PIL import Image, ImageDraw
+
     pixels = np.asarray(pixels, dtype=np.uint8)
     if pixels.ndim == 2:
         pixels = np.repeat(pixels[:, :, None], 3, axis=2)

@@ -1,5 +1,11 @@
-"""Frame sources of the replay camera: labelled frames from a dataset or a ROS 2 bag, and the
-letterbox that fits them to the camera's size. ROS-free (bags are read with ``rosbags``)."""
+"""The replay camera's frames: labelled frames from a dataset or a ROS 2 bag, the letterbox that
+fits them to the camera's size, and the frame_id that carries their label. ROS-free (bags are
+read with ``rosbags``, their images decoded by ``image_codec``).
+
+The replay camera carries the true class in header.frame_id as "<base>/label=<id>/seq=<n>"
+("<base>/seq=<n>" when unlabelled). The perception node copies the image header into its
+InferenceResult, so live accuracy needs no stamp matching: parse result.header.frame_id.
+"""
 
 from __future__ import annotations
 
@@ -10,10 +16,41 @@ from pathlib import Path
 import numpy as np
 
 from adaspring_ros.core.data import datasets as data
+from adaspring_ros.core.serving.image_codec import ImageError, decode
 
-__all__ = ["Frame", "fit_frame", "dataset_frames", "bag_frames", "open_bag"]
+__all__ = ["Frame", "labelled_frame_id", "parse_labelled_frame_id", "fit_frame",
+           "dataset_frames", "bag_frames", "open_bag"]
 
 Frame = tuple[np.ndarray, "int | None"]
+
+
+def labelled_frame_id(base: str, label: int | None, seq: int) -> str:
+    """``camera/label=3/seq=17`` (or ``camera/seq=17`` without a label)."""
+    base = str(base).rstrip("/")
+    if label is None:
+        return f"{base}/seq={int(seq)}"
+    return f"{base}/label={int(label)}/seq={int(seq)}"
+
+
+def parse_labelled_frame_id(frame_id: str) -> tuple[int | None, int | None]:
+    """(label, seq) from a frame_id written by :func:`labelled_frame_id`; None where absent.
+
+    Any other frame_id (a real camera's "camera_optical_frame") gives (None, None).
+    """
+    label = seq = None
+    for part in str(frame_id).split("/"):
+        key, sep, value = part.partition("=")
+        if not sep:
+            continue
+        try:
+            number = int(value)
+        except ValueError:
+            continue
+        if key == "label" and number >= 0:
+            label = number
+        elif key == "seq" and number >= 0:
+            seq = number
+    return label, seq
 
 
 def fit_frame(pixels: np.ndarray, width: int, height: int, interpolation: str) -> np.ndarray:
@@ -71,8 +108,6 @@ def bag_frames(path: Path, topic: str, loop: bool, limit: int) -> Iterator[Frame
     from rosbags.highlevel import AnyReader
     from rosbags.typesys import Stores, get_typestore
 
-    from adaspring_ros import msg_convert  # pure numpy: decodes the bag's sensor_msgs/Image
-
     typestore = get_typestore(Stores.ROS2_KILTED)
     while True:
         count = 0
@@ -84,11 +119,12 @@ def bag_frames(path: Path, topic: str, loop: bool, limit: int) -> Iterator[Frame
                     f"bag {path} has no sensor_msgs/Image on {topic or 'any topic'}")
             for connection, _stamp, raw in reader.messages(connections=connections[:1]):
                 msg = reader.deserialize(raw, connection.msgtype)
-                label, _seq = msg_convert.parse_labelled_frame_id(msg.header.frame_id)
+                label, _seq = parse_labelled_frame_id(msg.header.frame_id)
                 count += 1
                 try:
-                    frame = np.array(msg_convert.image_to_numpy(msg)), label
-                except msg_convert.ImageError as exc:  # one bad frame: skip it, keep replaying
+                    frame = np.array(decode(msg.encoding, msg.height, msg.width, msg.step,
+                                            msg.data, bigendian=bool(msg.is_bigendian))), label
+                except ImageError as exc:  # one bad frame: skip it, keep replaying
                     frame = None, f"bag frame {count}: {exc}"
                 yield frame
                 if 0 < limit <= count:
@@ -100,14 +136,12 @@ def bag_frames(path: Path, topic: str, loop: bool, limit: int) -> Iterator[Frame
 def open_bag(path: Path, topic: str, loop: bool, limit: int) -> Iterator[Frame]:
     """:func:`bag_frames`, with its first frame read now, so that a bad bag fails at start-up
     (DataError naming the bag), not mid-stream."""
-    from adaspring_ros import msg_convert
-
     frames = bag_frames(path, topic, loop, limit)
     try:
         first = next(frames)
     except StopIteration:
         raise data.DataError(f"bag {path} holds no images") from None
-    except (data.DataError, msg_convert.ImageError):
+    except (data.DataError, ImageError):
         raise
     except Exception as exc:  # rosbags' own errors: missing file, bad metadata, ...
         raise data.DataError(f"cannot read bag {path}: {exc}") from exc

@@ -11,7 +11,8 @@ import torch
 from synthetic_idx import write_idx_dataset
 
 from adaspring_ros.commands.tune_variants import cli_main
-from adaspring_ros.core.data.datasets import FASHION_MNIST_DIR, preprocess
+from adaspring_ros.core.data.datasets import FASHION_MNIST_DIR
+from adaspring_ros.core.data.transforms import preprocess_tensor as preprocess
 from adaspring_ros.core.model.bn_stats import variant_bn_stats
 from adaspring_ros.core.model.checkpoint import (
     CheckpointError,

@@ -131,6 +131,16 @@ def test_count_macs_is_exact():
     assert count_macs(mixed, 16) == expected
 
 
+def test_a_colour_variant_is_counted_on_its_own_input_channels():
+    grey = build_backbone(stage_channels=(8, 12, 16))
+    colour = build_backbone(stage_channels=(8, 12, 16), in_channels=3)
+    config = CompressionConfig.from_id("r16-w100d1ck100f-w100d1ck100f-w100d1ck100f")
+    nets = grey.materialise(config), colour.materialise(config)
+    # only the stem differs: 2 more input maps, 8 x 16 x 16 outputs of a 3 x 3 kernel each
+    assert count_macs(nets[1], 16) - count_macs(nets[0], 16) == conv_macs(8, 2, 3, 16)
+    assert peak_memory_bytes(nets[1], 16) >= peak_memory_bytes(nets[0], 16)
+
+
 def test_peak_memory_holds_the_weights_and_the_stem():
     net = build_backbone(stage_channels=(8, 12, 16)).materialise(
         CompressionConfig.from_id("r16-w100d1ck100f-w100d1ck100f-w100d1ck100f"))

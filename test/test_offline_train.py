@@ -18,7 +18,8 @@ from synthetic_folder import COLOURS, train_colour_backbone, write_colour_folder
 from synthetic_idx import write_idx_dataset
 
 from adaspring_ros.commands.train import build_parser, cli_main, recipe_from
-from adaspring_ros.core.data.datasets import FASHION_MNIST_DIR, preprocess
+from adaspring_ros.core.data.datasets import FASHION_MNIST_DIR
+from adaspring_ros.core.data.transforms import preprocess_tensor as preprocess
 from adaspring_ros.core.model.bn_stats import variant_bn_stats
 from adaspring_ros.core.model.checkpoint import load_backbone
 from adaspring_ros.core.model.config import DEFAULT_SPACE, CompressionConfig

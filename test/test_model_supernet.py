@@ -1,4 +1,5 @@
-"""The elastic backbone: compact == elastic per operator, reversibility, int8, checkpoints."""
+"""core.model.supernet: the compact copy equals the elastic forward, materialise is
+reversible, configs are checked."""
 
 from __future__ import annotations
 
@@ -9,12 +10,7 @@ import pytest
 import torch
 
 from adaspring_ros.core.model.card import FASHION_MNIST_CARD
-from adaspring_ros.core.model.checkpoint import (
-    CheckpointError,
-    load_backbone,
-    save_backbone,
-    write_checksum,
-)
+from adaspring_ros.core.model.checkpoint import load_backbone, save_backbone
 from adaspring_ros.core.model.config import (
     DEFAULT_SPACE,
     CompressionConfig,
@@ -24,13 +20,8 @@ from adaspring_ros.core.model.config import (
 from adaspring_ros.core.model.operators import (
     ElasticConvBN,
     SwitchableBatchNorm2d,
-    fake_quant_int8,
-    low_rank_factors,
-    quantise_int8,
-    rank_for,
 )
 from adaspring_ros.core.model.supernet import CompactNet, build_backbone
-from adaspring_ros.core.serving.server import VariantCache
 
 
 @pytest.fixture(scope="module")
@@ -74,6 +65,7 @@ ONE_OPERATOR = (
 )
 
 
+
 @pytest.mark.parametrize("config", ONE_OPERATOR, ids=lambda c: c.id)
 def test_compact_equals_elastic_forward(backbone, config):
     x = torch.randn(3, 1, config.resolution, config.resolution)
@@ -83,6 +75,7 @@ def test_compact_equals_elastic_forward(backbone, config):
         compact = backbone.materialise(config)(x)
     assert compact.shape == (3, 10)
     torch.testing.assert_close(compact, elastic, rtol=1e-4, atol=1e-4)
+
 
 
 def test_compact_is_plain_and_independent(backbone):
@@ -99,6 +92,7 @@ def test_compact_is_plain_and_independent(backbone):
     assert sum(p.numel() for p in net.parameters()) < sum(p.numel() for p in full.parameters())
 
 
+
 def test_materialise_is_reversible(backbone):
     before = {k: v.clone() for k, v in backbone.state_dict().items()}
     big = CompressionConfig.full()
@@ -113,10 +107,12 @@ def test_materialise_is_reversible(backbone):
         assert torch.equal(v, before[k]), f"supernet tensor {k} changed"
 
 
+
 def test_depth_skips_blocks(backbone):
     shallow = backbone.materialise(_with(depth=1))
     deep = backbone.materialise(_with(depth=3))
     assert len(shallow.blocks) == 3 and len(deep.blocks) == 9
+
 
 
 def test_reorder_channels_keeps_full_function():
@@ -135,27 +131,6 @@ def test_reorder_channels_keeps_full_function():
     assert torch.all(imp[:-1] >= imp[1:])
 
 
-def test_int8_error_is_bounded():
-    torch.manual_seed(2)
-    w = torch.randn(16, 8, 3, 3)
-    q, scale = quantise_int8(w)
-    assert q.dtype == torch.int8 and scale.shape == (16,)
-    err = (fake_quant_int8(w) - w).abs().flatten(1).amax(1)
-    assert torch.all(err <= scale / 2 + 1e-7)
-    assert torch.all(err <= w.abs().flatten(1).amax(1) / 254 + 1e-7)
-
-
-def test_low_rank_is_best_approximation_and_exact_at_full_rank():
-    torch.manual_seed(3)
-    m = torch.randn(12, 27)
-    first, second = low_rank_factors(m, 1.0)
-    torch.testing.assert_close(second @ first, m, rtol=1e-4, atol=1e-4)
-    first, second = low_rank_factors(m, 0.25)
-    assert first.shape == (rank_for(0.25, 12, 27), 27) == (3, 27)
-    s = torch.linalg.svdvals(m)
-    err = torch.linalg.matrix_norm(second @ first - m)   # Frobenius: Eckart-Young bound
-    torch.testing.assert_close(err, s[3:].norm(), rtol=1e-4, atol=1e-4)
-
 
 @pytest.mark.parametrize("bad", [
     CompressionConfig((StageConfig(width=0.3),) * 3, 28),
@@ -172,89 +147,12 @@ def test_invalid_configs_are_rejected(backbone, bad):
         backbone.set_active(bad)
 
 
+
 def test_wrong_input_resolution_is_rejected(backbone):
     backbone.set_active(_with(resolution=16))
     with pytest.raises(ValueError, match="expects 16x16"):
         backbone(torch.randn(1, 1, 28, 28))
 
-
-def test_variant_cache_returns_the_built_variant_until_evicted(backbone):
-    # Times are for bench/bench_engines.py: a loaded CI machine makes wall-clock asserts flaky.
-    config = _with(width=0.5, rank=0.5, int8=True)
-    built = []
-    cache = VariantCache(lambda c: built.append(c.id) or backbone.materialise(c), capacity=2)
-    a, b = cache.get(config), cache.get(CompressionConfig.full())
-    for _ in range(100):
-        assert cache.get(config) is a and cache.get(CompressionConfig.full()) is b
-    assert len(built) == 2
-    cache.get(_with(depth=1))                         # LRU evicts the least recently used
-    assert len(cache) == 2 and config not in cache
-
-
-def test_checkpoint_round_trip(tmp_path, backbone):
-    path = tmp_path / "bb.pt"
-    digest = save_backbone(backbone, path, {"note": "test"})
-    assert (tmp_path / "bb.pt.sha256").read_text().split()[0] == digest
-    loaded = load_backbone(path)
-    assert loaded.sha256 == digest and loaded.classes == backbone.classes
-    assert loaded.space == backbone.space and loaded.meta["note"] == "test"
-    config = _with(width=0.75, operator="dwsep")
-    x = torch.randn(2, 1, 28, 28)
-    with torch.no_grad():
-        torch.testing.assert_close(loaded.materialise(config)(x), backbone.materialise(config)(x))
-
-
-def test_checkpoint_keeps_variant_bn_and_rejects_bad_ones(tmp_path, backbone):
-    config = _with(width=0.5, depth=1)
-    c = 4                                                      # half of 8 stem channels
-    model = build_backbone(stage_channels=(8, 12, 16))
-    model.load_state_dict(backbone.state_dict())
-    model.variant_bn[config.id] = {"stem": torch.stack([torch.zeros(c), torch.full((c,), 4.0)])}
-    path = tmp_path / "bb.pt"
-    save_backbone(model, path)
-    loaded = load_backbone(path)
-    assert torch.equal(loaded.variant_bn[config.id]["stem"], model.variant_bn[config.id]["stem"])
-    x = torch.randn(2, 1, 28, 28)
-    with torch.no_grad():
-        with_bank = loaded.materialise(config)(x)
-        loaded.variant_bn.clear()
-        assert not torch.allclose(loaded.materialise(config)(x), with_bank)
-    model.variant_bn[config.id] = {"stages.0.0.units.conv.0": torch.zeros(3, c)}
-    save_backbone(model, path)
-    with pytest.raises(CheckpointError, match="variant_bn"):
-        load_backbone(path)
-
-
-def test_checkpoint_checksum_mismatch_and_truncation(tmp_path, backbone):
-    path = tmp_path / "bb.pt"
-    save_backbone(backbone, path)
-    sums = tmp_path / "bb.pt.sha256"
-    good = sums.read_text()
-    sums.write_text("0" * 64 + "  bb.pt\n")
-    with pytest.raises(CheckpointError, match="does not match"):
-        load_backbone(path)
-    sums.write_text(good)
-    data = path.read_bytes()
-    path.write_bytes(data[: len(data) // 2])
-    with pytest.raises(CheckpointError, match="does not match"):
-        load_backbone(path)
-    with pytest.raises(CheckpointError, match="cannot load"):
-        load_backbone(path, verify=False)
-    sums.unlink()
-    with pytest.raises(CheckpointError, match="missing"):
-        load_backbone(path)
-
-
-def test_checkpoint_wrong_shapes_rejected(tmp_path, backbone):
-    other = build_backbone(stage_channels=(8, 12, 20))
-    path = tmp_path / "bb.pt"
-    save_backbone(other, path)
-    ckpt = torch.load(path, weights_only=True)
-    ckpt["arch"]["stage_channels"] = [8, 12, 16]      # the arch disagrees with the weights
-    torch.save(ckpt, path)
-    write_checksum(path)
-    with pytest.raises(CheckpointError, match="shape"):
-        load_backbone(path)
 
 
 def test_shipped_backbone_checksum():
@@ -267,19 +165,6 @@ def test_shipped_backbone_checksum():
     assert len(model.sha256) == 64 and len(model.classes) == 10
     net = model.materialise(CompressionConfig.smallest(model.space))
     assert net(torch.zeros(1, 1, 16, 16)).shape == (1, 10)
-
-
-def test_freeze_heap_moves_live_objects_out_of_the_collector():
-    import gc
-
-    from adaspring_ros.core.serving.server import freeze_heap
-
-    try:
-        freeze_heap()
-        assert gc.get_freeze_count() > 1000    # torch alone leaves many thousands
-        assert len(gc.get_objects()) < gc.get_freeze_count()
-    finally:
-        gc.unfreeze()
 
 
 @pytest.mark.parametrize("stem_stride", [2, 4])

@@ -1,7 +1,9 @@
 """Inference engines: ONNX Runtime computes what the torch compact module computes.
 
 fp32 (and weight-only int8) must match torch to float rounding for every operator of the
-catalogue; static int8 is allowed a small, stated loss.
+catalogue, whether the variant is materialised by the torch backbone or, torch-free, from the
+checkpoint's arrays (as the perception node serves it); static int8 is allowed a small, stated
+loss.
 """
 
 from __future__ import annotations
@@ -12,18 +14,21 @@ from collections import Counter
 
 import numpy as np
 import pytest
+import torch
 
-from adaspring_ros.core.data.datasets import load_fashion_mnist, preprocess
+from adaspring_ros.core import paths
+from adaspring_ros.core.data.datasets import load_fashion_mnist
+from adaspring_ros.core.data.transforms import preprocess
+from adaspring_ros.core.model import compact
 from adaspring_ros.core.model.bn_stats import variant_bn_stats
-from adaspring_ros.core.model.checkpoint import load_backbone
+from adaspring_ros.core.model.card import FASHION_MNIST_CARD
+from adaspring_ros.core.model.checkpoint import load_backbone, save_backbone
+from adaspring_ros.core.model.checkpoint_reader import load_weight_bank
 from adaspring_ros.core.model.config import DEFAULT_SPACE, CompressionConfig, StageConfig
-from adaspring_ros.core.model.engine import (
-    EngineError,
-    classify_logits,
-    make_engine,
-    onnx_graph,
-)
+from adaspring_ros.core.model.engine import EngineError, classify_logits, make_engine
+from adaspring_ros.core.model.onnx_graph import onnx_graph
 from adaspring_ros.core.model.profile_table import ProfileError, ProfileTable
+from adaspring_ros.core.model.supernet import build_backbone
 from adaspring_ros.core.offline.profiler import bn_calibration_images, time_round_robin
 
 pytest.importorskip("onnxruntime")
@@ -39,6 +44,11 @@ INT8_MAX_LOSS_PT = 1.0
 @pytest.fixture(scope="module")
 def backbone():
     return load_backbone()  # the shipped, trained one: int8 bounds mean something on it
+
+
+@pytest.fixture(scope="module")
+def bank():
+    return load_weight_bank(paths.default_backbone())  # the same file, read without torch
 
 
 @pytest.fixture(scope="module")
@@ -69,13 +79,75 @@ OPERATORS = {
 def test_onnxruntime_matches_torch_for_every_operator(backbone, test_images, name):
     config = OPERATORS[name]
     net = backbone.materialise(config)
-    x = preprocess(test_images[0][:200], config.resolution).numpy()
+    x = preprocess(test_images[0][:200], config.resolution)
     reference = make_engine("torch").prepare(net, batch=None)(x)
     # No activation ranges: int8 stays weight-only, the arithmetic torch does.
     ort = make_engine("onnxruntime").prepare(net, None, batch=None)(x)
     assert ort.shape == reference.shape
     np.testing.assert_allclose(ort, reference, atol=FP32_ATOL, rtol=0)
     assert (ort.argmax(1) == reference.argmax(1)).all()
+
+
+def _tuned_and_profiled(backbone) -> dict[str, CompressionConfig]:
+    """Variants that carry their own BN: tuned (variant_affine: own scale/shift and classifier
+    bias) and profiled only (variant_bn: own statistics), int8 among them."""
+    tuned = list(backbone.variant_affine)
+    profiled = [c for c in backbone.variant_bn if c not in backbone.variant_affine]
+    picks = {"tuned": tuned[0], "tuned int8": next(c for c in tuned if "q" in c.split("-")[1]),
+             "profiled": profiled[0],
+             "profiled int8 low rank": next(c for c in profiled if "k50q" in c or "k25q" in c)}
+    return {name: CompressionConfig.from_id(cid, backbone.space) for name, cid in picks.items()}
+
+
+@pytest.mark.parametrize("name", [*OPERATORS, "tuned", "tuned int8", "profiled",
+                                  "profiled int8 low rank"])
+def test_torch_free_variants_compute_what_the_torch_path_computes(backbone, bank, test_images,
+                                                                   name):
+    """Materialised from the checkpoint's arrays (no torch), a variant gives the logits of the
+    torch backbone's compact module, in ONNX Runtime and in torch, per-variant BN included."""
+    config = OPERATORS.get(name) or _tuned_and_profiled(backbone)[name]
+    x = preprocess(test_images[0][:200], config.resolution)
+    reference = make_engine("torch").prepare(backbone.materialise(config), batch=None)(x)
+    weights = compact.materialise(bank, config)
+    assert weights.storage_bytes == backbone.materialise(config).storage_bytes
+    for engine in ("onnxruntime", "torch"):
+        logits = make_engine(engine).prepare(weights, None, batch=None)(x)
+        np.testing.assert_allclose(logits, reference, atol=FP32_ATOL, rtol=0)
+    if config.id in backbone.variant_bn:  # the variant's own BN is what makes it differ
+        del bank.variant_bn[config.id]
+        try:
+            shared = make_engine("onnxruntime").prepare(compact.materialise(bank, config), None,
+                                                        batch=None)(x)
+        finally:
+            bank.variant_bn[config.id] = backbone.weight_bank(config.id).variant_bn[config.id]
+        assert np.abs(shared - reference).max() > 100 * FP32_ATOL
+
+
+@pytest.mark.parametrize("stem_stride", [2, 4])
+def test_a_strided_colour_stem_is_served_torch_free_as_trained(stem_stride, tmp_path):
+    """A 3-channel backbone whose stem divides the input side by 2 or 4, read back without
+    torch: numpy materialise and its ONNX graph (strides from the checkpoint's arch) give the
+    elastic torch forward's logits."""
+    torch.manual_seed(stem_stride)
+    space = dataclasses.replace(DEFAULT_SPACE, resolutions=(32, 48))
+    model = build_backbone(space, (8, 12, 16), in_channels=3, stem_stride=stem_stride).eval()
+    card = dataclasses.replace(FASHION_MNIST_CARD, channels=3, channel_order="RGB",
+                               mean=(0.5,) * 3, std=(0.25,) * 3, resolutions=(32, 48),
+                               classes=model.classes)
+    save_backbone(model, tmp_path / "bb.pt", card=card)
+    bank = load_weight_bank(tmp_path / "bb.pt")
+    assert bank.arch.stem_stride == stem_stride
+    frames = np.random.default_rng(0).integers(0, 256, (4, 60, 50, 3), dtype=np.uint8)
+    for config in (CompressionConfig.full(space), CompressionConfig.smallest(space),
+                   _with(48, operator="dwsep", depth=1)):
+        x = preprocess(frames, config.resolution, card)
+        model.set_active(config)
+        with torch.no_grad():
+            reference = model(torch.from_numpy(x)).numpy()
+        weights = compact.materialise(bank, config)
+        assert weights.stem[0].stride == min(stem_stride, 2)
+        logits = make_engine("onnxruntime").prepare(weights, None, batch=None)(x)
+        np.testing.assert_allclose(logits, reference, atol=FP32_ATOL, rtol=0)
 
 
 @pytest.mark.parametrize("name", ["int8", "mixed"])
@@ -95,10 +167,9 @@ def test_static_int8_stays_within_its_bound(backbone, test_images, name):
         if unprofiled:  # the fixture is shared by the module
             del backbone.variant_bn[config.id]
     engine = make_engine("onnxruntime")
-    ranges = engine.calibrate(net, preprocess(bn_calibration_images(256), config.resolution)
-                              .numpy())
+    ranges = engine.calibrate(net, preprocess(bn_calibration_images(256), config.resolution))
     assert ranges and all(lo <= hi for lo, hi in ranges.values())
-    x = preprocess(images, config.resolution).numpy()
+    x = preprocess(images, config.resolution)
     reference = engine.prepare(net, None, batch=None)(x)
     runner = engine.prepare(net, ranges, batch=None)
     assert runner.static_int8
@@ -118,22 +189,15 @@ def test_static_int8_runs_integer_convolutions(backbone, tmp_path):
     config = OPERATORS["int8"]
     net = backbone.materialise(config)
     engine = make_engine("onnxruntime")
-    ranges = engine.calibrate(net, preprocess(bn_calibration_images(64), 28).numpy())
+    ranges = engine.calibrate(net, preprocess(bn_calibration_images(64), 28))
     options = engine._options()
     options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
     options.optimized_model_filepath = str(tmp_path / "optimised.onnx")
-    onnxruntime.InferenceSession(onnx_graph(net, ranges=ranges).SerializeToString(), options)
+    onnxruntime.InferenceSession(onnx_graph(net, ranges=ranges), options)
     ops = Counter(n.op_type for n in onnx.load(tmp_path / "optimised.onnx").graph.node)
     convs = sum(1 for m in net.modules() if m.__class__.__name__.endswith("Conv2d"))
     assert ops["QLinearConv"] == convs and ops["Conv"] == 0
     assert ops["QLinearAdd"] == len(net.blocks)
-
-
-def test_onnx_graph_is_valid_onnx(backbone):
-    import onnx
-
-    for config in OPERATORS.values():
-        onnx.checker.check_model(onnx_graph(backbone.materialise(config)), full_check=True)
 
 
 def test_classify_logits_is_softmax_top1():
@@ -204,23 +268,23 @@ def test_profile_table_int8_ranges_round_trip_and_are_validated(tmp_path):
 
 
 def test_variant_builder_serves_profiled_int8_variants_in_int8(backbone):
-    from adaspring_ros.core.model.engine import VariantBuilder
+    from adaspring_ros.core.serving.server import VariantBuilder
     from tools.synthetic_tables import table_from_rows
 
     config = OPERATORS["int8"]
     engine = make_engine("onnxruntime")
     ranges = engine.calibrate(backbone.materialise(config),
-                              preprocess(bn_calibration_images(64), 28).numpy())
+                              preprocess(bn_calibration_images(64), 28))
     table = table_from_rows([{}])
     entry = dataclasses.replace(table.entries[0], config=config, int8_ranges=ranges)
     table = ProfileTable(table.space, [entry], engine={"name": "onnxruntime"})
-    build = VariantBuilder(backbone, engine, table)
+    build = VariantBuilder(backbone.materialise, engine, table)
     assert build(config).static_int8                       # profiled: ranges from the table
     assert not build(_with(int8=True, width=0.5)).static_int8   # unprofiled: weight-only
     table.engine = {"name": "torch"}
     with pytest.raises(ProfileError, match="measured in engine 'torch'"):
-        VariantBuilder(backbone, engine, table)
-    VariantBuilder(backbone, make_engine("torch"), table)  # torch needs no ranges
+        VariantBuilder(backbone.materialise, engine, table)
+    VariantBuilder(backbone.materialise, make_engine("torch"), table)  # torch needs no ranges
 
 
 def test_shipped_table_int8_costs_at_most_half_a_point():

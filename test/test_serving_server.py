@@ -1,0 +1,137 @@
+"""core.serving.server: the served variant (built and warmed up off the frame path, swapped
+whole), the variant cache and the frozen heap."""
+
+from __future__ import annotations
+
+import dataclasses
+import gc
+
+import pytest
+import torch
+
+from adaspring_ros.core.model.config import (
+    DEFAULT_SPACE,
+    CompressionConfig,
+    ConfigError,
+    StageConfig,
+)
+from adaspring_ros.core.model.engine import make_engine
+from adaspring_ros.core.model.operators import SwitchableBatchNorm2d
+from adaspring_ros.core.model.supernet import build_backbone
+from adaspring_ros.core.serving.server import (
+    VariantCache,
+    VariantServer,
+    freeze_heap,
+    parse_config,
+)
+
+
+@pytest.fixture(scope="module")
+def server():
+    torch.manual_seed(0)
+    backbone = build_backbone(stage_channels=(4, 8, 8)).eval()
+    return VariantServer(backbone.materialise, make_engine("torch"), None, capacity=2,
+                         initial=CompressionConfig.full(backbone.space))
+
+
+def test_parse_config_names_and_ids():
+    assert parse_config("full") == CompressionConfig.full()
+    assert parse_config("smallest") == CompressionConfig.smallest()
+    assert parse_config(CompressionConfig.smallest().id) == CompressionConfig.smallest()
+    with pytest.raises(ConfigError):
+        parse_config("toaster")
+
+
+def test_swap_replaces_the_pair_whole_and_reports_what_it_did(server):
+    full, small = CompressionConfig.full(), CompressionConfig.smallest()
+    before = server.active
+    assert before[0] == full and full in server.cache  # built and warmed up at start
+    assert server.swap(small) == (True, False)  # swapped, built
+    assert server.active[0] == small and server.active is not before
+    assert before[0] == full  # a frame holding the old pair still has the old variant
+    assert server.swap(small) == (False, True)  # already serving
+    assert server.swap(full) == (True, True)  # back, from the cache
+
+
+def test_a_failing_build_leaves_the_served_variant(server, monkeypatch):
+    served = server.active
+    assert served[0] == CompressionConfig.full()
+
+    def no_room(config):
+        raise MemoryError("no room")
+
+    monkeypatch.setattr(server.cache, "build", no_room)
+    server.cache.clear()
+    with pytest.raises(MemoryError):
+        server.swap(CompressionConfig.smallest())
+    assert server.active is served
+
+
+def test_set_threads_follows_the_parameter(server):
+    server.set_threads(2)
+    assert server.threads == 2 and torch.get_num_threads() == 2
+    server.set_threads(1)
+    assert server.threads == 1 and torch.get_num_threads() == 1
+
+
+def test_evicted_variants_give_their_memory_back_once(server, monkeypatch):
+    from adaspring_ros.core.serving import server as module
+
+    released, real = [], module.release_free_memory
+    monkeypatch.setattr(module, "release_free_memory", lambda: released.append(1))
+    server.release_evicted()                               # whatever happened before
+    released.clear()
+    evictions = server.cache.evictions
+    assert not server.release_evicted() and not released  # nothing evicted since
+    full = CompressionConfig.full()
+    for width in (0.5, 0.75, 0.25):                        # capacity 2: two get evicted
+        server.swap(CompressionConfig.from_id(full.id.replace("w100d3", f"w{int(width * 100)}d3",
+                                                                1)))
+    assert server.cache.evictions > evictions
+    assert server.release_evicted() and released == [1]
+    assert not server.release_evicted() and released == [1]
+    real()                                                 # and the real one runs here
+
+
+@pytest.fixture(scope="module")
+def backbone():
+    """A tiny random backbone whose BN rows all hold different, non-trivial statistics."""
+    torch.manual_seed(0)
+    model = build_backbone(stage_channels=(8, 12, 16))
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, SwitchableBatchNorm2d):
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.normal_(0, 0.1)
+                m.running_mean.normal_(0, 0.2)
+                m.running_var.uniform_(0.5, 2.0)
+    return model.eval()
+
+
+def _with(resolution: int = 28, **changes) -> CompressionConfig:
+    """The full config with the same ``changes`` applied to every stage."""
+    changed = dataclasses.replace(StageConfig(), **changes)
+    return CompressionConfig((changed,) * DEFAULT_SPACE.num_stages, resolution)
+
+
+def test_variant_cache_returns_the_built_variant_until_evicted(backbone):
+    # Times are for bench/bench_engines.py: a loaded CI machine makes wall-clock asserts flaky.
+    config = _with(width=0.5, rank=0.5, int8=True)
+    built = []
+    cache = VariantCache(lambda c: built.append(c.id) or backbone.materialise(c), capacity=2)
+    a, b = cache.get(config), cache.get(CompressionConfig.full())
+    for _ in range(100):
+        assert cache.get(config) is a and cache.get(CompressionConfig.full()) is b
+    assert len(built) == 2
+    cache.get(_with(depth=1))                         # LRU evicts the least recently used
+    assert len(cache) == 2 and config not in cache
+
+
+def test_freeze_heap_moves_live_objects_out_of_the_collector():
+    try:
+        freeze_heap()
+        assert gc.get_freeze_count() > 1000    # torch alone leaves many thousands
+        assert len(gc.get_objects()) < gc.get_freeze_count()
+    finally:
+        gc.unfreeze()
+

@@ -48,12 +48,12 @@ __all__ = [
 ]
 
 _STAGE_FIELDS = ("widths", "depths", "operators", "ranks", "int8")
-# The idle gap before each call of the cold-start timing: one frame of a 30 Hz camera. A
-# perception node is never wholly idle between frames (its executor, timers and transport
-# threads wake the core), and with this gap a bare loop's extra cost matched the node's at both
-# 10 and 30 Hz; a 100 ms gap made it colder than the node at 10 Hz (docs/benchmarks.md,
-# section predictions).
-COLD_START_GAP_MS = 33.0
+# The idle gap before each call of the cold-start timing: a 20 Hz camera's frame period, between
+# the usual 10 and 30 Hz. The extra cost grows with the gap (a bare loop here: 0.14 ms after
+# 33 ms, 0.20 after 50, 0.31 after 100, on a calm machine); the perception node measured about
+# 0.1-0.2 ms at 30 Hz and 0.2-0.3 ms at 10 Hz, and one term for both is within the spread of
+# either (docs/benchmarks.md, section predictions).
+COLD_START_GAP_MS = 50.0
 COLD_START_METHOD = (
     f"median over the sampled variants of (p50 of a call after a {COLD_START_GAP_MS:g} ms "
     "sleep) - (p50 of the same variant in back-to-back round-robin), both in alternating "
@@ -289,11 +289,11 @@ def time_cold_start(runners: Mapping[str, Runner],
     round-robin median when it follows an idle gap of ``gap_ms`` (a camera's frame period).
 
     At camera rates the CPU idles between frames and the next forward starts with cold caches
-    and a slower core; the extra time is about the same for every variant (0.2-0.4 ms here for
-    variants of 0.09 to 1.3 ms), so it is one additive term, not a ratio. Each round times every
-    runner once back to back (round-robin, as the table's latencies) and once after a sleep of
-    ``gap_ms``, in shuffled order, so both see the same load. Returns the median over the
-    runners of (idle p50 - round-robin p50), at least 0."""
+    and a slower core; the extra time is about the same for every variant (0.1-0.35 ms here
+    for variants of 0.09 to 1.3 ms), so it is one additive term, not a ratio. Each round times
+    every runner once back to back (round-robin, as the table's latencies) and once after a
+    sleep of ``gap_ms``, in shuffled order, so both see the same load. Returns the median over
+    the runners of (idle p50 - round-robin p50), at least 0."""
     if rounds < 1 or not runners:
         raise ValueError("time_cold_start needs runners and rounds >= 1")
     ids = list(runners)
@@ -321,7 +321,7 @@ def time_cold_start(runners: Mapping[str, Runner],
 
 def measure_cold_start(runners: Mapping[str, Runner], ids_by_latency: Sequence[str],
                        frames: Callable[[CompressionConfig], np.ndarray], seed: int = 0,
-                       sample: int = 16, rounds: int = 20) -> tuple[float, str]:
+                       sample: int = 16, rounds: int = 30) -> tuple[float, str]:
     """:func:`time_cold_start` on ``sample`` of the runners spread over ``ids_by_latency``
     (fastest first): the table's ``cold_start_ms`` and its ``meta["cold_start_method"]``."""
     picked = cold_start_sample(ids_by_latency, sample)

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from adaspring_ros.core.policy.budgets import BudgetParams, compute_budgets
+from adaspring_ros.core.policy.budgets import BudgetParams, compute_budgets, energy_share_for
 from adaspring_ros.core.policy.context import BatteryReading, Context, battery_from_state
 from adaspring_ros.core.policy.lambdas import LambdaParams, Lambdas, adapt_lambdas
 from adaspring_ros.core.policy.psutil_source import PsutilSource
@@ -167,6 +167,10 @@ def test_scenario_holds_values_and_interpolates_the_battery():
     ("steps: []\n", r"'steps' must be a non-empty list"),
     ("budgets: {fps: -1}\nsteps:\n  - {t: 0}\n", r"line 1: budgets: fps must be"),
     ("steps: [\n", r"not valid YAML"),
+    ("energy_budget_at_start: 0\nbudgets: {mission_duration_s: 60}\nsteps:\n  - {t: 0}\n",
+     r"line 1: field 'energy_budget_at_start' = 0 is out of range"),
+    ("energy_budget_at_start: 1.2\nsteps:\n  - {t: 0}\n",
+     r"line 1: energy_budget_at_start needs budgets.mission_duration_s"),
 ])
 def test_bad_scenarios_fail_naming_file_step_line_and_field(tmp_path: Path, text, expected):
     path = tmp_path / "bad.yaml"
@@ -216,6 +220,27 @@ def test_energy_budget_spreads_the_battery_share_over_the_mission():
         == math.inf
     assert compute_budgets(Context(), params).energy_mj == math.inf
     assert compute_budgets(ctx, BudgetParams()).energy_mj == math.inf  # no mission
+
+
+def test_an_energy_budget_stated_per_frame_gives_the_share_that_makes_it():
+    params = BudgetParams(fps=10, battery_capacity_wh=20, mission_duration_s=1800)
+    share = energy_share_for(params, 45.0, 23.25)
+    calibrated = BudgetParams(fps=10, battery_capacity_wh=20, mission_duration_s=1800,
+                              perception_energy_share=share)
+    assert compute_budgets(Context(battery_percent=45), calibrated).energy_mj == \
+        pytest.approx(23.25)
+    later = energy_share_for(params, 45.0, 23.25, mission_remaining_s=900)
+    assert later == pytest.approx(share / 2)
+    assert energy_share_for(params, 1.0, 1e6) == 1.0  # clipped to the parameter's range
+    assert energy_share_for(params, 100.0, 1e-6) == 0.001
+    with pytest.raises(ValueError, match="mission"):
+        energy_share_for(BudgetParams(), 45.0, 10.0)
+    with pytest.raises(ValueError, match="battery_percent"):
+        energy_share_for(params, 0.0, 10.0)
+    trace = ScenarioTrace.from_yaml("budgets: {mission_duration_s: 600}\n"
+                                    "energy_budget_at_start: 1.2\nsteps:\n  - {t: 0}\n")
+    assert trace.energy_budget_at_start == 1.2
+    assert ScenarioTrace.from_yaml("steps:\n  - {t: 0}\n").energy_budget_at_start is None
 
 
 def test_energy_budget_uses_the_rate_perception_is_capped_at():

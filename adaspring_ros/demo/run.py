@@ -52,7 +52,7 @@ __all__ = ["cli_main", "run_pass", "Recorder", "evolution_overrides", "calibrate
 
 # Metrics windows of the full model the energy calibration takes the median of, after the first
 # (which holds the model's start-up).
-CALIBRATION_WINDOWS = 3
+CALIBRATION_WINDOWS = 5
 
 
 # -- recording ----------------------------------------------------------------------------------

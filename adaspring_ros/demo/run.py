@@ -16,6 +16,7 @@ import argparse
 import math
 import os
 import signal
+import statistics
 import sys
 import tempfile
 import threading
@@ -24,6 +25,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from adaspring_ros.core import paths
+from adaspring_ros.core.model.config import CompressionConfig
+from adaspring_ros.core.policy.budgets import energy_share_for
 from adaspring_ros.core.policy.scenario import ScenarioTrace, resolve_scenario
 from adaspring_ros.core.serving.replay import parse_labelled_frame_id
 from adaspring_ros.demo.graph import (
@@ -37,6 +40,7 @@ from adaspring_ros.demo.graph import (
 from adaspring_ros.demo.report import (
     Frame,
     RunRecord,
+    describe_calibration,
     format_table,
     scenario_phases,
     summarise,
@@ -44,7 +48,11 @@ from adaspring_ros.demo.report import (
     write_outputs,
 )
 
-__all__ = ["cli_main", "run_pass", "Recorder", "evolution_overrides"]
+__all__ = ["cli_main", "run_pass", "Recorder", "evolution_overrides", "calibrate_energy"]
+
+# Metrics windows of the full model the energy calibration takes the median of, after the first
+# (which holds the model's start-up).
+CALIBRATION_WINDOWS = 5
 
 
 # -- recording ----------------------------------------------------------------------------------
@@ -168,6 +176,36 @@ def evolution_overrides(trace: ScenarioTrace) -> dict[str, object]:
     return out
 
 
+def calibrate_energy(record: RunRecord, trace: ScenarioTrace, wait: Callable[..., None]
+                     ) -> dict[str, float] | None:
+    """The scenario's ``energy_budget_at_start`` made concrete on this host: the median frame
+    energy of the full model over :data:`CALIBRATION_WINDOWS` metrics windows (the perception
+    node serves it from the start), and the ``perception_energy_share`` that makes the budget
+    per frame at t = 0 that many times it. None when the scenario states no such budget (or no
+    battery at t = 0). ``wait(predicate, timeout, what)`` spins until ``predicate()``."""
+    ratio = trace.energy_budget_at_start
+    battery = trace.step_at(0.0).battery_percent
+    if ratio is None or not battery:
+        return None
+    full = CompressionConfig.full().id
+
+    def windows() -> list[float]:
+        values = [m["energy_per_frame_mj"] for m in record.metrics
+                  if m["config_id"] == full and math.isfinite(m["energy_per_frame_mj"])]
+        return values[1:]
+
+    wait(lambda: len(windows()) >= CALIBRATION_WINDOWS, 60,
+         "the perception node's frame energy of the full model")
+    frame_mj = statistics.median(windows()[:CALIBRATION_WINDOWS])
+    params = trace.budget_params()
+    share = energy_share_for(params, battery, ratio * frame_mj)
+    return {"frame_energy_mj": frame_mj, "windows": CALIBRATION_WINDOWS,
+            "energy_budget_at_start": ratio, "budget_mj": ratio * frame_mj,
+            "battery_percent": battery, "battery_capacity_wh": params.battery_capacity_wh,
+            "mission_duration_s": params.mission_duration_s,
+            "perception_energy_share": share}
+
+
 def served_accuracy() -> dict[str, float]:
     """Config id -> top-1 % of the shipped profile table (the test split), for the summary's
     accuracy of the variants served; empty when the table is missing or unreadable."""
@@ -208,13 +246,23 @@ def run_pass(name: str, evolution: bool, duration: float, trace: ScenarioTrace,
         children.start_node("camera_replay_node", params_file, camera)
         spin_until(recorder.node, _until(lambda: len(record.frames) >= 5), 90,
                    "the perception node to classify frames", children.procs.values(), GraphError)
+        overrides = {**evolution_overrides(trace), **(evolution_params or {})}
+        if evolution:
+            def wait(done: Callable[[], bool], timeout: float, what: str) -> None:
+                spin_until(recorder.node, _until(done), timeout, what, children.procs.values(),
+                           GraphError)
+
+            record.calibration = calibrate_energy(record, trace, wait) or {}
+            if record.calibration:
+                overrides["perception_energy_share"] = \
+                    record.calibration["perception_energy_share"]
+                print(f"  {describe_calibration(record.calibration)}", flush=True)
         record.t0 = time.time() + start_margin  # scenario t = 0, for the context node and hog
         children.start_node("context_node", params_file, {
             "source": "scenario", "scenario": str(scenario_path), "time_scale": time_scale,
             "start_time_unix": record.t0, "rate_hz": 5.0})
         if evolution:
-            children.start_node("evolution_node", params_file,
-                                {**evolution_overrides(trace), **(evolution_params or {})})
+            children.start_node("evolution_node", params_file, overrides)
             spin_until(recorder.node, _until(lambda: bool(record.events)), 60,
                        "the evolution node to choose a first variant", children.procs.values(),
                        GraphError)
@@ -365,6 +413,8 @@ def cli_main(argv: list[str] | None = None) -> int:
         return code or 1
     rows = summarise(records, trace, served_accuracy())
     table = format_table(rows) + "\n\n" + verdict(rows)
+    if records[0].calibration:
+        table += "\n" + describe_calibration(records[0].calibration)
     print(f"\n=== summary (deadline = the phase's latency budget; dropped frames count as "
           f"missed; the static run is a separate, time-scaled pass) ===\n{table}")
     visited = [e["config_id"] for e in records[0].events] if records[0].evolution else []

@@ -71,6 +71,7 @@ class EvolutionNode(Node):
         engine = self.settings.engine
         table = load_profile_table(self.settings.profile_table or None, engine)
         table.require_engine(engine)  # ProfileError (either): cannot start
+        self.space = table.space  # the served backbone's, which replies are decoded in
         self.get_logger().info(f"profile table {self.settings.profile_table or 'shipped'} "
                                f"({engine}): {len(table)} variants")
         evolution, budget, lambdas, fixed, objective = policy_params(self)
@@ -267,7 +268,7 @@ class EvolutionNode(Node):
         now = time.monotonic()
         try:
             response = future.result()
-            active = msg_convert.config_from_msg(response.active).id
+            active = msg_convert.config_from_msg(response.active, self.space).id
         except Exception as exc:  # a broken reply is a failed call
             response, active = None, f"unknown ({exc})"
         success = response is not None and response.success

@@ -47,10 +47,12 @@ from adaspring_ros.core import energy, paths
 from adaspring_ros.core.data.datasets import DataError
 from adaspring_ros.core.data.transforms import preprocess_frame
 from adaspring_ros.core.model import compact
+from adaspring_ros.core.model.card import ModelCard
 from adaspring_ros.core.model.checkpoint_reader import load_weight_bank, sha256_of
 from adaspring_ros.core.model.config import CompressionConfig, ConfigError, SearchSpace
 from adaspring_ros.core.model.engine import EngineInfo, classify_logits, make_engine
-from adaspring_ros.core.model.profile_table import ProfileTable, load_profile_table
+from adaspring_ros.core.model.profile_table import ProfileError, ProfileTable, load_profile_table
+from adaspring_ros.core.model.weights import WeightBank
 from adaspring_ros.core.serving.annotate import annotate, decision_lines
 from adaspring_ros.core.serving.frame_stats import (
     FrameStats,
@@ -137,13 +139,9 @@ class Health:
 
 
 def invalid_parameters(values: Mapping[str, Any]) -> str:
-    """Why these parameter values are unusable ('' if they are not): an initial_config that is
-    not a variant, a device_power_profile that cannot be loaded."""
-    if "initial_config" in values:
-        try:
-            parse_config(values["initial_config"])
-        except ConfigError as exc:
-            return f"initial_config: {exc}"
+    """Why these parameter values are unusable ('' if they are not): a device_power_profile
+    that cannot be loaded. (initial_config names a variant of the backbone's space, so it is
+    checked when the backbone is loaded: :class:`Perception`.)"""
     if "device_power_profile" in values:
         try:
             energy.load_device(values["device_power_profile"])
@@ -152,14 +150,24 @@ def invalid_parameters(values: Mapping[str, Any]) -> str:
     return ""
 
 
-def _profile_table(engine: str, path: str) -> tuple[ProfileTable | None, str]:
+def _profile_table(engine: str, path: str, bank: WeightBank) -> tuple[ProfileTable | None, str]:
     """The table whose int8 activation ranges the engine serves with, and its path. The torch
     reference needs none; another engine reads ``path`` or its shipped table, and a missing or
-    unreadable one is a ProfileError naming it (nothing serves on ranges nobody measured)."""
+    unreadable one, or one measured for another backbone's card or space, is a ProfileError
+    naming it (nothing serves on ranges nobody measured)."""
     if engine == "torch":
         return None, path
     table = load_profile_table(path or None, engine)
-    return table, path or str(paths.default_profile_table(engine))
+    path = path or str(paths.default_profile_table(engine))
+    try:
+        table.require_card(bank.card)
+        if table.space != bank.space:
+            raise ProfileError(f"the profile table's space {table.space.to_dict()} is not "
+                               f"the backbone's {bank.space.to_dict()}; profile this backbone "
+                               f"(adaspring profile)")
+    except ProfileError as exc:
+        raise ProfileError(f"{path}: {exc}") from None
+    return table, path
 
 
 class Perception:
@@ -171,15 +179,19 @@ class Perception:
     def __init__(self, params: Mapping[str, Any]) -> None:
         path = params["backbone_path"] or str(paths.default_backbone())
         self.bank = load_weight_bank(path)  # verifies the sha256; runs no code from the file
+        self.card: ModelCard = self.bank.card  # a loaded checkpoint always has one
         engine = make_engine(params["engine"], params["num_threads"])
-        table, table_path = _profile_table(engine.name, params["profile_table"])
-        initial = parse_config(params["initial_config"], self.bank.space)
+        table, table_path = _profile_table(engine.name, params["profile_table"], self.bank)
+        try:
+            initial = parse_config(params["initial_config"], self.bank.space)
+        except ConfigError as exc:
+            raise ConfigError(f"initial_config: {exc}") from None
         self.server = VariantServer(partial(compact.materialise, self.bank), engine, table,
                                     params["max_cached_variants"], initial,
-                                    params["num_threads"])
+                                    params["num_threads"], card=self.card)
         freeze_heap()  # no full garbage-collection pause in a later frame or swap
         release_free_memory()  # what reading the checkpoint left behind
-        self.model_info = ModelInfo(self.bank.classes, path, self.bank.sha256, table_path,
+        self.model_info = ModelInfo(self.card.classes, path, self.bank.sha256, table_path,
                                     sha256_of(table_path) if table_path else "", engine.info)
         self.stats = FrameStats()
         self.reported: dict[str, int] = {}  # counters at the last report, for per-window rates
@@ -237,14 +249,14 @@ class Perception:
             try:
                 pixels = decode()
                 config, runner = self.server.active  # one reference per frame: one variant
-                x = preprocess_frame(pixels, config.resolution)
+                x = preprocess_frame(pixels, config.resolution, self.card)
             except (ImageError, DataError) as exc:
                 self.stats.add("frames_rejected")
                 raise RejectedFrame(str(exc)) from exc
             forward_start = time.perf_counter()
             class_id, score = classify_logits(runner(x))
             forward_ms = (time.perf_counter() - forward_start) * 1e3
-        return Classification(config, class_id, self.bank.classes[class_id], score, forward_ms,
+        return Classification(config, class_id, self.card.classes[class_id], score, forward_ms,
                               (forward_start - frame.start) * 1e3, pixels)
 
     @contextmanager

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from colour_model import write_image_folder
 
 from adaspring_ros.core.data.datasets import DataError, Dataset
 from adaspring_ros.core.serving.replay import (
@@ -22,7 +23,6 @@ from adaspring_ros.core.serving.replay import (
     parse_labelled_frame_id,
     read_image,
 )
-from colour_model import write_image_folder
 
 
 def write_bag(path: Path, frames: list[tuple[np.ndarray, str]], topic: str = "/robot/camera",

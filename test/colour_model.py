@@ -65,3 +65,17 @@ def write_image_folder(root: Path, classes: tuple[str, ...] = CARD.classes,
     Image.fromarray(np.full((20, 20), 90, np.uint8)).save(root / "test" / classes[0] / "grey.png")
     (root / "test" / "README.txt").write_text("not an image\n")
     return root
+
+
+def write_lying_checkpoint(backbone: Path, path: Path) -> Path:
+    """A copy of ``backbone`` whose model card says one grey channel while its stem's weights
+    take three (with a matching .sha256: only the card gives it away)."""
+    import torch
+
+    from adaspring_ros.core.model.checkpoint import write_checksum
+
+    ckpt = torch.load(backbone, map_location="cpu", weights_only=True)
+    ckpt["card"].update(channels=1, channel_order="L", mean=[0.5], std=[0.25])
+    torch.save(ckpt, path)
+    write_checksum(path)
+    return path

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from colour_model import CARD, ROWS, SPACE, write_colour_model
+from colour_model import CARD, ROWS, SPACE, write_colour_model, write_lying_checkpoint
 
 from adaspring_ros.core import paths
 from adaspring_ros.core.data.transforms import preprocess_frame
@@ -228,6 +228,13 @@ def test_a_colour_model_of_another_space_is_served_as_its_card_says(colour):
 def test_initial_config_is_checked_against_the_checkpoints_space(colour, initial):
     with pytest.raises(ConfigError, match="^initial_config: "):
         Perception(_colour_params(colour, initial_config=initial))
+
+
+def test_a_checkpoint_whose_card_contradicts_its_weights_is_refused(colour, tmp_path):
+    lying = write_lying_checkpoint(colour[0], tmp_path / "lying.pt")
+    with pytest.raises(ValueError, match="contradicts the weights: the card says 1 input "
+                                         "channel.*stem's weights take 3"):
+        Perception(_colour_params(colour, backbone_path=str(lying)))
 
 
 def test_a_table_of_another_card_or_space_is_refused_naming_both(colour, tmp_path):

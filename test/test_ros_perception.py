@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from colour_model import SPACE as COLOUR_SPACE
-from colour_model import write_colour_model
+from colour_model import write_colour_model, write_lying_checkpoint
 from ros_harness import NodeProcess, PerceptionEnds, spin_for, spin_until
 
 from adaspring_ros import msg_convert
@@ -473,6 +473,8 @@ def test_corrupt_backbone_is_refused(tmp_path, pipeline):
     (["-p", "profile_table:={colour_table}"],
      "colour_table.json: the profile table was measured for another model card"),
     (["-p", f"initial_config:={CompressionConfig.full(COLOUR_SPACE).id}"], "initial_config: "),
+    (["-p", "backbone_path:={lying}", "-p", "profile_table:={colour_table}"],
+     "the model card contradicts the weights"),
 ])
 def test_bad_engine_or_a_table_or_variant_of_another_model_is_refused_at_start(
         tmp_path, pipeline, args, expected):
@@ -483,9 +485,10 @@ def test_bad_engine_or_a_table_or_variant_of_another_model_is_refused_at_start(
     table = ProfileTable.load(pipeline.table)
     table.engine = {"name": "torch", "version": "2.13.0", "threads": 1}
     table.save(tmp_path / "torch_table.json")
-    _, colour_table = write_colour_model(tmp_path / "colour")
-    args = [a.format(torch_table=tmp_path / "torch_table.json", colour_table=colour_table)
-            for a in args]
+    colour, colour_table = write_colour_model(tmp_path / "colour")
+    lying = write_lying_checkpoint(colour, tmp_path / "lying.pt")
+    args = [a.format(torch_table=tmp_path / "torch_table.json", colour_table=colour_table,
+                     lying=lying) for a in args]
     proc = NodeProcess.module(PERCEPTION, tmp_path, ros_args=[
         "-p", f"backbone_path:={pipeline.backbone}", *args])
     try:

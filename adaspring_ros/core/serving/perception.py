@@ -70,7 +70,7 @@ from adaspring_ros.core.serving.server import (
 )
 
 __all__ = ["RejectedFrame", "ModelInfo", "Frame", "Classification", "SwapOutcome", "Health",
-           "invalid_parameters", "Perception"]
+           "invalid_parameters", "require_table_fits", "Perception"]
 
 # The counters a /diagnostics status carries, besides the ones computed for it.
 _DIAGNOSTIC_COUNTS = ("frame_errors", "stamps_rejected", "frames_received", "frames_processed",
@@ -150,15 +150,10 @@ def invalid_parameters(values: Mapping[str, Any]) -> str:
     return ""
 
 
-def _profile_table(engine: str, path: str, bank: WeightBank) -> tuple[ProfileTable | None, str]:
-    """The table whose int8 activation ranges the engine serves with, and its path. The torch
-    reference needs none; another engine reads ``path`` or its shipped table, and a missing or
-    unreadable one, or one measured for another backbone's card or space, is a ProfileError
-    naming it (nothing serves on ranges nobody measured)."""
-    if engine == "torch":
-        return None, path
-    table = load_profile_table(path or None, engine)
-    path = path or str(paths.default_profile_table(engine))
+def require_table_fits(table: ProfileTable, bank: WeightBank, where: str) -> None:
+    """ProfileError, starting with ``where`` (the table's path), unless ``table`` was measured
+    for a backbone with ``bank``'s model card and search space: its accuracies and variants
+    hold for that input contract, label space and space only."""
     try:
         table.require_card(bank.card)
         if table.space != bank.space:
@@ -166,7 +161,19 @@ def _profile_table(engine: str, path: str, bank: WeightBank) -> tuple[ProfileTab
                                f"the backbone's {bank.space.to_dict()}; profile this backbone "
                                f"(adaspring profile)")
     except ProfileError as exc:
-        raise ProfileError(f"{path}: {exc}") from None
+        raise ProfileError(f"{where}: {exc}") from None
+
+
+def _profile_table(engine: str, path: str, bank: WeightBank) -> tuple[ProfileTable | None, str]:
+    """The table whose int8 activation ranges the engine serves with, and its path. The torch
+    reference needs none; another engine reads ``path`` or its shipped table, and a missing or
+    unreadable one, or one measured for another backbone (:func:`require_table_fits`), is a
+    ProfileError naming it (nothing serves on ranges nobody measured)."""
+    if engine == "torch":
+        return None, path
+    table = load_profile_table(path or None, engine)
+    path = path or str(paths.default_profile_table(engine))
+    require_table_fits(table, bank, path)
     return table, path
 
 

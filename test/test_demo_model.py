@@ -27,7 +27,7 @@ def test_the_default_is_the_shipped_model_on_fashion_mnist():
         pytest.skip("no shipped backbone in this checkout")
     model = resolve_model()
     assert model.camera_params() == {} and model.dataset_dir is None
-    assert model.perception_params() == {"backbone_path": "", "profile_table": ""}
+    assert model.perception_params() == model.evolution_params() == {}  # the YAML's, unchanged
     assert describe_task(model.card).startswith("10 classes (T-shirt/top, Trouser,")
     assert "1 channel(s), grey; 16/20/24/28 px, centre crop" in describe_task(model.card)
 

@@ -39,10 +39,12 @@ class DemoModel:
     images: int = 0  # replayed images of dataset_dir
 
     def perception_params(self) -> dict[str, Any]:
-        return {"backbone_path": self.backbone, "profile_table": self.table}
+        """Overrides of the perception node's parameters (none for the shipped model)."""
+        return {name: value for name, value in (("backbone_path", self.backbone),
+                                                 ("profile_table", self.table)) if value}
 
     def evolution_params(self) -> dict[str, Any]:
-        return {"profile_table": self.table}
+        return {"profile_table": self.table} if self.table else {}
 
     def camera_params(self) -> dict[str, Any]:
         if self.dataset_dir is None:

@@ -8,7 +8,8 @@ published with its predictions, reason, swap time and triggering context on /ada
 cannot come from the serving perception node are counted and ignored (``metrics_rejected``:
 unknown variant, stamp outside ``stamp_tolerance_s``; ``metrics_stale``: a window from before
 the last swap, or another variant while a call is in flight). Stale context sends perception to
-``safe_config_id`` and /diagnostics says STALE. Parameters: nodes/settings.py.
+``safe_config_id`` and /diagnostics says STALE. The variants, and the replies naming them, are
+those of the profile table's search space (the served backbone's). Parameters: nodes/settings.py.
 """
 
 from __future__ import annotations

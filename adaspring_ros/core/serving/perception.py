@@ -6,6 +6,11 @@ counters and latency windows (``frame_stats``), the energy meter, the rate caps 
 log. The node (nodes/perception_node.py) only wires it to a subscription, a service, a timer and
 publishers; what it publishes is built from the values returned here.
 
+The checkpoint decides what is served: its model card how a frame is preprocessed and what the
+classes are called, its search space which variants exist (``initial_config`` and every
+Reconfigure request are read in it). A profile table measured for another card or space is
+refused at start (:func:`require_table_fits`).
+
 A frame goes :meth:`Perception.receive` (counted; held back by ``max_rate_hz``) ->
 :meth:`Perception.classify` (decoded, preprocessed and classified by ONE variant: the pair
 taken from ``server.active`` when it starts) -> the node publishes the result inside

@@ -149,7 +149,9 @@ def fake_perception() -> None:
     class FakePerception(Node):
         def __init__(self) -> None:
             super().__init__("fake_perception")
-            self.search = RuntimeSearch(load_profile_table())
+            table = load_profile_table()
+            self.space = table.space
+            self.search = RuntimeSearch(table)
             self.active = self.search.reference.config
             self.load = 0.0
             self.service = self.create_service(Reconfigure, RECONFIGURE_SERVICE,
@@ -164,7 +166,7 @@ def fake_perception() -> None:
             self.load = msg.cpu_load_other_percent
 
         def reconfigure_callback(self, request, response):
-            wanted = msg_convert.config_from_msg(request.config)
+            wanted = msg_convert.config_from_msg(request.config, self.space)
             response.swapped = wanted != self.active
             self.active = wanted
             response.success, response.swap_ms = True, 0.5

@@ -359,7 +359,9 @@ def plot_timeline(records: list[RunRecord], trace: ScenarioTrace, path: Path) ->
 
 
 def write_outputs(records: list[RunRecord], rows: list[dict[str, Any]], table: str,
-                  trace: ScenarioTrace, out: Path) -> None:
+                  trace: ScenarioTrace, out: Path, model: dict[str, Any] | None = None) -> None:
+    """events.json (the scenario, ``model``: which backbone, table and images with the model
+    card, the summary rows, every run's raw record), summary.txt (``table``) and the timeline."""
     def clean(value: Any) -> Any:  # JSON has no NaN
         if isinstance(value, float) and not math.isfinite(value):
             return None
@@ -369,8 +371,8 @@ def write_outputs(records: list[RunRecord], rows: list[dict[str, Any]], table: s
             return [clean(v) for v in value]
         return value
 
-    data = {"scenario": trace.name, "scenario_path": trace.path, "summary": rows,
-            "runs": [asdict(r) for r in records]}
+    data = {"scenario": trace.name, "scenario_path": trace.path, "model": model or {},
+            "summary": rows, "runs": [asdict(r) for r in records]}
     (out / "events.json").write_text(json.dumps(clean(data), indent=1))
     (out / "summary.txt").write_text(table + "\n")
     plot_timeline(records, trace, out / "timeline.png")

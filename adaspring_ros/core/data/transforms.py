@@ -1,23 +1,37 @@
-"""THE preprocessing: uint8 image(s) in, the backbone's normalised float32 input out.
+"""THE preprocessing: uint8 image(s) in, the backbone's normalised float32 input out, as the
+backbone's model card says.
 
 Training, profiling and the live perception node all go through :func:`preprocess` (a camera
 frame through :func:`preprocess_frame`, the same conversion of exactly one image), so a frame
-on the robot is converted exactly like the training images were: grey, centre square crop,
-bilinear resize to the variant's resolution (antialiased when downscaling), Fashion-MNIST
-normalisation. It is numpy only, so a serving process needs no torch; training wraps the array
-with ``torch.from_numpy`` (:func:`preprocess_tensor`).
+on the robot is converted exactly like the training images were. What the conversion is comes
+from the model card (``core/model/card.py``; anything with the fields of :class:`InputSpec`):
 
-The resize computes what ``torch.nn.functional.interpolate(mode="bilinear",
-align_corners=False, antialias=downscaling)`` computes (the function the backbone was trained
-with; test/test_data_transforms.py holds it to that within float rounding): a separable
-resampling whose weights are the triangle filter, stretched by the scale factor when
-downscaling (Pillow's and torch's antialiasing), written as two small matrix products.
+* channels: a grey model (1) takes colour as BT.601 luma; a colour model (3, RGB) takes grey
+  replicated to its three channels; alpha is dropped;
+* resize policy: ``centre_crop`` keeps the centred square of a non-square image (a 640x480
+  frame keeps its aspect ratio, its sides are cut); ``letterbox`` keeps the whole image,
+  centred on a square padded with the card's mean colour (so the padding normalises to 0);
+* interpolation to the variant's resolution: bilinear or bicubic, antialiased when
+  downscaling, or nearest;
+* normalisation with the card's per-channel mean/std (pixels scaled to [0, 1]).
+
+Without a card it is Fashion-MNIST's grey recipe (:data:`FASHION_MNIST_INPUT`): grey, centre
+crop, bilinear, Fashion-MNIST's mean/std. It is numpy only, so a serving process needs no torch;
+training wraps the array with ``torch.from_numpy`` (:func:`preprocess_tensor`).
+
+The resize computes what ``torch.nn.functional.interpolate(mode=interpolation,
+align_corners=False, antialias=downscaling)`` computes (test/test_data_transforms.py holds it
+to that within float rounding): a separable resampling written as two small matrix products,
+whose rows are the interpolation kernel, stretched by the scale factor when downscaling
+(Pillow's and torch's antialiasing).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from functools import lru_cache
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
@@ -26,7 +40,8 @@ from adaspring_ros.core.data.datasets import DataError
 if TYPE_CHECKING:  # torch only for the training side's tensor form
     from torch import Tensor
 
-__all__ = ["MEAN", "STD", "LUMA", "preprocess", "preprocess_frame", "preprocess_tensor"]
+__all__ = ["MEAN", "STD", "LUMA", "InputSpec", "FASHION_MNIST_INPUT", "preprocess",
+           "preprocess_frame", "preprocess_tensor"]
 
 # Pixel statistics of the Fashion-MNIST train split (after scaling to [0, 1]).
 MEAN = 0.2860
@@ -35,28 +50,52 @@ STD = 0.3530
 LUMA = (0.299, 0.587, 0.114)
 
 
-def _as_batch(images: np.ndarray) -> np.ndarray:
-    """uint8 image(s) -> (N, H, W) grey float32, in [0, 255]."""
+class InputSpec(Protocol):
+    """What the preprocessing reads of a model card (``core.model.card.ModelCard``)."""
+
+    channels: int                 # 1 (grey) or 3 (RGB)
+    mean: tuple[float, ...]       # per channel, pixels scaled to [0, 1]
+    std: tuple[float, ...]
+    resize: str                   # "centre_crop" or "letterbox"
+    interpolation: str            # "bilinear", "bicubic" or "nearest"
+
+
+@dataclass(frozen=True)
+class _Input:
+    channels: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    resize: str
+    interpolation: str
+
+
+FASHION_MNIST_INPUT: InputSpec = _Input(1, (MEAN,), (STD,), "centre_crop", "bilinear")
+
+
+def _planes(images: np.ndarray, grey: bool) -> np.ndarray:
+    """uint8 image(s) -> (N, C, H, W) float32 in [0, 255]: C = 1 when ``grey`` (colour as
+    luma) or the images are grey, else 3 (RGB; alpha dropped)."""
     images = np.asarray(images)
     if images.dtype != np.uint8:
         raise DataError(f"expected uint8 images, got dtype {images.dtype}")
     if images.ndim == 2:                                    # (H, W)
-        return images[None].astype(np.float32)
-    if images.ndim == 3 and images.shape[-1] in (1, 3, 4) and images.shape[-1] < images.shape[0]:
+        images = images[None]
+    elif images.ndim == 3 and images.shape[-1] in (1, 3, 4) and \
+            images.shape[-1] < images.shape[0]:
         images = images[None]                               # (H, W, C)
-    elif images.ndim == 3:                                  # (N, H, W)
-        return images.astype(np.float32)
+    if images.ndim == 3:                                    # (N, H, W)
+        return images[:, None].astype(np.float32)
     if images.ndim != 4 or images.shape[-1] not in (1, 3, 4):
         raise DataError(
             f"expected (H, W), (H, W, C), (N, H, W) or (N, H, W, C) with C in 1/3/4, "
             f"got shape {images.shape}"
         )
     if images.shape[-1] == 1:
-        return images[..., 0].astype(np.float32)
-    rgb, luma = images[..., :3], LUMA                       # RGBA: alpha is dropped
-    if rgb.strides[-1] < 0:  # a BGR camera frame seen as RGB through a reversed view: read its
-        rgb, luma = rgb[..., ::-1], LUMA[::-1]  # bytes in memory order (~3x faster here)
-    return rgb.astype(np.float32) @ np.asarray(luma, dtype=np.float32)
+        return images[..., 0][:, None].astype(np.float32)
+    rgb = images[..., :3].astype(np.float32)                # RGBA: alpha is dropped
+    if grey:
+        return (rgb @ np.asarray(LUMA, dtype=np.float32))[:, None]
+    return rgb.transpose(0, 3, 1, 2)
 
 
 def _centre_square(h: int, w: int) -> tuple[slice, slice]:
@@ -66,97 +105,170 @@ def _centre_square(h: int, w: int) -> tuple[slice, slice]:
     return slice(top, top + side), slice(left, left + side)
 
 
-@lru_cache(maxsize=64)
-def _resize_matrix(size_in: int, size_out: int) -> np.ndarray:
-    """(size_out, size_in) float32 weights of a bilinear resize along one axis.
+def _triangle(x: np.ndarray) -> np.ndarray:
+    return np.maximum(np.float32(1.0) - np.abs(x), np.float32(0.0))
 
-    Downscaling: the triangle filter widened by the scale (support = scale), each row
-    normalised to sum 1, as torch's antialiased kernel and Pillow compute it. Upscaling: plain
-    bilinear interpolation with pixel centres aligned (align_corners=False), the source index
-    clamped at 0. Scalars are float32, as torch computes them for a float32 image.
-    """
+
+def _cubic(a: float) -> Callable[[np.ndarray], np.ndarray]:
+    """Keys' cubic convolution kernel with parameter ``a``, in float32."""
+    a = np.float32(a)
+
+    def kernel(x: np.ndarray) -> np.ndarray:
+        x = np.abs(np.asarray(x, np.float32))
+        near = ((a + 2) * x - (a + 3)) * x * x + 1
+        far = (((x - 5) * x + 8) * x - 4) * a
+        return np.where(x < 1, near, np.where(x < 2, far, np.float32(0.0))).astype(np.float32)
+    return kernel
+
+
+# interpolation -> (taps of the kernel at scale 1, kernel when antialiasing, when upscaling)
+_KERNELS = {"bilinear": (2, _triangle, _triangle),
+            "bicubic": (4, _cubic(-0.5), _cubic(-0.75))}
+
+
+def _antialiased(size_in: int, size_out: int, taps: int,
+                 kernel: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+    """Downscaling: the kernel widened by the scale (support = taps / 2 x scale), each row
+    normalised to sum 1, as torch's antialiased kernels and Pillow compute it; scalars are
+    float32, as torch computes them for a float32 image."""
+    f32 = np.float32
+    scale = f32(size_in) / f32(size_out)
+    support = f32(taps / 2) * scale
+    max_taps = int(np.ceil(support)) * 2 + 1
+    invscale = f32(1.0 / float(scale))
+    out = np.zeros((size_out, size_in), np.float32)
+    for i in range(size_out):
+        center = f32(float(scale) * (i + 0.5))
+        xmin = max(int(float(center - support) + 0.5), 0)
+        end = min(int(float(center + support) + 0.5), size_in)
+        count = min(max(end - xmin, 0), max_taps)
+        offset = np.arange(xmin, xmin + count, dtype=np.float32) - center
+        w = kernel(((offset.astype(np.float64) + 0.5) * float(invscale)).astype(np.float32))
+        total = np.cumsum(w, dtype=np.float32)[-1] if count else f32(0.0)
+        out[i, xmin:xmin + count] = w / total if total != 0 else w
+    return out
+
+
+def _upscaling(size_in: int, size_out: int, taps: int,
+               kernel: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+    """Upscaling (or the same size): plain interpolation with pixel centres aligned
+    (align_corners=False), the taps clamped to the image. Bilinear clamps the source index at
+    0, as torch does."""
     f32 = np.float32
     scale = f32(size_in) / f32(size_out)
     out = np.zeros((size_out, size_in), np.float32)
-    if size_in > size_out:
-        support = scale
-        max_taps = int(np.ceil(support)) * 2 + 1
-        invscale = f32(1.0 / float(scale))
-        for i in range(size_out):
-            center = f32(float(scale) * (i + 0.5))
-            xmin = max(int(float(center - support) + 0.5), 0)
-            end = min(int(float(center + support) + 0.5), size_in)
-            taps = min(max(end - xmin, 0), max_taps)
-            offset = np.arange(xmin, xmin + taps, dtype=np.float32) - center
-            w = f32(1.0) - np.abs(((offset.astype(np.float64) + 0.5) * float(invscale))
-                                  .astype(np.float32))
-            w = np.maximum(w, f32(0.0))
-            total = np.cumsum(w, dtype=np.float32)[-1] if taps else f32(0.0)
-            out[i, xmin:xmin + taps] = w / total if total != 0 else w
-    else:
-        for i in range(size_out):
-            src = max(float(scale * f32(i + 0.5) - f32(0.5)), 0.0)
+    for i in range(size_out):
+        src = float(scale * f32(i + 0.5) - f32(0.5))
+        if taps == 2:
+            src = max(src, 0.0)
             i0 = int(src)
             i1 = i0 + (1 if i0 < size_in - 1 else 0)
             frac = f32(min(max(f32(src) - f32(i0), f32(0.0)), f32(1.0)))
             out[i, i0] += f32(1.0) - frac
             out[i, i1] += frac
+            continue
+        i0 = int(np.floor(src))
+        t = f32(src) - f32(i0)
+        weights = kernel(np.asarray([t + 1, t, 1 - t, 2 - t], np.float32))
+        for k, w in enumerate(weights):
+            out[i, min(max(i0 - 1 + k, 0), size_in - 1)] += w
+    return out
+
+
+@lru_cache(maxsize=64)
+def _resize_matrix(size_in: int, size_out: int, interpolation: str = "bilinear") -> np.ndarray:
+    """(size_out, size_in) float32 weights of a resize along one axis (see the module
+    docstring); nearest picks the source pixel floor(i x scale), as torch's "nearest"."""
+    if interpolation == "nearest":
+        scale = np.float32(size_in) / np.float32(size_out)
+        src = np.minimum(np.floor(np.arange(size_out, dtype=np.float32) * scale).astype(int),
+                         size_in - 1)
+        out = np.zeros((size_out, size_in), np.float32)
+        out[np.arange(size_out), src] = 1.0
+    elif interpolation in _KERNELS:
+        taps, smooth, sharp = _KERNELS[interpolation]
+        out = (_antialiased(size_in, size_out, taps, smooth) if size_in > size_out
+               else _upscaling(size_in, size_out, taps, sharp))
+    else:
+        raise ValueError(f"interpolation must be nearest, bilinear or bicubic, got "
+                         f"{interpolation!r}")
     out.flags.writeable = False  # shared by every call (cached)
     return out
 
 
-def preprocess(images: np.ndarray, resolution: int) -> np.ndarray:
-    """uint8 image(s) -> normalised float32 array (N, 1, resolution, resolution).
+def preprocess(images: np.ndarray, resolution: int,
+               card: InputSpec | None = None) -> np.ndarray:
+    """uint8 image(s) -> normalised float32 array (N, channels, resolution, resolution), as
+    the model card ``card`` says (default: :data:`FASHION_MNIST_INPUT`; see the module
+    docstring for what each field does).
 
     Accepts (H, W) grey, (H, W, C) with C in {1, 3 (RGB), 4 (RGBA)}, or batches (N, H, W[, C]);
     a 3-d array is one colour image when its last axis is a channel count smaller than its
     first, else a grey batch (a camera frame of a few rows: :func:`preprocess_frame`).
-    Colour is converted to grey (BT.601), a non-square frame is centre-cropped to a square (so a
-    640x480 camera frame keeps its aspect ratio), then resized with bilinear interpolation,
-    antialiased when downscaling, and normalised with the Fashion-MNIST mean/std.
     """
     images = np.asarray(images)
     if images.ndim == 3 and images.shape[-1] in (1, 3, 4) and images.shape[-1] < images.shape[0]:
-        return preprocess_frame(images, resolution)
-    return _normalised(_as_batch(images), resolution)
+        return preprocess_frame(images, resolution, card)
+    card = card or FASHION_MNIST_INPUT
+    return _normalised(_planes(images, card.channels == 1), resolution, card)
 
 
-def preprocess_frame(pixels: np.ndarray, resolution: int) -> np.ndarray:
+def preprocess_frame(pixels: np.ndarray, resolution: int,
+                     card: InputSpec | None = None) -> np.ndarray:
     """One camera frame, (H, W) grey or (H, W, C) with C in {1, 3, 4}, as :func:`preprocess`
-    converts it -> (1, 1, resolution, resolution), whatever its size."""
+    converts it -> (1, channels, resolution, resolution), whatever its size."""
+    card = card or FASHION_MNIST_INPUT
     pixels = np.asarray(pixels)
     if pixels.ndim == 3 and pixels.shape[-1] in (1, 3, 4):
-        h, w = pixels.shape[:2]  # crop the uint8 pixels before converting: grey is per pixel,
-        if h != w and h and w:   # so this is exact and spares converting the frame's margins
-            rows, cols = _centre_square(h, w)
+        h, w = pixels.shape[:2]  # crop the uint8 pixels before converting: the conversion is
+        if h != w and h and w and card.resize == "centre_crop":  # per pixel, so this is exact
+            rows, cols = _centre_square(h, w)                    # and spares the margins
             pixels = pixels[rows, cols]
     elif pixels.ndim != 2:
         raise DataError(f"expected one (H, W) or (H, W, C) frame with C in 1/3/4, got shape "
                         f"{pixels.shape}")
-    return _normalised(_as_batch(pixels[None]), resolution)
+    return _normalised(_planes(pixels[None], card.channels == 1), resolution, card)
 
 
-def _normalised(grey: np.ndarray, resolution: int) -> np.ndarray:
-    """(N, H, W) grey float32 in [0, 255] -> cropped, resized and normalised (N, 1, R, R)."""
+def _normalised(planes: np.ndarray, resolution: int, card: InputSpec) -> np.ndarray:
+    """(N, C, H, W) float32 in [0, 255] -> squared, resized, as many channels as the card's
+    and normalised: (N, channels, R, R)."""
     if int(resolution) <= 0:
         raise ValueError(f"resolution must be positive, got {resolution}")
     resolution = int(resolution)
-    n, h, w = grey.shape
+    n, c, h, w = planes.shape
     if n == 0 or h == 0 or w == 0:
-        raise DataError(f"empty image batch of shape {grey.shape}")
-    if h != w:
-        rows, cols = _centre_square(h, w)
-        grey = grey[:, rows, cols]
-    side = grey.shape[-1]
-    if side != resolution:
-        weights = _resize_matrix(side, resolution)
-        grey = weights @ (grey @ weights.T)  # along the rows' pixels first, then the columns
-    x = grey[:, None]
-    return np.ascontiguousarray((x * (1.0 / 255.0) - MEAN) / STD, dtype=np.float32)
+        raise DataError(f"empty image batch of shape {planes.shape}")
+    if c != card.channels:  # a grey image for a colour model: its grey on every channel
+        planes = np.broadcast_to(planes, (n, card.channels, h, w))
+    mean = np.asarray(card.mean, np.float32).reshape(1, -1, 1, 1)
+    std = np.asarray(card.std, np.float32).reshape(1, -1, 1, 1)
+    if h != w and card.resize == "letterbox":
+        # The square of side max(h, w) holds the image centred on the mean colour f: resizing
+        # it is f plus the image minus f through the matching columns of the weights (the
+        # bars contribute f alone, and every row of weights sums to 1). f is taken off after
+        # the first product, (X - f) Wc' = X Wc' - f (Wc 1)', sparing a frame-sized array.
+        side = max(h, w)
+        weights = _resize_matrix(side, resolution, card.interpolation)
+        top, left = (side - h) // 2, (side - w) // 2
+        rows, cols = weights[:, top:top + h], weights[:, left:left + w]
+        fill = mean * 255.0
+        x = rows @ (planes @ cols.T - fill * cols.sum(axis=1)) + fill
+    else:
+        if h != w:
+            rows, cols = _centre_square(h, w)
+            planes = planes[:, :, rows, cols]
+        side = planes.shape[-1]
+        x = planes
+        if side != resolution:
+            weights = _resize_matrix(side, resolution, card.interpolation)
+            x = weights @ (planes @ weights.T)  # along the rows' pixels first, then the columns
+    return np.ascontiguousarray((x * (1.0 / 255.0) - mean) / std, dtype=np.float32)
 
 
-def preprocess_tensor(images: np.ndarray, resolution: int) -> Tensor:
+def preprocess_tensor(images: np.ndarray, resolution: int,
+                      card: InputSpec | None = None) -> Tensor:
     """:func:`preprocess` as a torch tensor (shares the array's memory), for training code."""
     import torch  # training and profiling only: a serving process never loads torch
 
-    return torch.from_numpy(preprocess(images, resolution))
+    return torch.from_numpy(preprocess(images, resolution, card))

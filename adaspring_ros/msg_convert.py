@@ -14,7 +14,6 @@ from typing import Any
 import numpy as np
 
 from adaspring_ros.core.model.config import (
-    DEFAULT_SPACE,
     CompressionConfig,
     ConfigError,
     SearchSpace,
@@ -98,8 +97,9 @@ def config_to_msg(config: CompressionConfig, msg_type: Any, **extra: Any) -> Any
     return msg
 
 
-def config_from_msg(msg: Any, space: SearchSpace = DEFAULT_SPACE) -> CompressionConfig:
-    """Decode and validate the operator choices of a CompressionConfig message.
+def config_from_msg(msg: Any, space: SearchSpace) -> CompressionConfig:
+    """Decode the operator choices of a CompressionConfig message and validate them in
+    ``space`` (the served backbone's, from its checkpoint or profile table).
 
     The per-stage arrays decide; when they are all empty, a non-empty ``config_id`` is parsed
     instead. Raises ConfigError naming the bad field.

@@ -132,7 +132,8 @@ class Reference:
             config = CompressionConfig.from_id(config_id, self.model.space)
             self.nets[config_id] = self.build(config)
         runner = self.nets[config_id]
-        return classify_logits(runner(preprocess_frame(pixels, runner.config.resolution)))
+        return classify_logits(runner(preprocess_frame(pixels, runner.config.resolution,
+                                                       self.model.card)))
 
 
 @dataclass

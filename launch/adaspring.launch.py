@@ -10,6 +10,12 @@ node's ``source`` and ``scenario`` come from the ``context_source`` / ``scenario
 arguments (they override the YAML), e.g. ``context_source:=battery_state`` on a robot with a
 battery driver.
 
+Another model: ``backbone:=/path/backbone.pt profile_table:=/path/profile_table.json`` (the table
+measured for that backbone, in the engine it serves in); the perception node preprocesses frames
+as the backbone's model card says and both nodes take the variants of its own search space. Like
+``context_source``, they override the YAML's ``backbone_path`` / ``profile_table`` ('' = the
+shipped Fashion-MNIST model).
+
 ``managed:=true`` starts the perception node as a managed (lifecycle) node: with
 ``autostart:=true`` (the default) this file takes it through configure and activate itself; with
 ``autostart:=false`` it waits, unconfigured, for a lifecycle manager (e.g. nav2's
@@ -57,6 +63,8 @@ def generate_launch_description():
     scenario = LaunchConfiguration('scenario')
     managed = LaunchConfiguration('managed')
     autostart = LaunchConfiguration('autostart')
+    backbone = LaunchConfiguration('backbone')
+    profile_table = LaunchConfiguration('profile_table')
     arguments = [
         DeclareLaunchArgument(
             'params_file',
@@ -77,6 +85,12 @@ def generate_launch_description():
             'scenario', default_value='scenarios/mixed.yaml',
             description='scenario trace (relative to config/) when context_source is scenario'),
         DeclareLaunchArgument(
+            'backbone', default_value='',
+            description="backbone checkpoint the perception node serves ('' = the shipped one)"),
+        DeclareLaunchArgument(
+            'profile_table', default_value='',
+            description="profile table measured for that backbone ('' = the shipped one)"),
+        DeclareLaunchArgument(
             'managed', default_value='false',
             description='true: run perception_node as a managed (lifecycle) node'),
         DeclareLaunchArgument(
@@ -89,7 +103,8 @@ def generate_launch_description():
                     ('/camera/image_raw/compressed', [image_topic, '/compressed'])]
     managed_perception = LifecycleNode(
         package=PACKAGE, executable='perception_node', name='perception_node', namespace='',
-        parameters=[params_file, {'managed': True, 'transport': transport}],
+        parameters=[params_file, {'managed': True, 'transport': transport,
+                                  'backbone_path': backbone, 'profile_table': profile_table}],
         remappings=camera_remap, output='screen', condition=IfCondition(managed))
     drive = IfCondition(AndSubstitution(managed, autostart))
 
@@ -108,14 +123,15 @@ def generate_launch_description():
     ]
     nodes = [
         Node(package=PACKAGE, executable='perception_node', name='perception_node',
-             parameters=[params_file, {'transport': transport}], remappings=camera_remap,
-             output='screen', condition=UnlessCondition(managed)),
+             parameters=[params_file, {'transport': transport, 'backbone_path': backbone,
+                                       'profile_table': profile_table}],
+             remappings=camera_remap, output='screen', condition=UnlessCondition(managed)),
         managed_perception,
         Node(package=PACKAGE, executable='context_node', name='context_node',
              parameters=[params_file, {'source': context_source, 'scenario': scenario}],
              output='screen'),
         Node(package=PACKAGE, executable='evolution_node', name='evolution_node',
-             parameters=[params_file], output='screen'),
+             parameters=[params_file, {'profile_table': profile_table}], output='screen'),
     ]
     cannot_start = RegisterEventHandler(OnProcessExit(on_exit=stop_all_if_one_cannot_start))
     return LaunchDescription(arguments + nodes + lifecycle + [cannot_start])

@@ -14,7 +14,7 @@ from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 
 from adaspring_ros import msg_convert
-from adaspring_ros.core.model.config import CompressionConfig
+from adaspring_ros.core.model.config import DEFAULT_SPACE, CompressionConfig
 
 
 def sample(type_name: str):
@@ -67,7 +67,7 @@ class Peer(Node):
         self.pub.publish(self.msg)
 
     def reconfigure_callback(self, request, response):
-        config = msg_convert.config_from_msg(request.config)
+        config = msg_convert.config_from_msg(request.config, DEFAULT_SPACE)
         response.success = True
         response.message = f"echo {config.id}"
         response.active = request.config

@@ -72,6 +72,7 @@ def test_the_shipped_pre_card_files(capsys):
     assert report["resolutions"] == [16, 20, 24, 28] and report["mean"] == [0.286]
     assert report["engine"]["name"] == "onnxruntime" and report["variants"] > 100
     assert report["measured"] == ["accuracy", "latency"]   # a table that does not say: both
+    assert report["cold_start_ms"] > 0  # measured here by adaspring profile --cold-start-only
 
 
 def test_a_table_with_a_card_through_the_command_line(tmp_path):
@@ -87,6 +88,7 @@ def test_a_table_with_a_card_through_the_command_line(tmp_path):
     report = json.loads(done.stdout)
     assert report["channels"] == 3 and report["classes"] == ["bird", "fruit", "tool"]
     assert report["format_version"] == 2 and report["variants"] == 3
+    assert report["cold_start_ms"] is None  # not measured
 
 
 @pytest.mark.parametrize("damage", ["truncated", "other-torch-file", "stale-sum", "text",

@@ -71,6 +71,42 @@ def test_short_demo_prints_summary_and_writes_timeline(tmp_path):
     assert not wait_gone(out), "orphan processes after the demo"
 
 
+def test_a_users_colour_model_runs_on_its_own_images_and_the_report_names_its_task(tmp_path):
+    from colour_model import write_colour_model, write_image_folder
+
+    backbone, table = write_colour_model(tmp_path / "model")
+    images = write_image_folder(tmp_path / "task")
+    out = tmp_path / "run"
+    proc = demo(out, "--duration", "8", "--no-baseline", "--hog-per-unit", "1",
+                "--backbone", str(backbone), "--table", str(table), "--dataset-dir", str(images))
+    try:
+        stdout, _ = proc.communicate(timeout=150)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, stdout
+    task = "task: 3 classes (apple, bus, cat); 3 channel(s), colour (RGB); 32/40/48 px"
+    assert task in stdout and f"images: 7 of {images}" in stdout, stdout
+    assert (out / "summary.txt").read_text().startswith(task)
+    data = json.loads((out / "events.json").read_text())
+    assert data["model"]["card"]["classes"] == ["apple", "bus", "cat"]
+    assert data["model"]["dataset_dir"] == str(images)
+    frames = data["runs"][0]["frames"]
+    assert len(frames) > 20 and {f["label"] for f in frames} <= {0, 1, 2}
+    assert not wait_gone(out), "orphan processes after the demo"
+
+
+def test_a_model_that_does_not_fit_its_images_stops_the_demo_before_any_node(tmp_path):
+    from colour_model import write_colour_model
+
+    backbone, table = write_colour_model(tmp_path / "model")
+    proc = demo(tmp_path / "run", "--backbone", str(backbone), "--table", str(table))
+    stdout, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 2, stdout
+    assert "not Fashion-MNIST" in stdout and "--dataset-dir" in stdout
+    assert "Traceback" not in stdout and not leftovers(tmp_path / "run")
+
+
 def test_ctrl_c_stops_every_child(tmp_path):
     out = tmp_path / "run"
     proc = demo(out, "--duration", "60", "--no-baseline")

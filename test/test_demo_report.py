@@ -82,3 +82,40 @@ def test_summary_verdict_and_swap_labels():
                         ("re-applied after a perception restart; chosen because: gain: ...",
                          "re-applied")):
         assert swap_label({**event, "reason": reason}).endswith(f"({why})"), reason
+
+
+def test_the_energy_budget_is_calibrated_on_the_full_models_frames_and_stated():
+    from adaspring_ros.core.model.config import CompressionConfig
+    from adaspring_ros.core.policy.scenario import ScenarioTrace
+    from adaspring_ros.demo.report import RunRecord, describe_calibration, energy_budget_line
+    from adaspring_ros.demo.run import CALIBRATION_WINDOWS, calibrate_energy
+
+    trace = ScenarioTrace.from_yaml(
+        "budgets: {fps: 10, battery_capacity_wh: 20, mission_duration_s: 1800}\n"
+        "energy_budget_at_start: 1.2\nduration_s: 60\n"
+        "steps:\n  - {t: 0, battery_percent: 45}\n  - {t: 60, battery_percent: 15}\n")
+    record = RunRecord("adaptive", True, t0=1000.0, time_scale=1.0)
+    full = CompressionConfig.full().id
+    arrivals = iter([(full, 40.0), ("other", 1.0), (full, 18.0), (full, 20.0),
+                     (full, math.nan), (full, 19.0), (full, 30.0), (full, 17.0), (full, 50.0)])
+
+    def wait(done, timeout, what):  # metrics come in one by one until the windows are there
+        while not done():
+            config_id, mj = next(arrivals)
+            record.metrics.append({"config_id": config_id, "energy_per_frame_mj": mj})
+
+    calibration = calibrate_energy(record, trace, wait)
+    assert len(record.metrics) == CALIBRATION_WINDOWS + 3  # the first (start-up) left out
+    assert calibration["frame_energy_mj"] == 19.0 and calibration["budget_mj"] == \
+        pytest.approx(22.8)
+    assert "1.2 x 19.00 mJ" in describe_calibration(calibration)
+    record.calibration = calibration
+    record.contexts = [{"time": 1000.0 + t, "battery_percent": b}
+                       for t, b in ((-1, 45.0), (0, 45.0), (30, 30.0), (60, 15.0))]
+    line = energy_budget_line(record, trace)
+    assert [t for t, _ in line] == [0.0, 30.0, 60.0]   # from t = 0 on
+    assert line[0][1] == pytest.approx(22.8)
+    assert line[1][1] == pytest.approx(22.8 * 30 / 45 * 1800 / 1770)  # battery and mission
+    assert energy_budget_line(RunRecord("static", False, 1000.0, 1.0), trace) == []
+    no_budget = ScenarioTrace.from_yaml("steps:\n  - {t: 0, battery_percent: 45}\n")
+    assert calibrate_energy(record, no_budget, wait) is None

@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from adaspring_ros import msg_convert
-from adaspring_ros.core.model.config import CompressionConfig, ConfigError
+from adaspring_ros.core.model.config import DEFAULT_SPACE, CompressionConfig, ConfigError
 from adaspring_ros.core.model.profile_table import ProfileError, ProfileTable
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "300"))
@@ -138,7 +138,7 @@ def test_reconfigure_request_decoder_never_escapes(n, res, data):
     m.int8_weights = [data.draw(st.booleans()) for _ in range(n)]
     m.config_id = data.draw(st.one_of(st.just(""), st.text(max_size=60)))
     try:
-        config = msg_convert.config_from_msg(m)
+        config = msg_convert.config_from_msg(m, DEFAULT_SPACE)
     except ConfigError as exc:
         assert str(exc)
         return

@@ -259,7 +259,7 @@ def reconfigure_requests(draw):
             setattr(m, name, (values * 3)[:size])
     if draw(st.booleans()):  # name the variant too: correctly, or not
         try:
-            m.config_id = msg_convert.config_from_msg(m).id
+            m.config_id = msg_convert.config_from_msg(m, DEFAULT_SPACE).id
         except ConfigError:
             m.config_id = "r99"
     if "id" in faults:

@@ -9,7 +9,12 @@ import numpy as np
 import pytest
 
 from adaspring_ros import msg_convert
-from adaspring_ros.core.model.config import CompressionConfig, ConfigError, StageConfig
+from adaspring_ros.core.model.config import (
+    DEFAULT_SPACE,
+    CompressionConfig,
+    ConfigError,
+    StageConfig,
+)
 
 pytestmark = pytest.mark.ros
 
@@ -98,28 +103,28 @@ def test_config_round_trip_through_message():
                                   storage_bytes=2**40, reason="test")
     assert m.config_id == config.id and m.reason == "test"
     assert math.isnan(m.predicted_latency_ms) and m.storage_bytes == 2**32 - 1
-    assert msg_convert.config_from_msg(m) == config
+    assert msg_convert.config_from_msg(m, DEFAULT_SPACE) == config
 
 
 def test_config_from_id_only_and_bad_requests():
     from adaspring_ros.msg import CompressionConfig as ConfigMsg
 
     m = ConfigMsg(config_id=CompressionConfig.full().id)
-    assert msg_convert.config_from_msg(m) == CompressionConfig.full()
+    assert msg_convert.config_from_msg(m, DEFAULT_SPACE) == CompressionConfig.full()
     with pytest.raises(ConfigError, match="names no variant"):
-        msg_convert.config_from_msg(ConfigMsg())
+        msg_convert.config_from_msg(ConfigMsg(), DEFAULT_SPACE)
     good = msg_convert.config_to_msg(CompressionConfig.full(), ConfigMsg)
     bad = msg_convert.config_to_msg(CompressionConfig.full(), ConfigMsg)
     bad.operator_variant = ["conv", "winograd", "conv"]
     with pytest.raises(ConfigError, match="operator='winograd'"):
-        msg_convert.config_from_msg(bad)
+        msg_convert.config_from_msg(bad, DEFAULT_SPACE)
     bad = msg_convert.config_to_msg(CompressionConfig.full(), ConfigMsg)
     bad.width_ratio = [1.0, float("nan"), 1.0]
     with pytest.raises(ConfigError):
-        msg_convert.config_from_msg(bad)
+        msg_convert.config_from_msg(bad, DEFAULT_SPACE)
     bad.width_ratio = [1.0, 1.0]
     with pytest.raises(ConfigError, match="differ in length"):
-        msg_convert.config_from_msg(bad)
+        msg_convert.config_from_msg(bad, DEFAULT_SPACE)
     good.config_id = CompressionConfig.smallest().id
     with pytest.raises(ConfigError, match="does not match"):
-        msg_convert.config_from_msg(good)
+        msg_convert.config_from_msg(good, DEFAULT_SPACE)

@@ -102,6 +102,7 @@ def test_latency_only_times_every_variant_without_data(fleet, tmp_path, capsys):
     assert source["sha256"] == sha256_of(acc) and source["machine"] == "the workstation"
     assert table.meta["test_images"] == 10000 and table.meta["created"] != "then"
     assert table.device["machine"] != "the workstation" and table.engine_name == "onnxruntime"
+    assert table.cold_start_ms >= 0 and "sleep" in table.meta["cold_start_method"]
     assert out.with_name(out.name + ".sha256").read_text().split()[0] == sha256_of(out)
     assert not (tmp_path / "pareto.png").exists()   # no plot unless --plot names one
     # --front-only: the front of the machine that measured the accuracies
@@ -110,6 +111,31 @@ def test_latency_only_times_every_variant_without_data(fleet, tmp_path, capsys):
     assert sorted(e.id for e in front.entries) == sorted(CONFIGS[1:])
     assert front.meta["variants_timed"] == "pareto front"
     assert "warning" not in capsys.readouterr().err
+
+
+def test_cold_start_only_adds_the_term_and_leaves_every_other_byte(fleet, tmp_path, capsys):
+    bb, acc, _ = fleet
+    out = tmp_path / "robot.json"
+    assert latency_only(bb, acc, out) == 0
+    data = json.loads(out.read_text())
+    del data["cold_start_ms"], data["meta"]["cold_start_method"]
+    data["schema_version"] = 1  # a table of the older schema stays of it
+    del data["card"], data["measured"]
+    before = json.dumps(data, indent=1, sort_keys=True) + "\n"
+    out.write_text(before)
+    assert ProfileTable.load(out).cold_start_ms is None
+    assert profile_main(["--cold-start-only", "--backbone", str(bb), "--out", str(out)]) == 0
+    after = json.loads(out.read_text())
+    assert after.pop("cold_start_ms") >= 0
+    assert "--cold-start-only" in after["meta"].pop("cold_start_method")
+    assert json.dumps(after, indent=1, sort_keys=True) + "\n" == before
+    assert out.with_name(out.name + ".sha256").read_text().split()[0] == sha256_of(out)
+    assert "cold_start_ms" in capsys.readouterr().out
+    other = tmp_path / "other.pt"
+    save_backbone(_backbone(1), other)
+    assert profile_main(["--cold-start-only", "--backbone", str(other), "--out",
+                         str(out)]) == 1
+    assert "was measured on backbone" in capsys.readouterr().err
 
 
 def test_latency_only_refuses_another_backbone(fleet, tmp_path, capsys):
@@ -151,6 +177,8 @@ def test_latency_only_refuses_another_engine_or_card_and_warns_of_another_versio
      "no --extend"),
     (["--accuracy-only", "--out", "t.json", "--extend"], "no --extend"),
     (["--front-only"], "go with --latency-only"),
+    (["--cold-start-only", "--latency-only", "--accuracy-from", "a.json", "--out", "t.json"],
+     "no other mode"),
 ])
 def test_split_options_that_do_not_go_together(argv, problem, capsys):
     assert profile_main(argv) == 2

@@ -27,11 +27,14 @@ from adaspring_ros.core.model.profile_table import (
     pareto_front,
 )
 from adaspring_ros.core.model.supernet import build_backbone
+from adaspring_ros.core.offline import profiler
 from adaspring_ros.core.offline.profiler import (
+    cold_start_sample,
     count_macs,
     neighbours,
     peak_memory_bytes,
     stratified_sample,
+    time_cold_start,
 )
 
 
@@ -174,6 +177,69 @@ def test_profile_table_round_trip_and_rejection(tmp_path):
     path.write_text("{not json")
     with pytest.raises(ProfileError, match="JSON"):
         ProfileTable.load(path)
+
+
+def test_the_cold_start_term_is_an_optional_field_of_the_table(tmp_path):
+    entries = [_entry(FULL, 0.93, 2.0), _entry(SMALL, 0.8, 0.2)]
+    old = ProfileTable(space=DEFAULT_SPACE, entries=entries)
+    assert old.cold_start_ms is None and "cold_start_ms" not in old.to_dict()
+    path = tmp_path / "t.json"
+    ProfileTable(space=DEFAULT_SPACE, entries=entries, cold_start_ms=0.25).save(path)
+    assert ProfileTable.load(path).cold_start_ms == 0.25
+    data = json.loads(path.read_text())
+    for bad in (-0.1, "0.2", float("nan"), True):
+        data["cold_start_ms"] = bad
+        with pytest.raises(ProfileError, match="cold_start_ms"):
+            ProfileTable.from_dict(data)
+
+
+class _FakeClock:
+    """perf_counter and sleep of a clock that moves only when told (the profiler's ``time``)."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.busy_until = -1.0  # end of the last forward of any runner
+
+    def perf_counter(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+class _ColdRunner:
+    """A forward of ``ms`` that costs ``cold_ms`` more when the CPU idled over 5 ms before."""
+
+    def __init__(self, clock: _FakeClock, config: CompressionConfig, ms: float,
+                 cold_ms: float) -> None:
+        self.clock, self.config, self.ms, self.cold_ms = clock, config, ms, cold_ms
+
+    def __call__(self, x):
+        idle = self.clock.now - self.clock.busy_until > 0.005
+        self.clock.now += (self.ms + (self.cold_ms if idle else 0.0)) / 1e3
+        self.clock.busy_until = self.clock.now
+
+
+def test_the_cold_start_is_what_an_idle_gap_adds_to_the_round_robin_median(monkeypatch):
+    clock = _FakeClock()
+    monkeypatch.setattr(profiler, "time", clock)
+    runners = {cid: _ColdRunner(clock, CompressionConfig.from_id(cid), ms, cold)
+               for cid, ms, cold in ((FULL, 1.3, 0.35), (MID, 0.4, 0.3), (SMALL, 0.1, 0.2))}
+    cold = time_cold_start(runners, lambda config: None, rounds=5)
+    assert cold == pytest.approx(0.3)  # the median over the variants
+    assert clock.now > 3 * 5 * profiler.COLD_START_GAP_MS / 1e3  # one gap before each call
+    warm = {cid: _ColdRunner(clock, r.config, r.ms, 0.0) for cid, r in runners.items()}
+    assert time_cold_start(warm, lambda config: None, rounds=2) == 0.0
+    with pytest.raises(ValueError):
+        time_cold_start(runners, lambda config: None, rounds=0)
+
+
+def test_the_cold_start_sample_spreads_over_the_latencies():
+    ids = [f"v{i}" for i in range(100)]
+    picked = cold_start_sample(ids, 5)
+    assert picked == ["v0", "v25", "v50", "v74", "v99"]
+    assert cold_start_sample(ids[:3], 16) == ids[:3] and cold_start_sample(ids, 1) == ["v0"]
+    assert cold_start_sample([], 4) == [] and cold_start_sample(ids, 0) == []
 
 
 def test_the_runtime_loader_refuses_a_table_without_latency(tmp_path):

@@ -6,8 +6,9 @@ import math
 
 import pytest
 
-from adaspring_ros.core.policy.budgets import BudgetParams, compute_budgets
+from adaspring_ros.core.policy.budgets import BudgetParams, compute_budgets, energy_share_for
 from adaspring_ros.core.policy.context import Context
+from adaspring_ros.core.policy.scenario import ScenarioTrace
 
 NAN = float("nan")
 
@@ -81,3 +82,23 @@ def test_budget_params_are_validated(kwargs):
     with pytest.raises(ValueError, match=next(iter(kwargs))):
         BudgetParams(**kwargs)
 
+
+def test_an_energy_budget_stated_per_frame_gives_the_share_that_makes_it():
+    params = BudgetParams(fps=10, battery_capacity_wh=20, mission_duration_s=1800)
+    share = energy_share_for(params, 45.0, 23.25)
+    calibrated = BudgetParams(fps=10, battery_capacity_wh=20, mission_duration_s=1800,
+                              perception_energy_share=share)
+    assert compute_budgets(Context(battery_percent=45), calibrated).energy_mj == \
+        pytest.approx(23.25)
+    later = energy_share_for(params, 45.0, 23.25, mission_remaining_s=900)
+    assert later == pytest.approx(share / 2)
+    assert energy_share_for(params, 1.0, 1e6) == 1.0  # clipped to the parameter's range
+    assert energy_share_for(params, 100.0, 1e-6) == 0.001
+    with pytest.raises(ValueError, match="mission"):
+        energy_share_for(BudgetParams(), 45.0, 10.0)
+    with pytest.raises(ValueError, match="battery_percent"):
+        energy_share_for(params, 0.0, 10.0)
+    trace = ScenarioTrace.from_yaml("budgets: {mission_duration_s: 600}\n"
+                                    "energy_budget_at_start: 1.2\nsteps:\n  - {t: 0}\n")
+    assert trace.energy_budget_at_start == 1.2
+    assert ScenarioTrace.from_yaml("steps:\n  - {t: 0}\n").energy_budget_at_start is None

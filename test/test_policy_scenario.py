@@ -69,6 +69,10 @@ def test_scenario_holds_values_and_interpolates_the_battery():
     ("steps: []\n", r"'steps' must be a non-empty list"),
     ("budgets: {fps: -1}\nsteps:\n  - {t: 0}\n", r"line 1: budgets: fps must be"),
     ("steps: [\n", r"not valid YAML"),
+    ("energy_budget_at_start: 0\nbudgets: {mission_duration_s: 60}\nsteps:\n  - {t: 0}\n",
+     r"line 1: field 'energy_budget_at_start' = 0 is out of range"),
+    ("energy_budget_at_start: 1.2\nsteps:\n  - {t: 0}\n",
+     r"line 1: energy_budget_at_start needs budgets.mission_duration_s"),
 ])
 def test_bad_scenarios_fail_naming_file_step_line_and_field(tmp_path: Path, text, expected):
     path = tmp_path / "bad.yaml"

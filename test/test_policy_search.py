@@ -212,6 +212,36 @@ def test_predict_reports_violations_of_one_variant():
         search.search(Budgets(), Lambdas(1, 0), contention=0.0)
 
 
+def test_the_cold_start_term_is_added_to_every_median_before_the_scaling():
+    rows = [{"latency_ms_p50": 0.1, "accuracy": 0.90}, {"latency_ms_p50": 1.3, "accuracy": 0.95}]
+    table = table_from_rows(rows)
+    plain = RuntimeSearch(table)
+    table.cold_start_ms = 0.3
+    search = RuntimeSearch(table)
+    assert (plain.cold_ms, search.cold_ms) == (0.0, 0.3)
+    small = table.entries[0].id
+    pred = search.predict(small, Budgets(), Lambdas(1, 0), contention=2.0, tail=1.5)
+    assert pred.latency_ms_p50 == pytest.approx(2.0 * 0.4)  # what the metrics will report
+    assert pred.latency_ms == pytest.approx(2.0 * 0.4 * 1.5)  # what the budget is held to
+    assert search.predict(small, Budgets(), Lambdas(1, 0), cold_ms=0.0).latency_ms_p50 == \
+        pytest.approx(0.1)
+    # a budget the small variant meets on the table alone, not with the cold start
+    budgets = Budgets(latency_ms=0.3 * search.tail_ratio)
+    assert plain.search(budgets, Lambdas(1, 0)).config_id == small
+    cold = search.search(budgets, Lambdas(1, 0))
+    assert cold.rule == "nothing-fits" and cold.cold_ms == 0.3
+    for rng_seed in range(5):  # the oracle agrees with the term on random budgets
+        rng = np.random.default_rng(rng_seed)
+        wide = synthetic_table(40, seed=rng_seed)
+        wide.cold_start_ms = float(rng.uniform(0.0, 1.0))
+        budgets = random_budgets(rng, RuntimeSearch(wide))
+        result = RuntimeSearch(wide).search(budgets, Lambdas(0.7, 0.3), 1.3)
+        assert (result.config_id, result.rule) == exhaustive_search(
+            wide, budgets, Lambdas(0.7, 0.3), 1.3)[::2]
+    with pytest.raises(ValueError, match="cold_ms"):
+        search.search(Budgets(), Lambdas(1, 0), cold_ms=-0.1)
+
+
 def test_latency_is_the_median_times_one_tail_ratio():
     # per-variant p95s polluted by interference: the table's median ratio is used for all
     rows = [{"latency_ms_p50": 1.0, "latency_ms_p95": 1.2},
@@ -287,7 +317,8 @@ def test_cli_cpu_load_predicts_contention_and_moves_the_choice(capsys):
     assert contention_from_load(0) == 1.0 and contention_from_load(95) == pytest.approx(1.95)
     table = load_profile_table()
     search = RuntimeSearch(table)
-    full_p95 = float(search.latency_p50[search.row(search.reference.id)] * search.tail_ratio)
+    full_p95 = float((search.latency_p50[search.row(search.reference.id)] + search.cold_ms)
+                     * search.tail_ratio)
     budget = f"{full_p95 / 0.9 * 1.2:.3f}"  # the reference fits a calm CPU, not a busy one
 
     def chosen(*extra: str) -> tuple[str, str]:

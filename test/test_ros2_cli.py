@@ -35,8 +35,8 @@ from ros_harness import spin_until
 
 from adaspring_ros import msg_convert
 from adaspring_ros.core import paths
+from adaspring_ros.core.model.config import DEFAULT_SPACE, CompressionConfig
 from adaspring_ros.core.model.profile_table import ProfileTable
-from adaspring_ros.core.serving.server import parse_config
 from adaspring_ros.demo.child_process import dies_with_parent
 
 pytestmark = pytest.mark.ros
@@ -45,7 +45,7 @@ PACKAGE = "adaspring_ros"
 REPO = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
 TEST_CAMERA = "/test_camera/image_raw"
-FULL = parse_config("full").id
+FULL = CompressionConfig.full(ProfileTable.load(paths.default_profile_table()).space).id
 NODES = ("perception_node", "context_node", "evolution_node")
 DEMO_NODES = (*NODES, "camera_replay_node")
 BUILT_IN = {"use_sim_time", "start_type_description_service"}  # declared by rclpy itself
@@ -320,7 +320,8 @@ def test_topic_echo_prints_the_served_variant(robot, ros2, rclpy_node):
     out = ros2.until(["topic", "echo", "--once", "/adaspring/config"],
                      lambda o: "config_id:" in o, 30, "the latched config")
     echoed = next(yaml.safe_load_all(out))
-    config = msg_convert.config_from_msg(SimpleNamespace(**echoed))  # fields agree with the id
+    # the fields agree with the id
+    config = msg_convert.config_from_msg(SimpleNamespace(**echoed), DEFAULT_SPACE)
     assert config.id == echoed["config_id"]
     assert echoed["reason"] and echoed["predicted_accuracy_percent"] > 0
     start = len(camera.results)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from colour_model import CARD, write_colour_model, write_image_folder
 from ros_harness import NodeProcess, set_parameters, spin_until
 from test_serving_replay import write_bag
 
@@ -72,36 +73,40 @@ def test_fashion_mnist_frames_size_encoding_labels(rclpy_node, tmp_path):
     assert (last.width, last.height, last.step) == (320, 320, 320)  # square source
 
 
-def test_image_folder_source_size_and_labels(rclpy_node, tmp_path):
-    from PIL import Image as PILImage
+def test_image_folder_replays_colour_frames_labelled_in_the_cards_order(rclpy_node, tmp_path):
+    from dataclasses import replace
 
-    root = tmp_path / "folder"
-    for c, name in enumerate(["ankle", "bag"]):
-        (root / name).mkdir(parents=True)
-        for i in range(2):
-            img = np.full((40, 30), 60 * (c + 1) + i, np.uint8)
-            PILImage.fromarray(img).save(root / name / f"{i}.png")
+    from adaspring_ros.core.serving.replay import fit_frame, read_image
+
+    root = write_image_folder(tmp_path / "task")     # test/{apple,bus,cat}/, a README, a grey
+    order = ("cat", "apple", "bus")                   # the card's order, not the folders'
+    backbone, _ = write_colour_model(tmp_path / "model", replace(CARD, classes=order))
     topic = "/test_replay/folder"
     camera = NodeProcess.module(NODE, tmp_path, ros_args=[
         "-p", f"image_topic:={topic}", "-p", "source:=image_folder", "-p", f"path:={root}",
-        "-p", "width:=0", "-p", "height:=0", "-p", "encoding:=rgba8", "-p", "loop:=false",
-        "-p", "rate_hz:=2.0", "-p", "frame_id:=cam0"])
+        "-p", f"backbone_path:={backbone}", "-p", "loop:=false", "-p", "rate_hz:=4.0",
+        "-p", "frame_id:=cam0"])
     try:
         # wait_for_subscriber (default) holds the replay until the camera sees our reader; our
-        # side may match the camera later (on a busy machine, more than the 40 ms that 4 frames
-        # at 100 Hz took, and all 4 best-effort frames were lost), so the 4 frames span 1.5 s
-        # and >= 1 of them is expected.
+        # side may match the camera later on a busy machine, so some of the 7 best-effort
+        # frames may be lost: >= 1 of them is expected.
         frames = receive(rclpy_node, topic, 1, [camera])
-        spin_until(rclpy_node, lambda: "replay finished after 4 frames" in camera.output(), 10,
+        spin_until(rclpy_node, lambda: "replay finished after 7 frames" in camera.output(), 20,
                    "the end of the replay (loop:=false)")
     finally:
         camera.stop()
+    assert "7 images of" in camera.output() and "['cat', 'apple', 'bus']" in camera.output()
+    files = sorted((root / "test").glob("*/*.*"))     # the replay's order: class, then file
     for msg in frames:
         label, seq = parse_labelled_frame_id(msg.header.frame_id)
-        assert label == (0 if seq < 2 else 1)  # sorted class folders, sorted files
-        # load_image_folder resizes to 28x28 grey; width/height 0 keep that size.
-        assert (msg.width, msg.height, msg.encoding, msg.step) == (28, 28, "rgba8", 112)
+        assert (msg.width, msg.height, msg.encoding) == (640, 480, "rgb8")
         assert msg.header.frame_id.startswith("cam0/")
+        source = files[seq]
+        assert order[label] == source.parent.name
+        expected = fit_frame(read_image(source), 640, 480, "nearest")
+        if expected.ndim == 2:
+            expected = np.repeat(expected[..., None], 3, axis=2)
+        assert np.array_equal(msg_convert.image_to_numpy(msg), expected)
 
 
 def test_bag_source(rclpy_node, tmp_path):
@@ -132,10 +137,17 @@ def test_bag_source(rclpy_node, tmp_path):
 @pytest.mark.parametrize("args, message", [
     (["-p", "source:=webcam"], "source: 'webcam' is not one of"),
     (["-p", "source:=image_folder"], "needs a path"),
+    (["-p", "source:=image_folder", "-p", "path:={tmp}/empty"], "has no class sub-folders"),
+    (["-p", "source:=image_folder", "-p", "path:={tmp}/task", "-p", "backbone_path:={backbone}"],
+     "class folder(s) ['zebra'] are not among the model's classes ['apple', 'bus', 'cat']"),
     (["-p", "source:=bag", "-p", "path:=/nonexistent.bag"], "cannot read bag"),
     (["-p", "rate_hz:=0.0"], "rate_hz"),
 ])
 def test_bad_start_parameters_exit_cleanly(tmp_path, args, message):
+    (tmp_path / "empty").mkdir()
+    write_image_folder(tmp_path / "task", ("apple", "zebra"))
+    backbone, _ = write_colour_model(tmp_path / "model")
+    args = [a.format(tmp=tmp_path, backbone=backbone) for a in args]
     camera = NodeProcess.module(NODE, tmp_path, ros_args=args)
     try:
         code = camera.proc.wait(30)

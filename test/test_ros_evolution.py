@@ -339,7 +339,7 @@ def fake_perception() -> None:
     from rclpy.node import Node
 
     from adaspring_ros import msg_convert
-    from adaspring_ros.core.model.config import CompressionConfig
+    from adaspring_ros.core.model.config import DEFAULT_SPACE, CompressionConfig
     from adaspring_ros.nodes.qos import METRICS_QOS, METRICS_TOPIC, RECONFIGURE_SERVICE
 
     class FakePerception(Node):
@@ -364,7 +364,7 @@ def fake_perception() -> None:
 
         def reconfigure_callback(self, request, response):
             time.sleep(self.delay_s)  # a slow swap (blocks this fake's only thread on purpose)
-            wanted = msg_convert.config_from_msg(request.config)
+            wanted = msg_convert.config_from_msg(request.config, DEFAULT_SPACE)
             response.swapped = wanted != self.active
             if wanted != self.active:
                 self.active = wanted

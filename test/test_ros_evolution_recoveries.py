@@ -8,8 +8,8 @@ This process publishes each phase's context (ScenarioTrace.context_at) and moves
 once the node reports, in /diagnostics, a "keep" decision for that context on the expected
 variant, so a loaded machine makes the test slower, not flaky. A stand-in perception node (this
 file run as a script) serves the shipped profile table: its metrics give each variant's table
-latency slowed by the phase's CPU load (1 + 2 x load/100), the table's tail, and the table
-energy plus 0.5 mJ per frame.
+latency plus the table's cold-start term, slowed by the phase's CPU load (1 + 2 x load/100), the
+table's tail, and the table energy plus 0.5 mJ per frame.
 """
 
 from __future__ import annotations
@@ -149,7 +149,9 @@ def fake_perception() -> None:
     class FakePerception(Node):
         def __init__(self) -> None:
             super().__init__("fake_perception")
-            self.search = RuntimeSearch(load_profile_table())
+            table = load_profile_table()
+            self.space = table.space
+            self.search = RuntimeSearch(table)
             self.active = self.search.reference.config
             self.load = 0.0
             self.service = self.create_service(Reconfigure, RECONFIGURE_SERVICE,
@@ -164,7 +166,7 @@ def fake_perception() -> None:
             self.load = msg.cpu_load_other_percent
 
         def reconfigure_callback(self, request, response):
-            wanted = msg_convert.config_from_msg(request.config)
+            wanted = msg_convert.config_from_msg(request.config, self.space)
             response.swapped = wanted != self.active
             self.active = wanted
             response.success, response.swap_ms = True, 0.5
@@ -173,8 +175,8 @@ def fake_perception() -> None:
 
         def metrics_callback(self) -> None:
             row = self.search.row(self.active.id)
-            p50 = float(self.search.latency_p50[row]) * (1 + CONTENTION_PER_LOAD
-                                                         * self.load / 100)
+            p50 = (float(self.search.latency_p50[row]) + self.search.cold_ms) * \
+                (1 + CONTENTION_PER_LOAD * self.load / 100)
             msg = msg_convert.metrics_to_msg(
                 {"config_id": self.active.id, "model_latency_ms_p50": p50,
                  "model_latency_ms_p95": p50 * self.search.tail_ratio,

@@ -11,7 +11,7 @@ import pytest
 from ros_harness import NodeProcess, call_service, spin_until
 
 from adaspring_ros import msg_convert
-from adaspring_ros.core.model.config import CompressionConfig
+from adaspring_ros.core.model.config import DEFAULT_SPACE, CompressionConfig
 
 pytestmark = pytest.mark.ros
 
@@ -108,7 +108,7 @@ def test_message_crosses_processes(type_name, rclpy_node, tmp_path):
         assert m.battery_percent == pytest.approx(42.5) and m.charging
         assert math.isnan(m.battery_seconds_left) and m.source == "peer"
     elif type_name == "CompressionConfig":
-        assert msg_convert.config_from_msg(m) == CompressionConfig.smallest()
+        assert msg_convert.config_from_msg(m, DEFAULT_SPACE) == CompressionConfig.smallest()
         assert m.reason == "peer" and m.context.source == "peer"
     elif type_name == "PerformanceMetrics":
         assert (m.config_id, m.frames_received) == ("peer", 7)
@@ -130,5 +130,5 @@ def test_reconfigure_round_trip(rclpy_node, tmp_path):
     finally:
         peer.stop()
     assert response.success and response.message == f"echo {wanted.id}"
-    assert msg_convert.config_from_msg(response.active) == wanted
+    assert msg_convert.config_from_msg(response.active, DEFAULT_SPACE) == wanted
     assert response.swap_ms == pytest.approx(1.5)

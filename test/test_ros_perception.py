@@ -23,12 +23,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from colour_model import SPACE as COLOUR_SPACE
+from colour_model import write_colour_model, write_lying_checkpoint
 from ros_harness import NodeProcess, PerceptionEnds, spin_for, spin_until
 
 from adaspring_ros import msg_convert
 from adaspring_ros.core import paths
 from adaspring_ros.core.data import datasets as data
-from adaspring_ros.core.model.config import CompressionConfig
+from adaspring_ros.core.model.config import DEFAULT_SPACE, CompressionConfig
 from adaspring_ros.core.serving.replay import parse_labelled_frame_id
 
 pytestmark = pytest.mark.ros
@@ -213,7 +215,7 @@ def test_swap_burst_every_result_from_the_named_variant(rclpy_node, pipeline):
         response = listen.reconfigure(config_msg(wanted))
         replied = rclpy_node.get_clock().now().nanoseconds
         assert response.success, response.message
-        assert msg_convert.config_from_msg(response.active) == wanted
+        assert msg_convert.config_from_msg(response.active, DEFAULT_SPACE) == wanted
         assert math.isfinite(response.swap_ms) and response.swap_ms > 0
         sent.append((requested_after, replied, wanted.id))
         listen.results_after(2, f"results after swap {i}")  # frames stream between swaps
@@ -468,16 +470,25 @@ def test_corrupt_backbone_is_refused(tmp_path, pipeline):
 @pytest.mark.parametrize("args, expected", [
     (["-p", "engine:=tensorrt"], "engine: 'tensorrt' is not one of onnxruntime, torch"),
     (["-p", "profile_table:={torch_table}"], "measured in engine 'torch'"),
+    (["-p", "profile_table:={colour_table}"],
+     "colour_table.json: the profile table was measured for another model card"),
+    (["-p", f"initial_config:={CompressionConfig.full(COLOUR_SPACE).id}"], "initial_config: "),
+    (["-p", "backbone_path:={lying}", "-p", "profile_table:={colour_table}"],
+     "the model card contradicts the weights"),
 ])
-def test_bad_engine_or_table_of_another_engine_is_refused_at_start(tmp_path, pipeline, args,
-                                                                   expected):
-    """A bad or mismatched engine is a clear error at start-up, never a crash mid-stream."""
+def test_bad_engine_or_a_table_or_variant_of_another_model_is_refused_at_start(
+        tmp_path, pipeline, args, expected):
+    """A bad or mismatched engine, a table of another engine or model card, a first variant
+    of another space: one clear line at start-up and exit 2, never a crash mid-stream."""
     from adaspring_ros.core.model.profile_table import ProfileTable
 
     table = ProfileTable.load(pipeline.table)
     table.engine = {"name": "torch", "version": "2.13.0", "threads": 1}
     table.save(tmp_path / "torch_table.json")
-    args = [a.format(torch_table=tmp_path / "torch_table.json") for a in args]
+    colour, colour_table = write_colour_model(tmp_path / "colour")
+    lying = write_lying_checkpoint(colour, tmp_path / "lying.pt")
+    args = [a.format(torch_table=tmp_path / "torch_table.json", colour_table=colour_table,
+                     lying=lying) for a in args]
     proc = NodeProcess.module(PERCEPTION, tmp_path, ros_args=[
         "-p", f"backbone_path:={pipeline.backbone}", *args])
     try:

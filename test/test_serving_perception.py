@@ -1,7 +1,9 @@
 """The perception process without ROS: frames classified and counted, swaps, reports (no ROS).
 
 The node (test_ros_perception.py) only wires this to topics; here every counter and decision is
-checked directly, and the whole path runs without torch (a subprocess proves it).
+checked directly, and the whole path runs without torch (a subprocess proves it). A tiny colour
+backbone of another space is served as its model card says, and a table or initial variant
+that does not fit it is refused.
 """
 
 from __future__ import annotations
@@ -10,16 +12,19 @@ import math
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
+from colour_model import CARD, ROWS, SPACE, write_colour_model, write_lying_checkpoint
 
 from adaspring_ros.core import paths
 from adaspring_ros.core.data.transforms import preprocess_frame
 from adaspring_ros.core.model import compact
 from adaspring_ros.core.model.config import CompressionConfig, ConfigError
 from adaspring_ros.core.model.engine import classify_logits, make_engine
+from adaspring_ros.core.model.profile_table import ProfileError, ProfileTable
 from adaspring_ros.core.serving.image_codec import ImageError
 from adaspring_ros.core.serving.perception import (
     Perception,
@@ -190,9 +195,66 @@ def test_the_debug_view_is_rate_capped(perception):
 
 def test_invalid_parameters_name_the_parameter():
     assert invalid_parameters({"initial_config": "smallest", "max_rate_hz": 1.0}) == ""
-    assert invalid_parameters({"initial_config": "toaster"}).startswith("initial_config:")
     assert invalid_parameters({"device_power_profile": "/nonexistent.yaml"}).startswith(
         "device_power_profile:")
+
+
+# -- a colour backbone of another space -----------------------------------------------------------
+@pytest.fixture(scope="module")
+def colour(tmp_path_factory):
+    return write_colour_model(tmp_path_factory.mktemp("colour"))
+
+
+def _colour_params(colour, **changes) -> dict:
+    backbone, table = colour
+    return {**PARAMS, "backbone_path": str(backbone), "profile_table": str(table), **changes}
+
+
+def test_a_colour_model_of_another_space_is_served_as_its_card_says(colour):
+    smallest = CompressionConfig.smallest(SPACE)
+    served = Perception(_colour_params(colour, initial_config=smallest.id))
+    try:
+        assert served.space == SPACE and served.server.active[0] == smallest
+        assert served.model_info.class_names == CARD.classes
+        for pixels in (_frame(7), _frame(8)[..., 0]):   # a colour and a grey frame
+            result, _ = _serve(served, pixels)
+            config, runner = served.server.active
+            x = preprocess_frame(pixels, config.resolution, CARD)
+            assert x.shape == (1, 3, config.resolution, config.resolution)
+            assert result.class_id == classify_logits(runner(x))[0]
+            assert result.label == CARD.classes[result.class_id]
+        mid = CompressionConfig.from_id(
+            ProfileTable.load(colour[1]).entries[2].id, SPACE)
+        outcome = served.reconfigure(lambda space: CompressionConfig.from_id(mid.id, space))
+        assert outcome.success and outcome.active == mid
+    finally:
+        served.close()
+
+
+@pytest.mark.parametrize("initial", ["toaster", CompressionConfig.full().id])
+def test_initial_config_is_checked_against_the_checkpoints_space(colour, initial):
+    with pytest.raises(ConfigError, match="^initial_config: "):
+        Perception(_colour_params(colour, initial_config=initial))
+
+
+def test_a_checkpoint_whose_card_contradicts_its_weights_is_refused(colour, tmp_path):
+    lying = write_lying_checkpoint(colour[0], tmp_path / "lying.pt")
+    with pytest.raises(ValueError, match="contradicts the weights: the card says 1 input "
+                                         "channel.*stem's weights take 3"):
+        Perception(_colour_params(colour, backbone_path=str(lying)))
+
+
+def test_a_table_of_another_card_or_space_is_refused_naming_both(colour, tmp_path):
+    from tools.synthetic_tables import table_from_rows
+
+    grey = tmp_path / "grey_card.json"
+    table_from_rows(ROWS, SPACE).save(grey)           # the legacy grey card, same space
+    with pytest.raises(ProfileError, match="another model card.*channels: table 1, backbone 3"):
+        Perception(_colour_params(colour, profile_table=str(grey)))
+    other = tmp_path / "other_space.json"
+    table_from_rows(ROWS, replace(SPACE, widths=(0.25, 1.0)), card=CARD).save(other)
+    with pytest.raises(ProfileError, match=f"^{other}: .*space"):
+        Perception(_colour_params(colour, profile_table=str(other)))
 
 
 def test_serving_frames_and_swaps_loads_no_torch():

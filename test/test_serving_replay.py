@@ -1,21 +1,27 @@
-"""The replay camera's frame sources (no ROS): dataset frames (loop, limit, seeded order), the
-letterbox, bags written with rosbags read back, and the labelled frame_id protocol."""
+"""The replay camera's frame sources (no ROS): dataset frames (loop, limit, seeded order), image
+folders (the test split, the model card's label order, colour kept, odd files), the letterbox,
+bags written with rosbags read back, and the labelled frame_id protocol."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
+from colour_model import write_image_folder
 
 from adaspring_ros.core.data.datasets import DataError, Dataset
 from adaspring_ros.core.serving.replay import (
     bag_frames,
     dataset_frames,
     fit_frame,
+    folder_frames,
+    index_image_files,
     labelled_frame_id,
     open_bag,
     parse_labelled_frame_id,
+    read_image,
 )
 
 
@@ -128,3 +134,69 @@ def test_a_bad_bag_fails_at_open_naming_it(tmp_path):
         open_bag(tmp_path / "bag", "/other", loop=False, limit=0)
     first = next(open_bag(tmp_path / "bag", "/robot/camera", loop=False, limit=0))
     assert np.array_equal(first[0], np.zeros((2, 2), np.uint8))
+
+
+def test_an_image_folder_replays_its_test_split_labelled_in_the_cards_order(tmp_path):
+    root = write_image_folder(tmp_path / "task")             # test/{apple,bus,cat}
+    card_order = ("cat", "apple", "bus", "dog")             # a model may know more classes
+    files = index_image_files(root, card_order)
+    assert files.classes == card_order and len(files) == 7 and files.skipped == 0
+    names = [p.parent.name for p in files.paths]
+    assert [card_order[label] for label in files.labels] == names
+    frames = list(folder_frames(files, loop=False, seed=-1, limit=0, size_hint=(640, 480)))
+    first, label = frames[0]                                 # apple/0.png: 30x50, red
+    assert label == 1 and first.shape == (30, 50, 3) and first[..., 0].mean() > 150
+    assert frames[2][0].shape == (20, 20)                    # apple/grey.png stays grey
+    # No card: the train split's class folders name the labels, even those the test split lacks.
+    for name in ("apple", "bus", "cat"):
+        (root / "train" / name).mkdir(parents=True)
+    shutil.rmtree(root / "test" / "apple")
+    files = index_image_files(root)
+    assert files.classes == ("apple", "bus", "cat") and set(files.labels) == {1, 2}
+
+
+def test_an_image_folder_without_a_card_uses_its_sorted_class_folders(tmp_path):
+    root = write_image_folder(tmp_path / "task")
+    files = index_image_files(root / "test")                 # the folder itself: no splits
+    assert files.classes == ("apple", "bus", "cat") and files.skipped == 0
+    (root / "test" / "bus" / "notes.txt").write_text("not an image")
+    assert index_image_files(root).skipped == 1
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda root: root.mkdir(), "no class sub-folders"),
+    (lambda root: (root / "test" / "apple").mkdir(parents=True), "holds no images"),
+    (lambda root: write_image_folder(root, ("apple", "zebra")), "['zebra'] are not among"),
+])
+def test_a_folder_that_cannot_be_replayed_is_refused_naming_it(tmp_path, make, message):
+    root = tmp_path / "task"
+    make(root)
+    with pytest.raises(DataError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        index_image_files(root, ("apple", "bus", "cat"))
+    with pytest.raises(DataError, match="does not exist"):
+        index_image_files(tmp_path / "nothing")
+
+
+def test_images_are_read_as_8_bit_grey_or_rgb(tmp_path):
+    from PIL import Image
+
+    wide = np.full((6, 5), 65535 // 2, np.uint16)
+    Image.fromarray(wide).save(tmp_path / "wide.png")
+    rgba = np.zeros((4, 4, 4), np.uint8)
+    rgba[..., 0] = 255                                       # red, fully transparent
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "clear.png")
+    Image.fromarray(np.zeros((4, 4, 3), np.uint8)).convert("P").save(tmp_path / "palette.png")
+    (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    assert read_image(tmp_path / "wide.png").tolist() == np.full((6, 5), 127).tolist()
+    assert read_image(tmp_path / "clear.png").tolist() == np.full((4, 4, 3), 128).tolist()
+    assert read_image(tmp_path / "palette.png").shape == (4, 4, 3)
+    with pytest.raises(DataError, match="broken.jpg"):
+        read_image(tmp_path / "broken.jpg")
+    folder = tmp_path / "f"
+    (folder / "a").mkdir(parents=True)
+    (folder / "b").mkdir()
+    (tmp_path / "broken.jpg").rename(folder / "a" / "broken.jpg")
+    (tmp_path / "wide.png").rename(folder / "b" / "wide.png")
+    frames = list(folder_frames(index_image_files(folder), False, -1, 0))
+    assert frames[0][0] is None and "broken.jpg" in frames[0][1]   # skipped, not fatal
+    assert frames[1][1] == 1

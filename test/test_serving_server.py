@@ -9,10 +9,12 @@ import gc
 import pytest
 import torch
 
+from adaspring_ros.core.model.card import FASHION_MNIST_CARD
 from adaspring_ros.core.model.config import (
     DEFAULT_SPACE,
     CompressionConfig,
     ConfigError,
+    SearchSpace,
     StageConfig,
 )
 from adaspring_ros.core.model.engine import make_engine
@@ -31,15 +33,23 @@ def server():
     torch.manual_seed(0)
     backbone = build_backbone(stage_channels=(4, 8, 8)).eval()
     return VariantServer(backbone.materialise, make_engine("torch"), None, capacity=2,
-                         initial=CompressionConfig.full(backbone.space))
+                         initial=CompressionConfig.full(backbone.space),
+                         card=FASHION_MNIST_CARD)
 
 
-def test_parse_config_names_and_ids():
-    assert parse_config("full") == CompressionConfig.full()
-    assert parse_config("smallest") == CompressionConfig.smallest()
-    assert parse_config(CompressionConfig.smallest().id) == CompressionConfig.smallest()
+@pytest.mark.parametrize("space", [SearchSpace(), SearchSpace(num_stages=2, widths=(0.5, 1.0),
+                                                              resolutions=(32, 40, 48))])
+def test_parse_config_names_and_ids_of_the_space_given(space):
+    assert parse_config("full", space) == CompressionConfig.full(space)
+    assert parse_config("smallest", space) == CompressionConfig.smallest(space)
+    assert parse_config(CompressionConfig.smallest(space).id, space) == \
+        CompressionConfig.smallest(space)
     with pytest.raises(ConfigError):
-        parse_config("toaster")
+        parse_config("toaster", space)
+    other = SearchSpace(resolutions=(20,)) if space.num_stages == 2 else \
+        SearchSpace(num_stages=2, widths=(0.5, 1.0), resolutions=(32, 40, 48))
+    with pytest.raises(ConfigError):  # a variant of another space
+        parse_config(CompressionConfig.full(other).id, space)
 
 
 def test_swap_replaces_the_pair_whole_and_reports_what_it_did(server):

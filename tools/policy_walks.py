@@ -177,7 +177,7 @@ def run_walk(walk: Walk, search: RuntimeSearch, budget_params: BudgetParams) -> 
                 evolver.observe_context(phase.context, now)
             if evolver.active_id is not None:
                 row = search.row(evolver.active_id)
-                p50 = float(search.latency_p50[row]) * contention
+                p50 = (float(search.latency_p50[row]) + search.cold_ms) * contention
                 evolver.observe_metrics(evolver.active_id, p50, p50 * tail, now,
                                         non_model_ms=walk.non_model_ms,
                                         energy_per_frame_mj=float(search.energy[row]) + overhead

@@ -22,17 +22,20 @@ __all__ = ["exhaustive_search"]
 def exhaustive_search(table: ProfileTable, budgets: Budgets, lambdas: Lambdas,
                       contention: float = 1.0, tail: float | None = None,
                       objective_params: ObjectiveParams | None = None,
-                      overhead_mj: float = 0.0) -> tuple[str, float, str]:
+                      overhead_mj: float = 0.0,
+                      cold_ms: float | None = None) -> tuple[str, float, str]:
     """(chosen id, its objective, the rule that chose it), by the rules of
-    ``adaspring_ros.core.policy.search.RULES``, each entry checked in turn."""
+    ``adaspring_ros.core.policy.search.RULES``, each entry checked in turn; ``cold_ms`` None:
+    the table's cold-start term."""
     params = objective_params or ObjectiveParams()
     scale = (table_tail_ratio(table) if tail is None else tail) * contention
+    cold = (table.cold_start_ms or 0.0) if cold_ms is None else cold_ms
     entries = sorted(table.entries, key=lambda e: e.id)
     ref = entries[reference_row([e.accuracy for e in entries], [e.energy_mj for e in entries])]
     floor = 100.0 * ref.accuracy - params.max_accuracy_loss_pt - 1e-9
 
     def meets_all_but_energy(e: ProfileEntry) -> bool:
-        return (e.latency_ms_p50 * scale <= budgets.latency_ms
+        return ((e.latency_ms_p50 + cold) * scale <= budgets.latency_ms
                 and e.peak_memory_mb <= budgets.memory_mb
                 and e.storage_bytes <= budgets.storage_bytes
                 and e.accuracy >= budgets.min_accuracy)
@@ -65,7 +68,7 @@ def exhaustive_search(table: ProfileTable, budgets: Budgets, lambdas: Lambdas,
 
     def worst_ratio(e: ProfileEntry) -> float:
         ratio = 0.0
-        for used, limit in ((e.latency_ms_p50 * scale, budgets.latency_ms),
+        for used, limit in (((e.latency_ms_p50 + cold) * scale, budgets.latency_ms),
                             (e.peak_memory_mb, budgets.memory_mb),
                             (e.storage_bytes, budgets.storage_bytes),
                             (e.energy_mj + overhead_mj, budgets.energy_mj)):

@@ -16,6 +16,7 @@ from typing import Sequence
 
 import numpy as np
 
+from adaspring_ros.core.model.card import ModelCard
 from adaspring_ros.core.model.config import (
     DEFAULT_SPACE,
     CompressionConfig,
@@ -97,11 +98,12 @@ def width_only_configs(space: SearchSpace = DEFAULT_SPACE) -> list[CompressionCo
 
 def synthetic_table(
     n: int, seed: int = 0, space: SearchSpace = DEFAULT_SPACE,
-    include: Sequence[CompressionConfig] = (),
+    include: Sequence[CompressionConfig] = (), card: ModelCard | None = None,
 ) -> ProfileTable:
     """A table of ``n`` distinct variants of ``space`` with synthetic measurements: the full and
     the smallest variant, then ``include`` (as many as fit), then random draws. Deterministic
-    for a given ``seed``."""
+    for a given ``seed``. ``card`` is the model card of the backbone it stands for (default:
+    the grey Fashion-MNIST card at the space's resolutions)."""
     if not 2 <= n <= space.size:
         raise ValueError(f"n must be in [2, {space.size}], got {n}")
     rng = np.random.default_rng(seed)
@@ -128,12 +130,14 @@ def synthetic_table(
         space=space, entries=entries, device={"name": "synthetic"},
         energy_method="synthetic: latency x 8 W (not measured)", engine=dict(SYNTHETIC_ENGINE),
         meta={"synthetic": True, "seed": seed, "note": "made-up numbers from a cost model"},
+        card=card,
     )
 
 
 def table_from_rows(rows: list[dict[str, float]], space: SearchSpace = DEFAULT_SPACE,
-                    seed: int = 0) -> ProfileTable:
-    """A table with the given metrics, one row per entry, on distinct variants of ``space``.
+                    seed: int = 0, card: ModelCard | None = None) -> ProfileTable:
+    """A table with the given metrics, one row per entry, on distinct variants of ``space``
+    (``card`` as for :func:`synthetic_table`).
 
     Each row may set accuracy, latency_ms_p50, latency_ms_p95 (default 1.15 x p50),
     peak_memory_mb, storage_bytes, energy_mj; missing metrics get neutral defaults. For tests
@@ -156,4 +160,4 @@ def table_from_rows(rows: list[dict[str, float]], space: SearchSpace = DEFAULT_S
         ))
     return ProfileTable(space=space, entries=entries, device={"name": "synthetic"},
                         energy_method="given", meta={"synthetic": True},
-                        engine=dict(SYNTHETIC_ENGINE))
+                        engine=dict(SYNTHETIC_ENGINE), card=card)

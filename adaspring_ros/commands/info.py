@@ -70,7 +70,7 @@ def _table(path: Path, raw: bytes) -> dict[str, Any]:
             "format_version": data["schema_version"],
             **_card_fields(table.card, "card" in data),
             "space": table.space.to_dict(), "engine": table.engine, "variants": len(table),
-            "measured": list(table.measured),
+            "measured": list(table.measured), "cold_start_ms": table.cold_start_ms,
             "backbone_sha256": table.backbone_sha256, "sha256": sha256_of(path)}
 
 

@@ -7,7 +7,9 @@ is described in core/offline/profiling.py.
 
 For a fleet the run splits in two: ``--accuracy-only`` once, where the data is (the accuracy
 table), then ``--latency-only --accuracy-from ACC`` on each device kind, from the backbone and
-that table alone, reading no data (core/offline/latency.py).
+that table alone, reading no data (core/offline/latency.py). Every timing run also measures the
+device's cold-start term (a forward after an idle camera frame); ``--cold-start-only`` adds it to
+a table timed before it was measured.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from collections.abc import Sequence
 from adaspring_ros.core.model.checkpoint import CheckpointError
 from adaspring_ros.core.model.engine import ENGINES
 from adaspring_ros.core.model.profile_table import ProfileError
-from adaspring_ros.core.offline.latency import profile_latency
+from adaspring_ros.core.offline.latency import profile_cold_start, profile_latency
 from adaspring_ros.core.offline.profiling import ProfileOptions, profile
 
 __all__ = ["build_parser", "cli_main"]
@@ -51,6 +53,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--accuracy-from", default=d.accuracy_from,
                    help="with --latency-only: the accuracy table (or any profile table) of "
                         "--backbone")
+    p.add_argument("--cold-start-only", action="store_true",
+                   help="measure only this device's cold-start term (what a forward costs "
+                        "after an idle camera frame) and write it into the latency table "
+                        "--out (default: the shipped one of --engine), entries unchanged")
     p.add_argument("--front-only", action="store_true",
                    help="with --latency-only: time only the accuracy table's Pareto front")
     p.add_argument("--extend", action="store_true",
@@ -88,7 +94,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _split_error(opts: ProfileOptions) -> str | None:
-    """What is wrong with the --accuracy-only / --latency-only options, if anything."""
+    """What is wrong with the --accuracy-only / --latency-only / --cold-start-only options,
+    if anything."""
+    if opts.cold_start_only and (opts.accuracy_only or opts.latency_only or opts.extend
+                                 or opts.plot_only or opts.accuracy_from or opts.front_only):
+        return ("--cold-start-only only adds the cold-start term to the latency table --out: "
+                "no other mode")
     if opts.accuracy_only and opts.latency_only:
         return "--accuracy-only and --latency-only exclude each other (run one, then the other)"
     if (opts.accuracy_only or opts.latency_only) and not opts.out:
@@ -124,7 +135,9 @@ def cli_main(argv: Sequence[str] | None = None) -> int:
         print("adaspring profile: --remeasure-tuned needs --extend", file=sys.stderr)
         return 2
     try:
-        (profile_latency if opts.latency_only else profile)(opts)
+        run = profile_cold_start if opts.cold_start_only else \
+            profile_latency if opts.latency_only else profile
+        run(opts)
     except (ProfileError, CheckpointError) as exc:
         message = str(exc)
         print(message if message.startswith("adaspring profile") else

@@ -8,15 +8,18 @@ from __future__ import annotations
 import json
 import math
 import statistics
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping
 
+from adaspring_ros.core.policy.budgets import compute_budgets
+from adaspring_ros.core.policy.context import Context
 from adaspring_ros.core.policy.scenario import ScenarioTrace
 from adaspring_ros.core.serving.frame_stats import percentile
 
 __all__ = ["Phase", "scenario_phases", "Frame", "RunRecord", "phase_stats", "summarise",
-           "format_table", "swap_label", "verdict", "plot_timeline", "write_outputs"]
+           "format_table", "swap_label", "describe_calibration", "verdict",
+           "energy_budget_line", "plot_timeline", "write_outputs"]
 
 
 @dataclass(frozen=True)
@@ -75,6 +78,7 @@ class RunRecord:
     metrics: list[dict[str, Any]] = field(default_factory=list)
     hog: list[tuple[float, int]] = field(default_factory=list)
     interrupted: bool = False
+    calibration: dict[str, float] = field(default_factory=dict)  # see run.calibrate_energy
 
     def scenario_time(self, wall: float) -> float:
         return (wall - self.t0) * self.time_scale
@@ -195,6 +199,17 @@ def swap_label(event: dict[str, Any]) -> str:
             f"{event['predicted_energy_mj']:.3g} mJ ({why})")
 
 
+def describe_calibration(calibration: Mapping[str, float]) -> str:
+    """One line: the energy budget of the scenario as measured on this host."""
+    c = calibration
+    return (f"energy budget: {c['energy_budget_at_start']:g} x {c['frame_energy_mj']:.2f} mJ "
+            f"(a frame of the full model here, median of {c['windows']:g} metrics windows "
+            f"before the scenario) = {c['budget_mj']:.2f} mJ per frame at t = 0, "
+            f"perception_energy_share {c['perception_energy_share']:.4f} of a "
+            f"{c['battery_capacity_wh']:g} Wh battery at {c['battery_percent']:g} % for a "
+            f"{c['mission_duration_s']:g} s mission; it falls with the battery")
+
+
 def verdict(rows: list[dict[str, Any]]) -> str:
     """One line: adaptive against static full over the whole scenario, and whether adaptive is
     at least as good on deadline hits and energy with at most 2 points less accuracy.
@@ -236,6 +251,26 @@ def verdict(rows: list[dict[str, Any]]) -> str:
 
 
 # -- timeline --------------------------------------------------------------------------------
+def energy_budget_line(record: RunRecord, trace: ScenarioTrace) -> list[tuple[float, float]]:
+    """(scenario time, energy budget per frame) at each context of a calibrated run: what the
+    evolution node was given to meet (the mission counted from t = 0)."""
+    if not record.calibration:
+        return []
+    params = replace(trace.budget_params(),
+                     perception_energy_share=record.calibration["perception_energy_share"])
+    line = []
+    for c in record.contexts:
+        t = record.scenario_time(c["time"])
+        if t < 0 or not math.isfinite(c["battery_percent"]):
+            continue
+        context = Context(battery_percent=c["battery_percent"])
+        budgets = compute_budgets(context, params, mission_remaining_s=max(
+            params.mission_duration_s - t / record.time_scale, 0.0))
+        if math.isfinite(budgets.energy_mj):
+            line.append((t, budgets.energy_mj))
+    return line
+
+
 def plot_timeline(records: list[RunRecord], trace: ScenarioTrace, path: Path) -> None:
     import matplotlib
 
@@ -308,6 +343,11 @@ def plot_timeline(records: list[RunRecord], trace: ScenarioTrace, path: Path) ->
             twin.plot(*zip(*energy, strict=True), color=colour, linestyle=":",
                       label=f"{record.name}: mJ/frame")
             twin.set_ylabel("mJ / frame (dotted)")
+        budget = energy_budget_line(record, trace)
+        if budget:
+            twin.plot(*zip(*budget, strict=True), color="black", linestyle="--", linewidth=1,
+                      label="energy budget per frame")
+            twin.legend(loc="lower right", fontsize=8)
     ax.set_ylabel("accuracy %")
     ax.set_xlabel("scenario time, s")
     ax.legend(loc="lower left", fontsize=8)
@@ -319,7 +359,9 @@ def plot_timeline(records: list[RunRecord], trace: ScenarioTrace, path: Path) ->
 
 
 def write_outputs(records: list[RunRecord], rows: list[dict[str, Any]], table: str,
-                  trace: ScenarioTrace, out: Path) -> None:
+                  trace: ScenarioTrace, out: Path, model: dict[str, Any] | None = None) -> None:
+    """events.json (the scenario, ``model``: which backbone, table and images with the model
+    card, the summary rows, every run's raw record), summary.txt (``table``) and the timeline."""
     def clean(value: Any) -> Any:  # JSON has no NaN
         if isinstance(value, float) and not math.isfinite(value):
             return None
@@ -329,8 +371,8 @@ def write_outputs(records: list[RunRecord], rows: list[dict[str, Any]], table: s
             return [clean(v) for v in value]
         return value
 
-    data = {"scenario": trace.name, "scenario_path": trace.path, "summary": rows,
-            "runs": [asdict(r) for r in records]}
+    data = {"scenario": trace.name, "scenario_path": trace.path, "model": model or {},
+            "summary": rows, "runs": [asdict(r) for r in records]}
     (out / "events.json").write_text(json.dumps(clean(data), indent=1))
     (out / "summary.txt").write_text(table + "\n")
     plot_timeline(records, trace, out / "timeline.png")

@@ -8,6 +8,11 @@ in the same scenario (a second, shorter, time-scaled pass with the evolution nod
 perception node pinned to the full variant), a timeline PNG and a JSON of the raw events under
 runs/<time>/ (demo_report.py). Every child process is stopped on exit or Ctrl-C, and dies with
 the demo even if the demo itself is killed (processes.py).
+
+By default the shipped Fashion-MNIST backbone classifies the Fashion-MNIST test split; --model
+NAME (models/NAME/), or --backbone, --table and --dataset-dir, run a user's model on the test
+split of its own image folder, replayed as 640x480 colour frames (demo/model.py). The report
+names the model's task from its model card.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import argparse
 import math
 import os
 import signal
+import statistics
 import sys
 import tempfile
 import threading
@@ -24,6 +30,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from adaspring_ros.core import paths
+from adaspring_ros.core.policy.budgets import energy_share_for
 from adaspring_ros.core.policy.scenario import ScenarioTrace, resolve_scenario
 from adaspring_ros.core.serving.replay import parse_labelled_frame_id
 from adaspring_ros.demo.graph import (
@@ -34,9 +41,11 @@ from adaspring_ros.demo.graph import (
     spin_until,
     use_environment,
 )
+from adaspring_ros.demo.model import DemoModel, describe_task, resolve_model
 from adaspring_ros.demo.report import (
     Frame,
     RunRecord,
+    describe_calibration,
     format_table,
     scenario_phases,
     summarise,
@@ -44,7 +53,11 @@ from adaspring_ros.demo.report import (
     write_outputs,
 )
 
-__all__ = ["cli_main", "run_pass", "Recorder", "evolution_overrides"]
+__all__ = ["cli_main", "run_pass", "Recorder", "evolution_overrides", "calibrate_energy"]
+
+# Metrics windows of the full model the energy calibration takes the median of, after the first
+# (which holds the model's start-up).
+CALIBRATION_WINDOWS = 5
 
 
 # -- recording ----------------------------------------------------------------------------------
@@ -168,13 +181,44 @@ def evolution_overrides(trace: ScenarioTrace) -> dict[str, object]:
     return out
 
 
-def served_accuracy() -> dict[str, float]:
-    """Config id -> top-1 % of the shipped profile table (the test split), for the summary's
-    accuracy of the variants served; empty when the table is missing or unreadable."""
+def calibrate_energy(record: RunRecord, trace: ScenarioTrace, wait: Callable[..., None]
+                     ) -> dict[str, float] | None:
+    """The scenario's ``energy_budget_at_start`` made concrete on this host: the median frame
+    energy of the full model over :data:`CALIBRATION_WINDOWS` metrics windows (the perception
+    node serves it from the start), and the ``perception_energy_share`` that makes the budget
+    per frame at t = 0 that many times it. None when the scenario states no such budget (or no
+    battery at t = 0). ``wait(predicate, timeout, what)`` spins until ``predicate()``."""
+    ratio = trace.energy_budget_at_start
+    battery = trace.step_at(0.0).battery_percent
+    if ratio is None or not battery:
+        return None
+    def windows() -> list[float]:
+        # The perception node serves its space's full variant until the evolution node starts.
+        full = record.metrics[0]["config_id"] if record.metrics else None
+        values = [m["energy_per_frame_mj"] for m in record.metrics
+                  if m["config_id"] == full and math.isfinite(m["energy_per_frame_mj"])]
+        return values[1:]
+
+    wait(lambda: len(windows()) >= CALIBRATION_WINDOWS, 60,
+         "the perception node's frame energy of the full model")
+    frame_mj = statistics.median(windows()[:CALIBRATION_WINDOWS])
+    params = trace.budget_params()
+    share = energy_share_for(params, battery, ratio * frame_mj)
+    return {"frame_energy_mj": frame_mj, "windows": CALIBRATION_WINDOWS,
+            "energy_budget_at_start": ratio, "budget_mj": ratio * frame_mj,
+            "battery_percent": battery, "battery_capacity_wh": params.battery_capacity_wh,
+            "mission_duration_s": params.mission_duration_s,
+            "perception_energy_share": share}
+
+
+def served_accuracy(path: str = "") -> dict[str, float]:
+    """Config id -> top-1 % of the profile table at ``path`` ('' = the shipped one; its test
+    split), for the summary's accuracy of the variants served; empty when the table is missing
+    or unreadable."""
     from adaspring_ros.core.model.profile_table import ProfileTable
 
     try:
-        table = ProfileTable.load(paths.default_profile_table())
+        table = ProfileTable.load(path or paths.default_profile_table())
     except (OSError, ValueError, KeyError, TypeError) as exc:
         print(f"(no accuracy of the variants served: {exc})", file=sys.stderr)
         return {}
@@ -184,8 +228,10 @@ def served_accuracy() -> dict[str, float]:
 def run_pass(name: str, evolution: bool, duration: float, trace: ScenarioTrace,
              scenario_path: Path, out: Path, env: dict[str, str], hog_per_unit: int = 1,
              quiet: bool = False, start_margin: float = 4.0,
-             evolution_params: dict[str, object] | None = None) -> RunRecord:
-    """Run the pipeline once through the scenario squeezed into ``duration`` seconds.
+             evolution_params: dict[str, object] | None = None,
+             model: DemoModel | None = None) -> RunRecord:
+    """Run the pipeline once through the scenario squeezed into ``duration`` seconds, on
+    ``model`` (default: the shipped one on Fashion-MNIST).
 
     The scenario's ``cpu_hog`` x ``hog_per_unit`` busy-loop processes run while a step asks for
     them. Without ``evolution`` the perception node stays on the full model (the static baseline).
@@ -203,18 +249,31 @@ def run_pass(name: str, evolution: bool, duration: float, trace: ScenarioTrace,
     hog = CpuHog()
     try:
         # The camera as config/adaspring.yaml has it (640x480 rgb8), at the scenario's rate.
-        camera = {"rate_hz": float(trace.budgets.get("fps", 10.0))}
-        children.start_node("perception_node", params_file, {"initial_config": "full"})
+        model = model or resolve_model()
+        camera = {"rate_hz": float(trace.budgets.get("fps", 10.0)), **model.camera_params()}
+        children.start_node("perception_node", params_file,
+                            {"initial_config": "full", **model.perception_params()})
         children.start_node("camera_replay_node", params_file, camera)
         spin_until(recorder.node, _until(lambda: len(record.frames) >= 5), 90,
                    "the perception node to classify frames", children.procs.values(), GraphError)
+        overrides = {**evolution_overrides(trace), **model.evolution_params(),
+                     **(evolution_params or {})}
+        if evolution:
+            def wait(done: Callable[[], bool], timeout: float, what: str) -> None:
+                spin_until(recorder.node, _until(done), timeout, what, children.procs.values(),
+                           GraphError)
+
+            record.calibration = calibrate_energy(record, trace, wait) or {}
+            if record.calibration:
+                overrides["perception_energy_share"] = \
+                    record.calibration["perception_energy_share"]
+                print(f"  {describe_calibration(record.calibration)}", flush=True)
         record.t0 = time.time() + start_margin  # scenario t = 0, for the context node and hog
         children.start_node("context_node", params_file, {
             "source": "scenario", "scenario": str(scenario_path), "time_scale": time_scale,
             "start_time_unix": record.t0, "rate_hz": 5.0})
         if evolution:
-            children.start_node("evolution_node", params_file,
-                                {**evolution_overrides(trace), **(evolution_params or {})})
+            children.start_node("evolution_node", params_file, overrides)
             spin_until(recorder.node, _until(lambda: bool(record.events)), 60,
                        "the evolution node to choose a first variant", children.procs.values(),
                        GraphError)
@@ -282,6 +341,14 @@ def _parser() -> argparse.ArgumentParser:
                    help="busy-loop processes per unit of the scenario's cpu_hog (default: one "
                         "per core, so cpu_hog: 1 loads every core, as the scenarios' 85-95 %% "
                         "load of others says)")
+    p.add_argument("--model", metavar="NAME",
+                   help="run models/NAME/ (backbone.pt, profile_table.json; its images in "
+                        "models/NAME/data unless --dataset-dir)")
+    p.add_argument("--backbone", help="a backbone checkpoint (default: the shipped one)")
+    p.add_argument("--table", help="the profile table measured for --backbone")
+    p.add_argument("--dataset-dir", help="the model's image folder (one sub-folder per class; "
+                                         "its test/ split when it has one), replayed as "
+                                         "640x480 colour frames (default: Fashion-MNIST)")
     p.add_argument("--out", type=Path, help="output directory (default runs/<UTC time>)")
     p.add_argument("--quiet", action="store_true", help="no live event lines")
     return p
@@ -315,7 +382,8 @@ def cli_main(argv: list[str] | None = None) -> int:
     scenario_path = resolve_scenario(args.scenario)
     try:
         trace = ScenarioTrace.load(scenario_path)
-    except ValueError as exc:
+        model = resolve_model(args.model, args.backbone, args.table, args.dataset_dir)
+    except (ValueError, OSError) as exc:
         print(f"adaspring demo: {exc}", file=sys.stderr)
         return 2
     out = (args.out or default_out_dir()).resolve()
@@ -328,11 +396,12 @@ def cli_main(argv: list[str] | None = None) -> int:
     runs = [("adaptive", True, args.duration)]
     if not args.no_baseline:
         runs.append(("static full", False, args.baseline_duration or args.duration / 2))
+    task = f"task: {describe_task(model.card)}"
     print(f"adaspring demo: scenario {trace.name!r} ({trace.description or scenario_path}), "
-          f"ROS_DOMAIN_ID={env['ROS_DOMAIN_ID']}, output in {out}")
-    if not paths.default_profile_table().exists():
-        print(f"WARNING: {paths.default_profile_table()} is missing: the evolution node falls "
-              f"back to a SYNTHETIC profile table, so its predictions are made up")
+          f"ROS_DOMAIN_ID={env['ROS_DOMAIN_ID']}, output in {out}\n"
+          f"model: {model.backbone or paths.default_backbone()}\n{task}\nimages: "
+          + (f"{model.images} of {model.dataset_dir}" if model.dataset_dir
+             else "Fashion-MNIST test split"))
     import rclpy
     from rclpy.executors import ExternalShutdownException
     from rclpy.signals import SignalHandlerOptions
@@ -350,7 +419,7 @@ def cli_main(argv: list[str] | None = None) -> int:
                   + ("" if evolution else ", evolution node off, perception pinned to the "
                      "full model") + " ===", flush=True)
             records.append(run_pass(name, evolution, duration, trace, scenario_path, out, env,
-                                    args.hog_per_unit, args.quiet))
+                                    args.hog_per_unit, args.quiet, model=model))
     except (KeyboardInterrupt, ExternalShutdownException):
         print("\ninterrupted: every node stopped", file=sys.stderr)
         code = 130
@@ -363,13 +432,15 @@ def cli_main(argv: list[str] | None = None) -> int:
         signal.signal(signal.SIGINT, previous_int)
     if not records or not any(r.frames for r in records):
         return code or 1
-    rows = summarise(records, trace, served_accuracy())
-    table = format_table(rows) + "\n\n" + verdict(rows)
+    rows = summarise(records, trace, served_accuracy(model.table))
+    table = task + "\n\n" + format_table(rows) + "\n\n" + verdict(rows)
+    if records[0].calibration:
+        table += "\n" + describe_calibration(records[0].calibration)
     print(f"\n=== summary (deadline = the phase's latency budget; dropped frames count as "
           f"missed; the static run is a separate, time-scaled pass) ===\n{table}")
     visited = [e["config_id"] for e in records[0].events] if records[0].evolution else []
     if visited:
         print(f"variants visited by the adaptive run ({len(set(visited))} distinct): "
               + " -> ".join(f"{c[:9]}…" for c in visited))
-    write_outputs(records, rows, table, trace, out)
+    write_outputs(records, rows, table, trace, out, model.to_dict())
     return code

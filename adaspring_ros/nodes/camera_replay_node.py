@@ -1,10 +1,11 @@
 """camera_replay_node: the embedded default camera, replaying labelled images as sensor_msgs/Image.
 
-Sources (core/serving/replay.py): the Fashion-MNIST test split (core/data/datasets.py's loader), an
-ImageFolder, or the sensor_msgs/Image messages of a ROS 2 bag (read with ``rosbags``). Each frame
-is letterboxed to ``width`` x ``height`` (aspect kept, black bars, so the perception node's centre
-crop sees exactly the source image), encoded as ``encoding`` and published with SENSOR_QOS at
-``rate_hz``.
+Sources (core/serving/replay.py): the Fashion-MNIST test split (core/data/datasets.py's loader), a
+user's image folder (its test split, each image at its own size and colours, labelled in the
+order of the model card of ``backbone_path``), or the sensor_msgs/Image messages of a ROS 2 bag
+(read with ``rosbags``). Each frame is letterboxed to ``width`` x ``height`` (aspect kept, black
+bars, so the perception node's centre crop sees exactly a square source image), encoded as
+``encoding`` and published with SENSOR_QOS at ``rate_hz``.
 
 Label convention: the true class travels in ``header.frame_id`` as
 ``<frame_id>/label=<id>/seq=<n>`` (``<frame_id>/seq=<n>`` when the source has no label). The
@@ -24,10 +25,13 @@ from sensor_msgs.msg import Image
 
 from adaspring_ros import msg_convert
 from adaspring_ros.core.data import datasets as data
+from adaspring_ros.core.model.checkpoint_reader import load_weight_bank
 from adaspring_ros.core.serving.replay import (
     Frame,
     dataset_frames,
     fit_frame,
+    folder_frames,
+    index_image_files,
     labelled_frame_id,
     open_bag,
 )
@@ -84,13 +88,21 @@ class CameraReplayNode(Node):
 
     def _open_source(self) -> Iterator[Frame]:
         p = {name: self.get_parameter(name).value for name in
-             ("source", "path", "split", "bag_topic", "loop", "shuffle_seed", "limit")}
+             ("source", "path", "split", "bag_topic", "loop", "shuffle_seed", "limit",
+              "backbone_path", "width", "height")}
         if p["source"] == "bag":
             return open_bag(Path(p["path"]), p["bag_topic"], p["loop"], p["limit"])
         if p["source"] == "image_folder":
-            dataset = data.load_image_folder(p["path"])
-        else:
-            dataset = data.load_fashion_mnist(p["split"], p["path"] or data.FASHION_MNIST_DIR)
+            classes = (load_weight_bank(p["backbone_path"]).card.classes
+                       if p["backbone_path"] else None)
+            files = index_image_files(Path(p["path"]), classes)
+            self.get_logger().info(
+                f"{len(files)} images of {p['path']}, classes {list(files.classes)}"
+                + (f"; skipped {files.skipped} files that are not images" if files.skipped
+                   else ""))
+            return folder_frames(files, p["loop"], p["shuffle_seed"], p["limit"],
+                                 (p["width"], p["height"]))
+        dataset = data.load_fashion_mnist(p["split"], p["path"] or data.FASHION_MNIST_DIR)
         self.get_logger().info(f"{len(dataset)} images, classes {list(dataset.classes)}")
         return dataset_frames(dataset, p["loop"], p["shuffle_seed"], p["limit"])
 

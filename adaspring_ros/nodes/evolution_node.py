@@ -8,7 +8,8 @@ published with its predictions, reason, swap time and triggering context on /ada
 cannot come from the serving perception node are counted and ignored (``metrics_rejected``:
 unknown variant, stamp outside ``stamp_tolerance_s``; ``metrics_stale``: a window from before
 the last swap, or another variant while a call is in flight). Stale context sends perception to
-``safe_config_id`` and /diagnostics says STALE. Parameters: nodes/settings.py.
+``safe_config_id`` and /diagnostics says STALE. The variants, and the replies naming them, are
+those of the profile table's search space (the served backbone's). Parameters: nodes/settings.py.
 """
 
 from __future__ import annotations
@@ -71,6 +72,7 @@ class EvolutionNode(Node):
         engine = self.settings.engine
         table = load_profile_table(self.settings.profile_table or None, engine)
         table.require_engine(engine)  # ProfileError (either): cannot start
+        self.space = table.space  # the served backbone's, which replies are decoded in
         self.get_logger().info(f"profile table {self.settings.profile_table or 'shipped'} "
                                f"({engine}): {len(table)} variants")
         evolution, budget, lambdas, fixed, objective = policy_params(self)
@@ -267,7 +269,7 @@ class EvolutionNode(Node):
         now = time.monotonic()
         try:
             response = future.result()
-            active = msg_convert.config_from_msg(response.active).id
+            active = msg_convert.config_from_msg(response.active, self.space).id
         except Exception as exc:  # a broken reply is a failed call
             response, active = None, f"unknown ({exc})"
         success = response is not None and response.success

@@ -89,7 +89,7 @@ class PerceptionNode(LifecycleNode):
         self.guard = CallbackGuard(self)
         declare(self, SETTINGS)
         problem = self._invalid({n: self.get_parameter(n).value for n in
-                                 ("initial_config", "device_power_profile", "engine")})
+                                 ("device_power_profile", "engine")})
         if problem:
             raise ValueError(problem)
         self.add_on_set_parameters_callback(

@@ -87,8 +87,11 @@ class CameraReplaySettings:
 
     source: str = setting("fashion_mnist", "where the frames come from", read_only=True,
                           choices=CAMERA_SOURCES)
-    path: str = setting("", "dataset dir (default: Fashion-MNIST's), image folder or bag",
-                        read_only=True)
+    path: str = setting("", "dataset dir (default: Fashion-MNIST's), image folder (its test/ "
+                        "split when it has one) or bag", read_only=True)
+    backbone_path: str = setting("", "image_folder: the checkpoint whose model card names the "
+                                 "classes in label order ('' = the class folders sorted by "
+                                 "name)", read_only=True)
     split: str = setting("test", "Fashion-MNIST split", read_only=True, choices=("test", "train"))
     bag_topic: str = setting("", "Image topic inside the bag ('' = the first one)",
                              read_only=True)

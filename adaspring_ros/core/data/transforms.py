@@ -20,7 +20,7 @@ crop, bilinear, Fashion-MNIST's mean/std. It is numpy only, so a serving process
 training wraps the array with ``torch.from_numpy`` (:func:`preprocess_tensor`).
 
 The resize computes what ``torch.nn.functional.interpolate(mode=interpolation,
-align_corners=False, antialias=downscaling)`` computes (test/test_core_transforms.py holds it
+align_corners=False, antialias=downscaling)`` computes (test/test_data_transforms.py holds it
 to that within float rounding): a separable resampling written as two small matrix products,
 whose rows are the interpolation kernel, stretched by the scale factor when downscaling
 (Pillow's and torch's antialiasing).
@@ -244,14 +244,16 @@ def _normalised(planes: np.ndarray, resolution: int, card: InputSpec) -> np.ndar
     mean = np.asarray(card.mean, np.float32).reshape(1, -1, 1, 1)
     std = np.asarray(card.std, np.float32).reshape(1, -1, 1, 1)
     if h != w and card.resize == "letterbox":
-        # The square of side max(h, w) holds the image centred on the mean colour: resizing
-        # it is resizing the image minus that colour with the matching columns of the weights
-        # (the bars contribute the colour alone, and every row of weights sums to 1).
+        # The square of side max(h, w) holds the image centred on the mean colour f: resizing
+        # it is f plus the image minus f through the matching columns of the weights (the
+        # bars contribute f alone, and every row of weights sums to 1). f is taken off after
+        # the first product, (X - f) Wc' = X Wc' - f (Wc 1)', sparing a frame-sized array.
         side = max(h, w)
         weights = _resize_matrix(side, resolution, card.interpolation)
         top, left = (side - h) // 2, (side - w) // 2
+        rows, cols = weights[:, top:top + h], weights[:, left:left + w]
         fill = mean * 255.0
-        x = weights[:, top:top + h] @ ((planes - fill) @ weights[:, left:left + w].T) + fill
+        x = rows @ (planes @ cols.T - fill * cols.sum(axis=1)) + fill
     else:
         if h != w:
             rows, cols = _centre_square(h, w)

@@ -15,6 +15,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
+from adaspring_ros.core.data.transforms import MEAN, STD
+
 __all__ = ["CardError", "ModelCard", "FASHION_MNIST_CARD", "CARD_VERSION", "RESIZE_POLICIES",
            "INTERPOLATIONS", "MAX_RESOLUTION", "legacy_card"]
 
@@ -123,8 +125,8 @@ class ModelCard:
 FASHION_MNIST_CARD = ModelCard(
     channels=1,
     channel_order="L",
-    mean=(0.2860,),
-    std=(0.3530,),
+    mean=(MEAN,),
+    std=(STD,),
     resolutions=(16, 20, 24, 28),
     classes=("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
              "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"),

@@ -149,10 +149,22 @@ class ProfileTable:
     card: ModelCard | None = None
     # Which of MEASUREMENTS the entries hold; the others are 0 in every entry.
     measured: tuple[str, ...] = MEASUREMENTS
+    # What a forward pass costs on top of its latency_ms_p50 when it follows an idle gap of a
+    # camera frame (caches and power state gone cold), ms, one term for every variant; how it
+    # was measured is in meta["cold_start_method"]. None: not measured (tables timed before it
+    # was, or on a device where nothing idles); the policy then adds nothing.
+    cold_start_ms: float | None = None
 
     def __post_init__(self) -> None:
         self._by_id = {e.id: e for e in self.entries}
         self.measured = _measured(self.measured)
+        if self.cold_start_ms is not None:
+            value = self.cold_start_ms
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or \
+                    not math.isfinite(value) or value < 0:
+                raise ProfileError(f"profile table 'cold_start_ms' must be a finite number "
+                                   f">= 0, got {value!r}")
+            self.cold_start_ms = float(value)
         if self.card is None:
             try:
                 self.card = legacy_card(self.space.resolutions)
@@ -208,7 +220,9 @@ class ProfileTable:
                            f"backbone's ({diffs}); profile this backbone (adaspring profile)")
 
     def to_dict(self) -> dict[str, Any]:
+        optional = {} if self.cold_start_ms is None else {"cold_start_ms": self.cold_start_ms}
         return {
+            **optional,
             "schema_version": SCHEMA_VERSION,
             "backbone_sha256": self.backbone_sha256,
             "space": self.space.to_dict(),
@@ -256,6 +270,7 @@ class ProfileTable:
             engine=_engine(data.get("engine", {"name": "torch"})),
             card=_card(data) if version != 1 else None,
             measured=data.get("measured", MEASUREMENTS),
+            cold_start_ms=data.get("cold_start_ms"),
         )
 
     def save(self, path: str | Path) -> None:

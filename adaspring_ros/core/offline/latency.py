@@ -20,6 +20,7 @@ accuracies came from (``meta["accuracy_from"]``: the file, its sha256, machine, 
 
 from __future__ import annotations
 
+import json
 import statistics
 import sys
 import time
@@ -40,7 +41,11 @@ from adaspring_ros.core.model.profile_table import (
     ProfileTable,
     pareto_front,
 )
-from adaspring_ros.core.offline.profiler import time_round_robin
+from adaspring_ros.core.offline.profiler import (
+    cold_start_sample,
+    measure_cold_start,
+    time_round_robin,
+)
 from adaspring_ros.core.offline.profiling import (
     BackboneMismatch,
     ProfileOptions,
@@ -48,16 +53,16 @@ from adaspring_ros.core.offline.profiling import (
     plot_pareto,
     print_summary,
 )
-from adaspring_ros.core.paths import default_backbone
+from adaspring_ros.core.paths import default_backbone, default_profile_table
 from adaspring_ros.core.serving.frame_stats import percentile
 
-__all__ = ["noise_frame", "profile_latency", "LATENCY_METHOD"]
+__all__ = ["noise_frame", "profile_latency", "profile_cold_start", "LATENCY_METHOD"]
 
 LATENCY_METHOD = ("batch 1, round-robin among all variants (each call after another variant), "
                   "a seeded noise frame shaped by the model card as input")
 # Meta of the accuracy table that describes its own timing run, not this one.
 _TIMING_META = ("latency_repeats", "warmup", "latency_method", "pareto_front",
-                "profiling_cpu_s", "profiling_wall_s", "created")
+                "profiling_cpu_s", "profiling_wall_s", "created", "cold_start_method")
 
 
 def noise_frame(card: ModelCard, resolution: int, seed: int = 0) -> np.ndarray:
@@ -129,6 +134,9 @@ def profile_latency(opts: ProfileOptions) -> ProfileTable:
         (replace(e, latency_ms_p50=statistics.median(timed[e.id][0]),
                  latency_ms_p95=percentile(timed[e.id][0], 95), energy_mj=timed[e.id][1])
          for e in entries), key=lambda e: e.latency_ms_p50)
+    cold_ms, cold_method = measure_cold_start(
+        runners, [e.id for e in timed_entries],
+        lambda config: noise_frame(backbone.card, config.resolution, opts.seed), opts.seed)
     table = ProfileTable(
         space=accuracy.space,
         entries=timed_entries,
@@ -138,6 +146,7 @@ def profile_latency(opts: ProfileOptions) -> ProfileTable:
         energy_method=meter.method,
         card=accuracy.card,
         measured=MEASUREMENTS,
+        cold_start_ms=cold_ms,
         meta={
             **{k: v for k, v in accuracy.meta.items() if k not in _TIMING_META},
             "accuracy_from": {"file": str(source), "sha256": sha256_of(source),
@@ -146,6 +155,7 @@ def profile_latency(opts: ProfileOptions) -> ProfileTable:
                               "created": accuracy.meta.get("created", "")},
             "latency_repeats": opts.repeats, "warmup": opts.warmup,
             "latency_method": LATENCY_METHOD,
+            "cold_start_method": cold_method,
             "variants_timed": "pareto front" if opts.front_only else "all",
             "pareto_front": [e.id for e in pareto_front(timed_entries)],
             "profiling_cpu_s": round(time.process_time() - cpu0, 1),
@@ -162,4 +172,46 @@ def profile_latency(opts: ProfileOptions) -> ProfileTable:
         plot_pareto(table, opts.plot)
         print(f"wrote {opts.plot}")
     print_summary(table)
+    return table
+
+
+def profile_cold_start(opts: ProfileOptions) -> ProfileTable:
+    """Measure this device's cold-start term (``profiler.time_cold_start``) for the latency
+    table ``opts.out`` (default: the shipped table of ``opts.engine``) and add it to that file:
+    ``cold_start_ms`` and ``meta["cold_start_method"]``, every other byte as it was (a table of
+    an older schema stays of that schema). For a table timed before the term was measured; run
+    it on the device kind the table was timed on (another machine is a warning on stderr).
+    BackboneMismatch / ProfileError as :func:`profile_latency`."""
+    out = Path(opts.out or default_profile_table(opts.engine))
+    table = ProfileTable.load(out)
+    backbone_path = Path(opts.backbone or default_backbone())
+    backbone = load_backbone(backbone_path)
+    if table.backbone_sha256 != backbone.sha256:
+        raise BackboneMismatch(
+            f"adaspring profile --cold-start-only: {out} was measured on backbone "
+            f"{table.backbone_sha256[:12]}, not {backbone_path} ({backbone.sha256[:12]})")
+    engine = make_engine(opts.engine, opts.threads)
+    table.require_engine(engine.name)
+    machine = device_record(opts)["machine"]
+    if table.device.get("machine") not in (None, machine):
+        print(f"adaspring profile: warning: {out} was timed on {table.device['machine']!r}, "
+              f"this is {machine!r}", file=sys.stderr)
+    by_latency = [e.id for e in sorted(table.entries, key=lambda e: e.latency_ms_p50)]
+    picked = cold_start_sample(by_latency)
+    runners = {i: engine.prepare(backbone.materialise(table.get(i).config),
+                                 dict(table.get(i).int8_ranges) or None) for i in picked}
+    torch.set_num_threads(1)
+    cold_ms, method = measure_cold_start(
+        runners, picked,
+        lambda config: noise_frame(backbone.card, config.resolution, opts.seed), opts.seed)
+    raw = json.loads(out.read_text())
+    raw["cold_start_ms"] = cold_ms
+    raw.setdefault("meta", {})["cold_start_method"] = (
+        f"{method}; added by adaspring profile --cold-start-only on "
+        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, entries as timed before")
+    table = ProfileTable.from_dict(raw)
+    out.write_text(json.dumps(raw, indent=1, sort_keys=True) + "\n")  # as ProfileTable.save
+    write_checksum(out)
+    print(f"wrote {out}: cold_start_ms {cold_ms:.3f} ({len(picked)} variants; the table's "
+          "latencies are unchanged)")
     return table

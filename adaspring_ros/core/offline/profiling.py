@@ -47,6 +47,7 @@ import numpy as np
 import torch
 
 from adaspring_ros.core.data.datasets import FASHION_MNIST_DIR, DataError
+from adaspring_ros.core.data.transforms import preprocess
 from adaspring_ros.core.energy import DEFAULT_DEVICE, describe_machine, make_meter
 from adaspring_ros.core.model.checkpoint import load_backbone, save_backbone, write_checksum
 from adaspring_ros.core.model.config import CompressionConfig
@@ -59,6 +60,7 @@ from adaspring_ros.core.model.profile_table import (
     pareto_front,
 )
 from adaspring_ros.core.offline.profiler import (
+    measure_cold_start,
     measure_static,
     neighbours,
     stratified_sample,
@@ -101,6 +103,7 @@ class ProfileOptions:
     latency_only: bool = False    # time accuracy_from's variants here, read no data (latency.py)
     accuracy_from: str = ""       # with latency_only: the accuracy table
     front_only: bool = False      # with latency_only: only its Pareto front
+    cold_start_only: bool = False  # only the cold-start term of the table ``out`` (latency.py)
     extend: bool = False          # keep the variants of ``out``, refine, time all again
     remeasure_tuned: bool = False  # with extend: measure the tuned variants' accuracy again
     variants_from: str = ""       # measure this table's variants instead of a fresh sample
@@ -283,6 +286,13 @@ def profile(opts: ProfileOptions) -> ProfileTable:
                               latency_ms_p95=percentile(times, 95), energy_mj=energy_mj)
 
     entries = sorted(measured.values(), key=lambda e: e.latency_ms_p50)
+    cold_ms = previous.cold_start_ms if previous is not None else None
+    cold_meta = {}
+    if timed:
+        cold_ms, method = measure_cold_start(
+            runners, [e.id for e in entries if e.id in runners],
+            lambda config: preprocess(calib_images[:1], config.resolution, card), opts.seed)
+        cold_meta = {"cold_start_method": method}
     front = [e.id for e in pareto_front(entries)]
     if opts.accuracy_only:  # the quick timings only steered the refinement
         entries = [replace(e, latency_ms_p50=0.0, latency_ms_p95=0.0, energy_mj=0.0)
@@ -308,11 +318,12 @@ def profile(opts: ProfileOptions) -> ProfileTable:
         energy_method="" if opts.accuracy_only else meter.method,
         card=backbone.card,
         measured=("accuracy",) if opts.accuracy_only else ("accuracy", "latency"),
+        cold_start_ms=cold_ms,
         meta={
             **(previous.meta if opts.extend else {}),
             "sample": previous.meta.get("sample") if opts.extend else opts.sample,
             "refine": opts.refine, "rounds": opts.rounds,
-            "test_images": len(test), **timing,
+            "test_images": len(test), **timing, **cold_meta,
             "int8_method": "static: per-channel symmetric int8 weights, per-tensor uint8 "
                            "activations calibrated (min/max) on the BN training images"
                            if opts.engine == "onnxruntime" else "weight-only int8",

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from adaspring_ros.core.policy.context import Context
 from adaspring_ros.core.validation import require_number, setting
 
-__all__ = ["BudgetParams", "Budgets", "compute_budgets", "contention_from_load"]
+__all__ = ["BudgetParams", "Budgets", "compute_budgets", "contention_from_load",
+           "energy_share_for"]
 
 
 @dataclass(frozen=True)
@@ -174,3 +175,21 @@ def contention_from_load(cpu_load_other_percent: float) -> float:
     evolution policy measures the real factor from the running variant."""
     require_number("cpu_load_other_percent", cpu_load_other_percent, 0.0, 100.0)
     return 1.0 + cpu_load_other_percent / 100.0
+
+
+def energy_share_for(params: BudgetParams, battery_percent: float, energy_mj: float,
+                     mission_remaining_s: float | None = None) -> float:
+    """The ``perception_energy_share`` that makes the energy budget per frame ``energy_mj`` at
+    ``battery_percent`` with ``mission_remaining_s`` of the mission left (default: all of it):
+    :func:`compute_budgets`' energy formula solved for the share, clipped to its range. For a
+    budget stated against a frame cost measured on the host (``adaspring demo``), not guessed
+    for one."""
+    require_number("battery_percent", battery_percent, 0.0, 100.0, low_open=True)
+    require_number("energy_mj", energy_mj, 0.0, math.inf, low_open=True)
+    remaining = params.mission_duration_s if mission_remaining_s is None else \
+        mission_remaining_s
+    if remaining is None or not remaining > 0:
+        raise ValueError("an energy budget needs a mission: mission_duration_s is not set")
+    joules = energy_mj / 1000.0 * remaining * params.fps
+    share = joules / (battery_percent / 100.0 * params.battery_capacity_wh * 3600.0)
+    return min(max(share, 0.001), 1.0)

@@ -42,7 +42,7 @@ from adaspring_ros.core.model.config import CompressionConfig
 from adaspring_ros.core.model.profile_table import ProfileEntry, ProfileTable
 from adaspring_ros.core.policy.budgets import BudgetParams, Budgets, compute_budgets
 from adaspring_ros.core.policy.context import Context
-from adaspring_ros.core.policy.estimator import CostEstimator
+from adaspring_ros.core.policy.estimator import LOAD_RISE_PT, CostEstimator
 from adaspring_ros.core.policy.lambdas import LambdaParams, Lambdas, adapt_lambdas
 from adaspring_ros.core.policy.objective import ObjectiveParams, Prediction
 from adaspring_ros.core.policy.search import RuntimeSearch, SearchResult
@@ -53,8 +53,6 @@ __all__ = ["EvolutionParams", "Decision", "Evolver", "KINDS", "LOAD_RISE_PT"]
 # Decision kinds: the first five swap.
 KINDS = ("initial", "violation", "floor", "gain", "stale", "keep", "hold", "wait")
 _MAX_FLAPS = 6  # the back-off doubles at most 5 times (32 x recovery_s)
-# A rise of the other processes' CPU load (points) that makes a violation the load's, not a flap.
-LOAD_RISE_PT = 10.0
 
 
 @dataclass(frozen=True)
@@ -177,7 +175,7 @@ class Evolver:
         if active_id is not None and active_id not in self.search:
             raise ValueError(f"active config {active_id!r} is not in the profile table")
         self.active_id = active_id
-        self.estimator = CostEstimator(self.search.tail_ratio)
+        self.estimator = CostEstimator(self.search.tail_ratio, self.search.cold_ms)
         self.set_params(params or EvolutionParams(), budget_params or BudgetParams(),
                         lambda_params or LambdaParams(), lambdas, objective)
         self.swaps = 0
@@ -221,8 +219,7 @@ class Evolver:
         self._context, self._context_at = context, now
 
     def observe_metrics(self, config_id: str, latency_ms_p50: float, latency_ms_p95: float,
-                        now: float, deadline_misses: int = 0,
-                        non_model_ms: float = math.nan,
+                        now: float, deadline_misses: int = 0, non_model_ms: float = math.nan,
                         energy_per_frame_mj: float = math.nan,
                         max_rate_hz: float = math.nan) -> None:
         """Measured forward-pass latency of ``config_id`` over the last window, and optionally
@@ -249,11 +246,12 @@ class Evolver:
         row = self.search.row(config_id)
         # A missed deadline is a measured p95 over the application's budget itself; the
         # latency_margin below it is the search's safety buffer, not a deadline.
+        load = self._context.cpu_load_other_percent if self._context is not None else math.nan
         self.estimator.observe(
-            float(self.search.latency_p50[row]), float(self.search.energy[row]),
-            latency_ms_p50, latency_ms_p95, non_model_ms=non_model_ms,
-            energy_per_frame_mj=energy_per_frame_mj, deadline_ms=self._deadline(),
-            deadline_misses=deadline_misses, miss_trigger=self.params.deadline_miss_trigger)
+            float(self.search.latency_p50[row]), float(self.search.energy[row]), latency_ms_p50,
+            latency_ms_p95, non_model_ms=non_model_ms, energy_per_frame_mj=energy_per_frame_mj,
+            deadline_ms=self._deadline(), deadline_misses=deadline_misses,
+            miss_trigger=self.params.deadline_miss_trigger, variant=config_id, load_pct=load)
 
     def swap_done(self, config_id: str, now: float, ok: bool = True) -> None:
         """The perception node reported the outcome of a swap to ``config_id``."""
@@ -299,7 +297,17 @@ class Evolver:
     def _predict(self, config_id: str, budgets: Budgets, lambdas: Lambdas) -> Prediction:
         est = self.estimator
         return self.search.predict(config_id, budgets, lambdas, est.contention, est.tail,
-                                   est.overhead_mj)
+                                   est.overhead_mj, est.cold_ms)
+
+    def predict(self, config_id: str, now: float | None = None) -> Prediction:
+        """What the policy predicts for ``config_id`` with the live cost estimate (forward
+        latency, frame energy, objective): under the latest context's budgets at ``now``, or
+        unconstrained without ``now`` or a context."""
+        if now is not None and self._context is not None:
+            return self._predict(config_id, *self.budgets(now))
+        context = self._context or Context()
+        lambdas = self.fixed_lambdas or adapt_lambdas(context, self.lambda_params)
+        return self._predict(config_id, Budgets(), lambdas)
 
     def _decision(self, swap: bool, kind: str, config_id: str, reason: str, now: float,
                   prediction: Prediction | None = None, result: SearchResult | None = None,
@@ -307,13 +315,9 @@ class Evolver:
         self.last_kind = kind
         if swap:
             self._pending = (config_id, now, step_up)
-        entry = None
-        if config_id in self.search:
-            entry = self.search.entries[self.search.row(config_id)]
-            if prediction is None:
-                lambdas = self.fixed_lambdas or adapt_lambdas(self._context or Context(),
-                                                              self.lambda_params)
-                prediction = self._predict(config_id, Budgets(), lambdas)
+        known = config_id in self.search
+        entry = self.search.entries[self.search.row(config_id)] if known else None
+        prediction = prediction or (self.predict(config_id) if known else None)
         return Decision(swap=swap, kind=kind, config_id=config_id, previous_id=self.active_id,
                         reason=f"{kind}: {reason}", time=now, entry=entry,
                         prediction=prediction, result=result, context=self._context)
@@ -321,14 +325,11 @@ class Evolver:
     def status(self) -> dict[str, float | int | str]:
         """Internal state for diagnostics (e.g. a DiagnosticArray of the evolution node)."""
         return {
-            "active": self.active_id or "none",
+            "active": self.active_id or "none", "last_decision": self.last_kind,
             "pending": self._pending[0] if self._pending else "",
-            "last_decision": self.last_kind,
             "context": self._context.describe() if self._context is not None else "none",
             **self.estimator.status(),
-            "swaps": self.swaps,
-            "flaps_remembered": len(self._flaps),
-            "safe": self.safe_id,
+            "swaps": self.swaps, "flaps_remembered": len(self._flaps), "safe": self.safe_id,
         }
 
     def decide(self, now: float) -> Decision:
@@ -356,7 +357,7 @@ class Evolver:
         budgets, lambdas = self.budgets(now)
         est = self.estimator
         best = self.search.choose(budgets, lambdas, p.headroom, est.contention, est.tail,
-                                  est.overhead_mj)
+                                  est.overhead_mj, est.cold_ms)
         if self.active_id is None or self.active_id not in self.search:
             return self._decision(True, "initial", best.config_id, best.reason, now,
                                   best.prediction, best)
@@ -370,7 +371,8 @@ class Evolver:
         if below:
             problems.append(f"is below the accuracy floor ({active.accuracy:.1%} < "
                             f"{self.search.floor:.1%}) and the budgets no longer force it")
-        estimate = f"contention {est.contention:.2f}x, tail {est.tail:.2f}"
+        estimate = (f"contention {est.contention:.2f}x, cold start +{est.cold_ms:.2f} ms, "
+                    f"tail {est.tail:.2f}")
         if best.config_id == self.active_id:
             state = "; ".join(problems) if problems else "is within budget"
             return self._decision(False, "keep", self.active_id,

@@ -10,6 +10,7 @@ is the accuracy floor: the most the policy may trade away against the reference.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Sequence, TypeVar
 
@@ -69,9 +70,11 @@ def reference_row(accuracy: Sequence[float], energy: Sequence[float]) -> int:
 class Prediction:
     """What the table predicts for one variant under the current contention and budgets.
 
-    ``energy_mj`` is the energy of a whole frame (forward + measured overhead); ``lost_pt`` the
-    points lost against the most accurate feasible variant (against the reference when nothing
-    fits) and ``saved_pct`` the % of the reference's frame energy saved.
+    ``latency_ms`` is the predicted p95 of its forward pass (what the latency budget is checked
+    against), ``latency_ms_p50`` the predicted median (what the perception node's metrics will
+    report); ``energy_mj`` is the energy of a whole frame (forward + measured overhead);
+    ``lost_pt`` the points lost against the most accurate feasible variant (against the
+    reference when nothing fits) and ``saved_pct`` the % of the reference's frame energy saved.
     """
 
     config_id: str
@@ -84,6 +87,7 @@ class Prediction:
     violations: tuple[str, ...] = ()
     lost_pt: float = 0.0
     saved_pct: float = 0.0
+    latency_ms_p50: float = math.nan
 
     @property
     def feasible(self) -> bool:

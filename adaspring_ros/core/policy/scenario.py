@@ -39,7 +39,7 @@ _STEP_DEFAULTS: dict[str, Any] = {
     "cpu_frequency_mhz": None, "cpu_temperature_c": None, "latency_budget_ms": 100.0,
     "cpu_hog": 0,
 }
-_TOP_KEYS = {"name", "description", "duration_s", "budgets", "steps"}
+_TOP_KEYS = {"name", "description", "duration_s", "budgets", "energy_budget_at_start", "steps"}
 
 
 @dataclass(frozen=True)
@@ -112,6 +112,7 @@ class ScenarioTrace:
         description: ...                 # optional
         duration_s: 60                   # optional, defaults to the last step's t
         budgets: {fps: 10, mission_duration_s: 600}   # optional BudgetParams overrides
+        energy_budget_at_start: 1.2      # optional, see below
         steps:
           - {t: 0, battery_percent: 80, cpu_load_other_percent: 5, latency_budget_ms: 40}
           - {t: 20, cpu_load_other_percent: 90, cpu_hog: 1}
@@ -120,6 +121,15 @@ class ScenarioTrace:
     previous value; ``battery_percent`` is interpolated linearly between steps, everything else
     holds until the next step. Unknown keys, NaN, negative or out-of-range values fail with a
     :class:`ScenarioError` naming the file, step index, line and field.
+
+    ``energy_budget_at_start`` states the energy budget against the host instead of in joules:
+    the energy budget per frame at t = 0 is this many times what a frame of the full model costs
+    on the host running the scenario, measured there (``adaspring demo`` measures it in its
+    first seconds and sets ``perception_energy_share`` to match, with
+    ``budgets.energy_share_for``). A frame costs 5 mJ on one machine and 20 on another, most of
+    it outside the model, so a share in the file alone binds on one and never on the other.
+    Tools that measure nothing (``adaspring search --scenario``, the simulation benchmark) use
+    ``budgets.perception_energy_share`` as written.
     """
 
     name: str
@@ -128,6 +138,7 @@ class ScenarioTrace:
     description: str = ""
     budgets: Mapping[str, Any] = field(default_factory=dict)
     path: str = ""
+    energy_budget_at_start: float | None = None
 
     @classmethod
     def load(cls, path: str | Path) -> ScenarioTrace:
@@ -172,9 +183,16 @@ class ScenarioTrace:
         except (TypeError, ValueError) as exc:
             line = top_lines.get("budgets", 0)
             raise ScenarioError(f"{source}: line {line}: budgets: {exc}") from exc
+        ratio = data.get("energy_budget_at_start")
+        if ratio is not None:
+            where = f"{source}: line {top_lines.get('energy_budget_at_start', 0)}"
+            ratio = _number(ratio, where, "energy_budget_at_start", 0.01, 100.0, False)
+            if budgets.get("mission_duration_s") is None:
+                raise ScenarioError(f"{where}: energy_budget_at_start needs "
+                                    "budgets.mission_duration_s (no mission, no energy budget)")
         return cls(name=str(data.get("name") or default_name), steps=steps,
                    duration_s=duration, description=str(data.get("description") or ""),
-                   budgets=dict(budgets), path=source)
+                   budgets=dict(budgets), path=source, energy_budget_at_start=ratio)
 
     @staticmethod
     def _parse_steps(raw_steps: list[Any], source: str,

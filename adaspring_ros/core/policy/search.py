@@ -3,7 +3,7 @@
 Maximises the objective of core/policy/objective.py (README.md, "What the policy maximises")
 over the candidates, the variants that meet every budget and stay within the accuracy floor::
 
-    latency_ms_p50 x tail x contention <= budgets.latency_ms   (a predicted p95)
+    (latency_ms_p50 + cold_ms) x tail x contention <= budgets.latency_ms   (a predicted p95)
     peak_memory_mb <= budgets.memory_mb,  storage_bytes <= budgets.storage_bytes,
     energy_mj + overhead_mj <= budgets.energy_mj (a frame's energy),
     accuracy >= budgets.min_accuracy,
@@ -12,7 +12,10 @@ over the candidates, the variants that meet every budget and stay within the acc
 When no variant is a candidate, one rule of :data:`RULES` decides, in this order: only the energy
 budget is out of reach within the floor (the least energy there); only variants below the floor
 fit (the most accurate of them: the budgets force the loss); nothing fits (the variant within the
-floor closest to fitting). Every result names its rule. Energy is not scaled by the contention:
+floor closest to fitting). Every result names its rule. ``cold_ms`` is what a forward costs on
+top of its table median after the idle gap between camera frames (the table's
+``cold_start_ms``, or the live estimate of policy/estimator.py). Energy is not scaled by the
+contention:
 time-slicing stretches wall-clock latency, not the CPU time the energy model charges. Ties go to
 the smallest config id. The table is turned into numpy arrays once, so a search is a handful of
 vector operations.
@@ -60,6 +63,7 @@ class SearchResult:
     tail: float = 1.0
     overhead_mj: float = 0.0
     rule: str = "best"
+    cold_ms: float = 0.0
 
     @property
     def config_id(self) -> str:
@@ -95,6 +99,8 @@ class RuntimeSearch:
         self.storage = column("storage_bytes")
         self.energy = column("energy_mj")
         self.tail_ratio = table_tail_ratio(table) if tail_ratio is None else float(tail_ratio)
+        # The cold-start term of the table's device (0 when not measured).
+        self.cold_ms = float(table.cold_start_ms or 0.0)
         if not 1.0 <= self.tail_ratio < math.inf:
             raise ValueError(f"tail_ratio must be >= 1 and finite, got {self.tail_ratio}")
         self._by_speed = np.lexsort((np.arange(len(self.ids)), self.latency_p50))
@@ -159,7 +165,8 @@ class RuntimeSearch:
                          self.objective_params)
 
     def latency_scale(self, contention: float = 1.0, tail: float | None = None) -> float:
-        """Factor from a profiled median to the predicted p95: tail x contention."""
+        """Factor from a profiled median plus the cold-start term to the predicted p95:
+        tail x contention."""
         tail = self.tail_ratio if tail is None else tail
         for name, value in (("contention", contention), ("tail", tail)):
             if not (math.isfinite(value) and value > 0):
@@ -168,14 +175,24 @@ class RuntimeSearch:
 
     def predict(self, config_id: str, budgets: Budgets, lambdas: Lambdas,
                 contention: float = 1.0, tail: float | None = None,
-                overhead_mj: float = 0.0) -> Prediction:
+                overhead_mj: float = 0.0, cold_ms: float | None = None) -> Prediction:
         """The prediction for one variant (e.g. the running one), with its budget violations;
-        its objective is comparable with that of :meth:`search` under the same budgets."""
+        its objective is comparable with that of :meth:`search` under the same budgets.
+        ``cold_ms`` None: the table's."""
+        tail = self.tail_ratio if tail is None else tail
         scale = self.latency_scale(contention, tail)
         overhead_mj = _check_overhead(overhead_mj)
-        anchor = self._anchor(self.feasible_mask(budgets, scale, overhead_mj))
+        cold_ms = self._cold(cold_ms)
+        anchor = self._anchor(self.feasible_mask(budgets, scale, overhead_mj, cold_ms))
         return self._prediction(self.row(config_id), budgets, lambdas, scale, overhead_mj,
-                                anchor)
+                                anchor, cold_ms, tail)
+
+    def _cold(self, cold_ms: float | None) -> float:
+        if cold_ms is None:
+            return self.cold_ms
+        if not (math.isfinite(cold_ms) and cold_ms >= 0):
+            raise ValueError(f"cold_ms must be a finite number >= 0, got {cold_ms}")
+        return float(cold_ms)
 
     def _anchor(self, feasible: np.ndarray) -> float:
         """The accuracy lost points are counted against: the most accurate feasible variant
@@ -185,8 +202,9 @@ class RuntimeSearch:
         return float(self.accuracy[self._reference])
 
     def _prediction(self, i: int, budgets: Budgets, lambdas: Lambdas, scale: float,
-                    overhead_mj: float, anchor: float) -> Prediction:
-        latency = float(self.latency_p50[i] * scale)
+                    overhead_mj: float, anchor: float, cold_ms: float,
+                    tail: float) -> Prediction:
+        latency = float((self.latency_p50[i] + cold_ms) * scale)
         energy = float(self.energy[i] + overhead_mj)
         checks = (
             ("latency", latency, budgets.latency_ms, "ms"),
@@ -202,6 +220,7 @@ class RuntimeSearch:
         saved = float(self.saved_pct(overhead_mj)[i])
         return Prediction(
             config_id=self.ids[i], accuracy=float(self.accuracy[i]), latency_ms=latency,
+            latency_ms_p50=latency / tail,
             energy_mj=energy, peak_memory_mb=float(self.memory[i]),
             storage_bytes=int(self.storage[i]),
             objective=objective(lambdas, lost, saved, self.objective_params),
@@ -209,24 +228,28 @@ class RuntimeSearch:
         )
 
     # -- the search ---------------------------------------------------------------------------
-    def feasible_mask(self, budgets: Budgets, scale: float,
-                      overhead_mj: float = 0.0) -> np.ndarray:
-        """Variants meeting every budget; ``scale`` from :meth:`latency_scale`."""
-        return ((self.latency_p50 * scale <= budgets.latency_ms)
+    def feasible_mask(self, budgets: Budgets, scale: float, overhead_mj: float = 0.0,
+                      cold_ms: float | None = None) -> np.ndarray:
+        """Variants meeting every budget; ``scale`` from :meth:`latency_scale`, ``cold_ms``
+        None: the table's."""
+        return (((self.latency_p50 + self._cold(cold_ms)) * scale <= budgets.latency_ms)
                 & (self.memory <= budgets.memory_mb)
                 & (self.storage <= budgets.storage_bytes)
                 & (self.energy + overhead_mj <= budgets.energy_mj)
                 & (self.accuracy >= budgets.min_accuracy))
 
     def search(self, budgets: Budgets, lambdas: Lambdas, contention: float = 1.0,
-               tail: float | None = None, overhead_mj: float = 0.0) -> SearchResult:
-        """The best variant under ``budgets``; ``contention`` = measured / profiled median
-        latency, ``tail`` = p95 / p50 (None: the table's), ``overhead_mj`` = measured energy of
-        a frame besides the forward pass."""
+               tail: float | None = None, overhead_mj: float = 0.0,
+               cold_ms: float | None = None) -> SearchResult:
+        """The best variant under ``budgets``; ``contention`` = measured / predicted median
+        latency without contention, ``tail`` = p95 / p50 (None: the table's), ``overhead_mj`` =
+        measured energy of a frame besides the forward pass, ``cold_ms`` = the cold-start term
+        (None: the table's)."""
         tail = self.tail_ratio if tail is None else tail
         scale = self.latency_scale(contention, tail)
         overhead_mj = _check_overhead(overhead_mj)
-        feasible = self.feasible_mask(budgets, scale, overhead_mj)
+        cold_ms = self._cold(cold_ms)
+        feasible = self.feasible_mask(budgets, scale, overhead_mj, cold_ms)
         within = self.floor_mask()
         n_feasible = int(np.count_nonzero(feasible))
         anchor = self._anchor(feasible)
@@ -238,7 +261,8 @@ class RuntimeSearch:
             rule, i = "best", int(np.argmax(np.where(candidates, values, -np.inf)))
             why = (f"the highest J of {int(candidates.sum())} candidates ({n_feasible}/"
                    f"{len(self)} within budget, {weights})")
-        elif (thrifty := self._least_energy(budgets, scale, overhead_mj, within)) is not None:
+        elif (thrifty := self._least_energy(budgets, scale, overhead_mj, cold_ms,
+                                            within)) is not None:
             rule, i = "energy-out-of-reach", thrifty
             why = (f"no variant meets the energy budget ({budgets.energy_mj:.3g} mJ/frame; the "
                    f"rest of a frame costs {overhead_mj:.3g} mJ) within {loss} of the best: the "
@@ -250,10 +274,11 @@ class RuntimeSearch:
                    f"accurate of those {n_feasible} ({weights})")
         else:
             rule, i = "nothing-fits", self._closest_to_fitting(budgets, scale, overhead_mj,
-                                                               within)
+                                                               cold_ms, within)
             why = (f"no variant meets the budgets ({budgets.describe()}): the one within "
                    f"{loss} of the best closest to fitting")
-        prediction = self._prediction(i, budgets, lambdas, scale, overhead_mj, anchor)
+        prediction = self._prediction(i, budgets, lambdas, scale, overhead_mj, anchor, cold_ms,
+                                      tail)
         reason = f"{rule}: {why}: {prediction.describe()}"
         if prediction.violations:
             reason += f"; still violates {'; '.join(prediction.violations)}"
@@ -261,15 +286,17 @@ class RuntimeSearch:
             entry=self.entries[i], prediction=prediction, n_feasible=n_feasible,
             n_total=len(self), reason=reason, budgets=budgets, lambdas=lambdas,
             contention=contention, tail=tail, overhead_mj=overhead_mj, rule=rule,
+            cold_ms=cold_ms,
         )
 
     def _least_energy(self, budgets: Budgets, scale: float, overhead_mj: float,
-                      within: np.ndarray) -> int | None:
+                      cold_ms: float, within: np.ndarray) -> int | None:
         """When only the energy budget is out of reach (the rest of a frame alone may cost more
         than it): the least-energy variant within the floor that meets the other budgets.
         Falling further (to the least-energy variant of the whole table) would trade several
         points for a few per cent of a frame; the floor is the user's bound on that."""
-        others = self.feasible_mask(replace(budgets, energy_mj=math.inf), scale, overhead_mj)
+        others = self.feasible_mask(replace(budgets, energy_mj=math.inf), scale, overhead_mj,
+                                    cold_ms)
         pool = others & within
         if not pool.any():
             return None
@@ -279,10 +306,10 @@ class RuntimeSearch:
         return int(rows[order[0]])
 
     def _closest_to_fitting(self, budgets: Budgets, scale: float, overhead_mj: float,
-                            within: np.ndarray) -> int:
+                            cold_ms: float, within: np.ndarray) -> int:
         """Within the floor: the smallest worst ratio metric / budget, then the fastest."""
         ratios = np.zeros(len(self))
-        for values, limit in ((self.latency_p50 * scale, budgets.latency_ms),
+        for values, limit in (((self.latency_p50 + cold_ms) * scale, budgets.latency_ms),
                               (self.memory, budgets.memory_mb),
                               (self.storage, budgets.storage_bytes),
                               (self.energy + overhead_mj, budgets.energy_mj)):
@@ -295,12 +322,12 @@ class RuntimeSearch:
 
     def choose(self, budgets: Budgets, lambdas: Lambdas, headroom: float,
                contention: float = 1.0, tail: float | None = None,
-               overhead_mj: float = 0.0) -> SearchResult:
+               overhead_mj: float = 0.0, cold_ms: float | None = None) -> SearchResult:
         """The variant a fresh start of the evolution policy chooses: the search with
         ``headroom`` (a fraction) less latency and energy budget, the margin a new choice must
         keep (so "only variants below the floor fit" is judged with it too); when nothing fits
         those, the plain budgets unless they leave only a worse rule."""
-        args = (lambdas, contention, tail, overhead_mj)
+        args = (lambdas, contention, tail, overhead_mj, cold_ms)
         strict = replace(budgets, latency_ms=budgets.latency_ms * (1 - headroom),
                          energy_mj=budgets.energy_mj * (1 - headroom))
         best = self.search(strict, *args)
@@ -313,13 +340,14 @@ class RuntimeSearch:
                lambda_params: LambdaParams | None = None, lambdas: Lambdas | None = None,
                contention: float = 1.0, tail: float | None = None,
                latency_drift: float = 1.0, mission_remaining_s: float | None = None,
-               non_model_ms: float | None = None, overhead_mj: float = 0.0) -> SearchResult:
+               non_model_ms: float | None = None, overhead_mj: float = 0.0,
+               cold_ms: float | None = None) -> SearchResult:
         """Budgets and λ from ``context`` (or the ``lambdas`` given), then :meth:`search`."""
         budgets = compute_budgets(context, budget_params, latency_drift=latency_drift,
                                   mission_remaining_s=mission_remaining_s,
                                   non_model_ms=non_model_ms)
         lambdas = lambdas or adapt_lambdas(context, lambda_params)
-        return self.search(budgets, lambdas, contention, tail, overhead_mj)
+        return self.search(budgets, lambdas, contention, tail, overhead_mj, cold_ms)
 
 
 def _check_overhead(overhead_mj: float) -> float:

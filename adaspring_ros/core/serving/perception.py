@@ -6,6 +6,11 @@ counters and latency windows (``frame_stats``), the energy meter, the rate caps 
 log. The node (nodes/perception_node.py) only wires it to a subscription, a service, a timer and
 publishers; what it publishes is built from the values returned here.
 
+The checkpoint decides what is served: its model card how a frame is preprocessed and what the
+classes are called, its search space which variants exist (``initial_config`` and every
+Reconfigure request are read in it). A profile table measured for another card or space is
+refused at start (:func:`require_table_fits`).
+
 A frame goes :meth:`Perception.receive` (counted; held back by ``max_rate_hz``) ->
 :meth:`Perception.classify` (decoded, preprocessed and classified by ONE variant: the pair
 taken from ``server.active`` when it starts) -> the node publishes the result inside
@@ -49,10 +54,12 @@ from adaspring_ros.core import energy, paths
 from adaspring_ros.core.data.datasets import DataError
 from adaspring_ros.core.data.transforms import preprocess_frame
 from adaspring_ros.core.model import compact
+from adaspring_ros.core.model.card import ModelCard
 from adaspring_ros.core.model.checkpoint_reader import load_weight_bank, sha256_of
 from adaspring_ros.core.model.config import CompressionConfig, ConfigError, SearchSpace
 from adaspring_ros.core.model.engine import EngineInfo, classify_logits, make_engine
-from adaspring_ros.core.model.profile_table import ProfileTable, load_profile_table
+from adaspring_ros.core.model.profile_table import ProfileError, ProfileTable, load_profile_table
+from adaspring_ros.core.model.weights import WeightBank
 from adaspring_ros.core.serving.annotate import annotate, decision_lines
 from adaspring_ros.core.serving.frame_stats import (
     FrameStats,
@@ -70,7 +77,7 @@ from adaspring_ros.core.serving.server import (
 )
 
 __all__ = ["RejectedFrame", "ModelInfo", "Frame", "Classification", "SwapOutcome", "Health",
-           "invalid_parameters", "Perception"]
+           "invalid_parameters", "require_table_fits", "Perception"]
 
 # The counters a /diagnostics status carries, besides the ones computed for it.
 _DIAGNOSTIC_COUNTS = ("frame_errors", "stamps_rejected", "frames_received", "frames_processed",
@@ -139,13 +146,9 @@ class Health:
 
 
 def invalid_parameters(values: Mapping[str, Any]) -> str:
-    """Why these parameter values are unusable ('' if they are not): an initial_config that is
-    not a variant, a device_power_profile that cannot be loaded."""
-    if "initial_config" in values:
-        try:
-            parse_config(values["initial_config"])
-        except ConfigError as exc:
-            return f"initial_config: {exc}"
+    """Why these parameter values are unusable ('' if they are not): a device_power_profile
+    that cannot be loaded. (initial_config names a variant of the backbone's space, so it is
+    checked when the backbone is loaded: :class:`Perception`.)"""
     if "device_power_profile" in values:
         try:
             energy.load_device(values["device_power_profile"])
@@ -154,14 +157,31 @@ def invalid_parameters(values: Mapping[str, Any]) -> str:
     return ""
 
 
-def _profile_table(engine: str, path: str) -> tuple[ProfileTable | None, str]:
+def require_table_fits(table: ProfileTable, bank: WeightBank, where: str) -> None:
+    """ProfileError, starting with ``where`` (the table's path), unless ``table`` was measured
+    for a backbone with ``bank``'s model card and search space: its accuracies and variants
+    hold for that input contract, label space and space only."""
+    try:
+        table.require_card(bank.card)
+        if table.space != bank.space:
+            raise ProfileError(f"the profile table's space {table.space.to_dict()} is not "
+                               f"the backbone's {bank.space.to_dict()}; profile this backbone "
+                               f"(adaspring profile)")
+    except ProfileError as exc:
+        raise ProfileError(f"{where}: {exc}") from None
+
+
+def _profile_table(engine: str, path: str, bank: WeightBank) -> tuple[ProfileTable | None, str]:
     """The table whose int8 activation ranges the engine serves with, and its path. The torch
     reference needs none; another engine reads ``path`` or its shipped table, and a missing or
-    unreadable one is a ProfileError naming it (nothing serves on ranges nobody measured)."""
+    unreadable one, or one measured for another backbone (:func:`require_table_fits`), is a
+    ProfileError naming it (nothing serves on ranges nobody measured)."""
     if engine == "torch":
         return None, path
     table = load_profile_table(path or None, engine)
-    return table, path or str(paths.default_profile_table(engine))
+    path = path or str(paths.default_profile_table(engine))
+    require_table_fits(table, bank, path)
+    return table, path
 
 
 class Perception:
@@ -173,15 +193,19 @@ class Perception:
     def __init__(self, params: Mapping[str, Any]) -> None:
         path = params["backbone_path"] or str(paths.default_backbone())
         self.bank = load_weight_bank(path)  # verifies the sha256; runs no code from the file
+        self.card: ModelCard = self.bank.card  # a loaded checkpoint always has one
         engine = make_engine(params["engine"], params["num_threads"])
-        table, table_path = _profile_table(engine.name, params["profile_table"])
-        initial = parse_config(params["initial_config"], self.bank.space)
+        table, table_path = _profile_table(engine.name, params["profile_table"], self.bank)
+        try:
+            initial = parse_config(params["initial_config"], self.bank.space)
+        except ConfigError as exc:
+            raise ConfigError(f"initial_config: {exc}") from None
         self.server = VariantServer(partial(compact.materialise, self.bank), engine, table,
                                     params["max_cached_variants"], initial,
-                                    params["num_threads"])
+                                    params["num_threads"], card=self.card)
         freeze_heap()  # no full garbage-collection pause in a later frame or swap
         release_free_memory()  # what reading the checkpoint left behind
-        self.model_info = ModelInfo(self.bank.classes, path, self.bank.sha256, table_path,
+        self.model_info = ModelInfo(self.card.classes, path, self.bank.sha256, table_path,
                                     sha256_of(table_path) if table_path else "", engine.info)
         self.stats = FrameStats()
         self.reported: dict[str, int] = {}  # counters at the last report, for per-window rates
@@ -242,7 +266,7 @@ class Perception:
             try:
                 pixels = decode(self.channels)
                 config, runner = self.server.active  # one reference per frame: one variant
-                x = preprocess_frame(pixels, config.resolution)
+                x = preprocess_frame(pixels, config.resolution, self.card)
             except (ImageError, DataError) as exc:
                 self.stats.add("frames_rejected")
                 self.last_rejection = str(exc)
@@ -250,7 +274,7 @@ class Perception:
             forward_start = time.perf_counter()
             class_id, score = classify_logits(runner(x))
             forward_ms = (time.perf_counter() - forward_start) * 1e3
-        return Classification(config, class_id, self.bank.classes[class_id], score, forward_ms,
+        return Classification(config, class_id, self.card.classes[class_id], score, forward_ms,
                               (forward_start - frame.start) * 1e3, pixels)
 
     @contextmanager

@@ -1,6 +1,14 @@
-"""The replay camera's frames: labelled frames from a dataset or a ROS 2 bag, the letterbox that
-fits them to the camera's size, and the frame_id that carries their label. ROS-free (bags are
-read with ``rosbags``, their images decoded by ``image_codec``).
+"""The replay camera's frames: labelled frames from a dataset, an image folder or a ROS 2 bag,
+the letterbox that fits them to the camera's size, and the frame_id that carries their label.
+ROS-free (bags are read with ``rosbags``, their images decoded by ``image_codec``; image files
+with Pillow, one per frame, so a folder of any size is replayed in bounded memory).
+
+An image folder is a user's task as training reads it: ``<root>/<class>/...`` or, when it has
+one, its test split ``<root>/test/<class>/...``; each image is replayed at its own size and in
+its own colours (grey stays grey; palette and alpha composited on mid grey, 16-bit scaled to 8).
+Labels are indexes into the class names of the backbone's model card, so the replayed labels
+and the backbone's outputs agree whatever the folder holds (a class folder the card does not
+name is refused).
 
 The replay camera carries the true class in header.frame_id as "<base>/label=<id>/seq=<n>"
 ("<base>/seq=<n>" when unlabelled). The perception node copies the image header into its
@@ -10,7 +18,9 @@ InferenceResult, so live accuracy needs no stamp matching: parse result.header.f
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +29,8 @@ from adaspring_ros.core.data import datasets as data
 from adaspring_ros.core.serving.image_codec import ImageError, decode
 
 __all__ = ["Frame", "labelled_frame_id", "parse_labelled_frame_id", "fit_frame",
-           "dataset_frames", "bag_frames", "open_bag"]
+           "dataset_frames", "ImageFiles", "index_image_files", "read_image", "folder_frames",
+           "bag_frames", "open_bag"]
 
 Frame = tuple[np.ndarray, "int | None"]
 
@@ -96,6 +107,109 @@ def dataset_frames(dataset: data.Dataset, loop: bool, seed: int, limit: int) -> 
     while True:
         for i in order:
             yield dataset.images[i], int(dataset.labels[i])
+        if not loop:
+            return
+
+
+@dataclass(frozen=True)
+class ImageFiles:
+    """The image files of an image folder's split, their labels (indexes into ``classes``)
+    and how many files were skipped as not images."""
+
+    paths: tuple[Path, ...]
+    labels: tuple[int, ...]
+    classes: tuple[str, ...]
+    skipped: int = 0
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+
+def _class_folders(root: Path) -> list[str]:
+    return sorted(e.name for e in os.scandir(root) if e.is_dir() and not e.name.startswith("."))
+
+
+def index_image_files(root: Path, classes: Sequence[str] | None = None) -> ImageFiles:
+    """The image files of ``root``'s test split (``root/test`` when it holds class folders,
+    else ``root``), labelled by their class folder's index in ``classes`` (the model card's;
+    None: the sorted class folders of ``root/train`` when it exists, else of the split).
+    Files no Pillow plugin claims by their suffix are skipped and counted. DataError, naming
+    the folder, when there is no class folder, no image, or a class ``classes`` lacks."""
+    from PIL import Image
+
+    root = Path(root)
+    if not root.is_dir():
+        raise data.DataError(f"image folder {root} does not exist")
+    split = root / "test"
+    if not (split.is_dir() and _class_folders(split)):
+        split = root
+    found = _class_folders(split)
+    if not found:
+        raise data.DataError(f"image folder {split} has no class sub-folders")
+    if classes is None:
+        train = root / "train"
+        classes = _class_folders(train) if split != root and train.is_dir() else found
+    classes = tuple(classes)
+    unknown = sorted(set(found) - set(classes))
+    if unknown:
+        raise data.DataError(f"{split}: class folder(s) {unknown} are not among the model's "
+                             f"classes {list(classes)}")
+    Image.init()
+    suffixes = {s.lower() for s in Image.registered_extensions()}
+    paths, labels, skipped = [], [], 0
+    for name in found:
+        for top, dirs, files in os.walk(split / name, followlinks=True):
+            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+            for file in sorted(f for f in files if not f.startswith(".")):
+                if os.path.splitext(file)[1].lower() in suffixes:
+                    paths.append(Path(top) / file)
+                    labels.append(classes.index(name))
+                else:
+                    skipped += 1
+    if not paths:
+        raise data.DataError(f"image folder {split} holds no images")
+    return ImageFiles(tuple(paths), tuple(labels), classes, skipped)
+
+
+def read_image(path: Path, size_hint: tuple[int, int] = (0, 0)) -> np.ndarray:
+    """uint8 (H, W) grey or (H, W, 3) RGB pixels of one image file; DataError if it cannot be
+    decoded. ``size_hint`` (width, height) lets a JPEG decoder skip detail a frame of that size
+    would not show (Pillow's draft mode)."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            if image.format == "JPEG" and min(size_hint) > 0:
+                image.draft(image.mode, size_hint)
+            if image.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N"):
+                wide = np.asarray(image, dtype=np.float64)
+                return (wide / 257.0).round().clip(0, 255).astype(np.uint8)
+            if image.mode in ("1", "L", "F"):
+                return np.asarray(image.convert("L"), dtype=np.uint8)
+            if image.mode in ("LA", "La", "P", "PA", "RGBA", "RGBa"):
+                rgba = image.convert("RGBA")
+                backdrop = Image.new("RGBA", rgba.size, (128, 128, 128, 255))
+                image = Image.alpha_composite(backdrop, rgba)
+            return np.asarray(image.convert("RGB"), dtype=np.uint8)
+    except Exception as exc:  # Pillow raises many types for damaged or unsupported files
+        raise data.DataError(f"cannot read image {path}: {exc}") from exc
+
+
+def folder_frames(files: ImageFiles, loop: bool, seed: int, limit: int,
+                  size_hint: tuple[int, int] = (0, 0)) -> Iterator[Frame]:
+    """Frames of an indexed image folder, decoded one at a time, optionally shuffled (seeded)
+    and limited, looping. A file that cannot be decoded comes out as (None, reason)."""
+    order = np.arange(len(files))
+    if seed >= 0:
+        order = np.random.default_rng(seed).permutation(len(order))
+    if limit > 0:
+        order = order[:limit]
+    while True:
+        for i in order:
+            try:
+                yield read_image(files.paths[i], size_hint), files.labels[i]
+            except data.DataError as exc:
+                yield None, str(exc)
         if not loop:
             return
 

@@ -22,8 +22,8 @@ from typing import Any, Generic, TypeVar
 
 import numpy as np
 
-from adaspring_ros.core.data.transforms import preprocess_frame
-from adaspring_ros.core.model.config import DEFAULT_SPACE, CompressionConfig, SearchSpace
+from adaspring_ros.core.data.transforms import InputSpec, preprocess_frame
+from adaspring_ros.core.model.config import CompressionConfig, SearchSpace
 from adaspring_ros.core.model.engine import Engine, Runner
 from adaspring_ros.core.model.profile_table import ProfileTable
 
@@ -110,8 +110,9 @@ def release_free_memory() -> None:
         trim(0)
 
 
-def parse_config(text: str, space: SearchSpace = DEFAULT_SPACE) -> CompressionConfig:
-    """"full", "smallest" or a config id; ConfigError if none of them."""
+def parse_config(text: str, space: SearchSpace) -> CompressionConfig:
+    """"full", "smallest" or a config id of ``space`` (the served backbone's); ConfigError if
+    none of them."""
     if text == "full":
         return CompressionConfig.full(space)
     if text == "smallest":
@@ -144,12 +145,13 @@ class VariantBuilder:
 
 class VariantServer:
     """The served variant in ``engine``, with an LRU of ready variants (see VariantBuilder for
-    ``materialise`` and ``table``)."""
+    ``materialise`` and ``table``); ``card`` is the backbone's model card, whose preprocessing
+    makes the warm-up input."""
 
     def __init__(self, materialise: Callable[[CompressionConfig], Any], engine: Engine,
                  table: ProfileTable | None, capacity: int, initial: CompressionConfig,
-                 threads: int = 1) -> None:
-        self.engine, self.threads = engine, threads
+                 threads: int = 1, *, card: InputSpec) -> None:
+        self.engine, self.threads, self.card = engine, threads, card
         engine.set_threads(threads)
         self.cache = VariantCache(VariantBuilder(materialise, engine, table), capacity)
         self.lock = threading.Lock()
@@ -173,7 +175,7 @@ class VariantServer:
             return self.cache.get(config)
         runner = self.cache.get(config)
         blank = np.zeros((config.resolution, config.resolution), np.uint8)
-        runner(preprocess_frame(blank, config.resolution))
+        runner(preprocess_frame(blank, config.resolution, self.card))
         return runner
 
     def swap(self, wanted: CompressionConfig) -> tuple[bool, bool]:

@@ -3,10 +3,9 @@ shipped file."""
 
 from __future__ import annotations
 
-import dataclasses
-
 import pytest
 import torch
+from elastic_backbone import every_stage, tiny_backbone
 
 from adaspring_ros.core.model.checkpoint import (
     CheckpointError,
@@ -14,36 +13,13 @@ from adaspring_ros.core.model.checkpoint import (
     save_backbone,
     write_checksum,
 )
-from adaspring_ros.core.model.config import (
-    DEFAULT_SPACE,
-    CompressionConfig,
-    StageConfig,
-)
-from adaspring_ros.core.model.operators import (
-    SwitchableBatchNorm2d,
-)
 from adaspring_ros.core.model.supernet import build_backbone
 
 
 @pytest.fixture(scope="module")
 def backbone():
-    """A tiny random backbone whose BN rows all hold different, non-trivial statistics."""
-    torch.manual_seed(0)
-    model = build_backbone(stage_channels=(8, 12, 16))
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, SwitchableBatchNorm2d):
-                m.weight.uniform_(0.5, 1.5)
-                m.bias.normal_(0, 0.1)
-                m.running_mean.normal_(0, 0.2)
-                m.running_var.uniform_(0.5, 2.0)
-    return model.eval()
+    return tiny_backbone()
 
-
-def _with(resolution: int = 28, **changes) -> CompressionConfig:
-    """The full config with the same ``changes`` applied to every stage."""
-    changed = dataclasses.replace(StageConfig(), **changes)
-    return CompressionConfig((changed,) * DEFAULT_SPACE.num_stages, resolution)
 
 
 
@@ -54,7 +30,7 @@ def test_checkpoint_round_trip(tmp_path, backbone):
     loaded = load_backbone(path)
     assert loaded.sha256 == digest and loaded.classes == backbone.classes
     assert loaded.space == backbone.space and loaded.meta["note"] == "test"
-    config = _with(width=0.75, operator="dwsep")
+    config = every_stage(width=0.75, operator="dwsep")
     x = torch.randn(2, 1, 28, 28)
     with torch.no_grad():
         torch.testing.assert_close(loaded.materialise(config)(x), backbone.materialise(config)(x))
@@ -62,7 +38,7 @@ def test_checkpoint_round_trip(tmp_path, backbone):
 
 
 def test_checkpoint_keeps_variant_bn_and_rejects_bad_ones(tmp_path, backbone):
-    config = _with(width=0.5, depth=1)
+    config = every_stage(width=0.5, depth=1)
     c = 4                                                      # half of 8 stem channels
     model = build_backbone(stage_channels=(8, 12, 16))
     model.load_state_dict(backbone.state_dict())

@@ -8,6 +8,7 @@ import random
 
 import pytest
 import torch
+from elastic_backbone import every_stage, tiny_backbone
 
 from adaspring_ros.core.model.card import FASHION_MNIST_CARD
 from adaspring_ros.core.model.checkpoint import load_backbone, save_backbone
@@ -19,30 +20,14 @@ from adaspring_ros.core.model.config import (
 )
 from adaspring_ros.core.model.operators import (
     ElasticConvBN,
-    SwitchableBatchNorm2d,
 )
 from adaspring_ros.core.model.supernet import CompactNet, build_backbone
 
 
 @pytest.fixture(scope="module")
 def backbone():
-    """A tiny random backbone whose BN rows all hold different, non-trivial statistics."""
-    torch.manual_seed(0)
-    model = build_backbone(stage_channels=(8, 12, 16))
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, SwitchableBatchNorm2d):
-                m.weight.uniform_(0.5, 1.5)
-                m.bias.normal_(0, 0.1)
-                m.running_mean.normal_(0, 0.2)
-                m.running_var.uniform_(0.5, 2.0)
-    return model.eval()
+    return tiny_backbone()
 
-
-def _with(resolution: int = 28, **changes) -> CompressionConfig:
-    """The full config with the same ``changes`` applied to every stage."""
-    changed = dataclasses.replace(StageConfig(), **changes)
-    return CompressionConfig((changed,) * DEFAULT_SPACE.num_stages, resolution)
 
 
 def _random_config(rng: random.Random) -> CompressionConfig:
@@ -54,12 +39,13 @@ def _random_config(rng: random.Random) -> CompressionConfig:
 
 
 ONE_OPERATOR = (
-    [_with(width=w) for w in DEFAULT_SPACE.widths]
-    + [_with(depth=d) for d in DEFAULT_SPACE.depths[:-1]]
-    + [_with(operator="dwsep"), _with(operator="dwsep", rank=0.25)]
-    + [_with(rank=r) for r in DEFAULT_SPACE.ranks[:-1]]
-    + [_with(int8=True), _with(int8=True, rank=0.5), _with(int8=True, operator="dwsep")]
-    + [_with(resolution=r) for r in DEFAULT_SPACE.resolutions[:-1]]
+    [every_stage(width=w) for w in DEFAULT_SPACE.widths]
+    + [every_stage(depth=d) for d in DEFAULT_SPACE.depths[:-1]]
+    + [every_stage(operator="dwsep"), every_stage(operator="dwsep", rank=0.25)]
+    + [every_stage(rank=r) for r in DEFAULT_SPACE.ranks[:-1]]
+    + [every_stage(int8=True), every_stage(int8=True, rank=0.5),
+       every_stage(int8=True, operator="dwsep")]
+    + [every_stage(resolution=r) for r in DEFAULT_SPACE.resolutions[:-1]]
     + [CompressionConfig.smallest()]
     + [_random_config(random.Random(i)) for i in range(6)]
 )
@@ -79,7 +65,7 @@ def test_compact_equals_elastic_forward(backbone, config):
 
 
 def test_compact_is_plain_and_independent(backbone):
-    config = _with(width=0.5, depth=2, rank=0.5, operator="dwsep")
+    config = every_stage(width=0.5, depth=2, rank=0.5, operator="dwsep")
     net = backbone.materialise(config)
     assert isinstance(net, CompactNet) and net.config == config and net.resolution == 28
     kinds = {type(m).__name__ for m in net.modules()}
@@ -109,8 +95,8 @@ def test_materialise_is_reversible(backbone):
 
 
 def test_depth_skips_blocks(backbone):
-    shallow = backbone.materialise(_with(depth=1))
-    deep = backbone.materialise(_with(depth=3))
+    shallow = backbone.materialise(every_stage(depth=1))
+    deep = backbone.materialise(every_stage(depth=3))
     assert len(shallow.blocks) == 3 and len(deep.blocks) == 9
 
 
@@ -149,7 +135,7 @@ def test_invalid_configs_are_rejected(backbone, bad):
 
 
 def test_wrong_input_resolution_is_rejected(backbone):
-    backbone.set_active(_with(resolution=16))
+    backbone.set_active(every_stage(resolution=16))
     with pytest.raises(ValueError, match="expects 16x16"):
         backbone(torch.randn(1, 1, 28, 28))
 

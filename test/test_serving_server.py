@@ -3,22 +3,19 @@ whole), the variant cache and the frozen heap."""
 
 from __future__ import annotations
 
-import dataclasses
 import gc
 
 import pytest
 import torch
+from elastic_backbone import every_stage, tiny_backbone
 
 from adaspring_ros.core.model.card import FASHION_MNIST_CARD
 from adaspring_ros.core.model.config import (
-    DEFAULT_SPACE,
     CompressionConfig,
     ConfigError,
     SearchSpace,
-    StageConfig,
 )
 from adaspring_ros.core.model.engine import make_engine
-from adaspring_ros.core.model.operators import SwitchableBatchNorm2d
 from adaspring_ros.core.model.supernet import build_backbone
 from adaspring_ros.core.serving.server import (
     VariantCache,
@@ -105,35 +102,20 @@ def test_evicted_variants_give_their_memory_back_once(server, monkeypatch):
 
 @pytest.fixture(scope="module")
 def backbone():
-    """A tiny random backbone whose BN rows all hold different, non-trivial statistics."""
-    torch.manual_seed(0)
-    model = build_backbone(stage_channels=(8, 12, 16))
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, SwitchableBatchNorm2d):
-                m.weight.uniform_(0.5, 1.5)
-                m.bias.normal_(0, 0.1)
-                m.running_mean.normal_(0, 0.2)
-                m.running_var.uniform_(0.5, 2.0)
-    return model.eval()
+    return tiny_backbone()
 
-
-def _with(resolution: int = 28, **changes) -> CompressionConfig:
-    """The full config with the same ``changes`` applied to every stage."""
-    changed = dataclasses.replace(StageConfig(), **changes)
-    return CompressionConfig((changed,) * DEFAULT_SPACE.num_stages, resolution)
 
 
 def test_variant_cache_returns_the_built_variant_until_evicted(backbone):
     # Times are for bench/bench_engines.py: a loaded CI machine makes wall-clock asserts flaky.
-    config = _with(width=0.5, rank=0.5, int8=True)
+    config = every_stage(width=0.5, rank=0.5, int8=True)
     built = []
     cache = VariantCache(lambda c: built.append(c.id) or backbone.materialise(c), capacity=2)
     a, b = cache.get(config), cache.get(CompressionConfig.full())
     for _ in range(100):
         assert cache.get(config) is a and cache.get(CompressionConfig.full()) is b
     assert len(built) == 2
-    cache.get(_with(depth=1))                         # LRU evicts the least recently used
+    cache.get(every_stage(depth=1))                         # LRU evicts the least recently used
     assert len(cache) == 2 and config not in cache
 
 

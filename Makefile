@@ -20,7 +20,7 @@ colour-demo: setup  ## the same on the shipped colour example (models/colour), ~
 	@bash tools/colour_task.sh models/colour/data test
 	$(PY) -m adaspring_ros.cli demo --model colour
 
-colour-task: setup  ## the whole colour task (train/val/test, ~18,000 images) under OUT
+colour-task: setup  ## the whole colour task (train/val/test, 12,288 images, ~5 min) under OUT
 	@bash tools/colour_task.sh $(or $(OUT),runs/colour-task)
 
 lint: setup

@@ -7,13 +7,22 @@ Eight object classes, each drawn from both packages (openclipart: line-art and f
 tuxpaint-stamps: many photo cut-outs), are composited with their alpha onto procedural backgrounds
 (two-colour gradients, noise, blobs) at a random scale, position, rotation and mirror, and written
 as an image folder with ``train/``, ``val/`` and ``test/`` splits of one sub-folder per class.
-
-The split is by *drawing*, not by composite: near-identical files of one drawing (``dog_01.png``,
-``dog_02.png``) share a group, and a group goes to exactly one split, chosen by a hash of its name.
-So the test split measures objects the network never saw, not new backgrounds behind seen ones.
 Backgrounds are procedural so that no background carries a class.
 
-Same inputs, same arguments -> byte-identical PNGs (seeded per source file; no global RNG).
+Two ways to split (``--split``):
+
+* ``objects`` (the shipped task): a robot's *known objects*. Per class, ``--objects-per-class``
+  drawings (chosen by a hash of their names; one file per drawing) are the objects; each appears
+  in every split, in different composites: the test split measures recognising those objects
+  in new poses, sizes and scenes, which is what a robot that meets the same objects needs.
+* ``drawings``: unseen objects. Near-identical files of one drawing (``dog_01.png``,
+  ``dog_02.png``) share a group, and a group goes to exactly one split, chosen by a hash of its
+  name, so the test split measures objects the network never saw. From 683 training drawings a
+  network trained from scratch on a CPU-hour learns little of that (docs/benchmarks.md,
+  *The colour example*).
+
+Same inputs, same arguments -> byte-identical PNGs (seeded per source file and composite; no
+global RNG); a split's files do not depend on which other splits are built.
 """
 
 from __future__ import annotations
@@ -74,6 +83,29 @@ def split_of(group: str) -> str:
     return SPLITS[-1][0]
 
 
+def objects_of(files: list[Path], per_class: int) -> list[Path]:
+    """The known objects of a class: one file (the first) of each drawing group, groups in
+    the order of a hash of their names, unreadable files passed over, ``per_class`` of them."""
+    groups: dict[str, list[Path]] = {}
+    for path in files:
+        groups.setdefault(group_of(path), []).append(path)
+    chosen = []
+    for group in sorted(groups, key=lambda g: hashlib.sha256(g.encode()).hexdigest()):
+        first = groups[group][0]
+        obj = load_rgba(first)
+        if obj is not None and obj.getchannel("A").getbbox() is not None:
+            chosen.append(first)
+        if len(chosen) == per_class:
+            break
+    return chosen
+
+
+def _name(path: Path, k: int) -> str:
+    """A composite's file name: the package, the drawing's folder and name, the composite."""
+    package = "tuxpaint" if path.is_relative_to(TUXPAINT) else "openclipart"
+    return f"{package}_{path.parent.name}_{path.stem}_{k}.png"
+
+
 def _seed(path: Path, k: int) -> int:
     return int(hashlib.sha256(f"{path.name}:{k}".encode()).hexdigest()[:16], 16)
 
@@ -129,10 +161,10 @@ def load_rgba(path: Path) -> Image.Image | None:
 
 
 def build(out: Path, size: int, per_source: dict[str, int],
-          splits: tuple[str, ...] = tuple(s for s, _ in SPLITS)) -> dict:
+          splits: tuple[str, ...] = tuple(s for s, _ in SPLITS), split_by: str = "objects",
+          objects_per_class: int = 16) -> dict:
     """Write the ``splits`` of the task under ``out`` and return its manifest (counts per split
-    and class). A split's files do not depend on which other splits are built."""
-    counts: dict[str, dict[str, int]] = {s: {} for s, _ in SPLITS}
+    and class). ``per_source``: composites of each drawing in each split."""
     sources_per_split: dict[str, dict[str, int]] = {s: {} for s, _ in SPLITS}
     skipped = 0
     for cls in CLASSES:
@@ -140,30 +172,36 @@ def build(out: Path, size: int, per_source: dict[str, int],
         if not files:
             raise FileNotFoundError(f"no PNG for class {cls!r} under {CLASSES[cls]}: install "
                                     "openclipart-png and tuxpaint-stamps-default")
+        if split_by == "objects":
+            files = objects_of(files, objects_per_class)
         for path in files:
-            split = split_of(group_of(path))
-            if split not in splits:
+            # composite numbers: in "objects", one run of numbers over train, val, test
+            plan, first = [], 0
+            for split, _ in SPLITS:
+                if split_by == "objects" or split == split_of(group_of(path)):
+                    plan.append((split, range(first, first + per_source[split])))
+                    if split_by == "objects":
+                        first += per_source[split]
+            plan = [(split, ks) for split, ks in plan if split in splits]
+            if not plan:
                 continue
             obj = load_rgba(path)
             if obj is None or obj.getchannel("A").getbbox() is None:
                 skipped += 1
                 continue
-            folder = out / split / cls
-            folder.mkdir(parents=True, exist_ok=True)
-            for k in range(per_source[split]):
-                rng = np.random.default_rng(_seed(path, k))
-                img = composite(obj, size, rng)
-                img.save(folder / f"{path.parent.name}_{path.stem}_{k}.png", optimize=False)
-            sources_per_split[split][cls] = sources_per_split[split].get(cls, 0) + 1
-    # Counted on disk: a drawing of the same folder and name in both packages writes the same
-    # file names, and the later one wins (96 train and 12 val images of the shipped build).
-    for split in splits:
-        for cls in CLASSES:
-            n = len(list((out / split / cls).glob("*.png")))
-            if n:
-                counts[split][cls] = n
-    manifest = {"classes": list(CLASSES), "size": size, "per_source": per_source,
-                "images": counts, "drawings": sources_per_split, "skipped_unreadable": skipped,
+            for split, ks in plan:
+                folder = out / split / cls
+                folder.mkdir(parents=True, exist_ok=True)
+                for k in ks:
+                    img = composite(obj, size, np.random.default_rng(_seed(path, k)))
+                    img.save(folder / _name(path, k), optimize=False)
+                sources_per_split[split][cls] = sources_per_split[split].get(cls, 0) + 1
+    counts = {s: {cls: len(list((out / s / cls).glob("*.png"))) for cls in CLASSES
+                  if (out / s / cls).is_dir()} for s, _ in SPLITS}
+    manifest = {"classes": list(CLASSES), "size": size, "split_by": split_by,
+                "objects_per_class": objects_per_class if split_by == "objects" else None,
+                "per_source": per_source, "images": counts, "drawings": sources_per_split,
+                "skipped_unreadable": skipped,
                 "packages": ["openclipart-png", "tuxpaint-stamps-default"]}
     (out / "task.json").write_text(json.dumps(manifest, indent=1) + "\n")
     return manifest
@@ -173,8 +211,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, required=True, help="output folder (created)")
     parser.add_argument("--size", type=int, default=96, help="side of the square images, px")
-    parser.add_argument("--train-per-drawing", type=int, default=24)
-    parser.add_argument("--eval-per-drawing", type=int, default=6,
+    parser.add_argument("--split", choices=("objects", "drawings"), default="objects",
+                        help="objects: known objects in new composites (the shipped task); "
+                             "drawings: unseen drawings in val/ and test/")
+    parser.add_argument("--objects-per-class", type=int, default=16,
+                        help="with --split objects: drawings per class")
+    parser.add_argument("--train-per-drawing", type=int, default=80,
+                        help="composites per drawing in train/")
+    parser.add_argument("--eval-per-drawing", type=int, default=8,
                         help="composites per drawing in val/ and test/")
     parser.add_argument("--splits", default="train,val,test",
                         help="the splits to build, comma-separated (the demo needs only test)")
@@ -189,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     per = {"train": args.train_per_drawing, "val": args.eval_per_drawing,
            "test": args.eval_per_drawing}
-    manifest = build(args.out, args.size, per, splits)
+    manifest = build(args.out, args.size, per, splits, args.split, args.objects_per_class)
     for split, by_class in manifest["images"].items():
         if split not in splits:
             continue

@@ -174,6 +174,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-mirror", dest="mirror", action="store_false",
                    help="the task is not mirror-symmetric (text, arrows, left/right signs): "
                         "no horizontal flips in augmentation, and the card says so")
+    p.add_argument("--crop-scale", type=float, default=d.crop_scale,
+                   help="image folders: the smallest share of an image's area the random "
+                        "resized crop keeps (0.25, as for photos of whole scenes; larger where "
+                        "the object is small in the frame and a crop would lose it)")
     p.add_argument("--out", default=d.out, help="backbone file (default: models/backbone.pt)")
     p.add_argument("--workdir", default=d.workdir, help="resumable state goes here")
     p.add_argument("--resume", action="store_true", help="continue from <workdir>/last.pt")
@@ -208,6 +212,8 @@ def _refusal(recipe: TrainRecipe, ranks: Ranks) -> str | None:
         space = sized_space(r.max_depth, r.max_resolution, r.resolutions)
     except ValueError as exc:
         return str(exc)
+    if not 0.05 <= r.crop_scale <= 1.0:
+        return "--crop-scale must be in [0.05, 1]"
     if r.clip_grad < 0 or not math.isfinite(r.clip_grad):
         return "--clip-grad must be a finite norm >= 0"
     for name in ("uniform_subnets", "student_label_weight", "pool_share"):

@@ -53,6 +53,7 @@ class TrainRecipe:
     resize: str = "centre_crop"         # how an image is fitted to a square (model card)
     interpolation: str = "bilinear"     # how it is resized (model card)
     mirror: bool = True                 # the task is mirror-symmetric: flips augment it
+    crop_scale: float = 0.25            # photos: the random resized crop's smallest area
     subset: int = 0                     # train on the first N images (0: all)
     val_size: int = 5000                # held-out validation images (at most a fifth)
     init_from: str = ""                 # continue from this trained backbone

@@ -178,11 +178,12 @@ def training_sets(data: TaskData, card: ModelCard, *, val_size: int = 5000, subs
     return _files(train, size, card), _kept(val, max(card.resolutions), card, workers)
 
 
-def augmentation(data: TaskData, card: ModelCard) -> Augmentation:
-    """Fashion-MNIST's flips and shifts, or the photo recipe for an image folder."""
+def augmentation(data: TaskData, card: ModelCard, crop_scale: float = 0.25) -> Augmentation:
+    """Fashion-MNIST's flips and shifts, or the photo recipe for an image folder (its random
+    resized crop keeps at least ``crop_scale`` of the area)."""
     if data.folder is None:
         return GreyAugment(mirror=card.mirror_symmetric)
-    return PhotoAugment(max(card.resolutions), card.mirror_symmetric,
+    return PhotoAugment(max(card.resolutions), card.mirror_symmetric, scale=(crop_scale, 1.0),
                         interpolation=card.interpolation)
 
 

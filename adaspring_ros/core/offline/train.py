@@ -311,7 +311,7 @@ def train(recipe: TrainRecipe, ranks: Ranks | None = None) -> ElasticBackbone:
     if r.fixed_config:
         full = smallest = CompressionConfig.from_id(r.fixed_config, space)
     max_norm = r.clip_grad if r.clip_grad > 0 else math.inf
-    photo_or_grey = augmentation(data, card)
+    photo_or_grey = augmentation(data, card, r.crop_scale)
     for epoch in range(start_epoch, r.epochs):
         cpu0, wall0 = time.process_time(), time.perf_counter()
         sandwich = epoch >= r.warmup_epochs

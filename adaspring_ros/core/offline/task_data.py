@@ -178,7 +178,7 @@ def training_sets(data: TaskData, card: ModelCard, *, val_size: int = 5000, subs
     return _files(train, size, card), _kept(val, max(card.resolutions), card, workers)
 
 
-def augmentation(data: TaskData, card: ModelCard, crop_scale: float = 0.25) -> Augmentation:
+def augmentation(data: TaskData, card: ModelCard, crop_scale: float) -> Augmentation:
     """Fashion-MNIST's flips and shifts, or the photo recipe for an image folder (its random
     resized crop keeps at least ``crop_scale`` of the area)."""
     if data.folder is None:

@@ -60,13 +60,17 @@ def test_the_graph_holds_the_arrays_it_was_given(bank):
     assert list(shortcut.input) == ["blocks.1.body.2", "blocks.1.shortcut.0"]
 
 
-def test_int8_weights_are_stored_as_int8_with_their_scales(bank):
+def test_int8_weights_are_stored_as_a_shifted_int8_grid_with_their_scales(bank):
     weights = compact.materialise(bank, _with(int8=True, depth=1))
     model = onnx.load_from_string(onnx_graph(weights))
     inits = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
     q, scale = inits["stem.0.weight_q"], inits["stem.0.weight_scale"]
-    assert q.dtype == np.int8 and scale.dtype == np.float32
-    np.testing.assert_allclose(q.astype(np.float32) * scale[:, None, None, None],
+    zero = inits["stem.0.weight_zp"]
+    assert q.dtype == np.uint8 and zero.dtype == np.uint8 and np.all(zero == 128)
+    assert scale.dtype == np.float32
+    grid = q.astype(np.float32) - 128  # the int8 grid, shifted: exact in u8u8 on every CPU
+    assert grid.min() >= -127 and grid.max() <= 127
+    np.testing.assert_allclose(grid * scale[:, None, None, None],
                                weights.stem[0].weight, rtol=1e-6, atol=0)
     assert not any(n.op_type == "QuantizeLinear" for n in model.graph.node)  # weight-only
 

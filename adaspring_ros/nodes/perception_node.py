@@ -258,9 +258,12 @@ class PerceptionNode(LifecycleNode):
                 self.publish_debug_view(msg.header, view)
 
     def metrics_callback(self) -> None:
+        # Stamped when its window closes (report() closes it first thing), so the stamps of two
+        # reports span the window their fps is measured over, however long the report takes.
+        closed = self.get_clock().now().to_msg()
         values, health = self.serving.report(self.guard.total)
         metrics = msg_convert.metrics_to_msg(values, PerformanceMetrics)
-        metrics.header.stamp = self.get_clock().now().to_msg()
+        metrics.header.stamp = closed
         self.metrics_publisher.publish(metrics)
         level = DiagnosticStatus.WARN if health.warn else DiagnosticStatus.OK
         array = diagnostic_array(self, diagnostic_status("adaspring: perception_node", level,

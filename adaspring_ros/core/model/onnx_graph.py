@@ -13,7 +13,8 @@ Node and tensor names follow the compact network's modules ("stem.0", "blocks.3.
 "blocks.3.shortcut.0", "blocks.3.relu", ...): the profile table keys its int8 activation ranges
 by them.
 
-int8 has two forms, both from the same int8 weights (symmetric, per output channel):
+int8 has two forms, both from the same int8 weights (symmetric, per output channel; written as
+uint8 with zero point 128, see ``_GraphWriter.weight``):
 
 * static int8 (when the variant has calibrated activation ranges, stored in the profile table):
   activations are quantised too (uint8, QDQ format), and ONNX Runtime fuses each
@@ -125,9 +126,13 @@ class _GraphWriter:
         if not int8:
             return self.init(name, w)
         q, scale = quantise_int8(w)
-        self.init(f"{name}_q", q)
+        # Stored as uint8 with zero point 128 (the same values): ONNX Runtime's u8s8 integer
+        # convolution saturates in int16 on x86 CPUs without VNNI (AVX2: 2 points lost on the
+        # int8 variant, 4 on a mixed one, measured on an EPYC), its u8u8 one is exact on every
+        # CPU and as fast here (docs/benchmarks.md, "int8 on CPUs without VNNI").
+        self.init(f"{name}_q", (q.astype(np.int16) + 128).astype(np.uint8))
         self.init(f"{name}_scale", scale)
-        self.init(f"{name}_zp", np.zeros(len(scale), np.int8))
+        self.init(f"{name}_zp", np.full(len(scale), 128, np.uint8))
         return self.node("DequantizeLinear", [f"{name}_q", f"{name}_scale", f"{name}_zp"],
                          name, axis=0)
 

@@ -353,8 +353,8 @@ class Perception:
         """Close the report window: the PerformanceMetrics values and the /diagnostics health
         (``callback_errors``: exceptions the node's callbacks caught). Memory of variants
         evicted meanwhile is given back here, off the frame path."""
-        self.server.release_evicted()
         counts, window, seconds = self.stats.take_window()
+        self.server.release_evicted()  # after the window closed: freeing may take a while
         meter = self.meter  # a parameter change may replace it meanwhile
         reading = meter.stop()
         meter.start()

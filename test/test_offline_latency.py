@@ -25,7 +25,7 @@ SPACE = SearchSpace(widths=(0.5, 1.0), depths=(1,), ranks=(0.5, 1.0), resolution
 CONFIGS = ("r16-w50d1sk100f-w50d1ck100f-w50d1ck100f",
            "r20-w100d1ck100q-w50d1ck50q-w100d1ck100q",    # static int8 in onnxruntime
            "r20-w100d1ck100f-w100d1ck100f-w100d1ck100f")
-FAST = ["--repeats", "3", "--warmup", "1", "--no-progress"]
+FAST = ["--repeats", "3", "--warmup", "1", "--cold-start-rounds", "2", "--no-progress"]
 needs_data = pytest.mark.skipif(not FASHION_MNIST_DIR.is_dir(),
                                 reason="dataset-fashion-mnist not installed")
 
@@ -124,7 +124,8 @@ def test_cold_start_only_adds_the_term_and_leaves_every_other_byte(fleet, tmp_pa
     before = json.dumps(data, indent=1, sort_keys=True) + "\n"
     out.write_text(before)
     assert ProfileTable.load(out).cold_start_ms is None
-    assert profile_main(["--cold-start-only", "--backbone", str(bb), "--out", str(out)]) == 0
+    assert profile_main(["--cold-start-only", "--backbone", str(bb), "--out", str(out),
+                         "--cold-start-rounds", "2"]) == 0
     after = json.loads(out.read_text())
     assert after.pop("cold_start_ms") >= 0
     assert "--cold-start-only" in after["meta"].pop("cold_start_method")
@@ -179,6 +180,7 @@ def test_latency_only_refuses_another_engine_or_card_and_warns_of_another_versio
     (["--front-only"], "go with --latency-only"),
     (["--cold-start-only", "--latency-only", "--accuracy-from", "a.json", "--out", "t.json"],
      "no other mode"),
+    (["--cold-start-rounds", "0"], "--cold-start-rounds must be >= 1"),
 ])
 def test_split_options_that_do_not_go_together(argv, problem, capsys):
     assert profile_main(argv) == 2

@@ -331,7 +331,8 @@ def test_profile_measures_a_colour_backbone_on_its_own_image_folder(tmp_path, ca
     backbone = train_colour_backbone(root, tmp_path)
     out = tmp_path / "table.json"
     common = ["--backbone", str(backbone), "--sample", "3", "--rounds", "0", "--repeats", "2",
-              "--warmup", "1", "--engine", "torch", "--bn-images", "16", "--no-progress"]
+              "--warmup", "1", "--cold-start-rounds", "2", "--engine", "torch", "--bn-images",
+              "16", "--no-progress"]
     assert profile_main(common + ["--data", str(root), "--out", str(out)]) == 0
     table = ProfileTable.load(out)
     assert table.card.channels == 3 and table.card.classes == ("apple", "leaf", "sky")

@@ -276,7 +276,8 @@ def test_profile_remeasures_the_tuned_variants_of_a_table(tmp_path, model, capsy
     bb, table_path = tmp_path / "bb.pt", tmp_path / "table.json"
     save_backbone(model, bb)
     common = ["--out", str(table_path), "--plot", str(tmp_path / "p.png"), "--engine", "torch",
-              "--test-size", "300", "--bn-images", "64", "--no-progress", "--warmup", "1"]
+              "--test-size", "300", "--bn-images", "64", "--no-progress", "--warmup", "1",
+              "--cold-start-rounds", "2"]
     assert profile_main(["--backbone", str(bb), "--sample", "4", "--rounds", "0",
                          "--repeats", "3"] + common) == 0
     before = ProfileTable.load(table_path)

@@ -1,17 +1,21 @@
 """Camera encodings and the compressed transport through real perception node processes.
 
-Two nodes run on the shipped backbone: one on the raw transport, one with ``transport:
-compressed`` (subscribing ``<image_topic>/compressed``). This process publishes 640x480 frames
-of a Fashion-MNIST test image as a colour camera would (bgr8, yuv422_yuy2, a jpeg at quality
-90) and requires, for each, a result stamped with that frame's header whose class and score are
-the ones the same decoder, preprocessing and variant give offline (so a wrong byte order or
-colour conversion fails). A garbage, truncated or bomb compressed frame is counted in
+Three nodes run on the shipped models: the grey Fashion-MNIST one and the colour one
+(models/colour) on the raw transport, and the colour one with ``transport: compressed``
+(subscribing ``<image_topic>/compressed``). This process publishes 640x480 frames as a colour
+camera would (bgr8, yuv422_yuy2, a jpeg at quality 90) — for the grey model a Fashion-MNIST test
+image, tinted; for the colour one an image of its test split (test/data/colour/, from
+openclipart-png) — and requires, for each, a result stamped with that frame's header whose
+class and score are the ones the same decoder, preprocessing and variant give offline (so a
+wrong byte order or colour conversion fails), and for the colour model the class its card names
+and the image's folder says. A garbage, truncated or bomb compressed frame is counted in
 frames_rejected, its reason on /diagnostics, and the node keeps classifying.
 """
 
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -26,30 +30,46 @@ pytestmark = pytest.mark.ros
 
 PERCEPTION = "adaspring_ros.nodes.perception_node"
 TOPIC = "/test_cameras/image"
+COLOUR = paths.models_dir() / "colour"
+COLOUR_IMAGE = Path(__file__).parent / "data" / "colour" / "fruit_orange.png"
+# node name -> (model, transport)
+NODES = {"raw": ("grey", "raw"), "colour": ("colour", "raw"),
+         "compressed": ("colour", "compressed")}
 PARAMS = {"backbone_path": "", "engine": "onnxruntime", "profile_table": "",
           "initial_config": "full", "num_threads": 1, "max_cached_variants": 2,
           "device_power_profile": "cloud_x86_vcpu", "timing_log": "", "max_rate_hz": 0.0,
           "debug_image_rate_hz": 2.0, "stamp_tolerance_s": 10.0}
 
 
-def _node(log_dir, transport: str) -> NodeProcess:
-    return NodeProcess.module(PERCEPTION, log_dir, f"{transport}_perception", ros_args=[
+def _model_params(model: str) -> dict[str, str]:
+    if model == "grey":
+        return {}
+    return {"backbone_path": str(COLOUR / "backbone.pt"),
+            "profile_table": str(COLOUR / "profile_table.json")}
+
+
+def _node(log_dir, name: str) -> NodeProcess:
+    model, transport = NODES[name]
+    return NodeProcess.module(PERCEPTION, log_dir, f"{name}_perception", ros_args=[
         "--params-file", str(paths.config_dir() / "adaspring.yaml"),
-        "-r", f"__node:={transport}_perception",
-        "-r", f"/adaspring/result:=/test_cameras/{transport}/result",
-        "-r", f"/adaspring/metrics:=/test_cameras/{transport}/metrics",
-        "-r", f"/adaspring/perception/reconfigure:=/test_cameras/{transport}/reconfigure",
-        "-r", f"/diagnostics:=/test_cameras/{transport}/diagnostics",
+        "-r", f"__node:={name}_perception",
+        "-r", f"/adaspring/result:=/test_cameras/{name}/result",
+        "-r", f"/adaspring/metrics:=/test_cameras/{name}/metrics",
+        "-r", f"/adaspring/perception/reconfigure:=/test_cameras/{name}/reconfigure",
+        "-r", f"/adaspring/model_info:=/test_cameras/{name}/model_info",
+        "-r", f"/diagnostics:=/test_cameras/{name}/diagnostics",
         "-p", f"image_topic:={TOPIC}", "-p", f"transport:={transport}",
-        "-p", "metrics_period_s:=0.25"])
+        "-p", "metrics_period_s:=0.25",
+        *[arg for k, v in _model_params(model).items() for arg in ("-p", f"{k}:={v}")]])
 
 
 @pytest.fixture(scope="module")
 def nodes(tmp_path_factory):
-    if not paths.default_backbone().is_file():
-        pytest.skip("no shipped backbone in this checkout")
+    for backbone in (paths.default_backbone(), COLOUR / "backbone.pt"):
+        if not backbone.is_file():
+            pytest.skip(f"no {backbone} in this checkout")
     log_dir = tmp_path_factory.mktemp("cameras")
-    started = {transport: _node(log_dir, transport) for transport in ("raw", "compressed")}
+    started = {name: _node(log_dir, name) for name in NODES}
     yield started
     for proc in started.values():
         assert proc.stop() == 0, proc.output()[-3000:]
@@ -57,26 +77,33 @@ def nodes(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def offline():
-    """The node's computation in this process (core only): decode with the model's channels,
-    preprocess, the full variant in ONNX Runtime."""
+    """The nodes' computation in this process (core only), per model: decode with the model's
+    channels, preprocess, the full variant in ONNX Runtime."""
     from adaspring_ros.core.serving.perception import Perception
 
-    served = Perception(PARAMS)
+    served = {model: Perception({**PARAMS, **_model_params(model)})
+              for model in ("grey", "colour")}
     yield served
-    served.close()
+    for perception in served.values():
+        perception.close()
 
 
 @pytest.fixture(scope="module")
-def frame() -> np.ndarray:
-    """A 640x480 colour camera frame: a Fashion-MNIST test image, letterboxed and tinted."""
+def frames() -> dict[str, np.ndarray]:
+    """640x480 colour camera frames per model: a Fashion-MNIST test image, letterboxed and
+    tinted; an image of the colour model's test split, letterboxed."""
+    from PIL import Image
+
     grey = fit_frame(data.load_fashion_mnist("test").images[0], 640, 480, "nearest")
-    return (grey[:, :, None] * np.array([1.0, 0.8, 0.6])).astype(np.uint8)
+    with Image.open(COLOUR_IMAGE) as image:
+        colour = fit_frame(np.asarray(image.convert("RGB")), 640, 480, "bilinear")
+    return {"grey": (grey[:, :, None] * np.array([1.0, 0.8, 0.6])).astype(np.uint8),
+            "colour": colour}
 
 
 class Ends(PerceptionEnds):
-    def __init__(self, node, transport: str, proc: NodeProcess) -> None:
-        super().__init__(node, f"/test_cameras/{transport}",
-                         f"/test_cameras/{transport}/reconfigure")
+    def __init__(self, node, name: str, proc: NodeProcess) -> None:
+        super().__init__(node, f"/test_cameras/{name}", f"/test_cameras/{name}/reconfigure")
         self.proc = proc
 
     def watched(self) -> list[NodeProcess]:
@@ -120,32 +147,61 @@ def _classified(perception, decode):
     return perception.classify(perception.receive(None), decode)
 
 
-@pytest.mark.parametrize("encoding", ["bgr8", "yuv422_yuy2"])
-def test_raw_camera_encodings_are_classified(rclpy_node, nodes, offline, frame, encoding):
+def _expect_the_image_class(result, model: str) -> None:
+    if model == "colour":  # the test image is a fruit the colour model knows
+        assert result.label == COLOUR_IMAGE.stem.split("_")[0]
+
+
+@pytest.mark.parametrize("name, encoding", [("raw", "bgr8"), ("raw", "yuv422_yuy2"),
+                                            ("colour", "bgr8"), ("colour", "yuv422_yuy2")])
+def test_raw_camera_encodings_are_classified(rclpy_node, nodes, offline, frames, name,
+                                             encoding):
     from sensor_msgs.msg import Image
 
     from adaspring_ros.nodes.qos import SENSOR_QOS
 
-    ends = Ends(rclpy_node, "raw", nodes["raw"])
+    model = NODES[name][0]
+    ends = Ends(rclpy_node, name, nodes[name])
     publisher = rclpy_node.create_publisher(Image, TOPIC, SENSOR_QOS)
-    msg = msg_convert.numpy_to_image(frame, encoding, Image)
-    result = ends.classify(publisher, msg, f"camera/{encoding}")
-    _check(result, msg, _classified(offline, lambda c: msg_convert.image_to_numpy(msg, c)),
-           _classified(offline, lambda c: frame))
+    msg = msg_convert.numpy_to_image(frames[model], encoding, Image)
+    result = ends.classify(publisher, msg, f"camera/{model}/{encoding}")
+    _check(result, msg, _classified(offline[model],
+                                    lambda c: msg_convert.image_to_numpy(msg, c)),
+           _classified(offline[model], lambda c: frames[model]))
+    _expect_the_image_class(result, model)
 
 
-def test_a_compressed_jpeg_frame_is_classified(rclpy_node, nodes, offline, frame):
+def test_a_compressed_jpeg_frame_is_classified(rclpy_node, nodes, offline, frames):
     from sensor_msgs.msg import CompressedImage
 
     from adaspring_ros.nodes.qos import SENSOR_QOS
 
     ends = Ends(rclpy_node, "compressed", nodes["compressed"])
     publisher = rclpy_node.create_publisher(CompressedImage, f"{TOPIC}/compressed", SENSOR_QOS)
-    msg = msg_convert.numpy_to_compressed(frame, "bgr8; jpeg compressed bgr8", CompressedImage,
-                                          quality=90)
+    msg = msg_convert.numpy_to_compressed(frames["colour"], "bgr8; jpeg compressed bgr8",
+                                          CompressedImage, quality=90)
     result = ends.classify(publisher, msg, "camera/jpeg")
-    _check(result, msg, _classified(offline, lambda c: msg_convert.compressed_to_numpy(msg, c)),
-           _classified(offline, lambda c: frame))
+    _check(result, msg, _classified(offline["colour"],
+                                    lambda c: msg_convert.compressed_to_numpy(msg, c)),
+           _classified(offline["colour"], lambda c: frames["colour"]))
+    _expect_the_image_class(result, "colour")
+
+
+def test_the_colour_models_card_names_its_classes_in_model_info(rclpy_node, nodes):
+    from adaspring_ros.msg import ModelInfo
+
+    from adaspring_ros.core.model.checkpoint_reader import load_weight_bank
+    from adaspring_ros.nodes.qos import MODEL_INFO_QOS
+
+    ends = Ends(rclpy_node, "colour", nodes["colour"])
+    infos: list = []
+    rclpy_node.create_subscription(ModelInfo, "/test_cameras/colour/model_info", infos.append,
+                                   MODEL_INFO_QOS)
+    ends.wait(lambda: infos, "the colour node's latched ModelInfo", timeout=30.0)
+    card = load_weight_bank(COLOUR / "backbone.pt").card
+    assert tuple(infos[-1].class_names) == card.classes
+    assert card.channels == 3 and "fruit" in card.classes
+    assert infos[-1].backbone_path == str(COLOUR / "backbone.pt")
 
 
 def _bad_compressed(kind: str, frame: np.ndarray):
@@ -164,7 +220,7 @@ def _bad_compressed(kind: str, frame: np.ndarray):
 
 @pytest.mark.parametrize("kind", ["garbage", "truncated", "bomb"])
 def test_bad_compressed_frames_are_rejected_and_the_node_keeps_serving(
-        rclpy_node, nodes, frame, kind):
+        rclpy_node, nodes, frames, kind):
     from diagnostic_msgs.msg import DiagnosticArray
     from sensor_msgs.msg import CompressedImage
 
@@ -176,6 +232,7 @@ def test_bad_compressed_frames_are_rejected_and_the_node_keeps_serving(
                                    arrays.append, 10)
     publisher = rclpy_node.create_publisher(CompressedImage, f"{TOPIC}/compressed", SENSOR_QOS)
     before = ends.fresh_metrics()
+    frame = frames["colour"]
     bad, reason = _bad_compressed(kind, frame)
     ends.send_until(publisher, bad,
                     lambda: ends.metrics[-1].frames_rejected > before.frames_rejected,

@@ -74,6 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repeats", type=int, default=d.repeats,
                    help="timed batch-1 runs per variant (round-robin among all variants)")
     p.add_argument("--warmup", type=int, default=d.warmup)
+    p.add_argument("--cold-start-rounds", type=int, default=d.cold_start_rounds,
+                   help="rounds of the cold-start term: each times up to 16 variants after "
+                        "a 50 ms idle gap (30: ~25 s; fewer: quicker, noisier)")
     p.add_argument("--test-size", type=int, default=d.test_size,
                    help="first N test images (0: all)")
     p.add_argument("--bn-images", type=int, default=d.bn_images,
@@ -122,6 +125,9 @@ def cli_main(argv: Sequence[str] | None = None) -> int:
     problem = _split_error(opts)
     if problem:
         print(f"adaspring profile: {problem}", file=sys.stderr)
+        return 2
+    if opts.cold_start_rounds < 1:
+        print("adaspring profile: --cold-start-rounds must be >= 1", file=sys.stderr)
         return 2
     if opts.sample < 0 or opts.repeats < (0 if opts.extend else 1):
         print("adaspring profile: --sample must be >= 0 and --repeats >= 1 (0 only with "

@@ -136,7 +136,8 @@ def profile_latency(opts: ProfileOptions) -> ProfileTable:
          for e in entries), key=lambda e: e.latency_ms_p50)
     cold_ms, cold_method = measure_cold_start(
         runners, [e.id for e in timed_entries],
-        lambda config: noise_frame(backbone.card, config.resolution, opts.seed), opts.seed)
+        lambda config: noise_frame(backbone.card, config.resolution, opts.seed), opts.seed,
+        rounds=opts.cold_start_rounds)
     table = ProfileTable(
         space=accuracy.space,
         entries=timed_entries,
@@ -203,7 +204,8 @@ def profile_cold_start(opts: ProfileOptions) -> ProfileTable:
     torch.set_num_threads(1)
     cold_ms, method = measure_cold_start(
         runners, picked,
-        lambda config: noise_frame(backbone.card, config.resolution, opts.seed), opts.seed)
+        lambda config: noise_frame(backbone.card, config.resolution, opts.seed), opts.seed,
+        rounds=opts.cold_start_rounds)
     raw = json.loads(out.read_text())
     raw["cold_start_ms"] = cold_ms
     raw.setdefault("meta", {})["cold_start_method"] = (

@@ -109,6 +109,7 @@ class ProfileOptions:
     variants_from: str = ""       # measure this table's variants instead of a fresh sample
     repeats: int = 60             # timed batch-1 runs per variant (round-robin)
     warmup: int = 10
+    cold_start_rounds: int = 30   # rounds of the cold-start term (each: every sample idles 50 ms)
     test_size: int = 0            # first N test images (0: all)
     bn_images: int = 512          # training images for each variant's BN statistics (0: keep)
     eval_threads: int = 2         # threads of the batched accuracy pass
@@ -291,7 +292,8 @@ def profile(opts: ProfileOptions) -> ProfileTable:
     if timed:
         cold_ms, method = measure_cold_start(
             runners, [e.id for e in entries if e.id in runners],
-            lambda config: preprocess(calib_images[:1], config.resolution, card), opts.seed)
+            lambda config: preprocess(calib_images[:1], config.resolution, card), opts.seed,
+            rounds=opts.cold_start_rounds)
         cold_meta = {"cold_start_method": method}
     front = [e.id for e in pareto_front(entries)]
     if opts.accuracy_only:  # the quick timings only steered the refinement

@@ -92,10 +92,13 @@ def _planes(images: np.ndarray, grey: bool) -> np.ndarray:
         )
     if images.shape[-1] == 1:
         return images[..., 0][:, None].astype(np.float32)
-    rgb = images[..., :3].astype(np.float32)                # RGBA: alpha is dropped
-    if grey:
+    if grey:                                                # RGBA: alpha is dropped
+        rgb = images[..., :3].astype(np.float32)
         return (rgb @ np.asarray(LUMA, dtype=np.float32))[:, None]
-    return rgb.transpose(0, 3, 1, 2)
+    # Channel planes laid out contiguously in the one pass that converts them: the resize's
+    # matrix products on a transposed view left BLAS for numpy's strided loop (11 of a 640x480
+    # frame's 15 ms here, against 1.3 ms contiguous).
+    return np.ascontiguousarray(images[..., :3].transpose(0, 3, 1, 2), dtype=np.float32)
 
 
 def _centre_square(h: int, w: int) -> tuple[slice, slice]:
@@ -196,6 +199,54 @@ def _resize_matrix(size_in: int, size_out: int, interpolation: str = "bilinear")
     return out
 
 
+@lru_cache(maxsize=128)
+def _band(size_in: int, size_out: int, interpolation: str, offset: int = 0,
+          length: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Columns ``offset:offset + length`` of :func:`_resize_matrix` as a band: (size_out, K)
+    source indices and their weights. A row's weights are a few neighbouring taps (15 for
+    480 -> 64 px), so the products run on them alone: a 640x480 colour frame's resize fell
+    from 9.8 to 2.5 ms here (the dense products were 44 MFLOP of mostly zeros)."""
+    dense = _resize_matrix(size_in, size_out, interpolation)
+    length = size_in - offset if length is None else length
+    part = dense[:, offset:offset + length]
+    nonzero = part != 0
+    first = np.where(nonzero.any(axis=1), nonzero.argmax(axis=1), 0)
+    last = np.where(nonzero.any(axis=1), length - 1 - nonzero[:, ::-1].argmax(axis=1), 0)
+    taps = max(int((last - first).max()) + 1, 1)
+    start = np.clip(np.minimum(first, length - taps), 0, None)
+    index = start[:, None] + np.arange(min(taps, length))
+    weights = np.take_along_axis(part, index, axis=1).astype(np.float32)
+    # Every kernel here has a compact support, so a row's taps are contiguous and the band
+    # holds all of its weights.
+    assert np.count_nonzero(weights) == np.count_nonzero(part)
+    index.flags.writeable = weights.flags.writeable = False
+    return index, weights
+
+
+def _banded_pays(size_in: int, size_out: int, interpolation: str, planes: int) -> bool:
+    """Whether the band beats the dense products: per tap it is a numpy call, so it pays when
+    the taps are few against the row (480 -> 64 px: 15 of 480, 2.7 against 10.2 ms for three
+    planes here), not for 480 -> 28 px (35 taps: 3.0 against 2.3 ms). One plane stays dense
+    (0.6 ms for 480 -> 28): the grey recipe keeps its numbers bit for bit (the shipped grey
+    tables were measured with them)."""
+    return planes > 1 and _band(size_in, size_out, interpolation)[0].shape[1] * 16 <= size_in
+
+
+def _resize_rows(x: np.ndarray, band: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    """The resize along axis -2 (matrix @ x), one tap at a time: no frame-sized temporary."""
+    index, weights = band
+    out = x[..., index[:, 0], :] * weights[:, 0, None]
+    for k in range(1, index.shape[1]):
+        out += x[..., index[:, k], :] * weights[:, k, None]
+    return out
+
+
+def _resize_columns(x: np.ndarray, band: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    """The resize along axis -1 (x @ matrix.T)."""
+    index, weights = band
+    return np.einsum("...rk,rk->...r", x[..., index], weights)
+
+
 def preprocess(images: np.ndarray, resolution: int,
                card: InputSpec | None = None) -> np.ndarray:
     """uint8 image(s) -> normalised float32 array (N, channels, resolution, resolution), as
@@ -253,14 +304,23 @@ def _normalised(planes: np.ndarray, resolution: int, card: InputSpec) -> np.ndar
         top, left = (side - h) // 2, (side - w) // 2
         rows, cols = weights[:, top:top + h], weights[:, left:left + w]
         fill = mean * 255.0
-        x = rows @ (planes @ cols.T - fill * cols.sum(axis=1)) + fill
+        if _banded_pays(side, resolution, card.interpolation, planes.shape[1]):
+            x = _resize_rows(_resize_columns(planes, _band(side, resolution, card.interpolation,
+                                                           left, w)) - fill * cols.sum(axis=1),
+                             _band(side, resolution, card.interpolation, top, h)) + fill
+        else:
+            x = rows @ (planes @ cols.T - fill * cols.sum(axis=1)) + fill
     else:
         if h != w:
             rows, cols = _centre_square(h, w)
             planes = planes[:, :, rows, cols]
         side = planes.shape[-1]
         x = planes
-        if side != resolution:
+        banded = _banded_pays(side, resolution, card.interpolation, planes.shape[1])
+        if side != resolution and banded:
+            band = _band(side, resolution, card.interpolation)
+            x = _resize_columns(_resize_rows(planes, band), band)
+        elif side != resolution:
             weights = _resize_matrix(side, resolution, card.interpolation)
             x = weights @ (planes @ weights.T)  # along the rows' pixels first, then the columns
     return np.ascontiguousarray((x * (1.0 / 255.0) - mean) / std, dtype=np.float32)

@@ -279,8 +279,13 @@ def test_stale_context_falls_back_to_the_safe_variant(table):
 
 def test_configured_safe_variant_and_no_context_at_all(table):
     slow, mid, fast = ids(table)
-    evolver = Evolver(table, EvolutionParams(safe_config_id=mid))
-    decision = evolver.decide(0.0)
+    evolver = Evolver(table, EvolutionParams(safe_config_id=mid, stale_after_s=3.0))
+    # at start-up the context's publisher may not be discovered yet: wait stale_after_s for it
+    for now in (0.0, 1.0, 3.0):
+        decision = evolver.decide(now)
+        assert not decision.swap and decision.kind == "wait", decision.reason
+        assert "waiting for the first context" in decision.reason
+    decision = evolver.decide(3.5)
     assert decision.swap and decision.config_id == mid and "no context yet" in decision.reason
     with pytest.raises(ValueError, match="safe_config_id"):
         Evolver(table, EvolutionParams(safe_config_id="r28-nope"))

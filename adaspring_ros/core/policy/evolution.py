@@ -11,6 +11,8 @@ decision's reason:
 1. ``wait``: a swap that was asked for and not yet confirmed (until ``pending_timeout_s``).
 2. ``stale``: no context for ``stale_after_s`` -> the safe variant (``safe_config_id``, default
    the fastest within the accuracy floor), at once: running blind is worse than a short swap.
+   Before the first context, ``stale_after_s`` counts from the policy's start, and until then it
+   waits (``wait``): at start-up the context's publisher may simply not be discovered yet.
 3. ``initial``: nothing runs yet -> the choice of ``RuntimeSearch.choose``: the search with
    ``headroom`` less latency and energy budget (a Schmitt trigger: the running variant is judged
    against the full budgets, so jitter around a budget does not flip between two variants).
@@ -345,6 +347,10 @@ class Evolver:
             self._pending = None  # the swap failed silently; decide afresh
 
         age = now - self._context_at
+        if self._context is None and now - self.mission_start <= p.stale_after_s:
+            return self._decision(False, "wait", current,
+                                  f"waiting for the first context ({now - self.mission_start:.1f}"
+                                  f" of {p.stale_after_s:g} s)", now)
         if self._context is None or age > p.stale_after_s:
             what = "no context yet" if self._context is None else \
                 f"context is {age:.1f} s old (> {p.stale_after_s:g} s)"

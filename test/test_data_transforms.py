@@ -259,3 +259,26 @@ def test_letterbox_keeps_the_whole_frame_on_bars_of_the_mean_colour():
     np.testing.assert_allclose(x[:, 31:], 0.0, atol=1e-5)
     cropped = preprocess_frame(frame, 40, COLOUR_CARD)[0]   # centre crop: all white
     np.testing.assert_allclose(cropped.mean(axis=(1, 2)), white, atol=1e-5)
+
+
+@pytest.mark.parametrize("resize", ["centre_crop", "letterbox"])
+def test_the_banded_resize_of_a_colour_frame_is_the_dense_one(resize):
+    """A 640x480 colour frame at 64 px goes through the band of each row's taps; it must give
+    the dense products' numbers up to float rounding."""
+    from adaspring_ros.core.data import transforms
+
+    card = replace(COLOUR_CARD, resolutions=(64,), resize=resize, interpolation="bilinear")
+    frame = np.random.default_rng(5).integers(0, 256, (480, 640, 3), dtype=np.uint8)
+    assert transforms._banded_pays(640 if resize == "letterbox" else 480, 64, "bilinear", 3)
+    planes = transforms._planes(frame[None], False)
+    if resize == "centre_crop":
+        planes = planes[:, :, :, 80:560]
+    side, (h, w) = max(planes.shape[-2:]), planes.shape[-2:]
+    weights = transforms._resize_matrix(side, 64, "bilinear")
+    rows = weights[:, (side - h) // 2:(side - h) // 2 + h]
+    cols = weights[:, (side - w) // 2:(side - w) // 2 + w]
+    fill = np.asarray(card.mean, np.float32).reshape(1, -1, 1, 1) * 255.0
+    dense = rows @ (planes @ cols.T - fill * cols.sum(axis=1)) + fill
+    std = np.asarray(card.std, np.float32).reshape(1, -1, 1, 1)
+    expected = (dense / 255.0 - fill / 255.0) / std
+    np.testing.assert_allclose(preprocess(frame, 64, card), expected, atol=1e-4, rtol=0)

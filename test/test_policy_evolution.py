@@ -130,7 +130,10 @@ def jittery_run(params: EvolutionParams, seed: int = 0, latency_noise: float = 0
     battery, CPU load and the latency budget jitter every second, and every metrics window's
     latency is off by a lognormal factor (``latency_noise``) around a real contention of 1.3x."""
     table = synthetic_table(400, seed=7)
-    evolver = Evolver(table, params)
+    # The floor the bounds below were set for: at 2 points fewer variants of this table lie
+    # within it near the 8 ms boundary, and the jitter forces more excursions below it and back
+    # (seed 0: 50 swaps in the heavy-noise run against <= 30).
+    evolver = Evolver(table, params, objective=ObjectiveParams(max_accuracy_loss_pt=3.0))
     rng = np.random.default_rng(seed)
     search = evolver.search
 

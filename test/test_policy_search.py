@@ -126,7 +126,7 @@ def test_nothing_fits_falls_back_to_the_fastest_within_the_floor_with_that_reaso
     assert result.config_id == search.fastest_within_floor.id != search.fastest.id
     assert result.entry.accuracy >= search.floor
     assert result.reason.startswith("nothing-fits: no variant meets the budgets")
-    assert "within 3 pt of the best" in result.reason and "still violates latency" in \
+    assert "within 2 pt of the best" in result.reason and "still violates latency" in \
         result.reason
 
 
@@ -138,7 +138,7 @@ def test_only_variants_below_the_floor_fit_the_most_accurate_of_them_runs():
     forced = search.search(Budgets(memory_mb=1.0), Lambdas(0.0, 1.0))
     assert forced.rule == "forced-below-floor" and forced.feasible
     assert forced.config_id == table.entries[1].id
-    assert "only variants more than 3 pt below the best meet the budgets" in forced.reason
+    assert "only variants more than 2 pt below the best meet the budgets" in forced.reason
     # nothing fits: the least memory within the floor (the 95 % one), not the 60 % variant
     nothing = search.search(Budgets(memory_mb=0.0), Lambdas(0.0, 1.0))
     assert nothing.rule == "nothing-fits" and nothing.config_id == table.entries[0].id

@@ -35,6 +35,7 @@ from adaspring_ros.core.serving.replay import (
     labelled_frame_id,
     open_bag,
 )
+from adaspring_ros.core.serving.server import reuse_frame_memory
 from adaspring_ros.nodes.common import diagnostic_array, diagnostic_status, run
 from adaspring_ros.nodes.guard import CallbackGuard
 from adaspring_ros.nodes.params import declare, invalid_choice, parameter_table
@@ -65,6 +66,7 @@ class CameraReplayNode(Node):
 
         self.frames = self._open_source()
         self.seq = 0
+        reuse_frame_memory()  # every frame it publishes is a few MB of fresh buffers otherwise
         self.publisher = self.create_publisher(Image, self.get_parameter("image_topic").value,
                                                SENSOR_QOS)
         self.timer = self.create_timer(1.0 / self.get_parameter("rate_hz").value,

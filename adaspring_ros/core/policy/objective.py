@@ -30,12 +30,14 @@ class ObjectiveParams:
 
     max_accuracy_loss_pt:   the accuracy floor: the most points (against the most accurate
                             variant of the table) the policy may trade away; variants further
-                            below run only when the budgets leave nothing above.
+                            below run only when the budgets leave nothing above. The default,
+                            2 points, is the loss the demo's verdict accepts against the full
+                            model: a policy left at its defaults never serves worse than that.
     energy_pct_per_point:   % of the frame energy worth one accuracy point at λ1 = λ2.
     """
 
     max_accuracy_loss_pt: float = setting(
-        3.0, "most accuracy points the policy may trade for energy against the table's most "
+        2.0, "most accuracy points the policy may trade for energy against the table's most "
         "accurate variant", range=(0.0, 100.0))
     energy_pct_per_point: float = setting(
         10.0, "% of the frame energy worth one accuracy point at λ1 = λ2", range=(0.01, 1e6))

@@ -74,6 +74,7 @@ from adaspring_ros.core.serving.server import (
     freeze_heap,
     parse_config,
     release_free_memory,
+    reuse_frame_memory,
 )
 
 __all__ = ["RejectedFrame", "ModelInfo", "Frame", "Classification", "SwapOutcome", "Health",
@@ -205,6 +206,7 @@ class Perception:
                                     params["num_threads"], card=self.card)
         freeze_heap()  # no full garbage-collection pause in a later frame or swap
         release_free_memory()  # what reading the checkpoint left behind
+        reuse_frame_memory()  # no page faults for every frame's buffers
         self.model_info = ModelInfo(self.card.classes, path, self.bank.sha256, table_path,
                                     sha256_of(table_path) if table_path else "", engine.info)
         self.stats = FrameStats()

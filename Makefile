@@ -8,7 +8,7 @@ setup:  ## venv + ROS 2 wheels + torch (CPU) + dataset + colcon build (idempoten
 	@bash tools/setup.sh
 
 test: setup  ## the whole test suite (unit + real multi-process ROS integration)
-	$(PY) -m pytest test -q
+	$(PY) -m pytest test -q --durations=15
 
 test-fast: setup  ## the ROS-free unit tests only
 	$(PY) -m pytest test -q -m "not ros"

@@ -30,6 +30,7 @@ from adaspring_ros.core.serving.server import (
 
 ROOT = Path(__file__).resolve().parent.parent
 
+
 @pytest.fixture(scope="module")
 def server():
     torch.manual_seed(0)
@@ -133,7 +134,6 @@ def test_freeze_heap_moves_live_objects_out_of_the_collector():
         gc.unfreeze()
 
 
-
 FRAME_LOOP = """
 import resource, sys
 from types import SimpleNamespace
@@ -143,13 +143,13 @@ from adaspring_ros.core.serving.server import reuse_frame_memory
 if sys.argv[1] == "reuse":
     assert reuse_frame_memory()
 frame = np.random.default_rng(0).integers(0, 255, (480, 640, 3), dtype=np.uint8)
+COLOUR = SimpleNamespace(channels=3, mean=(0.5,) * 3, std=(0.25,) * 3, resize="centre_crop",
+                         interpolation="bilinear")
 def one_frame():
     pixels = np.frombuffer(bytearray(frame.tobytes()), np.uint8).reshape(frame.shape)
     kept = [bytearray(3 * 2**20)]  # the rest of a callback's buffers (message copies)
     preprocess_frame(pixels, 64, COLOUR)
     del kept
-COLOUR = SimpleNamespace(channels=3, mean=(0.5,) * 3, std=(0.25,) * 3, resize="centre_crop",
-                         interpolation="bilinear")
 for _ in range(5):
     one_frame()
 before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt

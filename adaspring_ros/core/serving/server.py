@@ -115,9 +115,10 @@ def reuse_frame_memory(keep_bytes: int = 128 * 2**20) -> bool:
 
     Each camera frame allocates a few MB (the message's pixels, twice, and their float planes);
     with glibc's adaptive defaults the heap returned them after every frame and the next frame
-    faulted them back in, zeroed: ~1,300 page faults and 7.4 ms of CPU per 640x480 rgb8 frame
-    in the perception node (grey model), against 0 and 4.2 ms with this (docs/benchmarks.md,
-    design measurements). The peak is unchanged; :func:`release_free_memory` still trims.
+    faulted them back in, zeroed: 11,700-13,300 page faults a second at 10 fps and 6.1-6.2 ms
+    of CPU per 640x480 rgb8 frame in the perception node (grey model), against 0-4 and 4.0 ms
+    with this (docs/benchmarks.md, design measurements). The peak is unchanged;
+    :func:`release_free_memory` still trims.
     """
     mallopt = _mallopt()
     if mallopt is None:

@@ -78,6 +78,10 @@ def process_group(ranks: Ranks, device: torch.device) -> Iterator[None]:
     try:
         dist.barrier()
         yield
+        # Neither rank tears the group down while the other may still be in a collective: a
+        # fresh clone's run once saw rank 1 abort ("terminate called without an active
+        # exception") as the group was destroyed at the end of a torchrun training.
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 

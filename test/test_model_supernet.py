@@ -118,6 +118,31 @@ def test_reorder_channels_keeps_full_function():
 
 
 
+def test_other_input_sides_keep_the_weights_and_take_the_nearest_statistics(backbone):
+    wider = backbone.with_resolutions((20, 28, 36, 44))
+    assert wider.space.resolutions == (20, 28, 36, 44)
+    assert wider.active == CompressionConfig.full(wider.space)
+    x = torch.randn(2, 1, 28, 28)
+    with torch.no_grad():
+        for side in (20, 28):      # sides of both spaces: the same function
+            half = every_stage(resolution=side, width=0.5)
+            backbone.set_active(half)
+            wider.set_active(CompressionConfig(half.stages, side))
+            small = torch.nn.functional.interpolate(x, size=side)
+            torch.testing.assert_close(wider(small), backbone(small))
+        # a new side normalises with the nearest old side's row: 36 and 44 with 28's
+        backbone.set_active(every_stage(resolution=28))
+        for side in (36, 44):
+            wider.set_active(CompressionConfig(every_stage().stages, side))
+            for old_bn, new_bn in ((backbone.stem.bn, wider.stem.bn),):
+                w = DEFAULT_SPACE.widths.index(1.0)
+                old_row = old_bn.running_mean[w * 4 + 3]
+                new_row = new_bn.running_mean[w * 4 + wider.space.resolutions.index(side)]
+                assert torch.equal(old_row, new_row)
+            assert wider(torch.randn(1, 1, side, side)).shape == (1, 10)
+    assert backbone.space.resolutions == DEFAULT_SPACE.resolutions     # the original is kept
+
+
 @pytest.mark.parametrize("bad", [
     CompressionConfig((StageConfig(width=0.3),) * 3, 28),
     CompressionConfig((StageConfig(depth=4),) * 3, 28),

@@ -384,6 +384,25 @@ def test_init_from_continues_a_trained_backbone(tmp_path):
 
 
 @needs_data
+def test_init_from_may_train_at_other_input_sides(tmp_path):
+    """A backbone trained at 16-28 px continues at 20-36 px: the weights carry over, the file
+    teaches at its own full resolution, the new file's space and card have the new sides."""
+    common = ["--subset", "256", "--batch-size", "64", "--channels", "4,8,8", "--no-progress",
+              "--threads", "1", "--val-size", "500", "--epochs", "1"]
+    first = tmp_path / "first.pt"
+    assert cli_main(common + ["--out", str(first), "--workdir", str(tmp_path / "a")]) == 0
+    second = tmp_path / "second.pt"
+    assert cli_main(common + ["--warmup-epochs", "0", "--lr", "0", "--init-from", str(first),
+                              "--resolutions", "20,28,36", "--random-subnets", "1",
+                              "--out", str(second), "--workdir", str(tmp_path / "b")]) == 0
+    trained, continued = load_backbone(first), load_backbone(second)
+    assert continued.space.resolutions == continued.card.resolutions == (20, 28, 36)
+    for name, tensor in trained.state_dict().items():
+        if name.endswith(("weight", "bias")):
+            assert torch.equal(tensor, continued.state_dict()[name]), name
+
+
+@needs_data
 def test_a_full_network_trained_alone_is_sorted_then_shrunk(tmp_path, capsys):
     """Once-for-all's order: the full network trained alone first, its channels sorted by
     importance, then the smaller variants learn from it."""

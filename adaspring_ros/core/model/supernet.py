@@ -29,6 +29,7 @@ Saving and loading a backbone: core/model/checkpoint.py.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any, Sequence
 
 import numpy as np
@@ -291,6 +292,30 @@ class ElasticBackbone(nn.Module):
 
     def _classifier_bias(self, config: CompressionConfig) -> Tensor | None:
         return self.variant_affine.get(config.id, {}).get("classifier")
+
+    def with_resolutions(self, resolutions: Sequence[int]) -> ElasticBackbone:
+        """A copy of this backbone whose space allows the input sides ``resolutions`` instead:
+        the same weights (a convolution does not depend on the input's size), each switchable
+        BN row of a (width, side) copied from the nearest side this one was trained at (ties:
+        the larger), so training at new sides starts from the nearest statistics. The card
+        follows; per-variant statistics and affines are dropped (they belong to variants of
+        the old space, and a profile of the new one recomputes them)."""
+        space = replace(self.space, resolutions=tuple(int(r) for r in resolutions))
+        copy = ElasticBackbone(space, self.stage_channels, self.num_classes, self.classes,
+                               self.in_channels, self.stem_stride)
+        old = self.space.resolutions
+        nearest = [min(range(len(old)), key=lambda i: (abs(old[i] - r), -old[i]))
+                   for r in space.resolutions]
+        rows = torch.tensor([w * len(old) + nearest[j] for w in range(len(space.widths))
+                             for j in range(len(space.resolutions))])
+        state = {}
+        for name, tensor in self.state_dict().items():
+            keyed = name.endswith(("running_mean", "running_var", "num_batches_tracked"))
+            state[name] = tensor[rows].clone() if keyed else tensor.clone()
+        copy.load_state_dict(state)
+        copy.card = self.card.with_resolutions(space.resolutions) if self.card else None
+        copy.active = CompressionConfig.full(space)
+        return copy.train(self.training)
 
     # -- elastic forward --------------------------------------------------------------------
     def forward(self, x: Tensor) -> Tensor:

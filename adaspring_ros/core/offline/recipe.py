@@ -107,10 +107,12 @@ def epochs_trained(meta: dict) -> int | None:
 def initial_backbone(path: str, space: SearchSpace, channels: tuple[int, ...],
                      stem_stride: int = 1) -> ElasticBackbone:
     """The trained backbone ``init_from`` continues from (checksum verified), frozen and in
-    eval mode; refused (ValueError) unless it has the architecture being trained and, if it was
-    trained alone, is the full network."""
+    eval mode; refused (ValueError) unless it has the architecture being trained (its input
+    sides may differ: the run starts from ``with_resolutions`` of it, and it teaches at its own
+    full resolution) and, if it was trained alone, is the full network."""
     initial = load_backbone(path)
-    if initial.space != space or tuple(initial.arch()["stage_channels"]) != channels \
+    if replace(initial.space, resolutions=space.resolutions) != space \
+            or tuple(initial.arch()["stage_channels"]) != channels \
             or initial.stem_stride != stem_stride:
         raise ValueError(f"--init-from {path}: its space, channels "
                          f"{initial.arch()['stage_channels']} or stem stride "
@@ -118,10 +120,10 @@ def initial_backbone(path: str, space: SearchSpace, channels: tuple[int, ...],
                          f"{list(channels)}, {stem_stride} (set --channels, --max-depth, "
                          "--max-resolution or --resolutions, --stem-stride)")
     alone = trained_alone(initial.meta)
-    if alone and alone != CompressionConfig.full(space).id:
+    if alone and alone != CompressionConfig.full(initial.space).id:
         raise ValueError(f"--init-from {path}: a net trained alone ({alone}) can seed the "
                          f"shrinking only if it is the full network "
-                         f"{CompressionConfig.full(space).id}")
+                         f"{CompressionConfig.full(initial.space).id}")
     for p in initial.parameters():
         p.requires_grad_(False)
     return initial.eval()

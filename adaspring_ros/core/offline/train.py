@@ -258,10 +258,11 @@ def train(recipe: TrainRecipe, ranks: Ranks | None = None) -> ElasticBackbone:
                             f"channel images of the classes {list(frozen.classes)}, not on "
                             f"{model.in_channels}-channel images of {list(model.classes)}")
         prior_epochs = epochs_trained(frozen.meta)          # None: the file does not say
-        model.load_state_dict(frozen.state_dict())
+        start = frozen if frozen.space == space else frozen.with_resolutions(space.resolutions)
+        model.load_state_dict(start.state_dict())
         if trained_alone(frozen.meta):
             model.reorder_channels()    # a permutation: the full network's function is kept
-        frozen.set_active(CompressionConfig.full(space))
+        frozen.set_active(CompressionConfig.full(frozen.space))
         frozen.to(device)
     operator = r.only_operator
     if operator:
@@ -341,7 +342,8 @@ def train(recipe: TrainRecipe, ranks: Ranks | None = None) -> ElasticBackbone:
             if frozen is not None and (operator or len(configs) > 1):
                 with torch.no_grad(), precision.autocast():
                     teacher = frozen(_inputs(images if clean is None else clean,
-                                             full.resolution, device, card)).float().softmax(1)
+                                             frozen.active.resolution, device, card)
+                                     ).float().softmax(1)
             loss = float(_train_step(model, images, labels, configs, r.label_smoothing,
                                      r.student_label_weight, teacher, r.distill_loss,
                                      train_largest=not operator, student_images=clean,

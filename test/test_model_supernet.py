@@ -131,14 +131,15 @@ def test_other_input_sides_keep_the_weights_and_take_the_nearest_statistics(back
             small = torch.nn.functional.interpolate(x, size=side)
             torch.testing.assert_close(wider(small), backbone(small))
         # a new side normalises with the nearest old side's row: 36 and 44 with 28's
-        backbone.set_active(every_stage(resolution=28))
         for side in (36, 44):
+            for width in DEFAULT_SPACE.widths:
+                stage = StageConfig(width=width)
+                for old_bn, new_bn in ((backbone.stem.bn, wider.stem.bn),
+                                       (backbone.stages[2][0].units["conv"][0].bn,
+                                        wider.stages[2][0].units["conv"][0].bn)):
+                    assert torch.equal(old_bn.running_var[backbone.bn_key(stage, 28)],
+                                       new_bn.running_var[wider.bn_key(stage, side)])
             wider.set_active(CompressionConfig(every_stage().stages, side))
-            for old_bn, new_bn in ((backbone.stem.bn, wider.stem.bn),):
-                w = DEFAULT_SPACE.widths.index(1.0)
-                old_row = old_bn.running_mean[w * 4 + 3]
-                new_row = new_bn.running_mean[w * 4 + wider.space.resolutions.index(side)]
-                assert torch.equal(old_row, new_row)
             assert wider(torch.randn(1, 1, side, side)).shape == (1, 10)
     assert backbone.space.resolutions == DEFAULT_SPACE.resolutions     # the original is kept
 

@@ -306,8 +306,9 @@ class ElasticBackbone(nn.Module):
         old = self.space.resolutions
         nearest = [min(range(len(old)), key=lambda i: (abs(old[i] - r), -old[i]))
                    for r in space.resolutions]
-        rows = torch.tensor([w * len(old) + nearest[j] for w in range(len(space.widths))
-                             for j in range(len(space.resolutions))])
+        # the new rows in the new keys' order (widths, then sides), read at the old keys
+        rows = torch.tensor([self.bn_key(StageConfig(width=w), old[i])
+                             for w in space.widths for i in nearest])
         state = {}
         for name, tensor in self.state_dict().items():
             keyed = name.endswith(("running_mean", "running_var", "num_batches_tracked"))

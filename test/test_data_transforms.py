@@ -282,3 +282,25 @@ def test_the_banded_resize_of_a_colour_frame_is_the_dense_one(resize):
     std = np.asarray(card.std, np.float32).reshape(1, -1, 1, 1)
     expected = (dense / 255.0 - fill / 255.0) / std
     np.testing.assert_allclose(preprocess(frame, 64, card), expected, atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("resize", ["centre_crop", "letterbox"])
+@pytest.mark.parametrize("resolution", [40, 96])
+def test_every_memory_layout_of_the_same_pixels_gives_the_same_input(resize, resolution):
+    """RGB pixels side by side are converted channels-last, RGBA and strided pixels as planes:
+    the network must see the same numbers either way, for frames and for batches."""
+    card = replace(COLOUR_CARD, resolutions=(resolution,), resize=resize)
+    rgba = np.random.default_rng(7).integers(0, 256, (480, 640, 4), dtype=np.uint8)
+    rgb = np.ascontiguousarray(rgba[..., :3])
+    reference = preprocess(rgb, resolution, card)
+    wide = np.zeros((480, 1280, 3), np.uint8)
+    wide[:, ::2] = rgb                                  # every other pixel: strided rows
+    for same in (rgba, wide[:, ::2], np.asfortranarray(rgb)):
+        np.testing.assert_allclose(preprocess(same, resolution, card), reference,
+                                   atol=1e-5, rtol=0)
+    batch = np.stack([rgb[:96, :96], rgb[100:196, 200:296]])
+    one_by_one = np.concatenate([preprocess(b, resolution, card) for b in batch])
+    np.testing.assert_allclose(preprocess(batch, resolution, card), one_by_one, atol=1e-5,
+                               rtol=0)
+    np.testing.assert_allclose(preprocess(np.asfortranarray(batch), resolution, card),
+                               one_by_one, atol=1e-5, rtol=0)

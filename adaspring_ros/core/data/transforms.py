@@ -95,8 +95,13 @@ def _planes(images: np.ndarray, grey: bool) -> np.ndarray:
     if grey:                                                # RGBA: alpha is dropped
         rgb = images[..., :3].astype(np.float32)
         return (rgb @ np.asarray(LUMA, dtype=np.float32))[:, None]
-    # Channel planes laid out contiguously in the one pass that converts them, so the resize
-    # reads whole rows of a plane rather than every third value.
+    if images.shape[-1] == 3 and images.strides[-2:] == (3, 1):   # RGB pixels side by side
+        # Converted in the images' own (channels-last) order and viewed as planes: a
+        # transposing conversion cost 0.29 ms for a 480x480 crop against 0.07 here; the row
+        # resize reads such a view through its base (_resize_rows).
+        return images.astype(np.float32).transpose(0, 3, 1, 2)
+    # RGBA, or strided pixels: planes laid out in the one pass that converts them (a cast of
+    # every fourth value left out runs 1.6 ms for a 480x480 crop; this 0.3).
     return np.ascontiguousarray(images[..., :3].transpose(0, 3, 1, 2), dtype=np.float32)
 
 
@@ -238,8 +243,19 @@ def _resize_rows(x: np.ndarray, band: tuple[np.ndarray, np.ndarray]) -> np.ndarr
     per output row rather than a gathered copy per tap: 0.19 against 1.36 ms for a 640x480
     colour frame at 64 px here, no frame-sized temporary either way."""
     index, weights = band
-    out = np.empty(x.shape[:-2] + (index.shape[0], x.shape[-1]), np.float32)
     taps = index.shape[1]
+    base = x.transpose(0, 2, 3, 1) if x.ndim == 4 else None
+    if base is not None and base.flags.c_contiguous and x.shape[1] > 1:
+        # channels-last planes (_planes): each output row is one product over whole pixel
+        # rows, and the (few) rows out are laid out as planes for the column resize, which
+        # gathers along a row (0.15 ms on planes against 0.49 on channels-last, 96 px here)
+        n, h, w, c = base.shape
+        flat = base.reshape(n, h, w * c)
+        out = np.empty((n, index.shape[0], w * c), np.float32)
+        for row, first in enumerate(index[:, 0]):
+            np.matmul(weights[row], flat[:, first:first + taps], out=out[:, row])
+        return np.ascontiguousarray(out.reshape(n, index.shape[0], w, c).transpose(0, 3, 1, 2))
+    out = np.empty(x.shape[:-2] + (index.shape[0], x.shape[-1]), np.float32)
     for row, first in enumerate(index[:, 0]):
         np.matmul(weights[row], x[..., first:first + taps, :], out=out[..., row, :])
     return out
@@ -300,18 +316,20 @@ def _normalised(planes: np.ndarray, resolution: int, card: InputSpec) -> np.ndar
     std = np.asarray(card.std, np.float32).reshape(1, -1, 1, 1)
     if h != w and card.resize == "letterbox":
         # The square of side max(h, w) holds the image centred on the mean colour f: resizing
-        # it is f plus the image minus f through the matching columns of the weights (the
-        # bars contribute f alone, and every row of weights sums to 1). f is taken off after
-        # the first product, (X - f) Wc' = X Wc' - f (Wc 1)', sparing a frame-sized array.
+        # it is f plus the image minus f through the matching rows and columns of the weights
+        # (the bars contribute f alone, and every row of weights sums to 1). f is taken off
+        # the small result, Wr (X - f) Wc' = Wr X Wc' - f (Wr 1)(Wc 1)', sparing a frame-sized
+        # array; the rows go first, as in the square case (_resize_rows reads channels-last).
         side = max(h, w)
         weights = _resize_matrix(side, resolution, card.interpolation)
         top, left = (side - h) // 2, (side - w) // 2
         rows, cols = weights[:, top:top + h], weights[:, left:left + w]
         fill = mean * 255.0
         if _banded_pays(side, resolution, card.interpolation, planes.shape[1]):
-            x = _resize_rows(_resize_columns(planes, _band(side, resolution, card.interpolation,
-                                                           left, w)) - fill * cols.sum(axis=1),
-                             _band(side, resolution, card.interpolation, top, h)) + fill
+            x = _resize_columns(
+                _resize_rows(planes, _band(side, resolution, card.interpolation, top, h)),
+                _band(side, resolution, card.interpolation, left, w)) \
+                - fill * np.outer(rows.sum(axis=1), cols.sum(axis=1)) + fill
         else:
             x = rows @ (planes @ cols.T - fill * cols.sum(axis=1)) + fill
     else:
@@ -327,6 +345,9 @@ def _normalised(planes: np.ndarray, resolution: int, card: InputSpec) -> np.ndar
         elif side != resolution:
             weights = _resize_matrix(side, resolution, card.interpolation)
             x = weights @ (planes @ weights.T)  # along the rows' pixels first, then the columns
+    # planes laid out contiguously first (a channels-last view when nothing was resized): the
+    # arithmetic then runs along whole rows
+    x = np.ascontiguousarray(x, dtype=np.float32)
     return np.ascontiguousarray((x * (1.0 / 255.0) - mean) / std, dtype=np.float32)
 
 

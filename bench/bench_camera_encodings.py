@@ -4,7 +4,8 @@ For a 640x480 frame in every encoding the node reads (sensor_msgs/Image, and Com
 jpeg at quality 90 and png), times what the node's image callback does before the forward:
 decode the message (``msg_convert``, as the node calls it, on the message object) and preprocess
 to the model input at the shipped backbone's largest resolution. Also times the decode alone,
-for a grey model (1 channel: the shipped one) and for a colour one (3 channels). The frames are
+for a grey model (1 channel: the shipped one) and for a colour one (3 channels), and decode +
+preprocess for the shipped colour backbone (models/colour) at its largest input. The frames are
 camera-like: Fashion-MNIST test images letterboxed with bilinear upscaling onto a gradient,
 tinted, plus Gaussian sensor noise (sigma 3), so the compressed sizes are those of a real
 scene, not of a flat background. Medians and spreads over ``--frames`` frames (cycled over 20
@@ -28,8 +29,10 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 import numpy as np
 
 from adaspring_ros import msg_convert
+from adaspring_ros.core import paths
 from adaspring_ros.core.data import datasets as data
-from adaspring_ros.core.data.transforms import preprocess_frame
+from adaspring_ros.core.data.transforms import InputSpec, preprocess_frame
+from adaspring_ros.core.model.checkpoint_reader import load_weight_bank
 from adaspring_ros.core.model.config import DEFAULT_SPACE
 from adaspring_ros.core.serving.replay import fit_frame
 from bench.report import markdown_table, spread, write_section
@@ -82,16 +85,20 @@ def timed(msgs: list, work: Callable, frames: int) -> list[float]:
     return samples
 
 
-def measure(name: str, msgs: list, decode: Callable, frames: int, resolution: int) -> tuple:
+def measure(name: str, msgs: list, decode: Callable, frames: int, resolution: int,
+            colour_card: InputSpec) -> tuple:
     """One table row: the encoding's size and times (see the module docstring)."""
     size = np.median([len(m.data) for m in msgs]) / 1024
     node = spread(timed(msgs, lambda m: preprocess_frame(decode(m, 1), resolution), frames))
+    side = max(colour_card.resolutions)
+    colour_node = spread(timed(msgs, lambda m: preprocess_frame(decode(m, 3), side, colour_card),
+                               frames))
     grey = spread(timed(msgs, lambda m: decode(m, 1), frames))
     colour = spread(timed(msgs, lambda m: decode(m, 3), frames))
     print(f"{name}: decode + preprocess p50 {node['p50']:.2f} ms", flush=True)
     return (name, f"{size:.0f}", f"{node['p50']:.2f}",
             f"{node['min']:.2f} / {node['p95']:.2f} / {node['max']:.2f}",
-            f"{grey['p50']:.2f}", f"{colour['p50']:.2f}")
+            f"{grey['p50']:.2f}", f"{colour['p50']:.2f}", f"{colour_node['p50']:.2f}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -100,18 +107,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-write", action="store_true")
     args = p.parse_args(argv)
     resolution = max(DEFAULT_SPACE.resolutions)
-    rows = [measure(name, msgs, decode, args.frames, resolution)
+    colour_card = load_weight_bank(paths.models_dir() / "colour" / "backbone.pt").card
+    rows = [measure(name, msgs, decode, args.frames, resolution, colour_card)
             for name, (msgs, decode) in messages(camera_frames(DISTINCT)).items()]
     table = markdown_table(("encoding", "KiB / frame", "decode + preprocess p50 (ms)",
                             "min / p95 / max (ms)", "decode, grey model p50",
-                            "decode, colour model p50"), rows)
+                            "decode, colour model p50",
+                            f"decode + preprocess, colour model at {max(colour_card.resolutions)}"
+                            " px p50"), rows)
     body = (
         f"{args.frames} frames per row (cycled over {DISTINCT} distinct 640x480 camera-like "
         f"frames: see the module docstring), timed one by one in this process as the "
         f"perception node's callback does it before the forward pass: the message decoded by "
         f"`msg_convert` (data as rclpy holds it) and preprocessed to {resolution} px, for the "
-        "shipped grey backbone. The last two columns decode only, for a 1-channel and a "
-        "3-channel model. Times in ms.\n\n" + table + "\n\n"
+        "shipped grey backbone. The next two columns decode only, for a 1-channel and a "
+        "3-channel model; the last one is the whole of it for the shipped colour backbone "
+        "(models/colour) at its largest input. Times in ms.\n\n" + table + "\n\n"
         "How each is read (core/serving/image_codec.py, compressed_codec.py): raw colour and "
         "mono frames are views of the message's bytes (decoding costs nothing; the "
         "preprocessing's crop, BT.601 luma and resize is the cost, more for 4-byte pixels, "

@@ -287,15 +287,17 @@ def test_the_banded_resize_of_a_colour_frame_is_the_dense_one(resize):
 @pytest.mark.parametrize("resize", ["centre_crop", "letterbox"])
 @pytest.mark.parametrize("resolution", [40, 96])
 def test_every_memory_layout_of_the_same_pixels_gives_the_same_input(resize, resolution):
-    """RGB pixels side by side are converted channels-last, RGBA and strided pixels as planes:
-    the network must see the same numbers either way, for frames and for batches."""
+    """RGB pixels side by side (or BGR read backwards) are converted channels-last, RGBA and
+    strided pixels as planes: the network must see the same numbers either way, for frames
+    and for batches."""
     card = replace(COLOUR_CARD, resolutions=(resolution,), resize=resize)
     rgba = np.random.default_rng(7).integers(0, 256, (480, 640, 4), dtype=np.uint8)
     rgb = np.ascontiguousarray(rgba[..., :3])
     reference = preprocess(rgb, resolution, card)
     wide = np.zeros((480, 1280, 3), np.uint8)
     wide[:, ::2] = rgb                                  # every other pixel: strided rows
-    for same in (rgba, wide[:, ::2], np.asfortranarray(rgb)):
+    bgr = np.ascontiguousarray(rgb[..., ::-1])
+    for same in (rgba, wide[:, ::2], np.asfortranarray(rgb), bgr[..., ::-1]):
         np.testing.assert_allclose(preprocess(same, resolution, card), reference,
                                    atol=1e-5, rtol=0)
     batch = np.stack([rgb[:96, :96], rgb[100:196, 200:296]])
@@ -304,3 +306,5 @@ def test_every_memory_layout_of_the_same_pixels_gives_the_same_input(resize, res
                                rtol=0)
     np.testing.assert_allclose(preprocess(np.asfortranarray(batch), resolution, card),
                                one_by_one, atol=1e-5, rtol=0)
+    np.testing.assert_allclose(preprocess(np.ascontiguousarray(batch[..., ::-1])[..., ::-1],
+                                          resolution, card), one_by_one, atol=1e-5, rtol=0)

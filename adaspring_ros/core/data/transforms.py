@@ -95,10 +95,13 @@ def _planes(images: np.ndarray, grey: bool) -> np.ndarray:
     if grey:                                                # RGBA: alpha is dropped
         rgb = images[..., :3].astype(np.float32)
         return (rgb @ np.asarray(LUMA, dtype=np.float32))[:, None]
-    if images.shape[-1] == 3 and images.strides[-2:] == (3, 1):   # RGB pixels side by side
-        # Converted in the images' own (channels-last) order and viewed as planes: a
-        # transposing conversion cost 0.29 ms for a 480x480 crop against 0.07 here; the row
-        # resize reads such a view through its base (_resize_rows).
+    if images.shape[-1] == 3 and images.strides[-2:] in ((3, 1), (3, -1)):
+        # RGB pixels side by side (or BGR ones read backwards, as a bgr8 frame is): converted
+        # in their own (channels-last) order and viewed as planes. A transposing conversion
+        # cost 0.29 ms for a 480x480 crop against 0.07 here (a cast read backwards, 0.9); the
+        # row resize reads such a view through its base (_resize_rows).
+        if images.strides[-1] < 0:
+            return images[..., ::-1].astype(np.float32)[..., ::-1].transpose(0, 3, 1, 2)
         return images.astype(np.float32).transpose(0, 3, 1, 2)
     # RGBA, or strided pixels: planes laid out in the one pass that converts them (a cast of
     # every fourth value left out runs 1.6 ms for a 480x480 crop; this 0.3).
@@ -244,8 +247,11 @@ def _resize_rows(x: np.ndarray, band: tuple[np.ndarray, np.ndarray]) -> np.ndarr
     colour frame at 64 px here, no frame-sized temporary either way."""
     index, weights = band
     taps = index.shape[1]
-    base = x.transpose(0, 2, 3, 1) if x.ndim == 4 else None
-    if base is not None and base.flags.c_contiguous and x.shape[1] > 1:
+    base = x.transpose(0, 2, 3, 1) if x.ndim == 4 and x.shape[1] > 1 else None
+    backwards = base is not None and base.strides[-1] < 0      # BGR read as RGB (_planes)
+    if backwards:
+        base = base[..., ::-1]
+    if base is not None and base.flags.c_contiguous:
         # channels-last planes (_planes): each output row is one product over whole pixel
         # rows, and the (few) rows out are laid out as planes for the column resize, which
         # gathers along a row (0.15 ms on planes against 0.49 on channels-last, 96 px here)
@@ -254,7 +260,8 @@ def _resize_rows(x: np.ndarray, band: tuple[np.ndarray, np.ndarray]) -> np.ndarr
         out = np.empty((n, index.shape[0], w * c), np.float32)
         for row, first in enumerate(index[:, 0]):
             np.matmul(weights[row], flat[:, first:first + taps], out=out[:, row])
-        return np.ascontiguousarray(out.reshape(n, index.shape[0], w, c).transpose(0, 3, 1, 2))
+        planes = out.reshape(n, index.shape[0], w, c).transpose(0, 3, 1, 2)
+        return np.ascontiguousarray(planes[:, ::-1] if backwards else planes)
     out = np.empty(x.shape[:-2] + (index.shape[0], x.shape[-1]), np.float32)
     for row, first in enumerate(index[:, 0]):
         np.matmul(weights[row], x[..., first:first + taps, :], out=out[..., row, :])

@@ -262,26 +262,33 @@ def test_letterbox_keeps_the_whole_frame_on_bars_of_the_mean_colour():
 
 
 @pytest.mark.parametrize("resize", ["centre_crop", "letterbox"])
-def test_the_banded_resize_of_a_colour_frame_is_the_dense_one(resize):
-    """A 640x480 colour frame at 64 px goes through the band of each row's taps; it must give
-    the dense products' numbers up to float rounding."""
+@pytest.mark.parametrize("resolution", [40, 56, 64, 96])
+@pytest.mark.parametrize("shape", [(480, 640), (720, 1280)])
+def test_the_banded_resize_of_a_colour_frame_is_the_dense_one(resize, resolution, shape):
+    """A colour frame goes through the band of each row's taps, its output rows in groups
+    whose taps step evenly (one batched product each); it must give the dense products'
+    numbers up to float rounding, whatever the ratio of the sides (480/56 groups rows by 7,
+    720/96 by 2)."""
     from adaspring_ros.core.data import transforms
 
-    card = replace(COLOUR_CARD, resolutions=(64,), resize=resize, interpolation="bilinear")
-    frame = np.random.default_rng(5).integers(0, 256, (480, 640, 3), dtype=np.uint8)
-    assert transforms._banded_pays(640 if resize == "letterbox" else 480, 64, "bilinear", 3)
+    card = replace(COLOUR_CARD, resolutions=(resolution,), resize=resize,
+                   interpolation="bilinear")
+    frame = np.random.default_rng(5).integers(0, 256, (*shape, 3), dtype=np.uint8)
+    h, w = shape
+    assert transforms._banded_pays(w if resize == "letterbox" else h, resolution, "bilinear", 3)
     planes = transforms._planes(frame[None], False)
     if resize == "centre_crop":
-        planes = planes[:, :, :, 80:560]
+        planes = planes[:, :, :, (w - h) // 2:(w - h) // 2 + h]
     side, (h, w) = max(planes.shape[-2:]), planes.shape[-2:]
-    weights = transforms._resize_matrix(side, 64, "bilinear")
+    weights = transforms._resize_matrix(side, resolution, "bilinear")
     rows = weights[:, (side - h) // 2:(side - h) // 2 + h]
     cols = weights[:, (side - w) // 2:(side - w) // 2 + w]
     fill = np.asarray(card.mean, np.float32).reshape(1, -1, 1, 1) * 255.0
     dense = rows @ (planes @ cols.T - fill * cols.sum(axis=1)) + fill
     std = np.asarray(card.std, np.float32).reshape(1, -1, 1, 1)
     expected = (dense / 255.0 - fill / 255.0) / std
-    np.testing.assert_allclose(preprocess(frame, 64, card), expected, atol=1e-4, rtol=0)
+    np.testing.assert_allclose(preprocess(frame, resolution, card), expected, atol=1e-4,
+                               rtol=0)
 
 
 @pytest.mark.parametrize("resize", ["centre_crop", "letterbox"])

@@ -34,6 +34,7 @@ from functools import lru_cache
 from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
+from numpy.lib.stride_tricks import as_strided
 
 from adaspring_ros.core.data.datasets import DataError
 
@@ -231,6 +232,41 @@ def _band(size_in: int, size_out: int, interpolation: str, offset: int = 0,
     return index, weights
 
 
+@lru_cache(maxsize=128)
+def _row_groups(size_in: int, size_out: int, interpolation: str, offset: int = 0,
+                length: int | None = None) -> tuple[tuple[slice, int, int], ...]:
+    """The output rows of :func:`_band` in as few groups as possible whose first taps step
+    evenly: (rows, first tap of the group's first row, step between the rows' first taps).
+
+    A side of p rows resized to q is a ratio p/q in lowest terms: every q-th output row starts
+    p rows further on, but at the edges, where the taps are clipped. Each group is then one
+    batched product (:func:`_resize_rows`) instead of one call per output row: 96 calls become
+    3 for 480 -> 96 px (the rows' pass 0.23 -> 0.07 ms here), with the same numbers.
+    """
+    starts = [int(s) for s in _band(size_in, size_out, interpolation, offset, length)[0][:, 0]]
+    best: list[tuple[slice, int, int]] = []
+    for period in range(1, min(16, len(starts)) + 1):
+        groups = []
+        for first_row in range(period):
+            rows = list(range(first_row, len(starts), period))
+            i = 0
+            while i < len(rows):
+                j = i + 1
+                step = starts[rows[j]] - starts[rows[i]] if j < len(rows) else 0
+                while j < len(rows) and starts[rows[j]] - starts[rows[j - 1]] == step:
+                    j += 1
+                groups.append((slice(rows[i], rows[j - 1] + 1, period), starts[rows[i]],
+                               step if j - i > 1 else 0))
+                i = j
+        if not best or len(groups) < len(best):
+            best = groups
+    # _resize_rows reads each group through a strided view: a start that is not where the
+    # band has it would read outside the frame
+    assert all(starts[row] == first + k * step for rows, first, step in best
+               for k, row in enumerate(range(*rows.indices(len(starts)))))
+    return tuple(best)
+
+
 def _banded_pays(size_in: int, size_out: int, interpolation: str, planes: int) -> bool:
     """Whether the band beats the dense products: it costs a numpy call per output row and
     per tap, so it pays when the taps are few against the row (three planes, 480 -> 64 px, 15
@@ -240,11 +276,13 @@ def _banded_pays(size_in: int, size_out: int, interpolation: str, planes: int) -
     return planes > 1 and _band(size_in, size_out, interpolation)[0].shape[1] * 16 <= size_in
 
 
-def _resize_rows(x: np.ndarray, band: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
-    """The resize along axis -2 (matrix @ x), one output row at a time: its taps' weights
-    against the block of rows they cover, a view (a band's taps are contiguous). One product
-    per output row rather than a gathered copy per tap: 0.19 against 1.36 ms for a 640x480
-    colour frame at 64 px here, no frame-sized temporary either way."""
+def _resize_rows(x: np.ndarray, band: tuple[np.ndarray, np.ndarray],
+                 groups: tuple[tuple[slice, int, int], ...]) -> np.ndarray:
+    """The resize along axis -2 (matrix @ x): each output row its taps' weights against the
+    block of rows they cover, a view (a band's taps are contiguous), a group of rows
+    (:func:`_row_groups`) one batched product. Products rather than a gathered copy per tap:
+    0.19 against 1.36 ms for a 640x480 colour frame at 64 px here, no frame-sized temporary
+    either way."""
     index, weights = band
     taps = index.shape[1]
     base = x.transpose(0, 2, 3, 1) if x.ndim == 4 and x.shape[1] > 1 else None
@@ -258,8 +296,14 @@ def _resize_rows(x: np.ndarray, band: tuple[np.ndarray, np.ndarray]) -> np.ndarr
     channels_last = base is not None and base.flags.c_contiguous
     src = base.reshape(base.shape[0], base.shape[1], -1) if channels_last else x
     out = np.empty(src.shape[:-2] + (index.shape[0], src.shape[-1]), np.float32)
-    for row, first in enumerate(index[:, 0]):
-        np.matmul(weights[row], src[..., first:first + taps, :], out=out[..., row, :])
+    lead, (row_stride, col_stride) = src.strides[:-2], src.strides[-2:]
+    for rows, first, step in groups:
+        # the group's blocks of rows, one per output row, as a view over the source rows
+        count = len(range(*rows.indices(index.shape[0])))
+        blocks = as_strided(src[..., first:, :], src.shape[:-2] + (count, taps, src.shape[-1]),
+                            lead + (step * row_stride, row_stride, col_stride),
+                            writeable=False)
+        np.matmul(weights[rows, None, :], blocks, out=out[..., rows, None, :])
     if not channels_last:
         return out
     n, _, w, c = base.shape
@@ -332,9 +376,9 @@ def _normalised(planes: np.ndarray, resolution: int, card: InputSpec) -> np.ndar
         rows, cols = weights[:, top:top + h], weights[:, left:left + w]
         fill = mean * 255.0
         if _banded_pays(side, resolution, card.interpolation, planes.shape[1]):
-            x = _resize_columns(
-                _resize_rows(planes, _band(side, resolution, card.interpolation, top, h)),
-                _band(side, resolution, card.interpolation, left, w)) \
+            rows_of = (side, resolution, card.interpolation, top, h)
+            x = _resize_columns(_resize_rows(planes, _band(*rows_of), _row_groups(*rows_of)),
+                                _band(side, resolution, card.interpolation, left, w)) \
                 - fill * np.outer(rows.sum(axis=1), cols.sum(axis=1)) + fill
         else:
             x = rows @ (planes @ cols.T - fill * cols.sum(axis=1)) + fill
@@ -347,7 +391,9 @@ def _normalised(planes: np.ndarray, resolution: int, card: InputSpec) -> np.ndar
         banded = _banded_pays(side, resolution, card.interpolation, planes.shape[1])
         if side != resolution and banded:
             band = _band(side, resolution, card.interpolation)
-            x = _resize_columns(_resize_rows(planes, band), band)
+            x = _resize_columns(
+                _resize_rows(planes, band, _row_groups(side, resolution, card.interpolation)),
+                band)
         elif side != resolution:
             weights = _resize_matrix(side, resolution, card.interpolation)
             x = weights @ (planes @ weights.T)  # along the rows' pixels first, then the columns

@@ -91,6 +91,61 @@ def test_a_bad_image_message_names_the_field():
         msg_convert.image_to_numpy(_image(4, 4, "rgb8", step=5))
 
 
+@pytest.mark.parametrize("frame_id", ["", "c", "cam", "camera", "kamera_optische_achse_ä"])
+def test_an_image_is_read_in_place_from_its_serialized_bytes(frame_id):
+    """What rclpy's serializer writes, read back field by field: every string length moves the
+    alignment of what follows (1-4 bytes of padding), so each frame_id length is a case."""
+    from rclpy.serialization import serialize_message
+    from sensor_msgs.msg import Image
+    from std_msgs.msg import Header
+
+    rgb = np.random.default_rng(1).integers(0, 256, (6, 10, 3), dtype=np.uint8)
+    for encoding, is_bigendian, stamp in (("rgb8", 0, (1_796_487_882, 999_999_999)),
+                                          ("mono16", 1, (-3, 5)), ("bgra8", 0, (0, 0))):
+        msg = msg_convert.numpy_to_image(rgb, encoding, Image)
+        msg.header.frame_id, msg.is_bigendian = frame_id, is_bigendian
+        msg.header.stamp.sec, msg.header.stamp.nanosec = stamp
+        msg.step += 3 * is_bigendian  # row padding that the data then lacks: still read as sent
+        data = serialize_message(msg)
+        image = msg_convert.image_from_cdr(data, Header)
+        assert image.header == msg.header
+        assert (image.height, image.width, image.encoding, image.is_bigendian, image.step) == \
+            (msg.height, msg.width, msg.encoding, msg.is_bigendian, msg.step)
+        assert bytes(image.data) == bytes(msg.data) and image.data.readonly
+        if encoding != "mono16":
+            assert np.array_equal(msg_convert.image_to_numpy(image),
+                                  msg_convert.image_to_numpy(msg))
+
+
+def test_serialized_bytes_that_are_not_a_whole_image_are_refused():
+    """Cut anywhere, another encapsulation, a string without its NUL or not UTF-8, more pixels
+    claimed than arrived: ImageError, never a read past the bytes."""
+    from rclpy.serialization import serialize_message
+    from std_msgs.msg import Header
+
+    msg = _image(4, 6, "rgb8")
+    msg.header.frame_id = "camera"
+    data = serialize_message(msg)
+    for cut in range(len(data)):
+        with pytest.raises(msg_convert.ImageError):
+            msg_convert.image_from_cdr(data[:cut], Header)
+    with pytest.raises(msg_convert.ImageError, match="little-endian CDR"):
+        msg_convert.image_from_cdr(b"\x00\x00" + data[2:], Header)   # big-endian CDR
+    frame_id_at = 16  # encapsulation 4, stamp 8, then the string's length
+    no_nul = bytearray(data)
+    no_nul[frame_id_at + 6] = ord("x")                               # "camera" and its NUL
+    with pytest.raises(msg_convert.ImageError, match="bad string"):
+        msg_convert.image_from_cdr(bytes(no_nul), Header)
+    not_utf8 = bytearray(data)
+    not_utf8[frame_id_at] = 0xFF
+    with pytest.raises(msg_convert.ImageError, match="not UTF-8"):
+        msg_convert.image_from_cdr(bytes(not_utf8), Header)
+    more = bytearray(data)
+    more[-len(msg.data) - 4:-len(msg.data)] = (len(msg.data) + 1).to_bytes(4, "little")
+    with pytest.raises(msg_convert.ImageError, match="claims 73 bytes of pixels, 72 arrived"):
+        msg_convert.image_from_cdr(bytes(more), Header)
+
+
 def test_config_round_trip_through_message():
     from adaspring_ros.msg import CompressionConfig as ConfigMsg
 

@@ -182,6 +182,31 @@ def test_step_bomb_is_refused_and_decoding_costs_what_arrived(graph):
     assert p.proc.alive()
 
 
+def test_bytes_that_are_no_image_are_refused_and_counted(graph):
+    """The node takes frames serialized and reads them in place: a publisher may send any
+    bytes on the topic. Each is refused and counted, and the next frame is classified."""
+    from rclpy.serialization import serialize_message
+
+    p = graph.perception
+    whole = serialize_message(frame("cut-short"))
+    junk = [whole[:len(whole) // 2],                          # a frame cut short
+            b"\x00\x01\x00\x00" + bytes(range(256)) * 3,      # little-endian CDR, no Image
+            b"\x00\x00\x00\x00" + b"\xff" * 64,                # big-endian CDR of nothing
+            b"\x07"]
+    before = p.metrics[-1]
+    copies = 0
+    for data in junk:
+        after = p.send_image(data)
+        copies += p.last_copies
+        assert after.frames_rejected - before.frames_rejected == copies, data[:8]
+        assert after.frames_processed == before.frames_processed
+    graph.wait(lambda: graph.perception_counts().get("last_rejection", "").startswith(
+        "not a sensor_msgs/Image"), "the refusal's reason on /diagnostics")
+    p.send_image(frame("after-junk"))
+    assert p.result_for("after-junk").config_id == graph.mid
+    assert p.proc.alive()
+
+
 # 2 -----------------------------------------------------------------------------------------
 INFINITE_CONTEXTS = [
     ("battery_seconds_left", math.inf), ("memory_available_mb", math.inf),

@@ -36,8 +36,10 @@ from functools import partial
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+from rclpy.serialization import deserialize_message
 from rclpy.subscription import MessageInfo
 from sensor_msgs.msg import CompressedImage, Image
+from std_msgs.msg import Header
 
 from adaspring_ros import msg_convert
 from adaspring_ros.core.model.engine import EngineError
@@ -49,6 +51,7 @@ from adaspring_ros.core.serving.perception import (
 )
 from adaspring_ros.msg import CompressionConfig as ConfigMsg
 from adaspring_ros.msg import InferenceResult, ModelInfo, PerformanceMetrics
+from adaspring_ros.msg_convert import SerializedImage
 from adaspring_ros.nodes.common import diagnostic_array, diagnostic_status, run
 from adaspring_ros.nodes.guard import CallbackGuard
 from adaspring_ros.nodes.params import declare, invalid_choice, parameter_table
@@ -126,11 +129,13 @@ class PerceptionNode(LifecycleNode):
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         self.serving.start_window()  # the first window starts now, not at configure
         transport = self.get_parameter("transport").value
-        msg_type, callback = ((CompressedImage, self.compressed_callback)
-                              if transport == "compressed" else (Image, self.image_callback))
+        # Images are taken serialized and read in place (image_callback)
+        msg_type, callback, raw = ((CompressedImage, self.compressed_callback, False)
+                                   if transport == "compressed"
+                                   else (Image, self.image_callback, True))
         self.subscription = self.create_subscription(
             msg_type, transport_topic(self.get_parameter("image_topic").value, transport),
-            self.guard(callback), IMAGE_QOS)
+            self.guard(callback), IMAGE_QOS, raw=raw)
         self.service = self.create_service(Reconfigure, RECONFIGURE_SERVICE,
                                            self.guard.service(self.reconfigure_callback))
         self.timer = self.create_timer(self.get_parameter("metrics_period_s").value,
@@ -218,14 +223,24 @@ class PerceptionNode(LifecycleNode):
          "error": log.error}[outcome.level](outcome.message)
         return response
 
-    def image_callback(self, msg: Image, info: MessageInfo) -> None:
+    def image_callback(self, data: bytes, info: MessageInfo) -> None:
         # Two required arguments: rclpy passes MessageInfo only to callbacks that need it.
-        self.classify_frame(msg, info, msg_convert.image_to_numpy)
+        # The frame's serialized bytes, its pixels read where they are (image_from_cdr spares
+        # two copies of them); what that reader does not read, rclpy's deserializer does.
+        decode = msg_convert.image_to_numpy
+        try:
+            msg = msg_convert.image_from_cdr(data, Header)
+        except msg_convert.ImageError as exc:
+            try:  # another encapsulation (big-endian CDR, XCDR2)
+                msg = deserialize_message(data, Image)
+            except Exception:  # bytes that are no Image: refused and counted as a bad frame is
+                msg, decode = Image(), partial(_refuse, exc)
+        self.classify_frame(msg, info, decode)
 
     def compressed_callback(self, msg: CompressedImage, info: MessageInfo) -> None:
         self.classify_frame(msg, info, msg_convert.compressed_to_numpy)
 
-    def classify_frame(self, msg: Image | CompressedImage, info: MessageInfo,
+    def classify_frame(self, msg: SerializedImage | Image | CompressedImage, info: MessageInfo,
                        decode: Callable) -> None:
         """A frame of either transport (``decode(msg, channels)`` reads its pixels): counted,
         classified, its result published with the frame's header."""
@@ -300,6 +315,11 @@ class PerceptionNode(LifecycleNode):
         if self.serving is not None:
             self.serving.close()
         super().destroy_node()
+
+
+def _refuse(reason: Exception, msg: Image, channels: int | None) -> None:
+    """The decoder of bytes that are not an Image."""
+    raise msg_convert.ImageError(f"not a sensor_msgs/Image: {reason}")
 
 
 def start(managed: bool | None = None) -> PerceptionNode:

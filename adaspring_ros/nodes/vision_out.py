@@ -2,8 +2,9 @@
 and rviz plugins read, beside the package's own InferenceResult (which keeps the variant and the
 latency):
 
-* ``/adaspring/classification``, vision_msgs/Classification, one per result: the image's header
-  and one hypothesis, the class name in ``class_id`` and the top-1 score (RESULT_QOS);
+* ``/adaspring/classification``, vision_msgs/Classification, one per result while anyone
+  subscribes: the image's header and one hypothesis, the class name in ``class_id`` and the
+  top-1 score (RESULT_QOS);
 * ``/adaspring/label_info``, vision_msgs/LabelInfo, once per configuration: class index -> name
   of the served backbone, reliable and transient local, so a late subscriber still gets it.
 
@@ -58,9 +59,12 @@ class VisionOut:
         self.label_info_publisher.publish(label_info)
 
     def publish(self, result: Any) -> None:
-        """``result``, an adaspring_ros/InferenceResult, as a Classification."""
-        if self.classification_publisher is not None:
-            self.classification_publisher.publish(
+        """``result``, an adaspring_ros/InferenceResult, as a Classification, while anyone
+        subscribes (as image_transport publishes): with no reader, building the message would
+        be a camera frame's CPU spent on nothing."""
+        publisher = self.classification_publisher
+        if publisher is not None and publisher.get_subscription_count():
+            publisher.publish(
                 msg_convert.classification_to_msg(result, Classification, ObjectHypothesis))
 
     def destroy(self) -> None:

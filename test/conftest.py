@@ -6,6 +6,8 @@ import itertools
 import os
 import random
 import shutil
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -38,8 +40,21 @@ os.environ.setdefault(
 )
 
 
+def _clean_shared_memory() -> None:
+    """Remove the Fast DDS shared-memory segments whose process is gone (Fast DDS's own
+    ``fastdds shm clean``: a live process's segments stay). The fault tests SIGKILL nodes on
+    purpose, and a killed participant leaves its segment behind: with the 32 MB segments of
+    fastdds_large_images.xml, a few hundred MB of /dev/shm (memory) per run of the suite."""
+    tool = Path(sys.prefix) / "tools" / "fastdds" / "fastdds.py"
+    if tool.is_file():
+        subprocess.run([sys.executable, str(tool), "shm", "clean"], capture_output=True,
+                       timeout=60, check=False)
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    """The nodes' logs go with a green run; a red one keeps them and says where."""
+    """Shared memory of killed nodes is removed; the nodes' logs go with a green run; a red one
+    keeps them and says where."""
+    _clean_shared_memory()
     if not _OWN_LOG_DIR:
         return
     if exitstatus == 0:

@@ -1,8 +1,9 @@
 """perception_node: classifies camera frames with the active compact variant of the backbone.
 
-Subscribes sensor_msgs/Image, or with ``transport: compressed`` sensor_msgs/CompressedImage on
-``<image_topic>/compressed`` (IMAGE_QOS either way: best effort, keep last 1, so stale frames
-never queue; the codecs in core/serving/ say which encodings and formats are read and how),
+Subscribes sensor_msgs/Image (taken serialized and read in place, ``msg_convert.image_from_cdr``),
+or with ``transport: compressed`` sensor_msgs/CompressedImage on ``<image_topic>/compressed``
+(IMAGE_QOS either way: best effort, keep last 1, so stale frames never queue; the codecs in
+core/serving/ say which encodings and formats are read and how),
 publishes an InferenceResult (and a vision_msgs Classification: vision_out.py) per frame and
 PerformanceMetrics + /diagnostics every ``metrics_period_s``, and serves Reconfigure, which swaps
 the variant atomically between frames. Once per configuration it publishes ModelInfo (class

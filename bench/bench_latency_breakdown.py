@@ -13,16 +13,23 @@ with its per-frame timing log. Per frame:
     end to end          stamp -> result received
 
 Run calm and with one busy-loop process per core (the demo's CPU hog), each for the perception
-node's full model and a small variant. Prints the table and writes the ``latency_breakdown``
-section of docs/benchmarks.md.
+node's full model and a small variant. The last row is the node process's CPU per classified
+frame (user + system, all its threads, over the timed frames): what the demo's energy meter
+counts. ``--model colour`` runs the shipped colour backbone (as ``adaspring demo --model``);
+``--source NAME=DIR`` (repeatable) runs the node from another source tree as well, e.g. a
+``git worktree`` of an earlier commit, the columns alternated over ``--rounds``, so two versions
+of the node are measured side by side. Prints the table and writes the ``latency_breakdown``
+section of docs/benchmarks.md (``--no-write`` leaves it).
 
-    .venv/bin/python -m bench.bench_latency_breakdown [--frames 300]
+    .venv/bin/python -m bench.bench_latency_breakdown [--frames 300] [--model colour]
+        [--configs full] [--calm-only] [--source old=/tmp/wt --rounds 3 --no-write]
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import os
 import sys
 import tempfile
 import time
@@ -34,14 +41,18 @@ from adaspring_ros import msg_convert
 from adaspring_ros.core.serving.replay import labelled_frame_id, parse_labelled_frame_id
 from adaspring_ros.demo import graph as processes
 from adaspring_ros.demo import run as demo
+from adaspring_ros.demo.model import resolve_model
 from bench.report import markdown_table, write_section
 
 STAGES = ("camera publish", "transport + wake-up", "decode + preprocess", "forward",
           "result publish", "result -> subscriber", "end to end")
 
 
-def run(frames: int, hog: bool, config: str, workdir: Path, env: dict[str, str]) -> dict:
-    """One run: ``frames`` frames through a fresh perception node; per-stage samples in ms."""
+def run(frames: int, hog: bool, config: str, workdir: Path, env: dict[str, str],
+        node_params: dict[str, object] | None = None) -> dict:
+    """One run: ``frames`` frames through a fresh perception node (``node_params`` on top of
+    the demo's); per-stage samples in ms and the node's CPU ms per classified frame."""
+    import psutil
     import rclpy
     from adaspring_ros.msg import InferenceResult
     from rclpy.node import Node
@@ -49,7 +60,7 @@ def run(frames: int, hog: bool, config: str, workdir: Path, env: dict[str, str])
 
     from adaspring_ros.nodes import qos
 
-    timing = workdir / f"timing-{config}-{int(hog)}.csv"
+    timing = workdir / f"timing-{config}-{int(hog)}-{time.monotonic_ns()}.csv"
     children = processes.ChildProcesses(env, workdir / "logs")
     node = Node("latency_breakdown_camera")
     publisher = node.create_publisher(Image, qos.IMAGE_TOPIC, qos.IMAGE_QOS)
@@ -68,8 +79,10 @@ def run(frames: int, hog: bool, config: str, workdir: Path, env: dict[str, str])
     image = msg_convert.numpy_to_image(pixels, "rgb8", Image)
     cpu_hog = processes.CpuHog()
     try:
-        children.start_node("perception_node", demo.default_params_file(),
-                            {"initial_config": config, "timing_log": str(timing)})
+        perception = children.start_node(
+            "perception_node", demo.default_params_file(),
+            {**(node_params or {}), "initial_config": config, "timing_log": str(timing)})
+        process = psutil.Process(perception.proc.pid)
         deadline = time.time() + 60
         seq = -1
         warm = 20
@@ -89,6 +102,7 @@ def run(frames: int, hog: bool, config: str, workdir: Path, env: dict[str, str])
             cpu_hog.start()
         first = seq + 1
         next_at = time.time() + (1.0 if hog else 0.1)  # let the hog get going
+        cpu_before, done_before = sum(process.cpu_times()[:2]), len(received)
         while seq < first + frames:
             now = time.time()
             if now >= next_at:
@@ -105,6 +119,8 @@ def run(frames: int, hog: bool, config: str, workdir: Path, env: dict[str, str])
         end = time.time() + 2.0
         while time.time() < end:
             rclpy.spin_once(node, timeout_sec=0.01)
+        cpu_ms = (sum(process.cpu_times()[:2]) - cpu_before) * 1e3 / max(
+            len(received) - done_before, 1)
     finally:
         cpu_hog.stop()
         children.stop_all()
@@ -131,48 +147,79 @@ def run(frames: int, hog: bool, config: str, workdir: Path, env: dict[str, str])
         samples["result publish"].append(callback - pre - forward)
         samples["result -> subscriber"].append((received[s] - start_ns) / 1e6 - callback)
         samples["end to end"].append((received[s] - stamp_ns) / 1e6)
-    return {"samples": samples, "missing": missing, "sent": len(stamps)}
+    return {"samples": samples, "missing": missing, "sent": len(stamps), "cpu_ms": [cpu_ms]}
 
 
 def pct(values: list[float], q: float) -> float:
     return float(np.percentile(values, q)) if values else float("nan")
 
 
+def merge(runs: list[dict]) -> dict:
+    """Rounds of one column as one: samples pooled, CPU per frame of each round kept."""
+    return {"samples": {s: [v for r in runs for v in r["samples"][s]] for s in STAGES},
+            "missing": sum(r["missing"] for r in runs), "sent": sum(r["sent"] for r in runs),
+            "cpu_ms": [c for r in runs for c in r["cpu_ms"]]}
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--frames", type=int, default=300)
     p.add_argument("--configs", default="full,smallest")
+    p.add_argument("--model", default=None, help="a shipped model by name (colour), as "
+                   "adaspring demo --model; default: the grey one")
+    p.add_argument("--calm-only", action="store_true", help="leave out the CPU-hog columns")
+    p.add_argument("--source", action="append", default=[], metavar="NAME=DIR",
+                   help="also run the node from this source tree (repeatable)")
+    p.add_argument("--rounds", type=int, default=1, help="runs per column, alternated")
     p.add_argument("--no-write", action="store_true")
     args = p.parse_args(argv)
     workdir = Path(tempfile.mkdtemp(prefix="adaspring-breakdown-"))
     env = processes.ros_environment(workdir / "logs")
     processes.use_environment(env)
+    sources = {"": env}
+    for item in args.source:
+        name, _, where = item.partition("=")
+        if not name or not Path(where, "adaspring_ros").is_dir():
+            p.error(f"--source {item!r}: NAME=DIR with DIR a source tree (holding adaspring_ros)")
+        # first on the path, before the directory the node starts in (this tree)
+        sources[name] = {**env, "PYTHONPATH": os.pathsep.join([where, env["PYTHONPATH"]]),
+                         "PYTHONSAFEPATH": "1"}
+    node_params = resolve_model(args.model).perception_params() if args.model else {}
     import rclpy
 
     rclpy.init()
-    results = []
+    columns: dict[tuple[str, bool, str], list[dict]] = {}
     try:
-        for config in args.configs.split(","):
-            for hog in (False, True):
-                r = run(args.frames, hog, config, workdir, env)
-                results.append((config, hog, r))
-                e2e = r["samples"]["end to end"]
-                print(f"{config}, {'CPU hog' if hog else 'calm'}: {len(e2e)}/{r['sent']} frames,"
-                      f" end to end p50 {pct(e2e, 50):.2f} ms, p95 {pct(e2e, 95):.2f} ms",
-                      flush=True)
+        for round_ in range(args.rounds):
+            for config in args.configs.split(","):
+                for hog in (False,) if args.calm_only else (False, True):
+                    order = list(sources) if round_ % 2 == 0 else list(sources)[::-1]
+                    for source in order:
+                        r = run(args.frames, hog, config, workdir, sources[source], node_params)
+                        columns.setdefault((config, hog, source), []).append(r)
+                        e2e = r["samples"]["end to end"]
+                        print(f"{config}{f' [{source}]' if source else ''}, "
+                              f"{'CPU hog' if hog else 'calm'}: {len(e2e)}/{r['sent']} frames, "
+                              f"end to end p50 {pct(e2e, 50):.2f} ms, p95 {pct(e2e, 95):.2f} ms, "
+                              f"node CPU {r['cpu_ms'][0]:.2f} ms/frame", flush=True)
     finally:
         rclpy.try_shutdown()
-    headers = ["stage"] + [f"{c}, {'hog' if h else 'calm'} p50 / p95" for c, h, _ in results]
+    results = [(c, h, src, merge(runs)) for (c, h, src), runs in columns.items()]
+    headers = ["stage"] + [f"{c}{f' [{src}]' if src else ''}, {'hog' if h else 'calm'} "
+                           "p50 / p95" for c, h, src, _ in results]
     rows = []
     for stage in STAGES:
         rows.append([stage] + [f"{pct(r['samples'][stage], 50):.2f} / "
-                               f"{pct(r['samples'][stage], 95):.2f}" for _c, _h, r in results])
+                               f"{pct(r['samples'][stage], 95):.2f}" for *_, r in results])
     rows.append(["non-model (end to end - forward)"] + [
         f"{pct(list(np.subtract(r['samples']['end to end'], r['samples']['forward'])), 50):.2f}"
         f" / {pct(list(np.subtract(r['samples']['end to end'], r['samples']['forward'])), 95):.2f}"
-        for _c, _h, r in results])
+        for *_, r in results])
     rows.append(["frames lost (of sent)"] + [f"{r['missing']} / {r['sent']}"
-                                             for _c, _h, r in results])
+                                             for *_, r in results])
+    rows.append(["node CPU per frame, ms (median, min-max of rounds)"] + [
+        f"{np.median(r['cpu_ms']):.2f} ({min(r['cpu_ms']):.2f}-{max(r['cpu_ms']):.2f})"
+        for *_, r in results])
     table = markdown_table(headers, rows)
     print(table)
     if not args.no_write:

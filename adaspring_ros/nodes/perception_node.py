@@ -19,18 +19,22 @@ drivers and image_pipeline nodes) it takes configure and activate itself at star
 the start, exit code 2, if configuring fails; with ``managed`` true it waits, unconfigured, for
 a lifecycle manager or the launch file (``managed:=true``).
 
-Threading: one SingleThreadedExecutor runs every callback in turn: handing callbacks to a thread
-pool was the largest tail of a camera frame (docs/benchmarks.md, section *Where a 640x480
-frame's time goes*). The price is that a frame arriving while the Reconfigure service builds a
-variant waits for it. A frame takes ONE reference to the (config, runner) pair when it starts
-and the service replaces the pair with a single assignment once the new variant is built and
-warmed up, so every frame is computed entirely by one variant (``serving.server``).
+Threading: camera frames are taken and classified on a thread of their own (nodes/frame_thread.py:
+rclpy's executor costs ~0.45 ms of CPU per wake here, a tenth of a colour frame); everything else
+(Reconfigure, the metrics timer, parameters, lifecycle transitions) runs on one
+SingleThreadedExecutor (a thread pool for the callbacks was the largest tail of a camera frame:
+docs/benchmarks.md, *Where a 640x480 frame's time goes*). A frame takes ONE reference to the
+(config, runner) pair when it starts and the Reconfigure service replaces the pair with a single
+assignment once the new variant is built and warmed up, so every frame is computed entirely by
+one variant (``serving.server``), and a frame arriving during a build is served by the old one.
+Deactivate stops the frame thread (after the frame in progress) before anything else goes.
 
 The counters in PerformanceMetrics and /diagnostics are explained in core/serving/perception.py.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from functools import partial
 
@@ -54,6 +58,7 @@ from adaspring_ros.msg import CompressionConfig as ConfigMsg
 from adaspring_ros.msg import InferenceResult, ModelInfo, PerformanceMetrics
 from adaspring_ros.msg_convert import SerializedImage
 from adaspring_ros.nodes.common import diagnostic_array, diagnostic_status, run
+from adaspring_ros.nodes.frame_thread import FrameThread
 from adaspring_ros.nodes.guard import CallbackGuard
 from adaspring_ros.nodes.params import declare, invalid_choice, parameter_table
 from adaspring_ros.nodes.qos import (
@@ -88,6 +93,12 @@ class PerceptionNode(LifecycleNode):
 
     def __init__(self) -> None:
         super().__init__("perception_node")
+        # Created by configure (publishers) and activate (the rest), destroyed by their undoing;
+        # set before anything can fail: destroy_node reads them.
+        self.result_publisher = self.metrics_publisher = self.diagnostics_publisher = None
+        self.model_info_publisher = self.debug_publisher = self.vision_out = None
+        self.frames = self.service = self.timer = None
+        self.debug_lock = threading.Lock()  # the frame thread publishes on what may go
         self.serving: Perception | None = None  # while configured
         self.configure_error = ""
         self.guard = CallbackGuard(self)
@@ -99,10 +110,6 @@ class PerceptionNode(LifecycleNode):
         self.add_on_set_parameters_callback(
             self.guard.parameters(self.validate_parameters_callback))
         self.add_post_set_parameters_callback(self.guard(self.apply_parameters_callback))
-        # Created by configure (publishers) and activate (the rest), destroyed by their undoing.
-        self.result_publisher = self.metrics_publisher = self.diagnostics_publisher = None
-        self.model_info_publisher = self.debug_publisher = self.vision_out = None
-        self.subscription = self.service = self.timer = None
 
     # -- lifecycle ------------------------------------------------------------------------------
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -134,9 +141,10 @@ class PerceptionNode(LifecycleNode):
         msg_type, callback, raw = ((CompressedImage, self.compressed_callback, False)
                                    if transport == "compressed"
                                    else (Image, self.image_callback, True))
-        self.subscription = self.create_subscription(
-            msg_type, transport_topic(self.get_parameter("image_topic").value, transport),
-            self.guard(callback), IMAGE_QOS, raw=raw)
+        self.frames = FrameThread(
+            self, msg_type, transport_topic(self.get_parameter("image_topic").value, transport),
+            self.guard(callback), IMAGE_QOS, raw=raw,
+            on_error=partial(self.guard.record, "frame_thread"))
         self.service = self.create_service(Reconfigure, RECONFIGURE_SERVICE,
                                            self.guard.service(self.reconfigure_callback))
         self.timer = self.create_timer(self.get_parameter("metrics_period_s").value,
@@ -144,17 +152,18 @@ class PerceptionNode(LifecycleNode):
         config, _ = self.serving.server.active
         self.get_logger().info(
             f"serving {config.id} (sha256 {self.serving.bank.sha256[:12]}) on "
-            f"{self.subscription.topic_name}; energy: {self.serving.meter.method}")
+            f"{self.frames.topic_name}; energy: {self.serving.meter.method}")
         return SUCCESS
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
         # The served variant, its cache and the counters stay: activate resumes where it was.
-        for entity, destroy in ((self.subscription, self.destroy_subscription),
-                                (self.service, self.destroy_service),
+        if self.frames is not None:
+            self.frames.stop()  # first: no frame runs while the rest goes
+        for entity, destroy in ((self.service, self.destroy_service),
                                 (self.timer, self.destroy_timer)):
             if entity is not None:
                 destroy(entity)
-        self.subscription = self.service = self.timer = None
+        self.frames = self.service = self.timer = None
         config, _ = self.serving.server.active
         self.get_logger().info(f"inactive, {config.id} kept; frames are not classified")
         return SUCCESS
@@ -164,7 +173,7 @@ class PerceptionNode(LifecycleNode):
         return SUCCESS
 
     def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
-        if self.subscription is not None:
+        if self.frames is not None:
             self.on_deactivate(state)
         self._release()
         return SUCCESS
@@ -185,6 +194,10 @@ class PerceptionNode(LifecycleNode):
 
     def _set_debug_view(self, on: bool) -> None:
         """The debug publisher exists only while configured with debug_image on: no cost off."""
+        with self.debug_lock:
+            self._switch_debug_view(on)
+
+    def _switch_debug_view(self, on: bool) -> None:
         if on and self.debug_publisher is None and self.serving is not None:
             self.debug_publisher = self.create_publisher(Image, DEBUG_IMAGE_TOPIC,
                                                          DEBUG_IMAGE_QOS)
@@ -270,8 +283,9 @@ class PerceptionNode(LifecycleNode):
         e2e_ms = self.serving.finish(frame, result, raw_ns, stamp_ns, now_ns)
         if self.debug_publisher is not None:
             view = self.serving.debug_view(result, e2e_ms)
-            if view is not None:
-                self.publish_debug_view(msg.header, view)
+            with self.debug_lock:  # debug_image may be turned off meanwhile
+                if view is not None and self.debug_publisher is not None:
+                    self.publish_debug_view(msg.header, view)
 
     def metrics_callback(self) -> None:
         # Stamped when its window closes (report() closes it first thing), so the stamps of two
@@ -313,6 +327,9 @@ class PerceptionNode(LifecycleNode):
         self.debug_publisher.publish(msg)
 
     def destroy_node(self) -> None:
+        if self.frames is not None:
+            self.frames.stop()
+            self.frames = None
         if self.serving is not None:
             self.serving.close()
         super().destroy_node()

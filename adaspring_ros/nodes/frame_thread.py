@@ -9,8 +9,9 @@ gets a loop of its own: a wait set of the subscription, a stop guard condition a
 SIGINT guard condition, the pattern of rclpy's own ``wait_for_message``. The subscription stays
 the node's (``ros2 node info`` lists it) but sits in a callback group that no executor may run,
 so executors never wait for it. Services, timers, parameters and lifecycle transitions stay on
-the executor: a frame no longer waits for a Reconfigure to build its variant (the two threads
-share the GIL, so a build still slows a frame's Python, it no longer stops it).
+the executor. The two threads share the GIL, and ONNX Runtime holds it while it creates a
+session, so the perception node starts a variant build between two frames
+(core/serving/frame_gaps.py).
 """
 
 from __future__ import annotations

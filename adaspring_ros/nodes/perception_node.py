@@ -26,7 +26,8 @@ SingleThreadedExecutor (a thread pool for the callbacks was the largest tail of 
 docs/benchmarks.md, *Where a 640x480 frame's time goes*). A frame takes ONE reference to the
 (config, runner) pair when it starts and the Reconfigure service replaces the pair with a single
 assignment once the new variant is built and warmed up, so every frame is computed entirely by
-one variant (``serving.server``), and a frame arriving during a build is served by the old one.
+one variant (``serving.server``). A build still holds the GIL (ONNX Runtime's session
+constructor does), so Reconfigure starts one between two frames (``serving.frame_gaps``).
 Deactivate stops the frame thread (after the frame in progress) before anything else goes.
 
 The counters in PerformanceMetrics and /diagnostics are explained in core/serving/perception.py.
@@ -258,6 +259,11 @@ class PerceptionNode(LifecycleNode):
                        decode: Callable) -> None:
         """A frame of either transport (``decode(msg, channels)`` reads its pixels): counted,
         classified, its result published with the frame's header."""
+        with self.serving.gaps.frame():  # Reconfigure builds between frames
+            self._classify_frame(msg, info, decode)
+
+    def _classify_frame(self, msg: SerializedImage | Image | CompressedImage, info: MessageInfo,
+                        decode: Callable) -> None:
         frame = self.serving.receive(info)
         if frame is None:  # held below max_rate_hz
             return

@@ -61,6 +61,7 @@ from adaspring_ros.core.model.engine import EngineInfo, classify_logits, make_en
 from adaspring_ros.core.model.profile_table import ProfileError, ProfileTable, load_profile_table
 from adaspring_ros.core.model.weights import WeightBank
 from adaspring_ros.core.serving.annotate import annotate, decision_lines
+from adaspring_ros.core.serving.frame_gaps import FrameGaps
 from adaspring_ros.core.serving.frame_stats import (
     FrameStats,
     TimingLog,
@@ -210,6 +211,7 @@ class Perception:
         self.model_info = ModelInfo(self.card.classes, path, self.bank.sha256, table_path,
                                     sha256_of(table_path) if table_path else "", engine.info)
         self.stats = FrameStats()
+        self.gaps = FrameGaps()  # builds go between frames (``with gaps.frame()`` around each)
         self.reported: dict[str, int] = {}  # counters at the last report, for per-window rates
         self.rate_cap = RateCap(params["max_rate_hz"])
         self.debug_cap = RateCap(params["debug_image_rate_hz"])
@@ -329,8 +331,11 @@ class Perception:
         The reply comes once it serves; a bad request or a failed build keeps the old one."""
         start = time.perf_counter()
         config, _ = self.server.active
+        waited_s = 0.0
         try:
             wanted = read(self.space)
+            if wanted != config and wanted not in self.server.cache:
+                waited_s = self.gaps.wait_for_gap(self.server.build_s)
             swapped, cached = self.server.swap(wanted)
         except ConfigError as exc:
             self.stats.add("reconfigure_rejected")
@@ -347,8 +352,10 @@ class Perception:
                 self.stats.counts["last_swap_us"] = round(swap_ms * 1e3)
         how = ("swapped, " if swapped else "already serving, ") + ("cached" if cached
                                                                    else "built")
+        gap = f", {waited_s * 1e3:.1f} ms of it waiting for a gap between frames" \
+            if waited_s >= 5e-4 else ""
         return SwapOutcome(True, swapped, swap_ms, f"serving {wanted.id} ({how}, "
-                           f"{swap_ms:.1f} ms)", wanted, "info")
+                           f"{swap_ms:.1f} ms{gap})", wanted, "info")
 
     # -- reporting ------------------------------------------------------------------------------
     def report(self, callback_errors: int) -> tuple[dict[str, Any], Health]:

@@ -15,8 +15,10 @@ from __future__ import annotations
 import ctypes
 import functools
 import gc
+import statistics
 import threading
-from collections import OrderedDict
+import time
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
@@ -31,6 +33,8 @@ __all__ = ["parse_config", "VariantBuilder", "VariantCache", "VariantServer", "f
            "release_free_memory", "reuse_frame_memory"]
 
 T = TypeVar("T")
+# Builds whose median is VariantServer.build_s.
+BUILD_HISTORY = 5
 
 
 class VariantCache(Generic[T]):
@@ -187,6 +191,7 @@ class VariantServer:
         engine.set_threads(threads)
         self.cache = VariantCache(VariantBuilder(materialise, engine, table), capacity)
         self.lock = threading.Lock()
+        self._build_s: deque[float] = deque(maxlen=BUILD_HISTORY)
         self.active: tuple[CompressionConfig, Runner] = (initial, self.build(initial))
         self._released_at = 0  # cache evictions when memory was last given back
 
@@ -205,10 +210,18 @@ class VariantServer:
         happen here, off the frame path, not on the first frame it serves)."""
         if config in self.cache:
             return self.cache.get(config)
+        start = time.perf_counter()
         runner = self.cache.get(config)
         blank = np.zeros((config.resolution, config.resolution), np.uint8)
         runner(preprocess_frame(blank, config.resolution, self.card))
+        self._build_s.append(time.perf_counter() - start)
         return runner
+
+    @property
+    def build_s(self) -> float:
+        """What building a variant takes here: the median of the last builds (the first one's
+        while only it has been timed)."""
+        return statistics.median(self._build_s)
 
     def swap(self, wanted: CompressionConfig) -> tuple[bool, bool]:
         """Serve ``wanted`` from now on: (whether that changed the variant, whether it was

@@ -307,6 +307,14 @@ def test_launch_classifies_the_image_topic_it_is_given(robot, rclpy_node):
     assert rclpy_node.count_subscribers("/camera/image_raw") == 0  # remapped, not added
 
 
+def test_node_info_lists_the_camera_subscription_under_the_perception_node(robot, ros2):
+    # Taken on the node's own frame thread, outside the executor, it is still the node's.
+    out = ros2.until(["node", "info", "/perception_node"], lambda o: TEST_CAMERA in o, 60,
+                     "the camera subscription in ros2 node info")
+    subscribers = out.split("Subscribers:")[1].split("Publishers:")[0]
+    assert f"{TEST_CAMERA}: sensor_msgs/msg/Image" in subscribers, out
+
+
 def test_params_file_overrides_the_shipped_yaml(robot, ros2):
     out = ros2.until(["param", "get", "/evolution_node", "min_swap_interval_s"],
                      lambda o: "value is" in o, 60, "the parameter")

@@ -23,7 +23,7 @@ Threading: camera frames are taken and classified on a thread of their own (node
 rclpy's executor costs ~0.45 ms of CPU per wake here, a tenth of a colour frame); everything else
 (Reconfigure, the metrics timer, parameters, lifecycle transitions) runs on one
 SingleThreadedExecutor (a thread pool for the callbacks was the largest tail of a camera frame:
-docs/benchmarks.md, *Where a 640x480 frame's time goes*). A frame takes ONE reference to the
+docs/benchmarks.md, *Design measurements*). A frame takes ONE reference to the
 (config, runner) pair when it starts and the Reconfigure service replaces the pair with a single
 assignment once the new variant is built and warmed up, so every frame is computed entirely by
 one variant (``serving.server``). A build still holds the GIL (ONNX Runtime's session
@@ -239,7 +239,6 @@ class PerceptionNode(LifecycleNode):
         return response
 
     def image_callback(self, data: bytes, info: MessageInfo) -> None:
-        # Two required arguments: rclpy passes MessageInfo only to callbacks that need it.
         # The frame's serialized bytes, its pixels read where they are (image_from_cdr spares
         # two copies of them); what that reader does not read, rclpy's deserializer does.
         decode = msg_convert.image_to_numpy

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import csv
 import os
-import random
 import shutil
 import sys
 import tempfile
@@ -84,23 +83,33 @@ def write_shm_profile(workdir: Path) -> Path:
     return path
 
 
+_CLAIMS = []
+
+
 def quiet_domain(listen_s: float = 2.0, tries: int = 10):
-    """Init rclpy in a ROS domain where no other node is seen (tests and demos of other runs on
-    this machine use random domains too; their cameras and results would mix with ours)."""
-    rng = random.SystemRandom()
+    """Init rclpy in a ROS domain claimed for this process (no other run of this package on this
+    machine gets it, adaspring_ros/demo/domains.py) where no other node is seen either (ROS
+    software that does not claim its domain)."""
+    from adaspring_ros.demo import domains
+
+    crowded = []  # held until a quiet one is found, so the next try draws another id
     for _ in range(tries):
-        domain = rng.randint(102, 232)  # above the test suite's 1..101
-        rclpy.init(domain_id=domain)
+        claim = domains.claim_domain(*domains.BENCHMARKS)
+        rclpy.init(domain_id=claim.domain_id)
         node = rclpy.create_node("bench_ros_perception")
         end = time.monotonic() + listen_s
         while time.monotonic() < end:
             rclpy.spin_once(node, timeout_sec=0.1)
         if node.get_node_names() == ["bench_ros_perception"]:
-            os.environ["ROS_DOMAIN_ID"] = str(domain)
-            print(f"ROS domain {domain}", flush=True)
+            os.environ["ROS_DOMAIN_ID"] = str(claim.domain_id)
+            print(f"ROS domain {claim.domain_id}", flush=True)
+            _CLAIMS.append(claim)  # held while this process runs
+            for other in crowded:
+                other.release()
             return node
         node.destroy_node()
         rclpy.shutdown()
+        crowded.append(claim)
     raise RuntimeError(f"no quiet ROS domain found in {tries} tries")
 
 

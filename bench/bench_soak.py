@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import random
 import shutil
 import sys
 import tempfile
@@ -36,9 +35,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from adaspring_ros.demo import domains
+
 ROOT = Path(__file__).resolve().parent.parent
-# A private ROS domain on loopback, set before rclpy loads (inherited by the node processes).
-os.environ.setdefault("ROS_DOMAIN_ID", str(random.SystemRandom().randint(102, 232)))
+
+# Unless ROS_DOMAIN_ID is set (the test suite sets its module's), a domain on loopback that no
+# other run on this machine uses, set before rclpy loads (inherited by the node processes) and
+# held while this process runs.
+if "ROS_DOMAIN_ID" not in os.environ:
+    _CLAIM = domains.claim_domain(*domains.BENCHMARKS)
+    os.environ["ROS_DOMAIN_ID"] = str(_CLAIM.domain_id)
 os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
 
 from adaspring_ros import msg_convert

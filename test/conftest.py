@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import os
 import random
 import shutil
@@ -14,6 +13,8 @@ from pathlib import Path
 import pytest
 from hypothesis import settings
 
+from adaspring_ros.demo import domains
+
 # Property tests draw the same examples on every run: a red CI must be reproducible, never a new
 # random draw (explore with HYPOTHESIS_PROFILE=explore).
 settings.register_profile("ci", derandomize=True)
@@ -21,10 +22,10 @@ settings.register_profile("explore", derandomize=False)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 # Set before any test imports rclpy, and inherited by every child node process. Each module then
-# moves to a domain of its own (see private_ros_domain).
-# Tests and the demo use domains 1..101, benchmarks 102..232 (bench_ros_perception.quiet_domain).
-os.environ.setdefault("ROS_DOMAIN_ID", str(random.SystemRandom().randint(1, 101)))
-_DOMAINS = itertools.count(int(os.environ["ROS_DOMAIN_ID"]))
+# claims a domain of its own (see private_ros_domain); ROS_DOMAIN_ID, if set, is where the search
+# for a free one starts. Tests and the demo use domains 1..101, benchmarks 102..232.
+os.environ.setdefault("ROS_DOMAIN_ID", str(random.SystemRandom().randint(*domains.TESTS)))
+_NEXT_DOMAIN = int(os.environ["ROS_DOMAIN_ID"])
 os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
 _OWN_LOG_DIR = (None if "ROS_LOG_DIR" in os.environ
                 else tempfile.mkdtemp(prefix="adaspring-roslog-"))
@@ -65,12 +66,15 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
 @pytest.fixture(scope="module", autouse=True)
 def private_ros_domain():
-    """A ROS domain for this module alone (ids 1..101 in turn from a random start): a node that
-    an earlier module left shutting down can never publish into this module's topics or call its
-    services."""
-    domain = 1 + (next(_DOMAINS) - 1) % 101
-    os.environ["ROS_DOMAIN_ID"] = str(domain)
-    yield domain
+    """A ROS domain for this module alone: the next id after the previous module's that no
+    other process on this machine holds (domains.py), so a node an earlier module left shutting
+    down never publishes into this module's topics, and a second run of the suite beside this
+    one (another CI job) never calls this module's services."""
+    global _NEXT_DOMAIN
+    with domains.claim_domain(*domains.TESTS, start=_NEXT_DOMAIN) as claim:
+        _NEXT_DOMAIN = claim.domain_id + 1
+        os.environ["ROS_DOMAIN_ID"] = str(claim.domain_id)
+        yield claim.domain_id
 
 
 @pytest.fixture

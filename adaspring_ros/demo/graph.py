@@ -1,7 +1,7 @@
 """Child processes of a ROS graph, shared by the demo, the tests and the benchmarks.
 
-* :func:`ros_environment` / :func:`use_environment`: a private random ROS domain on loopback, the
-  source tree first on PYTHONPATH, logs in one directory;
+* :func:`ros_environment` / :func:`use_environment`: a ROS domain on loopback that no other run on
+  this machine uses (domains.py), the source tree first on PYTHONPATH, logs in one directory;
 * :class:`ChildProcess`: one node (or any Python module) in its own session, its output in a log
   file; it dies with the process that started it (child_process.py), stops with SIGINT (a clean
   rclpy shutdown), then SIGKILL; :class:`ChildProcesses`: the named children of one run;
@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import os
-import random
 import signal
 import subprocess
 import time
@@ -22,6 +21,7 @@ from typing import Any
 
 from adaspring_ros.core import paths
 from adaspring_ros.demo.child_process import dies_with_parent
+from adaspring_ros.demo.domains import DomainClaim, claim_domain
 
 __all__ = ["SOURCE_ROOT", "GraphError", "source_env", "ros_environment", "use_environment",
            "ChildProcess", "ChildProcesses", "CpuHog", "spin_until"]
@@ -45,10 +45,17 @@ def source_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
+_CLAIMS: list[DomainClaim] = []  # held until this process ends, as long as its children
+
+
 def ros_environment(log_dir: Path, domain_id: int | None = None) -> dict[str, str]:
-    """Environment for node processes: a private random domain, loopback discovery, this tree."""
+    """Environment for node processes: ``domain_id`` or a domain claimed for this process
+    (domains.py: no other run on this machine gets it), loopback discovery, this tree."""
     env = source_env()
-    env["ROS_DOMAIN_ID"] = str(domain_id or random.SystemRandom().randint(1, 101))
+    if domain_id is None:
+        _CLAIMS.append(claim_domain())
+        domain_id = _CLAIMS[-1].domain_id
+    env["ROS_DOMAIN_ID"] = str(domain_id)
     env["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
     env["ROS_LOG_DIR"] = str(Path(log_dir) / "ros")
     env.setdefault("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp")

@@ -33,6 +33,7 @@ from adaspring_ros.core import paths
 from adaspring_ros.core.policy.budgets import energy_share_for
 from adaspring_ros.core.policy.scenario import ScenarioTrace, resolve_scenario
 from adaspring_ros.core.serving.replay import parse_labelled_frame_id
+from adaspring_ros.demo.domains import DomainError
 from adaspring_ros.demo.graph import (
     ChildProcesses,
     CpuHog,
@@ -388,7 +389,11 @@ def cli_main(argv: list[str] | None = None) -> int:
         return 2
     out = (args.out or default_out_dir()).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    env = ros_environment(out / "logs")
+    try:
+        env = ros_environment(out / "logs")
+    except DomainError as exc:
+        print(f"adaspring demo: {exc}", file=sys.stderr)
+        return 2
     use_environment(env)
     _STOPPING.clear()
     previous_term = signal.signal(signal.SIGTERM, _raise_interrupt)

@@ -74,13 +74,13 @@ def _lock_file(folder: Path, domain_id: int) -> int | None:
 
 
 def claim_domain(first: int = TESTS[0], last: int = TESTS[1], start: int | None = None,
-                 ) -> DomainClaim:
+                 folder: Path | None = None) -> DomainClaim:
     """Claim the first free id of ``first..last``, trying them in turn from ``start`` (a random
-    one when None) and wrapping around. Raises DomainError when every one is held by another
-    process, or the claims folder cannot be used."""
+    one when None) and wrapping around; ``folder`` replaces :func:`claims_dir` (tests). Raises
+    DomainError when every one is held by another process, or the folder cannot be used."""
     if not 0 <= first <= last <= 232:
         raise ValueError(f"ROS domain ids are 0..232, not {first}..{last}")
-    folder = claims_dir()
+    folder = Path(folder) if folder is not None else claims_dir()
     try:
         folder.mkdir(exist_ok=True)
         if folder.stat().st_uid == os.geteuid():

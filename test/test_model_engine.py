@@ -217,6 +217,18 @@ def test_unknown_or_missing_engine_is_a_clear_error(monkeypatch):
         make_engine("onnxruntime")
 
 
+def test_an_onnxruntime_that_is_there_but_does_not_import_is_not_called_missing(monkeypatch,
+                                                                                tmp_path):
+    broken = tmp_path / "onnxruntime"
+    broken.mkdir()
+    (broken / "__init__.py").write_text("raise ImportError('libonnxruntime.so: bad ELF')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "onnxruntime", raising=False)
+    with pytest.raises(EngineError, match="installed but does not import: libonnxruntime.so"):
+        make_engine("onnxruntime")
+    monkeypatch.delitem(sys.modules, "onnxruntime", raising=False)
+
+
 def test_round_robin_timing_covers_every_runner(backbone, test_images):
     engine = make_engine("onnxruntime")
     runners = {c.id: engine.prepare(backbone.materialise(c)) for c in

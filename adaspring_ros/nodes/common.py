@@ -58,6 +58,12 @@ def run(factory: Callable[[], Node], name: str, args: list[str] | None = None,
             try:
                 node = factory()
             except START_ERRORS + start_errors as exc:
+                if interrupted:
+                    # A Ctrl-C while the node starts (a launch stopping every node because
+                    # another one died) can surface as a start error: an extension module's
+                    # import turns a KeyboardInterrupt into ImportError ("engine 'onnxruntime'
+                    # is not installed", seen in CI). It is the interrupt: end quietly.
+                    return
                 # On the way out with 2, a Ctrl-C (a launch stopping the other nodes because of
                 # this one) must turn that into neither 0 nor a KeyboardInterrupt.
                 previous = signal.SIG_IGN

@@ -16,6 +16,7 @@ The interface both implement is ``engine_base``'s (re-exported here).
 
 from __future__ import annotations
 
+import importlib.util
 import math
 from typing import Any, Mapping, Sequence
 
@@ -72,6 +73,9 @@ class OnnxRuntimeEngine(Engine):
         try:
             import onnxruntime
         except ImportError as exc:
+            if importlib.util.find_spec("onnxruntime") is not None:
+                raise EngineError(f"engine 'onnxruntime' is installed but does not import: "
+                                  f"{exc}") from exc
             raise EngineError(
                 "engine 'onnxruntime' is not installed (pip install onnxruntime); "
                 "engine 'torch' needs nothing more") from exc

@@ -37,6 +37,7 @@ from adaspring_ros import msg_convert
 from adaspring_ros.core import paths
 from adaspring_ros.core.model.config import DEFAULT_SPACE, CompressionConfig
 from adaspring_ros.core.offline.profiler import stratified_sample
+from adaspring_ros.demo import domains
 from adaspring_ros.demo.graph import ChildProcess as NodeProcess
 from adaspring_ros.demo.graph import spin_until
 from bench.report import markdown_table, spread, write_section
@@ -83,15 +84,13 @@ def write_shm_profile(workdir: Path) -> Path:
     return path
 
 
-_CLAIMS = []
+_CLAIMS: list[domains.DomainClaim] = []  # quiet_domain's, held while this process runs
 
 
 def quiet_domain(listen_s: float = 2.0, tries: int = 10):
     """Init rclpy in a ROS domain claimed for this process (no other run of this package on this
     machine gets it, adaspring_ros/demo/domains.py) where no other node is seen either (ROS
     software that does not claim its domain)."""
-    from adaspring_ros.demo import domains
-
     crowded = []  # held until a quiet one is found, so the next try draws another id
     for _ in range(tries):
         claim = domains.claim_domain(*domains.BENCHMARKS)
@@ -103,7 +102,7 @@ def quiet_domain(listen_s: float = 2.0, tries: int = 10):
         if node.get_node_names() == ["bench_ros_perception"]:
             os.environ["ROS_DOMAIN_ID"] = str(claim.domain_id)
             print(f"ROS domain {claim.domain_id}", flush=True)
-            _CLAIMS.append(claim)  # held while this process runs
+            _CLAIMS.append(claim)
             for other in crowded:
                 other.release()
             return node
